@@ -1,0 +1,82 @@
+/*
+ * dango: the command-line tool. Subcommands so far:
+ *   dango info [-c|--config] [-d|--doc]   build, transports and options
+ *   dango version
+ * (serve, put, get, ls, stat, rm and replay arrive with the store and the
+ * conductor.)
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <dango/dango.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: dango info [-c|--config] [-d|--doc]\n"
+               "       dango version\n");
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    const char *names[16];
+    size_t      n;
+    int         config = 0, doc = 0;
+
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            config = 1;
+        } else if (!strcmp(argv[i], "-d") || !strcmp(argv[i], "--doc")) {
+            config = doc = 1;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    if (config) {
+        /* Effective values: set > DANGO_* environment > file > default. */
+        return dango_config_print(NULL, stdout,
+                                  DANGO_CONFIG_PRINT_HEADER |
+                                      (doc ? DANGO_CONFIG_PRINT_DOC : 0)) == 0
+                   ? 0
+                   : 1;
+    }
+
+    n = dango_transport_list(names, DANGO_ARRAY_SIZE(names));
+    printf("dango %s\n", dango_version_string());
+    printf("transports:");
+    for (size_t i = 0; (i < n) && (i < DANGO_ARRAY_SIZE(names)); i++) {
+        printf(" %s", names[i]);
+    }
+
+    printf("\nmetadata backends: http mem p2phandshake\n");
+    printf("options: dango info --config (values), dango info --doc "
+           "(with descriptions)\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+
+    if (!strcmp(argv[1], "info")) {
+        return cmd_info(argc, argv);
+    }
+
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("dango %s\n", dango_version_string());
+        return 0;
+    }
+
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(stdout);
+        return 0;
+    }
+
+    fprintf(stderr, "dango: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

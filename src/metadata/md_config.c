@@ -1,0 +1,31 @@
+/*
+ * Configuration table of the metadata module (options MD_*).
+ *
+ * The table is registered at load time; dango_md_open() fills a
+ * dango__md_config_t from it, so every handle copies its options once and
+ * the caller may release the dango_config_t right after opening.
+ */
+#include "md_int.h"
+
+static const dango_config_field_t md_config_fields[] = {
+    {"CONNECT_TIMEOUT", "1500ms",
+     "Time allowed to connect to a remote metadata server (0: no limit).",
+     offsetof(dango__md_config_t, connect_timeout_ns), DANGO_CFG_TIME},
+    {"TIMEOUT", "3s",
+     "Time allowed for one metadata request, connecting included "
+     "(0: no limit).",
+     offsetof(dango__md_config_t, timeout_ns), DANGO_CFG_TIME},
+    {"WATCH_INTERVAL", "1s",
+     "Polling period of watches on backends without a change feed.",
+     offsetof(dango__md_config_t, watch_interval_ns), DANGO_CFG_TIME},
+    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}
+};
+
+dango_config_table_t dango__md_config_table = {
+    .prefix = "MD",
+    .doc    = "Metadata service client",
+    .fields = md_config_fields,
+    .next   = NULL
+};
+
+DANGO_CONFIG_REGISTER_TABLE(dango__md_config_table)
