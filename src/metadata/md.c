@@ -28,6 +28,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/alloc.h"
 #include "common/hash.h"

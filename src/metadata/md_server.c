@@ -282,10 +282,10 @@ err_free_keys:
 static enum MHD_Result srv_put_begin(struct MHD_Connection *conn,
                                      void **req_cls)
 {
-    const char   *clen;
-    md_srv_req_t *req;
-    char         *end;
     unsigned long long announced = 0;
+    const char        *clen;
+    md_srv_req_t      *req;
+    char              *end;
 
     clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                        MHD_HTTP_HEADER_CONTENT_LENGTH);
