@@ -516,7 +516,7 @@ void dango_loop_stop(dango_loop_t *loop)
     }
 
     __atomic_store_n(&loop->stop, 1, __ATOMIC_RELEASE);
-    loop->wake_pending = 0;
+    __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_RELEASE);
     dango_loop_wakeup(loop);
     pthread_join(loop->thread, NULL);
     loop->thread_started = 0;

@@ -387,12 +387,14 @@ int dango_xfer_mem_alloc(dango_xfer_engine_t *eng, size_t len,
     }
 
     alen = DANGO_ALIGN_UP(len, page);
-    fd   = memfd_create("dango-segment", MFD_CLOEXEC);
+    fd   = memfd_create("dango-segment", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
         return DANGO_ENOMEM;
     }
 
-    if (ftruncate(fd, (off_t)alen) != 0) {
+    /* Sealed against shrinking: a peer's mapping can never hit SIGBUS. */
+    if ((ftruncate(fd, (off_t)alen) != 0) ||
+        (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)) {
         close(fd);
         return DANGO_ENOMEM;
     }

@@ -94,10 +94,9 @@ DANGO_LOG_COMPONENT_DEFINE(dango__log_shm, "shm");
 #define SHM_UDS_PREFIX     "@dango-shm-"
 #define SHM_UDS_MAX        64
 #define SHM_LISTEN_BACKLOG 128
-#define SHM_ACCEPT_BURST   32            /* accepts per readable event */
-#define SHM_MSG_MAX        4096          /* largest control payload accepted */
-#define SHM_MSG_STACK      256           /* packed messages up to this size
-                                            are built on the stack */
+#define SHM_ACCEPT_BURST   32   /* accepts per readable event */
+#define SHM_MSG_MAX        4096 /* largest control payload accepted */
+#define SHM_MSG_STACK      256  /* packed messages built on the stack */
 #define SHM_LIVENESS_NS    (10 * DANGO_NSEC_PER_MSEC)
 #define SHM_ROLE_SERVER    "dango-srv"
 #define SHM_ROLE_CLIENT    "dango-cli"
@@ -116,7 +115,7 @@ typedef enum shm_conn_state {
 
 /* One accepted connection; owned by loops[0]. */
 typedef struct shm_conn {
-    dango_list_link_t link;  /* in iface->conns */
+    dango_list_link_t link; /* in iface->conns */
     dango_tp_iface_t *iface;
     int               fd;
     shm_conn_state_t  state;
@@ -134,17 +133,17 @@ typedef struct shm_sync {
 
 struct dango_tp_iface {
     const dango_tp_host_t *host;
-    dango_loop_t         **loops;       /* copy of params->loops */
+    dango_loop_t         **loops; /* copy of params->loops */
     unsigned               num_loops;
-    unsigned               next_loop;   /* atomic round-robin cursor */
+    unsigned               next_loop; /* atomic round-robin cursor */
     char                  *segment_name;
     uint64_t               instance_id;
-    char                  *token;       /* NULL: no authentication */
+    char                  *token; /* NULL: no authentication */
     shm_config_t           cfg;
     uid_t                  uid;
     int                    listen_fd;
-    int                    listening;   /* loops[0] only */
-    dango_list_link_t      conns;       /* loops[0] only */
+    int                    listening; /* loops[0] only */
+    dango_list_link_t      conns;     /* loops[0] only */
     char                   uds[SHM_UDS_MAX];
     char                   desc_json[SHM_UDS_MAX + 16];
     dango_loop_task_t      reg_task;
@@ -156,12 +155,12 @@ struct dango_tp_iface {
 typedef struct shm_map {
     uint64_t remote; /* the buffer's address in the peer */
     uint64_t length;
-    uint8_t *base;   /* our mapping of it */
+    uint8_t *base; /* our mapping of it */
 } shm_map_t;
 
 struct dango_tp_ep {
     dango_tp_iface_t *iface;
-    shm_map_t        *maps;       /* sorted by remote, non-overlapping */
+    shm_map_t        *maps; /* sorted by remote, non-overlapping */
     unsigned          num_maps;
     int               fd;         /* idle control connection (liveness) */
     unsigned          inflight;   /* atomic: copies queued or running */
@@ -171,7 +170,7 @@ struct dango_tp_ep {
 
 /* A queued copy, stored in slice->tp_priv. */
 typedef struct shm_op {
-    dango_loop_task_t task;   /* first: the loop hands this pointer back */
+    dango_loop_task_t task; /* first: the loop hands this pointer back */
     dango_tp_ep_t    *ep;
     uint8_t          *mapped; /* remote side of the copy, in our mapping */
 } shm_op_t;
@@ -196,15 +195,13 @@ static const dango_config_field_t shm_config_fields[] = {
      "Time allowed for connecting to a same-host peer and for each control "
      "exchange (handshake, buffer mapping).",
      offsetof(shm_config_t, timeout_ns), DANGO_CFG_TIME},
-    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}
-};
+    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 static dango_config_table_t shm_config_table = {
     .prefix = "SHM",
     .doc    = "Same-host shared-memory transport",
     .fields = shm_config_fields,
-    .next   = NULL
-};
+    .next   = NULL};
 
 DANGO_CONFIG_REGISTER_TABLE(shm_config_table)
 
@@ -346,8 +343,8 @@ static int shm_send_msg(int fd, uint8_t type, int32_t status, uint64_t addr,
         sent = (size_t)n;
         rc   = 0;
         if (sent < sizeof(hdr)) {
-            rc = dango_sock_send_all(fd, (char *)&hdr + sent,
-                                     sizeof(hdr) - sent, deadline_ns);
+            rc   = dango_sock_send_all(fd, (char *)&hdr + sent,
+                                       sizeof(hdr) - sent, deadline_ns);
             sent = sizeof(hdr);
         }
 
@@ -394,7 +391,7 @@ static int shm_recv_hdr_fd(int fd, dango_frame_t *hdr, int *fd_p,
         mh.msg_iovlen     = 1;
         mh.msg_control    = cbuf.space;
         mh.msg_controllen = sizeof(cbuf.space);
-        n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        n                 = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n == 0) {
             rc = DANGO_ECONNRESET;
             goto err;
@@ -444,7 +441,7 @@ static int shm_recv_hdr_fd(int fd, dango_frame_t *hdr, int *fd_p,
             }
         }
 
-        p    += n;
+        p += n;
         left -= (size_t)n;
     }
 
@@ -491,12 +488,12 @@ static void shm_conn_close(shm_conn_t *conn)
 static int shm_srv_hello(shm_conn_t *conn, const dango_frame_t *hdr,
                          const void *payload)
 {
-    dango_tp_iface_t         *iface = conn->iface;
-    Dango__Ctrl__HelloAck     ack   = DANGO__CTRL__HELLO_ACK__INIT;
-    Dango__Ctrl__Hello       *hello;
-    uint8_t                   proof[DANGO_AUTH_PROOF_LEN];
-    uint64_t                  deadline;
-    int                       rc;
+    dango_tp_iface_t     *iface = conn->iface;
+    Dango__Ctrl__HelloAck ack   = DANGO__CTRL__HELLO_ACK__INIT;
+    Dango__Ctrl__Hello   *hello;
+    uint8_t               proof[DANGO_AUTH_PROOF_LEN];
+    uint64_t              deadline;
+    int                   rc;
 
     hello = dango__ctrl__hello__unpack(NULL, hdr->length, payload);
     if (hello == NULL) {
@@ -528,14 +525,15 @@ static int shm_srv_hello(shm_conn_t *conn, const dango_frame_t *hdr,
         (strcmp(hello->target_name, iface->segment_name) != 0)) {
         /* The client reached the wrong segment: tell it, then close. */
         dango_debug("shm_iface %p: fd %d: hello for segment '%s', we are "
-                    "'%s'", (void *)iface, conn->fd, hello->target_name,
+                    "'%s'",
+                    (void *)iface, conn->fd, hello->target_name,
                     iface->segment_name);
         ack.status = DANGO_ENOENT;
     }
 
     if ((iface->token != NULL) && (ack.status == 0)) {
-        rc = dango_auth_proof(iface->token, SHM_ROLE_SERVER,
-                              conn->client_nonce, conn->server_nonce, proof);
+        rc = dango_auth_proof(iface->token, SHM_ROLE_SERVER, conn->client_nonce,
+                              conn->server_nonce, proof);
         if (rc != 0) {
             dango_error("shm_iface %p: cannot compute auth proof: %s",
                         (void *)iface, dango_strerror(rc));
@@ -547,8 +545,8 @@ static int shm_srv_hello(shm_conn_t *conn, const dango_frame_t *hdr,
     }
 
     deadline = dango_time_ns() + iface->cfg.timeout_ns;
-    rc       = shm_send_msg(conn->fd, DANGO_FRAME_HELLO_ACK, ack.status, 0,
-                            &ack.base, -1, deadline);
+    rc = shm_send_msg(conn->fd, DANGO_FRAME_HELLO_ACK, ack.status, 0, &ack.base,
+                      -1, deadline);
     if (rc != 0) {
         dango_error("shm_iface %p: fd %d: cannot send hello ack: %s",
                     (void *)iface, conn->fd, dango_strerror(rc));
@@ -570,7 +568,7 @@ out:
 static int shm_srv_auth(shm_conn_t *conn, const dango_frame_t *hdr,
                         const void *payload)
 {
-    dango_tp_iface_t *iface = conn->iface;
+    dango_tp_iface_t  *iface = conn->iface;
     Dango__Ctrl__Auth *auth;
     int                rc;
 
@@ -587,7 +585,8 @@ static int shm_srv_auth(shm_conn_t *conn, const dango_frame_t *hdr,
     dango__ctrl__auth__free_unpacked(auth, NULL);
     if (rc != 0) {
         dango_error("shm_iface %p: fd %d: client failed token "
-                    "authentication", (void *)iface, conn->fd);
+                    "authentication",
+                    (void *)iface, conn->fd);
         return DANGO_EAUTH;
     }
 
@@ -601,14 +600,14 @@ static int shm_srv_map(shm_conn_t *conn, const dango_frame_t *hdr,
     dango_tp_iface_t           *iface = conn->iface;
     Dango__Ctrl__ShmMapReply    reply = DANGO__CTRL__SHM_MAP_REPLY__INIT;
     Dango__Ctrl__ShmMapRequest *req;
-    uint64_t                    len   = 0;
-    int                         mfd   = -1;
+    uint64_t                    len = 0;
+    int                         mfd = -1;
     int                         rc;
 
     req = dango__ctrl__shm_map_request__unpack(NULL, hdr->length, payload);
     if (req == NULL) {
-        dango_error("shm_iface %p: fd %d: malformed map request",
-                    (void *)iface, conn->fd);
+        dango_error("shm_iface %p: fd %d: malformed map request", (void *)iface,
+                    conn->fd);
         return DANGO_EPROTO;
     }
 
@@ -618,8 +617,8 @@ static int shm_srv_map(shm_conn_t *conn, const dango_frame_t *hdr,
     if (iface->host->mem_fd == NULL) {
         reply.status = DANGO_ENOTSUP;
     } else {
-        reply.status = iface->host->mem_fd(iface->host->ctx, reply.addr, &mfd,
-                                           &len);
+        reply.status =
+            iface->host->mem_fd(iface->host->ctx, reply.addr, &mfd, &len);
     }
 
     if (reply.status == 0) {
@@ -685,8 +684,8 @@ static void shm_conn_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
 
     if ((hdr.type != want) || (hdr.length > SHM_MSG_MAX)) {
         dango_error("shm_iface %p: fd %d: unexpected frame type %u length "
-                    "%" PRIu64 " (expected type %u)", (void *)iface, fd,
-                    hdr.type, hdr.length, want);
+                    "%" PRIu64 " (expected type %u)",
+                    (void *)iface, fd, hdr.type, hdr.length, want);
         rc = DANGO_EPROTO;
     } else if (want == DANGO_FRAME_HELLO) {
         rc = shm_srv_hello(conn, &hdr, payload);
@@ -729,8 +728,8 @@ static void shm_accept_cb(dango_loop_t *loop, int fd, unsigned events,
         rc = shm_peer_uid(cfd, &uid);
         if ((rc != 0) || ((uid != iface->uid) && (iface->uid != 0))) {
             dango_warn("shm_iface %p: refused a connection from uid %d "
-                       "(we run as %d)", (void *)iface,
-                       (int)uid, (int)iface->uid);
+                       "(we run as %d)",
+                       (void *)iface, (int)uid, (int)iface->uid);
             close(cfd);
             continue;
         }
@@ -762,9 +761,9 @@ static void shm_accept_cb(dango_loop_t *loop, int fd, unsigned events,
 /* Task on loops[0]: starts serving the listening socket. */
 static void shm_reg_task(dango_loop_task_t *task)
 {
-    dango_tp_iface_t *iface = dango_container_of(task, dango_tp_iface_t,
-                                                 reg_task);
-    int               rc;
+    dango_tp_iface_t *iface =
+        dango_container_of(task, dango_tp_iface_t, reg_task);
+    int rc;
 
     rc = dango_loop_fd_add(iface->loops[0], iface->listen_fd, DANGO_LOOP_READ,
                            shm_accept_cb, iface);
@@ -791,13 +790,12 @@ static void shm_iface_free(dango_tp_iface_t *iface)
 /* Task on loops[0]: stops serving, closes every socket. */
 static void shm_close_task(dango_loop_task_t *task)
 {
-    dango_tp_iface_t *iface = dango_container_of(task, dango_tp_iface_t,
-                                                 close_task);
-    int               abandoned;
+    dango_tp_iface_t *iface =
+        dango_container_of(task, dango_tp_iface_t, close_task);
+    int abandoned;
 
     while (!dango_list_is_empty(&iface->conns)) {
-        shm_conn_close(dango_container_of(iface->conns.next, shm_conn_t,
-                                          link));
+        shm_conn_close(dango_container_of(iface->conns.next, shm_conn_t, link));
     }
 
     if (iface->listening) {
@@ -832,8 +830,7 @@ static int shm_listen(dango_tp_iface_t *iface)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         rc = dango_err_from_errno(errno);
-        dango_error("shm_iface %p: socket(AF_UNIX) failed: %m",
-                    (void *)iface);
+        dango_error("shm_iface %p: socket(AF_UNIX) failed: %m", (void *)iface);
         return rc;
     }
 
@@ -918,8 +915,8 @@ static int shm_client_handshake(dango_tp_iface_t *iface, int fd,
     hello.nonce.data   = cnonce;
     hello.nonce.len    = sizeof(cnonce);
     hello.target_name  = (char *)((peer_name != NULL) ? peer_name : "");
-    rc = shm_send_msg(fd, DANGO_FRAME_HELLO, 0, 0, &hello.base, -1,
-                      deadline_ns);
+    rc =
+        shm_send_msg(fd, DANGO_FRAME_HELLO, 0, 0, &hello.base, -1, deadline_ns);
     if (rc != 0) {
         return rc;
     }
@@ -950,7 +947,8 @@ static int shm_client_handshake(dango_tp_iface_t *iface, int fd,
     if (iface->token == NULL) {
         if (ack->proof.len != 0) {
             dango_error("shm_iface %p: peer '%s' requires a cluster token "
-                        "and we have none", (void *)iface, peer_name);
+                        "and we have none",
+                        (void *)iface, peer_name);
             rc = DANGO_EAUTH;
         }
 
@@ -961,7 +959,8 @@ static int shm_client_handshake(dango_tp_iface_t *iface, int fd,
                            ack->nonce.data, ack->proof.data, ack->proof.len);
     if (rc != 0) {
         dango_error("shm_iface %p: peer '%s' failed cluster token "
-                    "authentication", (void *)iface, peer_name);
+                    "authentication",
+                    (void *)iface, peer_name);
         goto out;
     }
 
@@ -999,12 +998,12 @@ static int shm_client_map(dango_tp_ep_t *ep, const char *peer_name,
     dango_frame_t              hdr;
     struct stat                st;
     void                      *base;
-    int                        mfd   = -1;
+    int                        mfd = -1;
     int                        rc;
 
     req.addr = buf->addr;
-    rc = shm_send_msg(ep->fd, DANGO_FRAME_SHM_MAP, 0, buf->addr, &req.base,
-                      -1, deadline_ns);
+    rc = shm_send_msg(ep->fd, DANGO_FRAME_SHM_MAP, 0, buf->addr, &req.base, -1,
+                      deadline_ns);
     if (rc != 0) {
         return rc;
     }
@@ -1036,8 +1035,8 @@ static int shm_client_map(dango_tp_ep_t *ep, const char *peer_name,
 
     rc = 1;
     if (reply->status != 0) {
-        dango_warn("shm_ep %p: peer '%s' cannot share buffer 0x%" PRIx64
-                   ": %s", (void *)ep, peer_name, buf->addr,
+        dango_warn("shm_ep %p: peer '%s' cannot share buffer 0x%" PRIx64 ": %s",
+                   (void *)ep, peer_name, buf->addr,
                    dango_strerror(reply->status));
         goto out;
     }
@@ -1051,8 +1050,9 @@ static int shm_client_map(dango_tp_ep_t *ep, const char *peer_name,
     if ((reply->addr != buf->addr) || (reply->length != buf->length)) {
         dango_warn("shm_ep %p: peer '%s' buffer 0x%" PRIx64 ": descriptor "
                    "says %" PRIu64 " bytes, peer says %" PRIu64 " bytes at "
-                   "0x%" PRIx64 "; not mapped", (void *)ep, peer_name,
-                   buf->addr, buf->length, reply->length, reply->addr);
+                   "0x%" PRIx64 "; not mapped",
+                   (void *)ep, peer_name, buf->addr, buf->length, reply->length,
+                   reply->addr);
         goto out;
     }
 
@@ -1060,17 +1060,17 @@ static int shm_client_map(dango_tp_ep_t *ep, const char *peer_name,
     if ((fstat(mfd, &st) != 0) || (st.st_size < 0) ||
         ((uint64_t)st.st_size < buf->length)) {
         dango_warn("shm_ep %p: peer '%s' buffer 0x%" PRIx64 ": fd holds "
-                   "fewer than %" PRIu64 " bytes; not mapped", (void *)ep,
-                   peer_name, buf->addr, buf->length);
+                   "fewer than %" PRIu64 " bytes; not mapped",
+                   (void *)ep, peer_name, buf->addr, buf->length);
         goto out;
     }
 
     base = mmap(NULL, buf->length, PROT_READ | PROT_WRITE,
                 MAP_SHARED | MAP_POPULATE, mfd, 0);
     if (base == MAP_FAILED) {
-        dango_warn("shm_ep %p: peer '%s' buffer 0x%" PRIx64 ": mmap of %"
-                   PRIu64 " bytes failed: %m", (void *)ep, peer_name,
-                   buf->addr, buf->length);
+        dango_warn("shm_ep %p: peer '%s' buffer 0x%" PRIx64 ": mmap of %" PRIu64
+                   " bytes failed: %m",
+                   (void *)ep, peer_name, buf->addr, buf->length);
         goto out;
     }
 
@@ -1125,15 +1125,16 @@ static int shm_parse_desc(const char *json, char *uds, size_t uds_len,
     snprintf(uds, uds_len, "%s", name);
     jbufs = json_object_get(root, "buffers");
     if (json_array_size(jbufs) > 0) {
-        bufs = dango_calloc(json_array_size(jbufs), sizeof(*bufs),
-                            "shm_buf_desc");
+        bufs =
+            dango_calloc(json_array_size(jbufs), sizeof(*bufs), "shm_buf_desc");
         if (bufs == NULL) {
             rc = DANGO_ENOMEM;
             goto out;
         }
     }
 
-    json_array_foreach(jbufs, i, b) {
+    json_array_foreach(jbufs, i, b)
+    {
         json_t *addr = json_object_get(b, "addr");
         json_t *len  = json_object_get(b, "length");
 
@@ -1145,7 +1146,8 @@ static int shm_parse_desc(const char *json, char *uds, size_t uds_len,
         if (!json_is_integer(addr) || !json_is_integer(len) ||
             (json_integer_value(len) <= 0)) {
             dango_warn("peer descriptor: buffer %zu has no valid addr and "
-                       "length; skipped", i);
+                       "length; skipped",
+                       i);
             continue;
         }
 
@@ -1240,10 +1242,9 @@ static int shm_ep_gone(dango_tp_ep_t *ep)
 
     now  = dango_time_ns();
     next = __atomic_load_n(&ep->next_check, __ATOMIC_RELAXED);
-    if ((now < next) ||
-        !__atomic_compare_exchange_n(&ep->next_check, &next,
-                                     now + SHM_LIVENESS_NS, 0,
-                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    if ((now < next) || !__atomic_compare_exchange_n(
+                            &ep->next_check, &next, now + SHM_LIVENESS_NS, 0,
+                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
         return 0;
     }
 
@@ -1260,10 +1261,10 @@ static int shm_ep_gone(dango_tp_ep_t *ep)
 /* Runs on an engine loop: the copy itself. */
 static void shm_copy_task(dango_loop_task_t *task)
 {
-    shm_op_t         *op    = (shm_op_t *)task;
-    dango_tp_slice_t *slice = dango_container_of((void *)op, dango_tp_slice_t,
-                                                 tp_priv);
-    dango_tp_ep_t    *ep    = op->ep;
+    shm_op_t         *op = (shm_op_t *)task;
+    dango_tp_slice_t *slice =
+        dango_container_of((void *)op, dango_tp_slice_t, tp_priv);
+    dango_tp_ep_t *ep = op->ep;
 
     if (slice->op == DANGO_TP_OP_READ) {
         memcpy(slice->local, op->mapped, slice->length);
@@ -1279,15 +1280,14 @@ static void shm_copy_task(dango_loop_task_t *task)
 /* ---------- ops ---------- */
 
 static int shm_iface_open(const dango_tp_iface_params_t *params,
-                          dango_tp_iface_t **iface_p)
+                          dango_tp_iface_t             **iface_p)
 {
     dango_tp_iface_t  *iface;
     pthread_condattr_t cattr;
     int                rc;
 
-    if ((params == NULL) || (params->host == NULL) ||
-        (params->loops == NULL) || (params->num_loops == 0) ||
-        (iface_p == NULL)) {
+    if ((params == NULL) || (params->host == NULL) || (params->loops == NULL) ||
+        (params->num_loops == 0) || (iface_p == NULL)) {
         dango_debug("shm: iface_open: invalid parameters");
         return DANGO_EINVAL;
     }
@@ -1314,8 +1314,8 @@ static int shm_iface_open(const dango_tp_iface_params_t *params,
         goto err_free;
     }
 
-    iface->loops = dango_calloc(params->num_loops, sizeof(*iface->loops),
-                                "shm_loops");
+    iface->loops =
+        dango_calloc(params->num_loops, sizeof(*iface->loops), "shm_loops");
     if (iface->loops == NULL) {
         rc = DANGO_ENOMEM;
         goto err_free;
@@ -1323,9 +1323,9 @@ static int shm_iface_open(const dango_tp_iface_params_t *params,
 
     memcpy(iface->loops, params->loops,
            params->num_loops * sizeof(*iface->loops));
-    iface->segment_name = dango_strdup((params->segment_name != NULL) ?
-                                       params->segment_name : "",
-                                       "shm_segment_name");
+    iface->segment_name =
+        dango_strdup((params->segment_name != NULL) ? params->segment_name : "",
+                     "shm_segment_name");
     if (iface->segment_name == NULL) {
         rc = DANGO_ENOMEM;
         goto err_free_loops;
@@ -1354,8 +1354,8 @@ static int shm_iface_open(const dango_tp_iface_params_t *params,
 
     pthread_mutex_init(&iface->close_sync.lock, NULL);
 
-    snprintf(iface->uds, sizeof(iface->uds), SHM_UDS_PREFIX "%016" PRIx64
-             "-%d", iface->instance_id, (int)getpid());
+    snprintf(iface->uds, sizeof(iface->uds), SHM_UDS_PREFIX "%016" PRIx64 "-%d",
+             iface->instance_id, (int)getpid());
     snprintf(iface->desc_json, sizeof(iface->desc_json), "{\"uds\":\"%s\"}",
              iface->uds);
     rc = shm_listen(iface);
@@ -1401,15 +1401,13 @@ static void shm_iface_close(dango_tp_iface_t *iface)
     dango_loop_post(iface->loops[0], &iface->close_task);
     /* On loops[0] itself the task cannot run while we wait: hand it over.
      * Elsewhere, allow for one stalled control exchange on the loop. */
-    deadline = dango_time_ns() + 2 * iface->cfg.timeout_ns +
-               DANGO_NSEC_PER_SEC;
+    deadline = dango_time_ns() + 2 * iface->cfg.timeout_ns + DANGO_NSEC_PER_SEC;
     ts.tv_sec  = (time_t)(deadline / DANGO_NSEC_PER_SEC);
     ts.tv_nsec = (long)(deadline % DANGO_NSEC_PER_SEC);
     pthread_mutex_lock(&sync->lock);
     if (!dango_loop_is_current(iface->loops[0])) {
-        while (!sync->done &&
-               (pthread_cond_timedwait(&sync->cond, &sync->lock, &ts) !=
-                ETIMEDOUT)) {
+        while (!sync->done && (pthread_cond_timedwait(&sync->cond, &sync->lock,
+                                                      &ts) != ETIMEDOUT)) {
         }
     }
 
@@ -1432,8 +1430,7 @@ static void shm_iface_close(dango_tp_iface_t *iface)
     shm_iface_free(iface);
 }
 
-static int shm_iface_query(dango_tp_iface_t *iface,
-                           dango_tp_iface_attr_t *attr)
+static int shm_iface_query(dango_tp_iface_t *iface, dango_tp_iface_attr_t *attr)
 {
     attr->caps      = DANGO_TP_CAP_SAME_HOST;
     attr->max_slice = iface->cfg.max_slice;
@@ -1445,11 +1442,11 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
                          dango_tp_ep_t **ep_p)
 {
     char            uds[SHM_UDS_MAX];
-    shm_buf_desc_t *bufs = NULL;
+    shm_buf_desc_t *bufs     = NULL;
     unsigned        num_bufs = 0;
     dango_tp_ep_t  *ep;
     uint64_t        deadline;
-    uid_t           uid      = (uid_t)-1;
+    uid_t           uid = (uid_t)-1;
     int             rc;
 
     if ((peer == NULL) || (peer->desc_json == NULL)) {
@@ -1489,8 +1486,8 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
     rc = shm_peer_uid(ep->fd, &uid);
     if ((rc != 0) || ((uid != iface->uid) && (uid != 0))) {
         dango_warn("shm_iface %p: %s is served by uid %d, not by us (%d); "
-                   "not using it", (void *)iface, uds, (int)uid,
-                   (int)iface->uid);
+                   "not using it",
+                   (void *)iface, uds, (int)uid, (int)iface->uid);
         rc = DANGO_ENOTSUP;
         goto err_close;
     }
@@ -1512,7 +1509,8 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
                             dango_time_ns() + iface->cfg.timeout_ns);
         if (rc < 0) {
             dango_warn("shm_iface %p: mapping buffers of peer '%s' failed: "
-                       "%s", (void *)iface, peer->name, dango_strerror(rc));
+                       "%s",
+                       (void *)iface, peer->name, dango_strerror(rc));
             rc = (rc == DANGO_ENOMEM) ? rc : DANGO_ENOTSUP;
             goto err_unmap;
         }
@@ -1520,7 +1518,8 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
 
     if (ep->num_maps == 0) {
         dango_warn("shm_iface %p: none of the %u buffers of peer '%s' could "
-                   "be mapped", (void *)iface, num_bufs, peer->name);
+                   "be mapped",
+                   (void *)iface, num_bufs, peer->name);
         rc = DANGO_ENOTSUP;
         goto err_close;
     }
@@ -1530,8 +1529,8 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
         if (ep->maps[i].remote - ep->maps[i - 1].remote <
             ep->maps[i - 1].length) {
             dango_warn("shm_iface %p: peer '%s' buffers at 0x%" PRIx64
-                       " and 0x%" PRIx64 " overlap", (void *)iface,
-                       peer->name, ep->maps[i - 1].remote,
+                       " and 0x%" PRIx64 " overlap",
+                       (void *)iface, peer->name, ep->maps[i - 1].remote,
                        ep->maps[i].remote);
             rc = DANGO_ENOTSUP;
             goto err_unmap;
@@ -1539,8 +1538,7 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
     }
 
     dango_debug("shm_iface %p: ep %p to '%s' maps %u of %u buffers",
-                (void *)iface, (void *)ep, peer->name, ep->num_maps,
-                num_bufs);
+                (void *)iface, (void *)ep, peer->name, ep->num_maps, num_bufs);
     dango_free(bufs);
     *ep_p = ep;
     return 0;
@@ -1574,7 +1572,8 @@ static void shm_ep_destroy(dango_tp_ep_t *ep)
 
         if (dango_time_ns() >= deadline) {
             dango_error("shm_ep %p: %u copies still in flight; leaking its "
-                        "mappings", (void *)ep,
+                        "mappings",
+                        (void *)ep,
                         __atomic_load_n(&ep->inflight, __ATOMIC_RELAXED));
             return;
         }
@@ -1600,18 +1599,19 @@ static int shm_post(dango_tp_ep_t *ep, dango_tp_slice_t *slice)
     const shm_map_t  *map;
     unsigned          idx;
 
-    if (((slice->op != DANGO_TP_OP_READ) &&
-         (slice->op != DANGO_TP_OP_WRITE)) || (slice->local == NULL)) {
+    if (((slice->op != DANGO_TP_OP_READ) && (slice->op != DANGO_TP_OP_WRITE)) ||
+        (slice->local == NULL)) {
         dango_debug("shm_ep %p: slice %" PRIu64 ": bad op %u or no local "
-                    "address", (void *)ep, slice->id, slice->op);
+                    "address",
+                    (void *)ep, slice->id, slice->op);
         return DANGO_EINVAL;
     }
 
     map = shm_ep_find(ep, slice->remote, slice->length);
     if (map == NULL) {
         dango_debug("shm_ep %p: slice %" PRIu64 ": [0x%" PRIx64 ", +%" PRIu64
-                    ") is outside the mapped buffers", (void *)ep, slice->id,
-                    slice->remote, slice->length);
+                    ") is outside the mapped buffers",
+                    (void *)ep, slice->id, slice->remote, slice->length);
         return DANGO_EREMOTE_ACCESS;
     }
 

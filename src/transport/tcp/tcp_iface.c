@@ -863,6 +863,7 @@ static int tcp_build_desc(tcp_iface_t *iface)
 typedef struct tcp_loop_arg {
     tcp_iface_t *iface;
     unsigned     idx;
+    int          rc;
 } tcp_loop_arg_t;
 
 static void tcp_close_loop(void *arg)
@@ -889,14 +890,20 @@ static void tcp_close_loop(void *arg)
     }
 }
 
+/* Runs on each loop: its timer, and on loop 0 the listener. */
 static void tcp_open_loop(void *arg)
 {
-    tcp_loop_arg_t *a = arg;
+    tcp_loop_arg_t *a     = arg;
+    tcp_iface_t    *iface = a->iface;
     int             id;
 
-    id = dango_loop_timer_add(a->iface->loops[a->idx], TCP_TIMER_MS,
-                              tcp_timer_cb, a->iface);
-    a->iface->timer_ids[a->idx] = id > 0 ? id : 0;
+    id = dango_loop_timer_add(iface->loops[a->idx], TCP_TIMER_MS,
+                              tcp_timer_cb, iface);
+    iface->timer_ids[a->idx] = id > 0 ? id : 0;
+    if ((a->idx == 0) && (iface->listen_fd >= 0)) {
+        a->rc = dango_loop_fd_add(iface->loops[0], iface->listen_fd,
+                                  DANGO_LOOP_READ, listener_cb, iface);
+    }
 }
 
 static void tcp_iface_close(dango_tp_iface_t *tp_iface)
@@ -908,7 +915,7 @@ static void tcp_iface_close(dango_tp_iface_t *tp_iface)
     }
 
     for (unsigned i = 0; i < iface->num_loops; i++) {
-        tcp_loop_arg_t a = {iface, i};
+        tcp_loop_arg_t a = {iface, i, 0};
 
         dango_loop_run_sync(iface->loops[i], tcp_close_loop, &a);
     }
@@ -1006,17 +1013,14 @@ static int tcp_iface_open(const dango_tp_iface_params_t *params,
     }
 
     for (unsigned i = 0; i < params->num_loops; i++) {
-        tcp_loop_arg_t a = {iface, i};
+        tcp_loop_arg_t a = {iface, i, 0};
 
         dango_loop_run_sync(iface->loops[i], tcp_open_loop, &a);
-    }
-
-    if (iface->listen_fd >= 0) {
-        rc = dango_loop_fd_add(iface->loops[0], iface->listen_fd,
-                               DANGO_LOOP_READ, listener_cb, iface);
-        if (rc != 0) {
+        if (a.rc != 0) {
+            close(iface->listen_fd);
+            iface->listen_fd = -1;
             tcp_iface_close((dango_tp_iface_t *)iface);
-            return rc;
+            return a.rc;
         }
     }
 

@@ -874,6 +874,29 @@ static void test_file_iface_open_oom(void **state)
     }
 
     assert_dango_ok(rc);
+
+    /* The same for ep_create(). */
+    rc = DANGO_ENOMEM;
+    for (long n = 1; (n < 100) && (rc != 0); n++) {
+        dango_tp_ep_t  *ep   = NULL;
+        dango_tp_peer_t peer = {.name = "file:///tmp/dango-test-file-oom"};
+        long            before = dango__alloc_live();
+
+        dango__alloc_fail_after(n);
+        rc = ops->ep_create(iface, &peer, &ep);
+        dango__alloc_fail_after(-1);
+        if (rc != 0) {
+            assert_dango_err(DANGO_ENOMEM, rc);
+            assert_null(ep);
+            assert_int_equal(dango__alloc_live(), before);
+        } else {
+            assert_true(n > 1);
+            ops->ep_destroy(ep);
+        }
+    }
+
+    assert_dango_ok(rc);
+    unlink("/tmp/dango-test-file-oom");
     ops->iface_close(iface);
     assert_int_equal(dango__alloc_live(), live);
     dango_loop_destroy(loop);

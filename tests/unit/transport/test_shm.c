@@ -45,19 +45,20 @@
 
 extern const dango_transport_ops_t dango__shm_ops;
 
-#define SHM_OPS      (&dango__shm_ops)
-#define MIB          (1024ull * 1024ull)
-#define REGION_LEN   (72 * MIB)
-#define SMALL_LEN    (1 * MIB)
-#define WAIT_NS      (60ull * DANGO_NSEC_PER_SEC)
-#define NUM_LOOPS    2
-#define DESC_MAX     4096
+#define SHM_OPS    (&dango__shm_ops)
+#define MIB        (1024ull * 1024ull)
+#define REGION_LEN (72 * MIB)
+#define SMALL_LEN  (1 * MIB)
+#define WAIT_NS    (60ull * DANGO_NSEC_PER_SEC)
+#define NUM_LOOPS  2
+#define DESC_MAX   4096
 
 /* ---------- fixtures: fake host, regions, descriptors ---------- */
 
 /* A memfd-backed buffer, as dango_xfer_mem_alloc() would make. */
 typedef struct test_region {
-    uint8_t *addr;       /* the target's mapping; also its "address" */
+    uint8_t *resv; /* reservation around the mapping */
+    uint8_t *addr; /* the target's mapping; also its "address" */
     uint64_t len;
     int      fd;
     uint64_t report_len; /* what mem_fd() claims (tests lie with it) */
@@ -77,11 +78,11 @@ typedef struct test_target {
 
 typedef struct test_state {
     dango_loop_t     *loops[NUM_LOOPS];
-    test_region_t     region;       /* big region, remote + shm */
-    test_region_t     small;        /* second region, remote + shm */
-    test_region_t     hidden;       /* "shm": false: never mapped */
-    test_target_t     target;       /* serves the three regions */
-    dango_tp_iface_t *client;       /* the initiator */
+    test_region_t     region; /* big region, remote + shm */
+    test_region_t     small;  /* second region, remote + shm */
+    test_region_t     hidden; /* "shm": false: never mapped */
+    test_target_t     target; /* serves the three regions */
+    dango_tp_iface_t *client; /* the initiator */
     char              desc[DESC_MAX];
 } test_state_t;
 
@@ -121,9 +122,19 @@ static int region_create(test_region_t *r, uint64_t len)
         return -1;
     }
 
-    r->addr = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_POPULATE, r->fd, 0);
+    /* A page of PROT_NONE on each side: no two regions are adjacent, so
+     * "one byte before" a region is never inside another one. */
+    r->resv = mmap(NULL, len + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (r->resv == MAP_FAILED) {
+        close(r->fd);
+        return -1;
+    }
+
+    r->addr = mmap(r->resv + 4096, len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE | MAP_FIXED, r->fd, 0);
     if (r->addr == MAP_FAILED) {
+        munmap(r->resv, len + 2 * 4096);
         close(r->fd);
         return -1;
     }
@@ -136,7 +147,7 @@ static int region_create(test_region_t *r, uint64_t len)
 static void region_destroy(test_region_t *r)
 {
     if (r->addr != NULL) {
-        munmap(r->addr, r->len);
+        munmap(r->resv, r->len + 2 * 4096);
         close(r->fd);
         r->addr = NULL;
     }
@@ -159,18 +170,18 @@ static void host_add(test_host_t *h, test_region_t *r)
     h->regions[h->num++] = r;
 }
 
-static int iface_open(dango_loop_t **loops, uint64_t instance,
-                      const char *name, const char *token,
-                      const dango_tp_host_t *host, dango_tp_iface_t **iface_p)
+static int iface_open(dango_loop_t **loops, uint64_t instance, const char *name,
+                      const char *token, const dango_tp_host_t *host,
+                      dango_tp_iface_t **iface_p)
 {
     static const dango_tp_host_t no_host = {0};
-    dango_tp_iface_params_t      p = {
-             .host         = (host != NULL) ? host : &no_host,
-             .loops        = loops,
-             .num_loops    = NUM_LOOPS,
-             .segment_name = name,
-             .instance_id  = instance,
-             .token        = token,
+    dango_tp_iface_params_t      p       = {
+                   .host         = (host != NULL) ? host : &no_host,
+                   .loops        = loops,
+                   .num_loops    = NUM_LOOPS,
+                   .segment_name = name,
+                   .instance_id  = instance,
+                   .token        = token,
     };
 
     return SHM_OPS->iface_open(&p, iface_p);
@@ -182,8 +193,7 @@ static int target_open(test_target_t *t, dango_loop_t **loops,
     dango_tp_iface_attr_t attr;
     int                   rc;
 
-    rc = iface_open(loops, instance, "target", token, &t->host.host,
-                    &t->iface);
+    rc = iface_open(loops, instance, "target", token, &t->host.host, &t->iface);
     if (rc != 0) {
         return rc;
     }
@@ -199,17 +209,16 @@ static int target_open(test_target_t *t, dango_loop_t **loops,
 
 /* A peer descriptor with @shm_json as its shm section (NULL: none). */
 static void desc_build(char *out, size_t len, const char *shm_json,
-                       test_region_t *const *regs, const int *shm,
-                       unsigned n)
+                       test_region_t *const *regs, const int *shm, unsigned n)
 {
     size_t off;
 
-    off = (size_t)snprintf(out, len, "{\"name\":\"target\","
+    off = (size_t)snprintf(out, len,
+                           "{\"name\":\"target\","
                            "\"instance\":\"0000000000000001\","
                            "\"host_id\":\"h\",\"transports\":{");
     if (shm_json != NULL) {
-        off += (size_t)snprintf(out + off, len - off, "\"shm\":%s,",
-                                shm_json);
+        off += (size_t)snprintf(out + off, len - off, "\"shm\":%s,", shm_json);
     }
 
     off += (size_t)snprintf(out + off, len - off,
@@ -219,9 +228,9 @@ static void desc_build(char *out, size_t len, const char *shm_json,
         off += (size_t)snprintf(out + off, len - off,
                                 "%s{\"addr\":%" PRIu64 ",\"length\":%" PRIu64
                                 ",\"location\":\"cpu:0\",\"remote\":true,"
-                                "\"shm\":%s}", (i > 0) ? "," : "",
-                                raddr(regs[i], 0), regs[i]->len,
-                                shm[i] ? "true" : "false");
+                                "\"shm\":%s}",
+                                (i > 0) ? "," : "", raddr(regs[i], 0),
+                                regs[i]->len, shm[i] ? "true" : "false");
     }
 
     snprintf(out + off, len - off, "]}");
@@ -286,9 +295,9 @@ static void slice_complete(dango_tp_slice_t *slice, int status)
 static int waiter_wait(test_waiter_t *w, unsigned n)
 {
     uint64_t        deadline = dango_time_ns() + WAIT_NS;
-    struct timespec ts = {(time_t)(deadline / DANGO_NSEC_PER_SEC),
-                          (long)(deadline % DANGO_NSEC_PER_SEC)};
-    int             rc = 0;
+    struct timespec ts       = {(time_t)(deadline / DANGO_NSEC_PER_SEC),
+                                (long)(deadline % DANGO_NSEC_PER_SEC)};
+    int             rc       = 0;
 
     pthread_mutex_lock(&w->lock);
     while ((w->done < n) && (rc == 0)) {
@@ -336,10 +345,9 @@ static int xfer(dango_tp_ep_t *ep, uint8_t op, void *local, uint64_t remote,
         uint64_t off = (uint64_t)i * chunk;
         uint64_t l   = (len - off < chunk) ? len - off : chunk;
 
-        slice_init(&slices[i], &w, op, (uint8_t *)local + off, remote + off,
-                   l);
+        slice_init(&slices[i], &w, op, (uint8_t *)local + off, remote + off, l);
         slices[i].slice.id = i;
-        rc = SHM_OPS->post(ep, &slices[i].slice);
+        rc                 = SHM_OPS->post(ep, &slices[i].slice);
         if (rc != 0) {
             break;
         }
@@ -397,7 +405,7 @@ static int raw_connect(const char *shm_json)
     }
 
     q += 2;
-    n  = strcspn(q, "\"");
+    n = strcspn(q, "\"");
     memcpy(sa.sun_path + 1, q, n);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -405,8 +413,8 @@ static int raw_connect(const char *shm_json)
     }
 
     if (connect(fd, (struct sockaddr *)&sa,
-                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-                            n)) != 0) {
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) !=
+        0) {
         close(fd);
         return -1;
     }
@@ -430,9 +438,9 @@ static int raw_hello(int fd, uint8_t *cnonce)
     Dango__Ctrl__Hello hello = DANGO__CTRL__HELLO__INIT;
 
     memset(cnonce, 0x5a, DANGO_AUTH_NONCE_LEN);
-    hello.version     = DANGO_FRAME_VERSION;
-    hello.nonce.data  = cnonce;
-    hello.nonce.len   = DANGO_AUTH_NONCE_LEN;
+    hello.version    = DANGO_FRAME_VERSION;
+    hello.nonce.data = cnonce;
+    hello.nonce.len  = DANGO_AUTH_NONCE_LEN;
     return raw_send_msg(fd, DANGO_FRAME_HELLO, &hello.base);
 }
 
@@ -533,8 +541,7 @@ static int group_setup(void **state)
     host_add(&s->target.host, &s->small);
     host_add(&s->target.host, &s->hidden);
     if ((target_open(&s->target, s->loops, 0x1111, NULL) != 0) ||
-        (iface_open(s->loops, 0x2222, "client", NULL, NULL, &s->client) !=
-         0)) {
+        (iface_open(s->loops, 0x2222, "client", NULL, NULL, &s->client) != 0)) {
         return -1;
     }
 
@@ -582,13 +589,14 @@ static void shm_query_reports_same_host_and_socket(void **state)
 
 static void shm_config_options_apply(void **state)
 {
-    test_state_t         *s = *state;
-    dango_config_t       *cfg;
-    dango_tp_iface_t     *iface;
-    dango_tp_iface_attr_t attr;
-    dango_tp_iface_params_t p = {.loops = s->loops, .num_loops = NUM_LOOPS,
+    test_state_t           *s = *state;
+    dango_config_t         *cfg;
+    dango_tp_iface_t       *iface;
+    dango_tp_iface_attr_t   attr;
+    dango_tp_iface_params_t p = {.loops       = s->loops,
+                                 .num_loops   = NUM_LOOPS,
                                  .instance_id = 0x3333,
-                                 .host = &s->target.host.host};
+                                 .host        = &s->target.host.host};
 
     assert_dango_ok(dango_config_read("/dev/null", &cfg));
     assert_dango_ok(dango_config_set(cfg, "SHM_MAX_SLICE", "1m"));
@@ -734,7 +742,7 @@ static void shm_post_out_of_range_touches_nothing(void **state)
         {DANGO_TP_OP_READ, raddr(&s->region, REGION_LEN - 10), 11},
         {DANGO_TP_OP_WRITE, raddr(&s->region, 0) - 1, 2},
         {DANGO_TP_OP_WRITE, raddr(&s->region, REGION_LEN), 1},
-        {DANGO_TP_OP_WRITE, raddr(&s->hidden, 0), 1},  /* "shm": false */
+        {DANGO_TP_OP_WRITE, raddr(&s->hidden, 0), 1}, /* "shm": false */
         {DANGO_TP_OP_READ, raddr(&s->small, 16), UINT64_MAX - 8},
         {DANGO_TP_OP_WRITE, UINT64_MAX - 3, 8},
     };
@@ -791,8 +799,7 @@ static void shm_can_serve_edges(void **state)
     assert_false(SHM_OPS->ep_can_serve(ep, 0, 1));
     assert_false(SHM_OPS->ep_can_serve(ep, 0, UINT64_MAX));
     /* Spanning two buffers is not one mapping. */
-    assert_false(SHM_OPS->ep_can_serve(ep, raddr(&s->small, 0),
-                                       SMALL_LEN + 1));
+    assert_false(SHM_OPS->ep_can_serve(ep, raddr(&s->small, 0), SMALL_LEN + 1));
     assert_true(SHM_OPS->ep_can_serve(ep, raddr(&s->small, 0), SMALL_LEN));
     /* Not marked shm: never mapped. */
     assert_false(SHM_OPS->ep_can_serve(ep, raddr(&s->hidden, 0), 1));
@@ -801,7 +808,7 @@ static void shm_can_serve_edges(void **state)
 
 static void shm_ep_create_unusable_peers(void **state)
 {
-    test_state_t  *s = *state;
+    test_state_t  *s       = *state;
     test_region_t *regs[1] = {&s->region};
     const int      yes[1] = {1}, no[1] = {0};
     dango_tp_ep_t *ep;
@@ -830,11 +837,10 @@ static void shm_ep_create_unusable_peers(void **state)
 
 static void shm_ep_create_skips_bad_buffers(void **state)
 {
-    test_state_t  *s = *state;
-    test_region_t  bogus = {.addr = (uint8_t *)(uintptr_t)0x10000,
-                            .len = 4096};
+    test_state_t  *s     = *state;
+    test_region_t  bogus = {.addr = (uint8_t *)(uintptr_t)0x10000, .len = 4096};
     test_region_t *regs[2] = {&bogus, &s->small};
-    const int      yes[2] = {1, 1};
+    const int      yes[2]  = {1, 1};
     dango_tp_ep_t *ep;
     char           desc[DESC_MAX];
 
@@ -860,9 +866,9 @@ static void shm_ep_create_skips_bad_buffers(void **state)
 
 static void shm_token_must_match(void **state)
 {
-    test_state_t     *s = *state;
+    test_state_t     *s       = *state;
     test_region_t    *regs[1] = {&s->small};
-    const int         yes[1] = {1};
+    const int         yes[1]  = {1};
     test_target_t     t;
     dango_tp_iface_t *good, *bad, *none;
     dango_tp_ep_t    *ep;
@@ -873,8 +879,8 @@ static void shm_token_must_match(void **state)
     host_add(&t.host, &s->small);
     assert_dango_ok(target_open(&t, s->loops, 0x5555, "s3cret"));
     desc_build(desc, sizeof(desc), t.shm_json, regs, yes, 1);
-    assert_dango_ok(iface_open(s->loops, 0x5556, "good", "s3cret", NULL,
-                               &good));
+    assert_dango_ok(
+        iface_open(s->loops, 0x5556, "good", "s3cret", NULL, &good));
     assert_dango_ok(iface_open(s->loops, 0x5557, "bad", "other", NULL, &bad));
     assert_dango_ok(iface_open(s->loops, 0x5558, "none", NULL, NULL, &none));
 
@@ -929,8 +935,8 @@ static void shm_server_refuses_unauthenticated_clients(void **state)
     {
         Dango__Ctrl__Auth auth = DANGO__CTRL__AUTH__INIT;
 
-        assert_dango_ok(dango_auth_proof("wrong", "dango-cli", cnonce, snonce,
-                                         proof));
+        assert_dango_ok(
+            dango_auth_proof("wrong", "dango-cli", cnonce, snonce, proof));
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
         assert_dango_ok(raw_send_msg(fd, DANGO_FRAME_AUTH, &auth.base));
@@ -961,17 +967,16 @@ static void shm_server_survives_garbage(void **state)
     assert_int_equal(sizeof(junk), send(fd, junk, sizeof(junk), 0));
     assert_true(raw_closed_by_server(fd));
     close(fd);
-    assert_int_equal(1, __atomic_load_n(&dango_test_log_errors,
-                                        __ATOMIC_RELAXED));
+    assert_int_equal(1,
+                     __atomic_load_n(&dango_test_log_errors, __ATOMIC_RELAXED));
 
     /* A valid HELLO header with a payload that is not protobuf. */
     memset(junk, 0xff, sizeof(junk));
     dango_frame_init(&hdr, DANGO_FRAME_HELLO, 0, 0, 20, 0);
     fd = raw_connect(s->target.shm_json);
     assert_true(fd >= 0);
-    assert_dango_ok(dango_sock_send_frame(fd, &hdr, junk, 20,
-                                          dango_time_ns() +
-                                              DANGO_NSEC_PER_SEC));
+    assert_dango_ok(dango_sock_send_frame(
+        fd, &hdr, junk, 20, dango_time_ns() + DANGO_NSEC_PER_SEC));
     assert_true(raw_closed_by_server(fd));
     close(fd);
 
@@ -1049,9 +1054,9 @@ static void shm_ep_destroy_waits_for_copies(void **state)
 
 static void shm_post_fails_after_target_closes(void **state)
 {
-    test_state_t  *s = *state;
+    test_state_t  *s       = *state;
     test_region_t *regs[1] = {&s->small};
-    const int      yes[1] = {1};
+    const int      yes[1]  = {1};
     test_target_t  t;
     dango_tp_ep_t *ep;
     test_waiter_t  w;
@@ -1065,8 +1070,7 @@ static void shm_post_fails_after_target_closes(void **state)
     assert_dango_ok(target_open(&t, s->loops, 0x7777, NULL));
     desc_build(desc, sizeof(desc), t.shm_json, regs, yes, 1);
     assert_dango_ok(ep_create(s->client, desc, &ep));
-    assert_dango_ok(xfer(ep, DANGO_TP_OP_WRITE, &b, raddr(&s->small, 0), 1,
-                         1));
+    assert_dango_ok(xfer(ep, DANGO_TP_OP_WRITE, &b, raddr(&s->small, 0), 1, 1));
     SHM_OPS->iface_close(t.iface);
 
     /* Liveness is sampled every 10 ms: bounded retries. */
@@ -1161,9 +1165,9 @@ static int child_main(int to_parent, int from_parent)
 static void shm_cross_process_write(void **state)
 {
     dango_loop_t     *loops[NUM_LOOPS] = {NULL};
-    test_region_t     fake = {.len = XP_LEN};
-    test_region_t    *regs[1] = {&fake};
-    const int         yes[1] = {1};
+    test_region_t     fake             = {.len = XP_LEN};
+    test_region_t    *regs[1]          = {&fake};
+    const int         yes[1]           = {1};
     dango_tp_iface_t *client;
     dango_tp_ep_t    *ep;
     int               up[2], down[2], status = -1;
@@ -1193,8 +1197,7 @@ static void shm_cross_process_write(void **state)
     desc_build(desc, sizeof(desc), shm_json, regs, yes, 1);
 
     assert_int_equal(0, loops_start(loops));
-    assert_dango_ok(iface_open(loops, 0xfeed, "parent", NULL, NULL,
-                               &client));
+    assert_dango_ok(iface_open(loops, 0xfeed, "parent", NULL, NULL, &client));
     assert_dango_ok(ep_create(client, desc, &ep));
 
     /* READ what the child put there, then overwrite it. */
@@ -1278,8 +1281,8 @@ int main(void)
 
     dango_test_quiet_logs();
     /* Forks: must run before this process has any thread. */
-    failed  = cmocka_run_group_tests_name("shm_xproc", xproc, NULL, NULL);
-    failed += cmocka_run_group_tests_name("shm", tests, group_setup,
-                                          group_teardown);
+    failed = cmocka_run_group_tests_name("shm_xproc", xproc, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("shm", tests, group_setup, group_teardown);
     return failed;
 }
