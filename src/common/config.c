@@ -473,6 +473,11 @@ static int config_load_file(dango_config_t *cfg, const char *path)
         }
     }
 
+    if ((rc == 0) && ferror(f)) {
+        dango_error("config file %s: read error", path);
+        rc = DANGO_ENOENT; /* e.g. a directory: opens, but cannot be read */
+    }
+
     fclose(f);
     return rc;
 }

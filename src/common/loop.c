@@ -363,9 +363,9 @@ int dango_loop_run_once(dango_loop_t *loop, int timeout_ms)
     struct epoll_event events[LOOP_MAX_EVENTS];
     int                n;
 
-    if (!loop->owner_set) {
-        loop->owner     = pthread_self();
-        loop->owner_set = 1;
+    if (!__atomic_load_n(&loop->owner_set, __ATOMIC_ACQUIRE)) {
+        loop->owner = pthread_self();
+        __atomic_store_n(&loop->owner_set, 1, __ATOMIC_RELEASE);
     }
 
     if (__atomic_load_n(&loop->tasks, __ATOMIC_RELAXED) != NULL) {
@@ -390,9 +390,15 @@ int dango_loop_run_once(dango_loop_t *loop, int timeout_ms)
             uint64_t cnt;
             ssize_t  r;
 
-            __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_RELEASE);
+            /*
+             * Drain the eventfd first, then re-arm: a poster that saw the
+             * flag still set has already pushed its task, and the tasks are
+             * taken after this; a poster after the store writes again. The
+             * other order loses wake-ups (the read eats a later write).
+             */
             r = read(loop->evfd, &cnt, sizeof(cnt));
             (void)r;
+            __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_SEQ_CST);
             continue;
         }
 
@@ -475,8 +481,8 @@ static void *loop_thread_main(void *arg)
     dango_loop_t *loop = arg;
 
     pthread_setname_np(pthread_self(), loop->name);
-    loop->owner     = pthread_self();
-    loop->owner_set = 1;
+    loop->owner = pthread_self();
+    __atomic_store_n(&loop->owner_set, 1, __ATOMIC_RELEASE);
     while (!__atomic_load_n(&loop->stop, __ATOMIC_ACQUIRE)) {
         int rc = dango_loop_run_once(loop, 1000);
 
@@ -499,13 +505,14 @@ int dango_loop_start(dango_loop_t *loop)
         return DANGO_EBUSY;
     }
 
-    loop->stop = 0;
+    loop->stop      = 0;
+    loop->owner_set = 0; /* a thread that ran run_once() by hand is not it */
     rc = pthread_create(&loop->thread, NULL, loop_thread_main, loop);
     if (rc != 0) {
         return dango_err_from_errno(rc);
     }
 
-    loop->thread_started = 1;
+    __atomic_store_n(&loop->thread_started, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -519,13 +526,15 @@ void dango_loop_stop(dango_loop_t *loop)
     __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_RELEASE);
     dango_loop_wakeup(loop);
     pthread_join(loop->thread, NULL);
-    loop->thread_started = 0;
-    loop->owner_set      = 0;
+    __atomic_store_n(&loop->thread_started, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&loop->owner_set, 0, __ATOMIC_RELEASE);
 }
 
 int dango_loop_is_current(const dango_loop_t *loop)
 {
-    return loop->owner_set && pthread_equal(loop->owner, pthread_self());
+    /* owner is written before owner_set is released by the loop thread. */
+    return __atomic_load_n(&loop->owner_set, __ATOMIC_ACQUIRE) &&
+           pthread_equal(loop->owner, pthread_self());
 }
 
 const char *dango_loop_name(const dango_loop_t *loop)

@@ -223,7 +223,8 @@ int dango__xfer_publish(dango_xfer_engine_t *eng)
             dango_error("engine %s: publishing the segment descriptor "
                         "failed: %s",
                         eng->name, dango_strerror(rc));
-            rc = DANGO_EMETADATA;
+            /* Out of memory is ours, not the service's (OOM contract). */
+            rc = (rc == DANGO_ENOMEM) ? rc : DANGO_EMETADATA;
         }
     }
 
@@ -437,6 +438,81 @@ static int engine_open_tcp(dango_xfer_engine_t *eng,
 
 /* ---------- create / destroy ---------- */
 
+/*
+ * DANGO_EEXIST: is the name already published by another live engine?
+ * A descriptor under our key may also be the leftover of an engine that
+ * crashed (descriptors have no TTL), so it only counts when one of its TCP
+ * endpoints answers a descriptor request with a descriptor of the same
+ * name. No answer (refused, timed out, another cluster's token) means the
+ * entry is stale and is overwritten by our publish.
+ */
+static int engine_check_name_free(dango_xfer_engine_t *eng)
+{
+    xfer_tp_t *tcp = &eng->tps[eng->tcp_idx];
+    json_t    *root, *eps;
+    char      *val = NULL;
+    int        rc;
+
+    rc = dango_md_get(eng->md, eng->md_key, &val, NULL);
+    if (rc == DANGO_ENOENT) {
+        return 0;
+    }
+
+    if (rc != 0) {
+        return ((rc == DANGO_ENOMEM) || (rc == DANGO_ETIMEDOUT))
+                   ? rc
+                   : DANGO_EMETADATA;
+    }
+
+    root = json_loads(val, 0, NULL);
+    dango_md_free(val);
+    eps = json_object_get(json_object_get(json_object_get(root, "transports"),
+                                          "tcp"),
+                          "endpoints");
+    for (size_t i = 0; (rc == 0) && (i < json_array_size(eps)); i++) {
+        const char *addr = json_string_value(json_array_get(eps, i));
+        char       *peer = NULL;
+        json_t     *desc;
+        int         frc;
+
+        if ((addr == NULL) || (strcmp(addr, eng->listen_addr) == 0)) {
+            continue;
+        }
+
+        frc = tcp->ops->desc_fetch(tcp->iface, addr, eng->cfg.open_timeout,
+                                   &peer);
+        if (frc == DANGO_ENOMEM) {
+            rc = frc;
+            break;
+        }
+
+        if (frc != 0) {
+            continue;
+        }
+
+        desc = json_loads(peer, 0, NULL);
+        dango_free(peer);
+        if (json_is_string(json_object_get(desc, "name")) &&
+            (strcmp(json_string_value(json_object_get(desc, "name")),
+                    eng->name) == 0)) {
+            dango_error("engine %s: the name is published by a live engine "
+                        "at %s",
+                        eng->name, addr);
+            rc = DANGO_EEXIST;
+        }
+
+        json_decref(desc);
+    }
+
+    if (rc == 0) {
+        dango_info("engine %s: replacing a stale descriptor of the same name",
+                   eng->name);
+    }
+
+    json_decref(root);
+    return rc;
+}
+
 static int engine_params(dango_xfer_engine_t *eng,
                          const dango_xfer_engine_params_t *params)
 {
@@ -460,6 +536,16 @@ static int engine_params(dango_xfer_engine_t *eng,
     XFER_PARAM_STR(DANGO_XFER_ENGINE_PARAM_LISTEN, listen_addr, listen)
     XFER_PARAM_STR(DANGO_XFER_ENGINE_PARAM_TRANSPORTS, transports, transports)
 #undef XFER_PARAM_STR
+    /*
+     * An explicit empty name is malformed (documented DANGO_EINVAL); only
+     * an absent one (bit unset, NULL, or XFER_SEGMENT_NAME "") takes the
+     * default "<hostname>:<pid>".
+     */
+    if ((mask & DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME) &&
+        (params->segment_name != NULL) && (params->segment_name[0] == '\0')) {
+        return DANGO_EINVAL;
+    }
+
     if (mask & DANGO_XFER_ENGINE_PARAM_NUM_WORKERS) {
         eng->cfg.workers = params->num_workers;
     }
@@ -707,6 +793,11 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
         eng->md_key = dango_strdup(key, "xfer_md_key");
         if (eng->md_key == NULL) {
             rc = DANGO_ENOMEM;
+            goto err;
+        }
+
+        rc = engine_check_name_free(eng);
+        if (rc != 0) {
             goto err;
         }
 

@@ -437,6 +437,20 @@ int dango_xfer_segment_query(dango_xfer_engine_t *eng, dango_segment_id_t id,
                                                       : seg->instance_id;
     info->num_buffers = seg->num_bufs;
     if (seg->kind == XFER_SEG_LOCAL) {
+        /*
+         * The local segment has no parsed descriptor (num_bufs is 0): count
+         * the remote-accessible regions, as dango_xfer_segment_buffer()
+         * enumerates them.
+         */
+        info->num_buffers = 0;
+        pthread_rwlock_rdlock(&eng->mem_lock);
+        for (size_t i = 0; i < eng->num_regions; i++) {
+            if (eng->regions[i]->flags & DANGO_XFER_MEM_REMOTE) {
+                info->num_buffers++;
+            }
+        }
+
+        pthread_rwlock_unlock(&eng->mem_lock);
         snprintf(info->transport, sizeof(info->transport), "local");
     } else if (seg->kind == XFER_SEG_FILE) {
         snprintf(info->transport, sizeof(info->transport), "file");

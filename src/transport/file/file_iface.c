@@ -188,6 +188,8 @@ typedef struct file_op {
 
 _Static_assert(sizeof(file_op_t) <= sizeof(((dango_tp_slice_t *)0)->tp_priv),
                "file_op_t must fit in dango_tp_slice_t.tp_priv");
+_Static_assert(_Alignof(dango_tp_slice_t) > FILE_UD_DIRECT,
+               "user_data keeps a flag in the low bit of slice pointers");
 
 static void file_evfd_cb(dango_loop_t *loop, int fd, unsigned events,
                          void *arg);
@@ -706,13 +708,13 @@ static int file_iface_open(const dango_tp_iface_params_t *params,
         dango_error("file iface: FILE_QUEUE_DEPTH %lu is not in 1..%lu",
                     iface->config.queue_depth, FILE_QUEUE_DEPTH_MAX);
         rc = DANGO_ECONFIG;
-        goto err_free;
+        goto err_config;
     }
 
     if (iface->config.max_slice == 0) {
         dango_error("file iface: FILE_MAX_SLICE must not be 0");
         rc = DANGO_ECONFIG;
-        goto err_free;
+        goto err_config;
     }
 
     iface->depth = (unsigned)iface->config.queue_depth;
@@ -725,7 +727,7 @@ static int file_iface_open(const dango_tp_iface_params_t *params,
         rc = dango_err_from_errno(-rc);
         dango_error("file iface: io_uring_queue_init(%u) failed: %s",
                     iface->depth, dango_strerror(rc));
-        goto err_free;
+        goto err_config;
     }
 
     iface->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -770,6 +772,8 @@ err_evfd:
     close(iface->evfd);
 err_ring:
     io_uring_queue_exit(&iface->ring);
+err_config:
+    dango__config_free(&file_config_table, &iface->config);
 err_free:
     dango_free(iface);
     return rc;
@@ -829,6 +833,7 @@ static void file_iface_close(dango_tp_iface_t *iface)
     close(iface->evfd);
     pthread_cond_destroy(&iface->cond);
     pthread_mutex_destroy(&iface->lock);
+    dango__config_free(&file_config_table, &iface->config);
     dango_debug("file iface %p: closed", (void *)iface);
     dango_free(iface);
 }
@@ -933,6 +938,22 @@ static void file_ep_destroy(dango_tp_ep_t *ep)
     iface = ep->iface;
     __atomic_store_n(&ep->destroying, 1, __ATOMIC_SEQ_CST);
     __atomic_sub_fetch(&iface->active_eps, 1, __ATOMIC_SEQ_CST);
+
+    /*
+     * Nothing of @ep anywhere (every slice and task holds a reference) and
+     * no eventfd to unwatch: no need to visit the loop, which may not even
+     * run. The lock orders this with the loop thread's last put.
+     */
+    pthread_mutex_lock(&iface->lock);
+    left = __atomic_load_n(&ep->refs, __ATOMIC_ACQUIRE);
+    if ((left == 1) &&
+        !__atomic_load_n(&iface->evfd_watched, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&iface->lock);
+        file_ep_put(ep, 1);
+        return;
+    }
+
+    pthread_mutex_unlock(&iface->lock);
     if (dango_loop_is_current(iface->loop)) {
         file_ep_destroy_on_loop(ep);
         return;

@@ -757,6 +757,32 @@ static void test_file_destroy_on_loop(void **state)
     free(slices);
 }
 
+/*
+ * An engine may stop and destroy its loops before closing transports: once
+ * the endpoints are gone, iface_close() must not need (or touch) the loop.
+ */
+static void test_file_close_after_loops(void **state)
+{
+    test_env_t    *env = *state;
+    dango_tp_ep_t *ep;
+    test_buf_t     buf;
+
+    test_buf_alloc(&buf, 3 * 4096, 0);
+    test_fill_random(buf.ptr, 3 * 4096, 13);
+    test_ep_create(env, "close-after-loops", &ep);
+    assert_dango_ok(test_xfer(ep, DANGO_TP_OP_WRITE, buf.ptr, 0, 3 * 4096,
+                              4096));
+    ops->ep_destroy(ep);
+    for (unsigned i = 0; i < env->num_loops; i++) {
+        dango_loop_destroy(env->loops[i]);
+        env->loops[i] = NULL;
+    }
+
+    ops->iface_close(env->iface);
+    env->iface = NULL;
+    test_buf_free(&buf);
+}
+
 /* FILE_DIRECT=n: aligned I/O goes through the page cache too. */
 static void test_file_no_direct(void **state)
 {
@@ -927,6 +953,8 @@ int main(void)
                                         setup_small_ring, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_destroy_on_loop,
                                         setup_small_ring, teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_close_after_loops,
+                                        setup_default, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_no_direct,
                                         setup_no_direct, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_query, setup_default,
