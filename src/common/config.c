@@ -206,7 +206,7 @@ static int config_parse_value(const dango_config_field_t *field,
         errno = 0;
         ul    = strtoul(value, &end, 0);
         if ((errno != 0) || (end == value) || (*end != '\0') ||
-            (value[0] == '-')) {
+            (strchr(value, '-') != NULL)) {
             return DANGO_ECONFIG;
         }
         if (p != NULL) {
@@ -436,6 +436,13 @@ static int config_load_file(dango_config_t *cfg, const char *path)
         const dango_config_field_t *field;
 
         lineno++;
+        if ((strchr(line, '\n') == NULL) && !feof(f)) {
+            dango_error("config file %s line %d: longer than %zu bytes", path,
+                        lineno, sizeof(line) - 2);
+            rc = DANGO_ECONFIG;
+            break;
+        }
+
         s = config_trim(line);
         if ((*s == '\0') || (*s == '#') || (*s == ';')) {
             continue;

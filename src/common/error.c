@@ -3,6 +3,7 @@
  * generated from DANGO_ERRNO_MAP in <dango/error.h>, so the three can never
  * disagree. No function here allocates or uses a static scratch buffer.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,6 +50,10 @@ char *dango_strerror_r(int err, char *buf, size_t len)
 
 int dango_err_from_errno(int errnum)
 {
+    if (errnum == INT_MIN) {
+        return DANGO_EINVAL; /* not an errno; -INT_MIN would overflow */
+    }
+
     if (errnum < 0) {
         errnum = -errnum;
     }

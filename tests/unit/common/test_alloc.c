@@ -150,8 +150,8 @@ static void alloc_set_allocator_routes_calls(void **state)
 {
     const dango_allocator_t counting = {test_malloc_fn, test_calloc_fn,
                                         test_realloc_fn, test_free_fn};
-    void *a, *b, *c;
-    char *s;
+    void                   *a, *b, *c;
+    char                   *s;
 
     (void)state;
     test_reset_counts();
@@ -200,10 +200,18 @@ static void alloc_set_allocator_rejects_missing_function(void **state)
     for (int i = 0; i < 4; i++) {
         bad = counting;
         switch (i) {
-        case 0: bad.malloc_fn = NULL; break;
-        case 1: bad.calloc_fn = NULL; break;
-        case 2: bad.realloc_fn = NULL; break;
-        default: bad.free_fn = NULL; break;
+        case 0:
+            bad.malloc_fn = NULL;
+            break;
+        case 1:
+            bad.calloc_fn = NULL;
+            break;
+        case 2:
+            bad.realloc_fn = NULL;
+            break;
+        default:
+            bad.free_fn = NULL;
+            break;
         }
 
         assert_dango_err(DANGO_EINVAL, dango_set_allocator(&bad));
@@ -272,8 +280,9 @@ static void alloc_fail_after_is_exact_across_threads(void **state)
     memset(thr, 0, sizeof(thr));
     dango__alloc_fail_after(limit + 1);
     for (int i = 0; i < TEST_THREADS; i++) {
-        assert_int_equal(pthread_create(&thr[i].thread, NULL,
-                                        test_alloc_thread, &thr[i]), 0);
+        assert_int_equal(
+            pthread_create(&thr[i].thread, NULL, test_alloc_thread, &thr[i]),
+            0);
     }
 
     for (int i = 0; i < TEST_THREADS; i++) {

@@ -60,8 +60,8 @@ static void error_ok_has_name_and_message(void **state)
 
 static void error_unknown_codes(void **state)
 {
-    static const int unknown[] = {1, 12345, -9999, -10099, -10999, -10303,
-                                  INT_MIN, INT_MAX};
+    static const int unknown[] = {1,      12345,  -9999,   -10099,
+                                  -10999, -10303, INT_MIN, INT_MAX};
 
     (void)state;
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(unknown); i++) {
@@ -79,7 +79,8 @@ static void error_strerror_r_formats(void **state)
     assert_string_equal(buf, "timed out (-110)");
 
     dango_strerror_r(DANGO_EAUTH, buf, sizeof(buf));
-    assert_string_equal(buf, "peer failed cluster token authentication (-10006)");
+    assert_string_equal(buf,
+                        "peer failed cluster token authentication (-10006)");
 
     dango_strerror_r(-424242, buf, sizeof(buf));
     assert_string_equal(buf, "unknown error (-424242)");
@@ -167,8 +168,10 @@ static void error_link_and_peer_bands(void **state)
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(test_codes); i++) {
         int v = test_codes[i].value;
 
-        assert_int_equal(!!dango_err_is_link(v), (v <= -10100) && (v >= -10199));
-        assert_int_equal(!!dango_err_is_peer(v), (v <= -10200) && (v >= -10299));
+        assert_int_equal(!!dango_err_is_link(v),
+                         (v <= -10100) && (v >= -10199));
+        assert_int_equal(!!dango_err_is_peer(v),
+                         (v <= -10200) && (v >= -10299));
     }
 }
 

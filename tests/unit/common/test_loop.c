@@ -22,10 +22,10 @@
 #include "common/loop.h"
 #include "common/time.h"
 
-#define TEST_WAIT_S        30
-#define TEST_MAX_ITERS     200 /* bound for run_once loops */
-#define TEST_PRODUCERS     4
-#define TEST_TASKS_PER     1000
+#define TEST_WAIT_S    30
+#define TEST_MAX_ITERS 200 /* bound for run_once loops */
+#define TEST_PRODUCERS 4
+#define TEST_TASKS_PER 1000
 
 static int test_teardown(void **state)
 {
@@ -95,8 +95,7 @@ static void test_fd_read_cb(dango_loop_t *loop, int fd, unsigned events,
     ctx->calls++;
     ctx->last_fd     = fd;
     ctx->last_events = events;
-    n = read(fd, ctx->data + ctx->data_len,
-             sizeof(ctx->data) - ctx->data_len);
+    n = read(fd, ctx->data + ctx->data_len, sizeof(ctx->data) - ctx->data_len);
     if (n > 0) {
         ctx->data_len += (size_t)n;
     }
@@ -135,10 +134,10 @@ static void loop_fd_callbacks_on_pipe(void **state)
     assert_string_equal(dango_loop_name(loop), "test");
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
 
-    assert_dango_ok(dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ,
-                                      test_fd_read_cb, &rd));
-    assert_dango_ok(dango_loop_fd_add(loop, p[1], DANGO_LOOP_WRITE,
-                                      test_fd_count_cb, &wr));
+    assert_dango_ok(
+        dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ, test_fd_read_cb, &rd));
+    assert_dango_ok(
+        dango_loop_fd_add(loop, p[1], DANGO_LOOP_WRITE, test_fd_count_cb, &wr));
 
     /* An empty pipe is writable, not readable. */
     test_run_until_called(loop, &wr.calls, 0);
@@ -192,30 +191,30 @@ static void loop_fd_error_codes(void **state)
     assert_string_equal(dango_loop_name(loop), "loop");
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
 
-    assert_dango_ok(dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ,
-                                      test_fd_count_cb, &ctx));
-    assert_dango_err(DANGO_EEXIST, dango_loop_fd_add(loop, p[0],
-                                                     DANGO_LOOP_READ,
-                                                     test_fd_count_cb, &ctx));
+    assert_dango_ok(
+        dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ, test_fd_count_cb, &ctx));
+    assert_dango_err(
+        DANGO_EEXIST,
+        dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ, test_fd_count_cb, &ctx));
     assert_dango_err(DANGO_EINVAL, dango_loop_fd_add(loop, -1, DANGO_LOOP_READ,
                                                      test_fd_count_cb, &ctx));
-    assert_dango_err(DANGO_EINVAL, dango_loop_fd_add(loop, p[1],
-                                                     DANGO_LOOP_WRITE, NULL,
-                                                     &ctx));
+    assert_dango_err(
+        DANGO_EINVAL,
+        dango_loop_fd_add(loop, p[1], DANGO_LOOP_WRITE, NULL, &ctx));
 
     /* epoll refuses regular files and closed descriptors. */
     file_fd = mkstemp(path);
     assert_true(file_fd >= 0);
     unlink(path);
-    assert_dango_err(DANGO_EPERM, dango_loop_fd_add(loop, file_fd,
-                                                    DANGO_LOOP_READ,
-                                                    test_fd_count_cb, &ctx));
+    assert_dango_err(DANGO_EPERM,
+                     dango_loop_fd_add(loop, file_fd, DANGO_LOOP_READ,
+                                       test_fd_count_cb, &ctx));
     assert_int_equal(pipe2(closed, O_CLOEXEC), 0);
     close(closed[0]);
     close(closed[1]);
-    assert_dango_err(DANGO_EBADF, dango_loop_fd_add(loop, closed[0],
-                                                    DANGO_LOOP_READ,
-                                                    test_fd_count_cb, &ctx));
+    assert_dango_err(DANGO_EBADF,
+                     dango_loop_fd_add(loop, closed[0], DANGO_LOOP_READ,
+                                       test_fd_count_cb, &ctx));
     /* A failed add leaves the slot free. */
     assert_dango_err(DANGO_ENOENT, dango_loop_fd_del(loop, file_fd));
 
@@ -223,18 +222,18 @@ static void loop_fd_error_codes(void **state)
     assert_dango_err(DANGO_ENOENT, dango_loop_fd_del(loop, p[1]));
     assert_dango_err(DANGO_ENOENT, dango_loop_fd_del(loop, 100000));
     assert_dango_err(DANGO_ENOENT, dango_loop_fd_del(loop, -1));
-    assert_dango_err(DANGO_ENOENT, dango_loop_fd_mod(loop, p[1],
-                                                     DANGO_LOOP_READ));
-    assert_dango_err(DANGO_ENOENT, dango_loop_fd_mod(loop, 100000,
-                                                     DANGO_LOOP_READ));
-    assert_dango_err(DANGO_ENOENT, dango_loop_fd_mod(loop, -1,
-                                                     DANGO_LOOP_READ));
+    assert_dango_err(DANGO_ENOENT,
+                     dango_loop_fd_mod(loop, p[1], DANGO_LOOP_READ));
+    assert_dango_err(DANGO_ENOENT,
+                     dango_loop_fd_mod(loop, 100000, DANGO_LOOP_READ));
+    assert_dango_err(DANGO_ENOENT,
+                     dango_loop_fd_mod(loop, -1, DANGO_LOOP_READ));
 
     /* Deleted twice: the second is unknown; re-adding works. */
     assert_dango_ok(dango_loop_fd_del(loop, p[0]));
     assert_dango_err(DANGO_ENOENT, dango_loop_fd_del(loop, p[0]));
-    assert_dango_ok(dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ,
-                                      test_fd_count_cb, &ctx));
+    assert_dango_ok(
+        dango_loop_fd_add(loop, p[0], DANGO_LOOP_READ, test_fd_count_cb, &ctx));
     assert_dango_ok(dango_loop_fd_del(loop, p[0]));
 
     close(file_fd);
@@ -247,7 +246,7 @@ static void loop_fd_error_codes(void **state)
  * (and closes) the other, then reuses its fd number for a fresh pipe. */
 typedef struct test_pair {
     dango_loop_t *loop;
-    int           rd[2];    /* read ends watched */
+    int           rd[2]; /* read ends watched */
     int           wr[2];
     int           calls[2];
     int           deleted;  /* index deleted by the first callback, or -1 */
@@ -265,11 +264,10 @@ static void test_pair_noop_cb(dango_loop_t *loop, int fd, unsigned events,
     (*calls)++;
 }
 
-static void test_pair_cb(dango_loop_t *loop, int fd, unsigned events,
-                         void *arg)
+static void test_pair_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
 {
-    test_pair_t *tp   = arg;
-    int          self = (fd == tp->rd[0]) ? 0 : 1;
+    test_pair_t *tp    = arg;
+    int          self  = (fd == tp->rd[0]) ? 0 : 1;
     int          other = 1 - self;
 
     (void)events;
@@ -385,10 +383,10 @@ static void test_timer_noop(dango_loop_t *loop, void *arg)
 
 static void loop_periodic_timer(void **state)
 {
-    dango_loop_t     *loop;
-    test_timer_ctx_t  t = {0};
-    uint64_t          start;
-    int               id, ids[16];
+    dango_loop_t    *loop;
+    test_timer_ctx_t t = {0};
+    uint64_t         start;
+    int              id, ids[16];
 
     (void)state;
     assert_dango_ok(dango_loop_create("timer", &loop));
@@ -493,8 +491,8 @@ static void loop_post_from_threads_fifo_exactly_once(void **state)
     assert_dango_ok(dango_loop_create("post", &ctx->loop));
     assert_dango_ok(dango_loop_start(ctx->loop));
     for (int i = 0; i < TEST_PRODUCERS; i++) {
-        assert_int_equal(pthread_create(&ctx->producers[i], NULL,
-                                        test_producer, (void *)(intptr_t)i),
+        assert_int_equal(pthread_create(&ctx->producers[i], NULL, test_producer,
+                                        (void *)(intptr_t)i),
                          0);
     }
 
@@ -502,8 +500,8 @@ static void loop_post_from_threads_fifo_exactly_once(void **state)
         pthread_join(ctx->producers[i], NULL);
     }
 
-    assert_dango_ok(test_wait_counter(&ctx->done,
-                                      TEST_PRODUCERS * TEST_TASKS_PER));
+    assert_dango_ok(
+        test_wait_counter(&ctx->done, TEST_PRODUCERS * TEST_TASKS_PER));
     dango_loop_stop(ctx->loop);
 
     /* The loop thread is joined: its writes are visible. */
@@ -532,6 +530,88 @@ static void test_simple_task_cb(dango_loop_task_t *task)
     test_simple_task_t *t = dango_container_of(task, test_simple_task_t, task);
 
     t->runs++;
+}
+
+/*
+ * A burst from several producers, then one post to the idle loop. If a burst
+ * could leave the wake-up flag set with the eventfd drained, the lone post
+ * would not write the eventfd and would wait for the loop's 1 s poll
+ * timeout instead of running at once.
+ */
+#define TEST_WAKE_ROUNDS   300
+#define TEST_WAKE_BURST    1000
+#define TEST_WAKE_PROMPT_S 0.5
+
+typedef struct test_burst {
+    dango_loop_t      *loop;
+    test_simple_task_t tasks[TEST_PRODUCERS][TEST_WAKE_BURST];
+    int                done; /* under test_lock */
+} test_burst_t;
+
+static test_burst_t *test_burst_ctx;
+
+static void test_burst_task_cb(dango_loop_task_t *task)
+{
+    (void)task;
+    test_counter_add(&test_burst_ctx->done);
+}
+
+static void *test_burst_producer(void *arg)
+{
+    test_simple_task_t *tasks = arg;
+
+    for (int i = 0; i < TEST_WAKE_BURST; i++) {
+        tasks[i].task.cb = test_burst_task_cb;
+        dango_loop_post(test_burst_ctx->loop, &tasks[i].task);
+    }
+
+    return NULL;
+}
+
+static void loop_post_wakes_idle_loop_after_burst(void **state)
+{
+    test_burst_t      *ctx = calloc(1, sizeof(*ctx));
+    test_simple_task_t ping;
+    pthread_t          thr[TEST_PRODUCERS];
+    int                target = 0;
+
+    (void)state;
+    assert_non_null(ctx);
+    test_burst_ctx = ctx;
+    assert_dango_ok(dango_loop_create("burst", &ctx->loop));
+    assert_dango_ok(dango_loop_start(ctx->loop));
+    for (int r = 0; r < TEST_WAKE_ROUNDS; r++) {
+        uint64_t start;
+
+        for (int i = 0; i < TEST_PRODUCERS; i++) {
+            assert_int_equal(pthread_create(&thr[i], NULL, test_burst_producer,
+                                            ctx->tasks[i]),
+                             0);
+        }
+
+        for (int i = 0; i < TEST_PRODUCERS; i++) {
+            pthread_join(thr[i], NULL);
+        }
+
+        target += TEST_PRODUCERS * TEST_WAKE_BURST;
+        assert_dango_ok(test_wait_counter(&ctx->done, target));
+
+        /* The loop is idle now: a single post must wake it promptly. */
+        ping.task.cb = test_burst_task_cb;
+        start        = dango_time_ns();
+        dango_loop_post(ctx->loop, &ping.task);
+        target++;
+        assert_dango_ok(test_wait_counter(&ctx->done, target));
+        if (dango_time_ns() - start >
+            (uint64_t)(TEST_WAKE_PROMPT_S * DANGO_NSEC_PER_SEC)) {
+            fail_msg("round %d: a post to the idle loop took %.3f s", r,
+                     (double)(dango_time_ns() - start) / 1e9);
+        }
+    }
+
+    dango_loop_destroy(ctx->loop);
+    test_burst_ctx = NULL;
+    free(ctx);
 }
 
 static void loop_post_without_thread_and_wakeup(void **state)
@@ -733,6 +813,7 @@ int main(void)
         T(loop_fd_del_self_inside_callback),
         T(loop_periodic_timer),
         T(loop_post_from_threads_fifo_exactly_once),
+        T(loop_post_wakes_idle_loop_after_burst),
         T(loop_post_without_thread_and_wakeup),
         T(loop_run_sync_runs_on_loop_thread),
         T(loop_start_stop_idempotent),

@@ -222,8 +222,8 @@ static void mpool_concurrent_get_put(void **state)
     dango_mpool_init(&mp, 16, 4, TEST_THREADS * TEST_HOLD, "shared");
     for (int i = 0; i < TEST_THREADS; i++) {
         w[i] = (test_worker_t){.mp = &mp, .id = i + 1};
-        assert_int_equal(pthread_create(&w[i].thread, NULL, test_pool_worker,
-                                        &w[i]), 0);
+        assert_int_equal(
+            pthread_create(&w[i].thread, NULL, test_pool_worker, &w[i]), 0);
     }
 
     for (int i = 0; i < TEST_THREADS; i++) {

@@ -32,7 +32,7 @@ static void auth_proof_is_hmac_of_role_and_nonces(void **state)
 {
     uint8_t      msg[64 + 2 * DANGO_AUTH_NONCE_LEN];
     uint8_t      expect[DANGO_AUTH_PROOF_LEN], proof[DANGO_AUTH_PROOF_LEN];
-    unsigned int olen = 0;
+    unsigned int olen  = 0;
     const char  *token = "s3cret-token";
     const char  *role  = "client";
     size_t       rlen  = strlen(role);
@@ -83,54 +83,53 @@ static void auth_verify_rejects_mismatch(void **state)
     assert_dango_ok(dango_auth_proof("tok", "client", test_cn, test_sn, proof));
 
     /* Wrong token, including a prefix and an extension of the right one. */
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok2", "client", test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof)));
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("to", "client", test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof)));
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("", "client", test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok2", "client", test_cn, test_sn,
+                                       proof, sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("to", "client", test_cn, test_sn, proof,
+                                       sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("", "client", test_cn, test_sn, proof,
+                                       sizeof(proof)));
 
     /* Wrong role: a client proof cannot be reflected as a server's. */
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "server", test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok", "server", test_cn, test_sn, proof,
+                                       sizeof(proof)));
 
     /* Swapped or changed nonces. */
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_sn,
-                                                    test_cn, proof,
-                                                    sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok", "client", test_sn, test_cn, proof,
+                                       sizeof(proof)));
     memcpy(other, test_sn, sizeof(other));
     other[DANGO_AUTH_NONCE_LEN - 1] ^= 1;
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_cn,
-                                                    other, proof,
-                                                    sizeof(proof)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok", "client", test_cn, other, proof,
+                                       sizeof(proof)));
 
     /* Any single flipped bit of the proof. */
     for (size_t i = 0; i < sizeof(proof); i++) {
         memcpy(bad, proof, sizeof(proof));
         bad[i] ^= (uint8_t)(1u << (i % 8));
-        assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client",
-                                                        test_cn, test_sn, bad,
-                                                        sizeof(proof)));
+        assert_dango_err(DANGO_EAUTH,
+                         dango_auth_verify("tok", "client", test_cn, test_sn,
+                                           bad, sizeof(proof)));
     }
 
     /* Truncated, extended or missing proofs, even with a correct prefix. */
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof) - 1));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok", "client", test_cn, test_sn, proof,
+                                       sizeof(proof) - 1));
     assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_cn,
                                                     test_sn, proof, 0));
     memcpy(bad, proof, sizeof(proof));
     bad[sizeof(proof)] = 0;
     assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_cn,
-                                                    test_sn, bad,
-                                                    sizeof(bad)));
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", "client", test_cn,
-                                                    test_sn, NULL,
-                                                    sizeof(proof)));
+                                                    test_sn, bad, sizeof(bad)));
+    assert_dango_err(DANGO_EAUTH,
+                     dango_auth_verify("tok", "client", test_cn, test_sn, NULL,
+                                       sizeof(proof)));
 
     /* The proof was right all along. */
     assert_dango_ok(dango_auth_verify("tok", "client", test_cn, test_sn, proof,
@@ -148,9 +147,9 @@ static void auth_role_too_long(void **state)
     assert_dango_err(DANGO_EINVAL,
                      dango_auth_proof("tok", role, test_cn, test_sn, proof));
     memset(proof, 0, sizeof(proof));
-    assert_dango_err(DANGO_EAUTH, dango_auth_verify("tok", role, test_cn,
-                                                    test_sn, proof,
-                                                    sizeof(proof)));
+    assert_dango_err(
+        DANGO_EAUTH,
+        dango_auth_verify("tok", role, test_cn, test_sn, proof, sizeof(proof)));
 }
 
 static void auth_env_token(void **state)

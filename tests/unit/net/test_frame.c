@@ -67,7 +67,7 @@ static void frame_bad_magic(void **state)
 {
     static const uint32_t bad[] = {0, 0x44475846u /* byte-swapped */,
                                    DANGO_FRAME_MAGIC ^ 1u, 0xffffffffu};
-    dango_frame_t f;
+    dango_frame_t         f;
 
     (void)state;
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(bad); i++) {

@@ -87,17 +87,17 @@ static void sock_parse_addr_valid(void **state)
     assert_int_equal(test_port_of(&ss), 80);
     assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr,
                      htonl(INADDR_LOOPBACK));
-    assert_string_equal(dango_sock_addr_str((struct sockaddr *)&ss, buf,
-                                            sizeof(buf)),
-                        "127.0.0.1:80");
+    assert_string_equal(
+        dango_sock_addr_str((struct sockaddr *)&ss, buf, sizeof(buf)),
+        "127.0.0.1:80");
 
     assert_dango_ok(dango_sock_parse_addr("[::1]:9", 0, &ss, &len));
     assert_int_equal(ss.ss_family, AF_INET6);
     assert_int_equal(len, sizeof(struct sockaddr_in6));
     assert_int_equal(test_port_of(&ss), 9);
-    assert_string_equal(dango_sock_addr_str((struct sockaddr *)&ss, buf,
-                                            sizeof(buf)),
-                        "[::1]:9");
+    assert_string_equal(
+        dango_sock_addr_str((struct sockaddr *)&ss, buf, sizeof(buf)),
+        "[::1]:9");
 
     /* No port: the default applies. */
     assert_dango_ok(dango_sock_parse_addr("localhost", 4242, &ss, &len));
@@ -145,8 +145,8 @@ static void sock_parse_addr_invalid(void **state)
         int rc = dango_sock_parse_addr(bad[i], 80, &ss, &len);
 
         if (rc != DANGO_EINVAL) {
-            fail_msg("'%s' returned %d (%s), expected DANGO_EINVAL", bad[i],
-                     rc, dango_err_name(rc));
+            fail_msg("'%s' returned %d (%s), expected DANGO_EINVAL", bad[i], rc,
+                     dango_err_name(rc));
         }
     }
 
@@ -160,7 +160,8 @@ static void sock_parse_addr_invalid(void **state)
 static void sock_addr_str_unknown_family(void **state)
 {
     struct sockaddr    sa = {.sa_family = AF_UNIX};
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(1234),
+    struct sockaddr_in in = {.sin_family      = AF_INET,
+                             .sin_port        = htons(1234),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     char               buf[DANGO_ADDR_STR_MAX];
     char               tiny[6];
@@ -223,7 +224,8 @@ static void sock_listen_connect_local_addr(void **state)
     assert_dango_err(DANGO_EINVAL,
                      dango_sock_connect("127.0.0.1:", TEST_TIMEOUT_NS, 0));
     assert_dango_err(DANGO_EBADF, dango_sock_set_nonblock(-1, 1));
-    assert_dango_err(DANGO_EBADF, dango_sock_local_addr(-1, addr, sizeof(addr)));
+    assert_dango_err(DANGO_EBADF,
+                     dango_sock_local_addr(-1, addr, sizeof(addr)));
 }
 
 static void sock_listen_connect_ipv6(void **state)
@@ -392,8 +394,8 @@ static void sock_frame_large_payload(void **state)
     test_pair(&cli, &srv);
     assert_dango_ok(dango_sock_set_nonblock(cli, 1)); /* both socket modes */
     dango_frame_init(&hdr, DANGO_FRAME_DESC_RESP, 1, 0, len, 0);
-    snd = (test_sender_t){.fd = cli, .hdr = &hdr, .buf = buf, .len = len,
-                          .rc = 1};
+    snd = (test_sender_t){
+        .fd = cli, .hdr = &hdr, .buf = buf, .len = len, .rc = 1};
     assert_int_equal(pthread_create(&snd.thread, NULL, test_send_thread, &snd),
                      0);
     assert_dango_ok(dango_sock_recv_frame(srv, &got, &payload,
@@ -420,9 +422,9 @@ static void sock_recv_frame_deadline(void **state)
     test_pair(&cli, &srv);
 
     start = dango_time_ns();
-    assert_dango_err(DANGO_ETIMEDOUT,
-                     dango_sock_recv_frame(srv, &hdr, &payload,
-                                           start + TEST_SHORT_NS));
+    assert_dango_err(
+        DANGO_ETIMEDOUT,
+        dango_sock_recv_frame(srv, &hdr, &payload, start + TEST_SHORT_NS));
     assert_true(dango_time_ns() - start >= TEST_SHORT_NS);
     assert_null(payload);
 
@@ -441,17 +443,17 @@ static void sock_recv_frame_deadline(void **state)
 
 static void sock_send_deadline(void **state)
 {
-    size_t  len = 64u << 20; /* more than loopback socket buffers hold */
-    char   *buf = calloc(1, len);
-    int     cli, srv;
+    size_t len = 64u << 20; /* more than loopback socket buffers hold */
+    char  *buf = calloc(1, len);
+    int    cli, srv;
 
     (void)state;
     assert_non_null(buf);
     test_pair(&cli, &srv);
     /* The peer never reads: the send cannot finish. */
-    assert_dango_err(DANGO_ETIMEDOUT,
-                     dango_sock_send_all(cli, buf, len,
-                                         test_deadline(TEST_SHORT_NS)));
+    assert_dango_err(
+        DANGO_ETIMEDOUT,
+        dango_sock_send_all(cli, buf, len, test_deadline(TEST_SHORT_NS)));
     free(buf);
     close(cli);
     close(srv);
