@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,6 +132,56 @@ static int engine_create(const bench_opts_t *o, dango_xfer_engine_t **eng_p)
     return dango_xfer_engine_create(&p, NULL, eng_p);
 }
 
+/*
+ * Benchmark memory. With shm in play it must come from
+ * dango_xfer_mem_alloc() (memfd, mappable by peers); for tcp alone it is
+ * anonymous memory on transparent huge pages, as an application's own
+ * buffers would be (shmem huge pages are off by default).
+ */
+static int bench_alloc(dango_xfer_engine_t *eng, const bench_opts_t *o,
+                       size_t len, unsigned flags, void **p_p)
+{
+    const size_t huge = 2u << 20;
+    void        *p;
+    int          rc;
+
+    if (strcmp(o->transport, "tcp") != 0) {
+        return dango_xfer_mem_alloc(eng, len, "*", flags, p_p);
+    }
+
+    len = (len + huge - 1) & ~(huge - 1);
+    p   = mmap(NULL, len, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return DANGO_ENOMEM;
+    }
+
+    madvise(p, len, MADV_HUGEPAGE);
+    memset(p, 0, len); /* fault everything in now, not on the data path */
+    rc = dango_xfer_mem_register(eng, p, len, "*", flags);
+    if (rc != 0) {
+        munmap(p, len);
+        return rc;
+    }
+
+    *p_p = p;
+    return 0;
+}
+
+static void bench_free(dango_xfer_engine_t *eng, const bench_opts_t *o,
+                       void *p, size_t len)
+{
+    const size_t huge = 2u << 20;
+
+    if (strcmp(o->transport, "tcp") != 0) {
+        dango_xfer_mem_free(eng, p);
+        return;
+    }
+
+    dango_xfer_mem_unregister(eng, p);
+    munmap(p, (len + huge - 1) & ~(huge - 1));
+}
+
 /* ---------- target ---------- */
 
 static int run_target(const bench_opts_t *o)
@@ -145,8 +196,7 @@ static int run_target(const bench_opts_t *o)
         return 1;
     }
 
-    rc = dango_xfer_mem_alloc(eng, o->buffer, "*", DANGO_XFER_MEM_REMOTE,
-                              &buf);
+    rc = bench_alloc(eng, o, o->buffer, DANGO_XFER_MEM_REMOTE, &buf);
     if (rc != 0) {
         fprintf(stderr, "dango-xfer-bench: cannot allocate %zu bytes: %s\n",
                 o->buffer, dango_strerror(rc));
@@ -166,7 +216,7 @@ static int run_target(const bench_opts_t *o)
         }
     }
 
-    dango_xfer_mem_free(eng, buf);
+    bench_free(eng, o, buf, o->buffer);
     dango_xfer_engine_destroy(eng);
     return 0;
 }
@@ -406,8 +456,11 @@ static int run_initiator(const bench_opts_t *o, const char *target,
         return 1;
     }
 
-    rc = dango_xfer_mem_alloc(eng, need < 2 * o->block ? 2 * o->block : need,
-                              "*", 0, &local);
+    if (need < 2 * o->block) {
+        need = 2 * o->block;
+    }
+
+    rc = bench_alloc(eng, o, need, 0, &local);
     if (rc != 0) {
         fprintf(stderr, "dango-xfer-bench: local buffer: %s\n",
                 dango_strerror(rc));
@@ -453,7 +506,7 @@ static int run_initiator(const bench_opts_t *o, const char *target,
     }
 
 out:
-    dango_xfer_mem_free(eng, local);
+    bench_free(eng, o, local, need);
     dango_xfer_engine_destroy(eng);
     return rc == 0 ? 0 : 1;
 }

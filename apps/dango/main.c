@@ -6,6 +6,7 @@
  * conductor.)
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <dango/dango.h>
@@ -34,6 +35,29 @@ static int cmd_info(int argc, char **argv)
     }
 
     if (config) {
+        const char *log  = getenv("DANGO_LOG");
+        const char *file = getenv("DANGO_CONFIG_FILE");
+
+        /* Variables outside the option tables. */
+        printf("#\n# general\n#\n");
+        if (doc) {
+            printf("# per-component log levels, e.g. xfer=debug,tcp=trace,*=warn"
+                   "\n# default: warn\n");
+        }
+
+        printf("DANGO_LOG=%s\n", log ? log : "");
+        if (doc) {
+            printf("# file of NAME = value lines read at start-up\n");
+        }
+
+        printf("DANGO_CONFIG_FILE=%s\n", file ? file : "");
+        if (doc) {
+            printf("# shared secret peers must prove (HMAC-SHA256) before any "
+                   "transfer\n");
+        }
+
+        printf("DANGO_CLUSTER_TOKEN=%s\n",
+               getenv("DANGO_CLUSTER_TOKEN") ? "<set>" : "");
         /* Effective values: set > DANGO_* environment > file > default. */
         return dango_config_print(NULL, stdout,
                                   DANGO_CONFIG_PRINT_HEADER |

@@ -146,7 +146,9 @@ DANGO_BEGIN_DECLS
  *         - DANGO_ECONFIG     an option does not parse.
  *         - DANGO_EADDRINUSE  the listen address is taken.
  *         - DANGO_EMETADATA   the metadata service cannot be reached.
- *         - DANGO_EEXIST      another live engine publishes the same name.
+ *         - DANGO_EEXIST      another live engine publishes the same name
+ *                             (a leftover descriptor whose endpoint no longer
+ *                             answers with that name is replaced).
  *         - DANGO_ENOMEM
  * @note Thread safety: safe from any thread.
  */
@@ -157,8 +159,9 @@ DANGO_API int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
 /**
  * @brief Stops the workers, withdraws the segment and frees the engine.
  *
- * In-flight requests fail with DANGO_ECANCELED; batches must not be used
- * afterwards (destroy them first). NULL is ignored.
+ * Destroy batches first. Requests still in flight fail with
+ * DANGO_ECANCELED before this returns; their batches may then only be
+ * queried and destroyed. NULL is ignored.
  */
 DANGO_API void dango_xfer_engine_destroy(dango_xfer_engine_t *eng);
 
@@ -295,8 +298,9 @@ DANGO_API int dango_xfer_batch_create(dango_xfer_engine_t *eng,
  *         - DANGO_ENOENT   a request names a segment that is not open.
  *         - DANGO_ENOTREG  a local range is not inside registered memory.
  *         - DANGO_ESEGMENT_STALE  the segment was found stale: re-open it.
- *         - DANGO_ESTATE   the batch was reset while in flight or its
- *                          engine is shutting down.
+ *         - DANGO_EBUSY    a notification is armed (see
+ *                          dango_xfer_batch_notify()); reset the batch.
+ *         - DANGO_ESTATE   the engine is shutting down.
  *         - DANGO_ENOMEM
  * @note Ownership: each local range is borrowed until its request completes.
  */
@@ -306,14 +310,17 @@ DANGO_API int dango_xfer_batch_submit(dango_xfer_batch_t *batch,
 
 /**
  * @brief Asks for a notification to be delivered to segment @p target once
- *        every request of the batch has completed successfully. The batch
- *        completes only after the target acknowledged it.
+ *        every request submitted into the batch so far has completed
+ *        successfully. The batch completes only after the target
+ *        acknowledged the notification.
  *
- * Call before submitting the batch's last requests (at most once per batch
- * use). If a request fails the notification is not sent.
+ * Call after submitting the requests it covers (it may be called when they
+ * have already completed: it is then sent at once). Until the batch is
+ * reset, further submits are refused with DANGO_EBUSY. If a covered request
+ * fails, the notification is not sent. The message is copied.
  * @return 0, or DANGO_EINVAL (@p len 0 or > DANGO_XFER_NOTIFY_MAX),
- *         DANGO_ENOENT (segment not open), DANGO_ENOTSUP (file segment),
- *         DANGO_EBUSY (already set).
+ *         DANGO_ENOENT (segment not open), DANGO_ENOTSUP (local or file
+ *         segment), DANGO_EBUSY (already set), DANGO_ENOMEM.
  */
 DANGO_API int dango_xfer_batch_notify(dango_xfer_batch_t *batch,
                                       dango_segment_id_t target,

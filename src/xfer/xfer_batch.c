@@ -277,6 +277,22 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
         return;
     }
 
+    /*
+     * The target checks every slice on its own, so a request cut into
+     * several slices that runs off the end of a buffer would be written in
+     * part before its last slices are refused. The peer's descriptor shows
+     * such a violation up front: refuse the whole request, send nothing.
+     */
+    if (req->seg->kind == XFER_SEG_MEMORY) {
+        rc = dango__xfer_segment_check_range(req->seg, r->remote_addr,
+                                             r->length);
+        if (rc != 0) {
+            req->slices_left = 1;
+            req_slices_done(batch, req, 1, rc);
+            return;
+        }
+    }
+
     t = req_pick_tp(eng, req->seg, r);
     if (t < 0) {
         req->slices_left = 1;

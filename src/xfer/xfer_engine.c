@@ -145,11 +145,13 @@ static json_t *engine_topology(dango_xfer_engine_t *eng)
 
 int dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p)
 {
-    json_t *root = json_object();
-    json_t *tps  = json_object();
-    json_t *bufs = json_array();
-    char    inst[32];
-    char   *s;
+    json_t         *root = json_object();
+    json_t         *tps  = json_object();
+    json_t         *bufs = json_array();
+    char            inst[32];
+    char           *s;
+    xfer_region_t **regs;
+    size_t          nregs;
 
     snprintf(inst, sizeof(inst), "%016llx",
              (unsigned long long)eng->instance_id);
@@ -174,13 +176,20 @@ int dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p)
 
     json_object_set_new(root, "transports", tps);
     pthread_rwlock_rdlock(&eng->mem_lock);
-    for (size_t i = 0; i < eng->num_regions; i++) {
-        xfer_region_t *r = eng->regions[i];
-        json_t        *b;
+    /* Buffers in registration order (see dango_xfer_segment_buffer()). */
+    regs = dango_malloc((eng->num_regions + 1) * sizeof(*regs),
+                        "xfer_desc_regions");
+    if (regs == NULL) {
+        pthread_rwlock_unlock(&eng->mem_lock);
+        json_decref(bufs);
+        json_decref(root);
+        return DANGO_ENOMEM;
+    }
 
-        if (!(r->flags & DANGO_XFER_MEM_REMOTE)) {
-            continue;
-        }
+    nregs = dango__xfer_remote_regions(eng, regs, eng->num_regions);
+    for (size_t i = 0; i < nregs; i++) {
+        xfer_region_t *r = regs[i];
+        json_t        *b;
 
         b = json_object();
         json_object_set_new(b, "addr", json_integer((json_int_t)r->addr));
@@ -192,6 +201,7 @@ int dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p)
     }
 
     pthread_rwlock_unlock(&eng->mem_lock);
+    dango_free(regs);
     json_object_set_new(root, "buffers", bufs);
     json_object_set_new(root, "topology", engine_topology(eng));
     s = json_dumps(root, JSON_COMPACT);
@@ -673,7 +683,6 @@ static void engine_free(dango_xfer_engine_t *eng)
     dango_free(eng->md_key);
     dango_free(eng->token);
     dango_free(eng->name);
-    dango_config_release(eng->config);
     dango__config_free(&dango__xfer_config_table, &eng->cfg);
     pthread_mutex_destroy(&eng->seg_lock);
     pthread_mutex_destroy(&eng->notify_lock);
@@ -733,14 +742,6 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
         eng->token = dango_strdup(token, "xfer_token");
         if (eng->token == NULL) {
             rc = DANGO_ENOMEM;
-            goto err;
-        }
-    }
-
-    if (config != NULL) {
-        /* Keep the caller's overrides for transports created later. */
-        rc = dango_config_read(NULL, &eng->config);
-        if (rc != 0) {
             goto err;
         }
     }

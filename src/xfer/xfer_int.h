@@ -52,6 +52,7 @@ typedef struct xfer_region {
     int      memfd;     /* >= 0 when allocated by dango_xfer_mem_alloc() */
     int      refs;      /* atomic: peer accesses in progress */
     int      dead;      /* atomic: being unregistered */
+    uint64_t seq;       /* registration order (buffers are listed in it) */
 } xfer_region_t;
 
 /* A transport inside the engine. */
@@ -83,7 +84,8 @@ typedef struct xfer_segment {
     char              *desc_json;
     uint64_t           instance_id;
     char              *host_id;
-    xfer_rbuf_t       *bufs;
+    xfer_rbuf_t       *bufs;         /* in the peer's registration order */
+    xfer_rbuf_t       *bufs_by_addr; /* the same, sorted by address */
     unsigned           num_bufs;
     int                open;   /* closed segments keep their endpoints */
     int                stale;  /* atomic: peer restarted or vanished */
@@ -107,7 +109,6 @@ struct dango_xfer_engine {
     char             *token;
     dango_md_t       *md;
     char             *md_key;
-    dango_config_t   *config;   /* copy of the caller's options */
 
     dango_loop_t     *loops[XFER_MAX_WORKERS];
     unsigned          num_loops;
@@ -123,6 +124,7 @@ struct dango_xfer_engine {
     xfer_region_t   **regions;
     size_t            num_regions;
     size_t            cap_regions;
+    uint64_t          region_seq; /* next xfer_region_t::seq (mem_lock) */
     pthread_mutex_t   publish_lock;
 
     /* Segments: id → segment (array), guarded by seg_lock. */
@@ -144,6 +146,10 @@ struct dango_xfer_engine {
 
 /* xfer_mem.c */
 int  dango__xfer_mem_init(dango_xfer_engine_t *eng);
+/* Remote-accessible regions in registration order (rdlock held by caller);
+ * returns their number, stores up to @max of them. */
+size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng,
+                                  xfer_region_t **out, size_t max);
 void dango__xfer_mem_cleanup(dango_xfer_engine_t *eng);
 /* Region that covers [addr, addr+len) (rdlock held by caller), or NULL. */
 xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng,
@@ -164,6 +170,14 @@ int  dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p);
 xfer_segment_t *dango__xfer_segment_get(dango_xfer_engine_t *eng,
                                         dango_segment_id_t id);
 void dango__xfer_segment_mark_stale(xfer_segment_t *seg);
+/*
+ * Checks [addr, addr+len) against the buffers of @seg's descriptor: a range
+ * that meets a published buffer must lie inside it (DANGO_EREMOTE_ACCESS
+ * otherwise); one that meets none is left to the target, which may have
+ * registered it since. @len > 0, no overflow.
+ */
+int  dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
+                                     uint64_t len);
 int  dango__xfer_segments_init(dango_xfer_engine_t *eng);
 void dango__xfer_segments_cleanup(dango_xfer_engine_t *eng);
 

@@ -7,9 +7,10 @@
  *   registration and unregistration take the write lock. Overlaps are
  *   refused at registration, so at most one region can cover an address.
  * - Peer accesses pin a region (refs) for as long as a transport reads or
- *   writes it. Unregistering first removes the region from the table (no
- *   new access can find it), then waits up to XFER_UNREGISTER_TIMEOUT for
- *   the pins to drop: once it returns 0, no transport touches the memory.
+ *   writes it. Unregistering first marks the region dead (no new access
+ *   pins it; it still holds its range against overlapping registrations),
+ *   then waits up to XFER_UNREGISTER_TIMEOUT for the pins to drop and only
+ *   then removes it: once it returns 0, no transport touches the memory.
  * - dango_xfer_mem_alloc() backs memory with a memfd so that peers on the
  *   same host can map it (transport shm). Pages are populated at allocation:
  *   a first touch on the data path costs more than the copy itself.
@@ -72,12 +73,46 @@ xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng,
 int dango__xfer_local_check(dango_xfer_engine_t *eng, const void *addr,
                             uint64_t len)
 {
-    int ok;
+    xfer_region_t *r;
+    int            ok;
 
     pthread_rwlock_rdlock(&eng->mem_lock);
-    ok = dango__xfer_region_find(eng, (uintptr_t)addr, len) != NULL;
+    r  = dango__xfer_region_find(eng, (uintptr_t)addr, len);
+    ok = (r != NULL) && !__atomic_load_n(&r->dead, __ATOMIC_ACQUIRE);
     pthread_rwlock_unlock(&eng->mem_lock);
     return ok ? 0 : DANGO_ENOTREG;
+}
+
+static int region_seq_cmp(const void *a, const void *b)
+{
+    const xfer_region_t *x = *(xfer_region_t *const *)a;
+    const xfer_region_t *y = *(xfer_region_t *const *)b;
+
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/*
+ * The table is sorted by address, but buffers are published and
+ * enumerated in registration order (the documented order of
+ * dango_xfer_segment_buffer()), so callers get them sorted by seq here.
+ */
+size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng,
+                                  xfer_region_t **out, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < eng->num_regions; i++) {
+        if (eng->regions[i]->flags & DANGO_XFER_MEM_REMOTE) {
+            if (n < max) {
+                out[n] = eng->regions[i];
+            }
+
+            n++;
+        }
+    }
+
+    qsort(out, DANGO_MIN(n, max), sizeof(*out), region_seq_cmp);
+    return n;
 }
 
 static int region_insert(dango_xfer_engine_t *eng, xfer_region_t *r)
@@ -231,7 +266,8 @@ static int mem_register(dango_xfer_engine_t *eng, void *addr, size_t len,
     snprintf(r->location, sizeof(r->location), "cpu:%d", r->numa_node);
 
     pthread_rwlock_wrlock(&eng->mem_lock);
-    rc = region_insert(eng, r);
+    r->seq = eng->region_seq++;
+    rc     = region_insert(eng, r);
     pthread_rwlock_unlock(&eng->mem_lock);
     if (rc != 0) {
         dango_free(r);
@@ -313,16 +349,27 @@ static int mem_unregister(dango_xfer_engine_t *eng, void *addr, int want_memfd,
     }
 
     r = eng->regions[i];
+    if (__atomic_load_n(&r->dead, __ATOMIC_ACQUIRE)) {
+        pthread_rwlock_unlock(&eng->mem_lock);
+        return DANGO_ENOENT; /* another thread is unregistering it */
+    }
+
     if ((r->memfd >= 0) != want_memfd) {
         pthread_rwlock_unlock(&eng->mem_lock);
         return want_memfd ? DANGO_ENOENT : DANGO_EINVAL;
     }
 
-    region_remove_at(eng, (size_t)i);
+    /*
+     * The region stays in the table, marked dead, while peers finish: new
+     * accesses are refused (mem_acquire skips dead regions), and a
+     * registration overlapping it still gets DANGO_EOVERLAP. (Removing it
+     * first let such a registration succeed during the wait, and the EBUSY
+     * path then lost the region it claimed to keep.)
+     */
     __atomic_store_n(&r->dead, 1, __ATOMIC_RELEASE);
     pthread_rwlock_unlock(&eng->mem_lock);
 
-    /* Peer accesses pinned before the removal finish within one slice. */
+    /* Peer accesses pinned before this finish within one slice. */
     deadline = dango_time_ns() + eng->cfg.unregister_timeout;
     while (__atomic_load_n(&r->refs, __ATOMIC_ACQUIRE) != 0) {
         struct timespec ts = {0, 50000};
@@ -334,15 +381,16 @@ static int mem_unregister(dango_xfer_engine_t *eng, void *addr, int want_memfd,
                        (unsigned long)(eng->cfg.unregister_timeout /
                                        DANGO_NSEC_PER_MSEC));
             __atomic_store_n(&r->dead, 0, __ATOMIC_RELEASE);
-            pthread_rwlock_wrlock(&eng->mem_lock);
-            region_insert(eng, r); /* its slot is still free */
-            pthread_rwlock_unlock(&eng->mem_lock);
             return DANGO_EBUSY;
         }
 
         nanosleep(&ts, NULL);
     }
 
+    pthread_rwlock_wrlock(&eng->mem_lock);
+    i = region_index_of(eng, r->addr); /* r is still there: it was ours */
+    region_remove_at(eng, (size_t)i);
+    pthread_rwlock_unlock(&eng->mem_lock);
     mem_tp_dereg(eng, r);
     if (r->flags & DANGO_XFER_MEM_REMOTE) {
         rc = dango__xfer_publish(eng);
@@ -459,7 +507,8 @@ int dango__xfer_host_mem_acquire(void *ctx, uint64_t addr, uint64_t len,
 
     pthread_rwlock_rdlock(&eng->mem_lock);
     r = dango__xfer_region_find(eng, addr, len);
-    if ((r != NULL) && (len > 0) && (r->flags & DANGO_XFER_MEM_REMOTE)) {
+    if ((r != NULL) && (len > 0) && (r->flags & DANGO_XFER_MEM_REMOTE) &&
+        !__atomic_load_n(&r->dead, __ATOMIC_ACQUIRE)) {
         __atomic_add_fetch(&r->refs, 1, __ATOMIC_ACQ_REL);
         *region_p = r;
         rc        = 0;
@@ -489,7 +538,8 @@ int dango__xfer_host_mem_fd(void *ctx, uint64_t addr, int *fd_p,
     if (i >= 0) {
         xfer_region_t *r = eng->regions[i];
 
-        if (!(r->flags & DANGO_XFER_MEM_REMOTE) || (r->memfd < 0)) {
+        if (!(r->flags & DANGO_XFER_MEM_REMOTE) || (r->memfd < 0) ||
+            __atomic_load_n(&r->dead, __ATOMIC_ACQUIRE)) {
             rc = DANGO_EREMOTE_ACCESS;
         } else {
             *fd_p  = fcntl(r->memfd, F_DUPFD_CLOEXEC, 0);

@@ -39,6 +39,7 @@ static void segment_free(dango_xfer_engine_t *eng, xfer_segment_t *seg)
     }
 
     dango_free(seg->bufs);
+    dango_free(seg->bufs_by_addr);
     dango_free(seg->name);
     dango_free(seg->peer_name);
     dango_free(seg->desc_json);
@@ -135,6 +136,45 @@ void dango__xfer_segment_mark_stale(xfer_segment_t *seg)
 
 /* ---------- descriptors ---------- */
 
+static int rbuf_addr_cmp(const void *a, const void *b)
+{
+    const xfer_rbuf_t *x = a, *y = b;
+
+    return (x->addr > y->addr) - (x->addr < y->addr);
+}
+
+int dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
+                                    uint64_t len)
+{
+    const xfer_rbuf_t *b = seg->bufs_by_addr;
+    size_t             lo = 0, hi = seg->num_bufs;
+
+    /* lo = number of buffers that start at or before @addr. */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (b[mid].addr <= addr) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+
+    if ((lo > 0) && (addr - b[lo - 1].addr < b[lo - 1].len)) {
+        /* Starts inside a buffer: must end inside it too. */
+        return (len <= b[lo - 1].len - (addr - b[lo - 1].addr))
+                   ? 0
+                   : DANGO_EREMOTE_ACCESS;
+    }
+
+    /* Starts outside every buffer: must not run into the next one. */
+    if ((lo < seg->num_bufs) && (b[lo].addr - addr < len)) {
+        return DANGO_EREMOTE_ACCESS;
+    }
+
+    return 0;
+}
+
 static int segment_parse_desc(xfer_segment_t *seg, const char *json)
 {
     json_t       *root, *bufs;
@@ -199,6 +239,18 @@ static int segment_parse_desc(xfer_segment_t *seg, const char *json)
         seg->num_bufs++;
     }
 
+    /* A copy sorted by address, for dango__xfer_segment_check_range(). */
+    seg->bufs_by_addr = dango_calloc(seg->num_bufs + 1,
+                                     sizeof(*seg->bufs_by_addr),
+                                     "xfer_seg_bufs_sorted");
+    if (seg->bufs_by_addr == NULL) {
+        rc = DANGO_ENOMEM;
+        goto out;
+    }
+
+    memcpy(seg->bufs_by_addr, seg->bufs, seg->num_bufs * sizeof(*seg->bufs));
+    qsort(seg->bufs_by_addr, seg->num_bufs, sizeof(*seg->bufs_by_addr),
+          rbuf_addr_cmp);
     rc = 0;
 
 out:
@@ -483,17 +535,30 @@ int dango_xfer_segment_buffer(dango_xfer_engine_t *eng, dango_segment_id_t id,
     }
 
     if (seg->kind == XFER_SEG_LOCAL) {
-        unsigned n  = 0;
-        int      rc = DANGO_ENOENT;
+        int rc = DANGO_ENOENT;
 
+        /*
+         * The index-th in registration order: the one remote region that
+         * exactly @index others precede (no allocation; rarely called).
+         */
         pthread_rwlock_rdlock(&eng->mem_lock);
-        for (size_t i = 0; i < eng->num_regions; i++) {
-            if ((eng->regions[i]->flags & DANGO_XFER_MEM_REMOTE) &&
-                (n++ == index)) {
-                *addr_p = eng->regions[i]->addr;
-                *len_p  = eng->regions[i]->len;
+        for (size_t i = 0; (i < eng->num_regions) && (rc != 0); i++) {
+            const xfer_region_t *r    = eng->regions[i];
+            unsigned             rank = 0;
+
+            if (!(r->flags & DANGO_XFER_MEM_REMOTE)) {
+                continue;
+            }
+
+            for (size_t j = 0; j < eng->num_regions; j++) {
+                rank += (eng->regions[j]->flags & DANGO_XFER_MEM_REMOTE) &&
+                        (eng->regions[j]->seq < r->seq);
+            }
+
+            if (rank == index) {
+                *addr_p = r->addr;
+                *len_p  = r->len;
                 rc      = 0;
-                break;
             }
         }
 

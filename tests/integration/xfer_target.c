@@ -68,7 +68,7 @@ static int engine_create(const opts_t *o, dango_xfer_engine_t **eng_p)
 {
     dango_xfer_engine_params_t p = {0};
 
-    p.field_mask  = DANGO_XFER_ENGINE_PARAM_METADATA |
+    p.field_mask = DANGO_XFER_ENGINE_PARAM_METADATA |
                    DANGO_XFER_ENGINE_PARAM_LISTEN |
                    DANGO_XFER_ENGINE_PARAM_NUM_WORKERS |
                    DANGO_XFER_ENGINE_PARAM_TRANSPORTS;
@@ -77,7 +77,7 @@ static int engine_create(const opts_t *o, dango_xfer_engine_t **eng_p)
     p.num_workers = o->workers;
     p.transports  = o->transports;
     if (o->segment != NULL) {
-        p.field_mask  |= DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME;
+        p.field_mask |= DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME;
         p.segment_name = o->segment;
     }
 
@@ -186,8 +186,8 @@ static int run_target(const opts_t *o)
     bufs[0].p   = p;
     bufs[0].len = o->size;
     bufs[1].len = bufs[2].len = 1 << 20;
-    bufs[1].p   = aligned_alloc(4096, bufs[1].len);
-    bufs[2].p   = aligned_alloc(4096, bufs[2].len);
+    bufs[1].p                 = aligned_alloc(4096, bufs[1].len);
+    bufs[2].p                 = aligned_alloc(4096, bufs[2].len);
     if ((bufs[1].p == NULL) || (bufs[2].p == NULL) ||
         (dango_xfer_mem_register(eng, bufs[1].p, bufs[1].len, "*",
                                  DANGO_XFER_MEM_REMOTE) != 0) ||
@@ -202,8 +202,8 @@ static int run_target(const opts_t *o)
     dango_xfer_engine_listen_addr(eng, listen, sizeof(listen));
     printf("READY %s %s %" PRIxPTR " %zx %" PRIxPTR " %zx %" PRIxPTR " %zx\n",
            dango_xfer_engine_segment_name(eng), listen, (uintptr_t)bufs[0].p,
-           bufs[0].len, (uintptr_t)bufs[1].p, bufs[1].len,
-           (uintptr_t)bufs[2].p, bufs[2].len);
+           bufs[0].len, (uintptr_t)bufs[1].p, bufs[1].len, (uintptr_t)bufs[2].p,
+           bufs[2].len);
     fflush(stdout);
 
     for (;;) {
@@ -279,8 +279,8 @@ static int xfer_one(dango_xfer_engine_t *eng, dango_xfer_op_t op, void *local,
 
 static int run_initiator(const opts_t *o)
 {
-    static const uint64_t sizes[] = {1, 7, 4095, 4096, 65537, (1 << 20) + 13,
-                                     16 << 20};
+    static const uint64_t sizes[] = {
+        1, 7, 4095, 4096, 65537, (1 << 20) + 13, 16 << 20};
     dango_xfer_engine_t      *eng;
     dango_xfer_segment_info_t info;
     dango_segment_id_t        seg;
@@ -348,8 +348,8 @@ static int run_initiator(const opts_t *o)
             break;
         }
 
-        if (dango_hash64(src + 3, sizes[i]) != dango_hash64(dst + 5,
-                                                            sizes[i])) {
+        if (dango_hash64(src + 3, sizes[i]) !=
+            dango_hash64(dst + 5, sizes[i])) {
             printf("FAIL size %llu: data differs\n",
                    (unsigned long long)sizes[i]);
             rc = DANGO_ECORRUPT;
@@ -380,8 +380,8 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"initiate", required_argument, NULL, 'i'},
         {NULL, 0, NULL, 0}};
-    opts_t      o = {DANGO_XFER_P2PHANDSHAKE, "127.0.0.1:0", NULL, "tcp",
-                     NULL, 64 << 20, 2};
+    opts_t o = {
+        DANGO_XFER_P2PHANDSHAKE, "127.0.0.1:0", NULL, "tcp", NULL, 64 << 20, 2};
     const char *v = getenv("DANGO_TEST_LOG");
     int         c;
 
@@ -391,13 +391,27 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'm': o.metadata = optarg; break;
-        case 'l': o.listen = optarg; break;
-        case 's': o.segment = optarg; break;
-        case 't': o.transports = optarg; break;
-        case 'z': o.size = strtoull(optarg, NULL, 0); break;
-        case 'w': o.workers = (unsigned)strtoul(optarg, NULL, 0); break;
-        case 'i': o.initiate = optarg; break;
+        case 'm':
+            o.metadata = optarg;
+            break;
+        case 'l':
+            o.listen = optarg;
+            break;
+        case 's':
+            o.segment = optarg;
+            break;
+        case 't':
+            o.transports = optarg;
+            break;
+        case 'z':
+            o.size = strtoull(optarg, NULL, 0);
+            break;
+        case 'w':
+            o.workers = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'i':
+            o.initiate = optarg;
+            break;
         default:
             fprintf(stderr, "xfer_target: bad option\n");
             return 2;

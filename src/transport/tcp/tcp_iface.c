@@ -422,11 +422,16 @@ static int server_frame(tcp_conn_t *conn)
     switch (conn->state) {
     case TCP_CONN_HANDSHAKE:
         if (h->type != DANGO_FRAME_HELLO) {
+            dango_error("tcp conn %s: frame type %u before hello: closing",
+                        conn->peer_addr, h->type);
             return DANGO_EPROTO;
         }
         break;
     case TCP_CONN_AUTH_WAIT:
         if (h->type != DANGO_FRAME_AUTH) {
+            dango_error("tcp conn %s: frame type %u before the token proof: "
+                        "closing",
+                        conn->peer_addr, h->type);
             return DANGO_EAUTH;
         }
         break;
@@ -439,7 +444,10 @@ static int server_frame(tcp_conn_t *conn)
     case DANGO_FRAME_AUTH:
     case DANGO_FRAME_NOTIFY:
         if ((h->type != DANGO_FRAME_NOTIFY) == (conn->state == TCP_CONN_READY)) {
-            return DANGO_EPROTO; /* hello/auth twice, or notify too early */
+            dango_error("tcp conn %s: repeated handshake frame type %u: "
+                        "closing",
+                        conn->peer_addr, h->type);
+            return DANGO_EPROTO;
         }
 
         conn->rx_ctrl = dango_malloc(h->length + 1, "tcp_rx_ctrl");
