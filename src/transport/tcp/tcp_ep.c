@@ -512,16 +512,7 @@ int dango__tcp_client_frame(tcp_conn_t *conn)
             return DANGO_EPROTO;
         }
 
-        conn->rx_ctrl = dango_malloc(h->length + 1, "tcp_rx_ctrl");
-        if (conn->rx_ctrl == NULL) {
-            return DANGO_ENOMEM;
-        }
-
-        conn->rx_ctrl_len = h->length;
-        conn->rx_dst      = conn->rx_ctrl;
-        conn->rx_left     = h->length;
-        conn->rx_phase    = TCP_RX_CTRL;
-        return 0;
+        return dango__tcp_rx_ctrl_start(conn);
     }
 
     if ((conn->state != TCP_CONN_READY) ||

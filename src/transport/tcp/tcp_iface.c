@@ -253,6 +253,20 @@ int dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
     return 0;
 }
 
+int dango__tcp_rx_ctrl_start(tcp_conn_t *conn)
+{
+    conn->rx_ctrl = dango_malloc(conn->rx_hdr.length + 1, "tcp_rx_ctrl");
+    if (conn->rx_ctrl == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    conn->rx_ctrl_len = conn->rx_hdr.length;
+    conn->rx_dst      = conn->rx_ctrl;
+    conn->rx_left     = conn->rx_hdr.length;
+    conn->rx_phase    = TCP_RX_CTRL;
+    return 0;
+}
+
 /* protobuf-c adapters with the generic shape dango__tcp_send_ctrl() takes. */
 static size_t pb_size(const void *m)
 {
@@ -450,16 +464,7 @@ static int server_frame(tcp_conn_t *conn)
             return DANGO_EPROTO;
         }
 
-        conn->rx_ctrl = dango_malloc(h->length + 1, "tcp_rx_ctrl");
-        if (conn->rx_ctrl == NULL) {
-            return DANGO_ENOMEM;
-        }
-
-        conn->rx_ctrl_len = h->length;
-        conn->rx_dst      = conn->rx_ctrl;
-        conn->rx_left     = h->length;
-        conn->rx_phase    = TCP_RX_CTRL;
-        return 0;
+        return dango__tcp_rx_ctrl_start(conn);
     case DANGO_FRAME_WRITE:
         rc = iface->host->mem_acquire(iface->host->ctx, h->addr, h->length,
                                       DANGO_TP_ACCESS_WRITE,

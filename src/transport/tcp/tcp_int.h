@@ -159,6 +159,8 @@ int       dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
                                size_t (*pack)(const void *, uint8_t *),
                                size_t (*size)(const void *));
 void      dango__tcp_conn_drop_tx(tcp_conn_t *conn);
+/* The current frame's protobuf payload goes to a fresh rx_ctrl buffer. */
+int       dango__tcp_rx_ctrl_start(tcp_conn_t *conn);
 
 /* tcp_ep.c: client-side frame handling and failure. */
 int  dango__tcp_client_frame(tcp_conn_t *conn);
