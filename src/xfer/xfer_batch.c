@@ -30,6 +30,9 @@
 #include "common/time.h"
 #include "xfer/xfer_int.h"
 
+/* Largest request sent uncut (one frame) when its range is unpublished. */
+#define XFER_UNCUT_MAX (1ull << 30)
+
 typedef struct xfer_req {
     int             state;       /* atomic dango_xfer_state_t */
     int             error;       /* atomic, first error */
@@ -258,7 +261,7 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
     xfer_tp_t           *tp;
     uint64_t             slice, off;
     uint32_t             n, posted = 0;
-    int                  t, rc = 0;
+    int                  t, rc = 0, unpublished = 0;
 
     if (r->length == 0) {
         req->slices_left = 1;
@@ -286,11 +289,14 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
     if (req->seg->kind == XFER_SEG_MEMORY) {
         rc = dango__xfer_segment_check_range(req->seg, r->remote_addr,
                                              r->length);
-        if (rc != 0) {
+        if (rc < 0) {
             req->slices_left = 1;
             req_slices_done(batch, req, 1, rc);
             return;
         }
+
+        unpublished = (rc == 1);
+        rc          = 0;
     }
 
     t = req_pick_tp(eng, req->seg, r);
@@ -302,6 +308,14 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
 
     tp    = &eng->tps[t];
     slice = tp->attr.max_slice;
+    if (unpublished && (r->length <= XFER_UNCUT_MAX)) {
+        /*
+         * A range the descriptor does not show travels as one slice, so the
+         * target checks the whole request at once: it can never be refused
+         * in part after some slices landed.
+         */
+        slice = r->length;
+    }
     n     = (uint32_t)((r->length + slice - 1) / slice);
     __atomic_store_n(&req->slices_left, n, __ATOMIC_RELEASE);
     for (off = 0; off < r->length; off += slice) {

@@ -171,10 +171,10 @@ xfer_segment_t *dango__xfer_segment_get(dango_xfer_engine_t *eng,
                                         dango_segment_id_t id);
 void dango__xfer_segment_mark_stale(xfer_segment_t *seg);
 /*
- * Checks [addr, addr+len) against the buffers of @seg's descriptor: a range
- * that meets a published buffer must lie inside it (DANGO_EREMOTE_ACCESS
- * otherwise); one that meets none is left to the target, which may have
- * registered it since. @len > 0, no overflow.
+ * Checks [addr, addr+len) against the buffers of @seg's descriptor: 0 when
+ * it lies inside one, DANGO_EREMOTE_ACCESS when it meets one without lying
+ * inside it, 1 when it meets none (the target may have registered it since:
+ * it decides). @len > 0, no overflow.
  */
 int  dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
                                      uint64_t len);

@@ -172,7 +172,7 @@ int dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
         return DANGO_EREMOTE_ACCESS;
     }
 
-    return 0;
+    return 1; /* not published (yet): the target decides */
 }
 
 static int segment_parse_desc(xfer_segment_t *seg, const char *json)

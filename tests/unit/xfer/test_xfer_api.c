@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "dango_test.h"
@@ -1457,6 +1458,66 @@ static void engine_create_oom(void **state)
     assert_int_equal(base, dango__alloc_live());
 }
 
+/*
+ * A request over a range the peer registered after its descriptor was read
+ * travels as one slice, so a target refusal covers the whole request: here
+ * the 4 MiB write spans two regions with a gap, and nothing may land in the
+ * first one (cut into 1 MiB slices, the first two would have been written).
+ */
+static void write_unpublished_range_refused_whole(void **state)
+{
+    const size_t         half = 2u << 20, page = 4096;
+    dango_xfer_engine_t *tgt, *ini;
+    dango_segment_id_t   seg;
+    dango_xfer_batch_t  *batch;
+    dango_xfer_req_t     req;
+    char                *remote, *local;
+    char                 md[64];
+
+    (void)state;
+    md_name(md, sizeof(md));
+    assert_dango_ok(engine_new(md, "late-target", "tcp", NULL, &tgt));
+    assert_dango_ok(engine_new(md, "late-initiator", "tcp", NULL, &ini));
+    assert_dango_ok(dango_xfer_segment_open(ini, "late-target", &seg));
+
+    /* Registered only now: the initiator's descriptor shows neither. */
+    remote = mmap(NULL, 2 * half + page, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    local  = mmap(NULL, 2 * half, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    assert_true((remote != MAP_FAILED) && (local != MAP_FAILED));
+    memset(remote, 0, 2 * half + page);
+    memset(local, 0xab, 2 * half);
+    assert_dango_ok(dango_xfer_mem_register(tgt, remote, half, "*",
+                                            DANGO_XFER_MEM_REMOTE));
+    assert_dango_ok(dango_xfer_mem_register(tgt, remote + half + page, half,
+                                            "*", DANGO_XFER_MEM_REMOTE));
+    assert_dango_ok(dango_xfer_mem_register(ini, local, 2 * half, "*", 0));
+
+    req = (dango_xfer_req_t){DANGO_XFER_OP_WRITE, local, seg,
+                             (uintptr_t)remote, 2 * half};
+    assert_dango_ok(dango_xfer_batch_create(ini, 1, &batch));
+    assert_dango_ok(dango_xfer_batch_submit(batch, &req, 1));
+    assert_dango_err(DANGO_EREMOTE_ACCESS, dango_xfer_batch_wait(batch, 10000));
+    for (size_t i = 0; i < 2 * half + page; i++) {
+        if (remote[i] != 0) {
+            fail_msg("byte %zu of the target was written", i);
+        }
+    }
+
+    /* Inside one of the new regions the same kind of request lands. */
+    assert_dango_ok(dango_xfer_batch_reset(batch));
+    req.length = half;
+    assert_dango_ok(dango_xfer_batch_submit(batch, &req, 1));
+    assert_dango_ok(dango_xfer_batch_wait(batch, 10000));
+    assert_memory_equal(remote, local, half);
+    assert_dango_ok(dango_xfer_batch_destroy(batch));
+    dango_xfer_engine_destroy(ini);
+    dango_xfer_engine_destroy(tgt);
+    munmap(remote, 2 * half + page);
+    munmap(local, 2 * half);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1481,6 +1542,7 @@ int main(void)
         cmocka_unit_test(notify_send_timeout),
         cmocka_unit_test(engine_destroy_with_requests_in_flight),
         cmocka_unit_test(local_segment_loopback),
+        cmocka_unit_test(write_unpublished_range_refused_whole),
         cmocka_unit_test(engine_create_oom),
     };
 
