@@ -103,13 +103,15 @@ DANGO_API void dango__log_emit(dango_log_component_t *comp,
 
 DANGO_END_DECLS
 
-/** @internal True when @p _lvl is enabled for @p _comp. */
-#define dango__log_enabled(_comp, _lvl)                                  \
-    (((_lvl) <= DANGO_MAX_LOG_LEVEL) &&                                  \
-     ((int)(_lvl) <= ((__atomic_load_n(&(_comp)->level, __ATOMIC_RELAXED) \
-                       >= 0)                                             \
-                          ? (_comp)->level                               \
-                          : dango__log_component_level(_comp))))
+/** @internal True when @p _lvl is enabled for @p _comp (one atomic load). */
+#define dango__log_enabled(_comp, _lvl)                                     \
+    (((_lvl) <= DANGO_MAX_LOG_LEVEL) && ({                                  \
+         int _dango_l = __atomic_load_n(&(_comp)->level, __ATOMIC_RELAXED); \
+         if (_dango_l < 0) {                                                \
+             _dango_l = dango__log_component_level(_comp);                  \
+         }                                                                  \
+         (int)(_lvl) <= _dango_l;                                           \
+     }))
 
 /** Logs at @p _lvl for component @p _comp; arguments are evaluated only if enabled. */
 #define dango_log_at(_comp, _lvl, _fmt, ...)                             \

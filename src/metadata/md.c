@@ -572,7 +572,7 @@ int dango_md_watch_start(dango_md_t *md, const char *prefix,
         return rc;
     }
 
-    watch->md = md;
+    /* The backend set watch->md before its thread could read it. */
     __atomic_add_fetch(&md->num_watches, 1, __ATOMIC_RELEASE);
     dango_debug("md %p: watch %p started on prefix '%s'", md, watch, prefix);
     *watch_p = watch;

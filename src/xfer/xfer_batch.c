@@ -55,6 +55,7 @@ struct dango_xfer_batch {
     uint32_t             outstanding;   /* atomic; futex word */
     uint32_t             reqs_pending;  /* atomic */
     int                  waiting;       /* atomic */
+    int                  completing;    /* atomic, see batch_release_one() */
     int                  first_error;   /* atomic */
     int                  notify_state;  /* atomic xfer_notify_state_t */
     xfer_segment_t      *notify_seg;
@@ -73,13 +74,29 @@ _Static_assert(sizeof(xfer_slice_t) <= 160, "slice pool element size");
 
 /* ---------- completion ---------- */
 
+/*
+ * The last completion may race with the owner: once `outstanding` reads 0
+ * the owner may reset or destroy the batch, while this thread still has to
+ * look at `waiting` and wake it. `completing` counts threads inside this
+ * window; reset and destroy wait for it to drain (a few instructions).
+ */
 static void batch_release_one(dango_xfer_batch_t *batch)
 {
-    if (__atomic_sub_fetch(&batch->outstanding, 1, __ATOMIC_ACQ_REL) == 0) {
-        if (__atomic_load_n(&batch->waiting, __ATOMIC_SEQ_CST)) {
-            syscall(SYS_futex, &batch->outstanding, FUTEX_WAKE_PRIVATE,
-                    INT_MAX, NULL, NULL, 0);
-        }
+    __atomic_add_fetch(&batch->completing, 1, __ATOMIC_SEQ_CST);
+    if ((__atomic_sub_fetch(&batch->outstanding, 1, __ATOMIC_SEQ_CST) == 0) &&
+        __atomic_load_n(&batch->waiting, __ATOMIC_SEQ_CST)) {
+        syscall(SYS_futex, &batch->outstanding, FUTEX_WAKE_PRIVATE, INT_MAX,
+                NULL, NULL, 0);
+    }
+
+    __atomic_sub_fetch(&batch->completing, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Waits until no completing thread still touches the batch. */
+static void batch_quiesce(dango_xfer_batch_t *batch)
+{
+    while (__atomic_load_n(&batch->completing, __ATOMIC_SEQ_CST) != 0) {
+        dango_cpu_relax();
     }
 }
 
@@ -609,6 +626,7 @@ int dango_xfer_batch_reset(dango_xfer_batch_t *batch)
         return DANGO_EBUSY;
     }
 
+    batch_quiesce(batch);
     dango_free(batch->notify_msg);
     batch->notify_msg   = NULL;
     batch->notify_seg   = NULL;
@@ -634,6 +652,7 @@ int dango_xfer_batch_destroy(dango_xfer_batch_t *batch)
         return DANGO_EBUSY;
     }
 
+    batch_quiesce(batch);
     dango_free(batch->notify_msg);
     dango_free(batch);
     return 0;

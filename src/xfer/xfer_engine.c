@@ -287,7 +287,14 @@ static void host_notify_recv(void *ctx, const char *from, const void *msg,
 
 static int host_desc_get(void *ctx, char **json_p)
 {
-    return dango__xfer_desc_build(ctx, json_p);
+    dango_xfer_engine_t *eng = ctx;
+
+    /* The listener runs before create has opened every transport. */
+    if (!__atomic_load_n(&eng->ready, __ATOMIC_ACQUIRE)) {
+        return DANGO_EAGAIN;
+    }
+
+    return dango__xfer_desc_build(eng, json_p);
 }
 
 /* ---------- transports ---------- */
@@ -813,6 +820,7 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
         goto err_unpublish;
     }
 
+    __atomic_store_n(&eng->ready, 1, __ATOMIC_RELEASE);
     dango_info("engine %s: started (listen %s, %u workers, metadata %s)",
                eng->name, eng->listen_addr, eng->num_loops,
                eng->cfg.metadata);

@@ -141,6 +141,7 @@ struct dango_xfer_engine {
     dango_mpool_t     slice_pool;
     uint64_t          next_slice_id; /* atomic */
     int               shutting_down;
+    int               ready;  /* atomic: create finished, state immutable */
     int               numa_ok;
 };
 

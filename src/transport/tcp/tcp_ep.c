@@ -82,9 +82,11 @@ static tcp_conn_t *ep_choose(tcp_ep_t *ep)
     unsigned    start    = __atomic_fetch_add(&ep->rr, 1, __ATOMIC_RELAXED);
     tcp_conn_t *best     = NULL, *fallback = NULL;
     uint64_t    best_load = 0, fallback_until = 0;
+    unsigned    n = __atomic_load_n(&ep->num_conns, __ATOMIC_ACQUIRE);
 
-    for (unsigned i = 0; i < ep->num_conns; i++) {
-        tcp_conn_t *c     = ep->conns[(start + i) % ep->num_conns];
+    /* n == 0: the endpoint is being destroyed (see dango__tcp_ep_destroy). */
+    for (unsigned i = 0; i < n; i++) {
+        tcp_conn_t *c     = ep->conns[(start + i) % n];
         uint64_t    until = __atomic_load_n(&c->fail_until, __ATOMIC_RELAXED);
         uint64_t    load  = __atomic_load_n(&c->load, __ATOMIC_RELAXED);
 
