@@ -652,9 +652,16 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    {
+        /* No SA_RESTART: a signal must interrupt the target's read(). */
+        struct sigaction sa = {0};
+
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+    }
     if (strcmp(o.mode, "target") == 0) {
         return run_target(&o);
     }
