@@ -42,6 +42,53 @@
 
 DANGO_LOG_COMPONENT_DEFINE(dango__log_tcp, "tcp");
 
+#define TCP_PEER_ERRORS_PER_SEC 100
+
+/*
+ * Errors caused by what a peer sent are logged at most
+ * TCP_PEER_ERRORS_PER_SEC times a second per process, so a misbehaving or
+ * hostile client cannot flood the log; the number dropped is reported with
+ * the next line that gets through.
+ */
+static uint64_t tcp_err_window;     /* atomic: current second */
+static unsigned tcp_err_count;      /* atomic: lines in that second */
+static unsigned tcp_err_dropped;    /* atomic: lines dropped so far */
+
+static int tcp_peer_error_allowed(unsigned *dropped_p)
+{
+    uint64_t sec = dango_time_ns() / DANGO_NSEC_PER_SEC;
+    uint64_t cur = __atomic_load_n(&tcp_err_window, __ATOMIC_RELAXED);
+
+    if ((cur != sec) && __atomic_compare_exchange_n(&tcp_err_window, &cur, sec,
+                                                    0, __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED)) {
+        __atomic_store_n(&tcp_err_count, 0, __ATOMIC_RELAXED);
+    }
+
+    if (__atomic_add_fetch(&tcp_err_count, 1, __ATOMIC_RELAXED) >
+        TCP_PEER_ERRORS_PER_SEC) {
+        __atomic_add_fetch(&tcp_err_dropped, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+
+    *dropped_p = __atomic_exchange_n(&tcp_err_dropped, 0, __ATOMIC_RELAXED);
+    return 1;
+}
+
+#define tcp_peer_error(_fmt, ...)                                          \
+    do {                                                                   \
+        unsigned _dropped;                                                 \
+                                                                           \
+        if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR) &&   \
+            tcp_peer_error_allowed(&_dropped)) {                           \
+            if (_dropped > 0) {                                            \
+                dango_warn("tcp: %u similar errors not logged", _dropped); \
+            }                                                              \
+                                                                           \
+            dango_error(_fmt, ##__VA_ARGS__);                              \
+        }                                                                  \
+    } while (0)
+
 #define TCP_TIMER_MS    100
 #define TCP_READ_BUDGET (32ull << 20) /* bytes per callback, then yield */
 
@@ -345,7 +392,7 @@ static int server_ctrl_done(tcp_conn_t *conn)
 
         if ((hello == NULL) || (hello->nonce.len != DANGO_AUTH_NONCE_LEN)) {
             dango__ctrl__hello__free_unpacked(hello, NULL);
-            dango_error("tcp conn %s: malformed hello", conn->peer_addr);
+            tcp_peer_error("tcp conn %s: malformed hello", conn->peer_addr);
             return DANGO_EPROTO;
         }
 
@@ -381,7 +428,7 @@ static int server_ctrl_done(tcp_conn_t *conn)
 
         dango__ctrl__auth__free_unpacked(auth, NULL);
         if (rc != 0) {
-            dango_error("tcp conn %s: peer failed cluster token "
+            tcp_peer_error("tcp conn %s: peer failed cluster token "
                         "authentication",
                         conn->peer_addr);
             return DANGO_EAUTH;
@@ -436,14 +483,14 @@ static int server_frame(tcp_conn_t *conn)
     switch (conn->state) {
     case TCP_CONN_HANDSHAKE:
         if (h->type != DANGO_FRAME_HELLO) {
-            dango_error("tcp conn %s: frame type %u before hello: closing",
+            tcp_peer_error("tcp conn %s: frame type %u before hello: closing",
                         conn->peer_addr, h->type);
             return DANGO_EPROTO;
         }
         break;
     case TCP_CONN_AUTH_WAIT:
         if (h->type != DANGO_FRAME_AUTH) {
-            dango_error("tcp conn %s: frame type %u before the token proof: "
+            tcp_peer_error("tcp conn %s: frame type %u before the token proof: "
                         "closing",
                         conn->peer_addr, h->type);
             return DANGO_EAUTH;
@@ -458,7 +505,7 @@ static int server_frame(tcp_conn_t *conn)
     case DANGO_FRAME_AUTH:
     case DANGO_FRAME_NOTIFY:
         if ((h->type != DANGO_FRAME_NOTIFY) == (conn->state == TCP_CONN_READY)) {
-            dango_error("tcp conn %s: repeated handshake frame type %u: "
+            tcp_peer_error("tcp conn %s: repeated handshake frame type %u: "
                         "closing",
                         conn->peer_addr, h->type);
             return DANGO_EPROTO;
@@ -507,7 +554,7 @@ static int server_frame(tcp_conn_t *conn)
     case DANGO_FRAME_DESC_REQ:
         return server_send_desc(conn);
     default:
-        dango_error("tcp conn %s: unexpected frame type %u from initiator",
+        tcp_peer_error("tcp conn %s: unexpected frame type %u from initiator",
                     conn->peer_addr, h->type);
         return DANGO_EPROTO;
     }
@@ -608,7 +655,7 @@ static int conn_read(tcp_conn_t *conn)
             conn->rx_off += DANGO_FRAME_HDR_LEN;
             rc = dango_frame_check(&conn->rx_hdr);
             if (rc != 0) {
-                dango_error("tcp conn %s: bad frame header (magic 0x%x "
+                tcp_peer_error("tcp conn %s: bad frame header (magic 0x%x "
                             "version %u type %u length %lu): closing",
                             conn->peer_addr, conn->rx_hdr.magic,
                             conn->rx_hdr.version, conn->rx_hdr.type,
