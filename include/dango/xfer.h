@@ -344,7 +344,8 @@ DANGO_API int dango_xfer_batch_query(const dango_xfer_batch_t *batch,
 /**
  * @brief Waits until every submitted request has finished.
  * @param[in] timeout_ms  Longest wait; 0 polls once; negative waits without a
- *                        limit (transfers are bounded by XFER_SLICE_TIMEOUT).
+ *                        limit (a tcp transfer that makes no progress fails
+ *                        after TCP_IO_TIMEOUT per try, TCP_RETRIES retries).
  * @return 0 when everything completed, DANGO_ETIMEDOUT when the time ran
  *         out first (the batch stays in flight), otherwise the first error
  *         of a failed request once all have finished.
