@@ -27,19 +27,26 @@ static size_t parse_size(const char *s)
     double v = strtod(s, &end);
 
     switch (*end) {
-    case 'k': case 'K': return (size_t)(v * 1024);
-    case 'm': case 'M': return (size_t)(v * 1024 * 1024);
-    case 'g': case 'G': return (size_t)(v * 1024 * 1024 * 1024);
-    default: return (size_t)v;
+    case 'k':
+    case 'K':
+        return (size_t)(v * 1024);
+    case 'm':
+    case 'M':
+        return (size_t)(v * 1024 * 1024);
+    case 'g':
+    case 'G':
+        return (size_t)(v * 1024 * 1024 * 1024);
+    default:
+        return (size_t)v;
     }
 }
 
 int main(int argc, char **argv)
 {
-    size_t block = 4u << 20, pool = 1u << 30, nblocks, i = 0;
-    double duration = 3, start, elapsed;
-    unsigned long long bytes = 0;
-    char  *src, *dst;
+    size_t             block = 4u << 20, pool = 1u << 30, nblocks, i = 0;
+    double             duration = 3, start, elapsed;
+    unsigned long long bytes    = 0;
+    char              *src, *dst;
 
     for (int a = 1; a + 1 < argc; a += 2) {
         if (!strcmp(argv[a], "--block")) {
@@ -52,10 +59,10 @@ int main(int argc, char **argv)
     }
 
     nblocks = pool / block;
-    src = mmap(NULL, pool, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    dst = mmap(NULL, pool, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    src     = mmap(NULL, pool, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    dst     = mmap(NULL, pool, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if ((src == MAP_FAILED) || (dst == MAP_FAILED) || (nblocks == 0)) {
         fprintf(stderr, "bench_memcpy: cannot map 2 x %zu bytes\n", pool);
         return 1;

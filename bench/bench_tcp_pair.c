@@ -39,10 +39,17 @@ static size_t parse_size(const char *s)
     double v = strtod(s, &end);
 
     switch (*end) {
-    case 'k': case 'K': return (size_t)(v * 1024);
-    case 'm': case 'M': return (size_t)(v * 1024 * 1024);
-    case 'g': case 'G': return (size_t)(v * 1024 * 1024 * 1024);
-    default: return (size_t)v;
+    case 'k':
+    case 'K':
+        return (size_t)(v * 1024);
+    case 'm':
+    case 'M':
+        return (size_t)(v * 1024 * 1024);
+    case 'g':
+    case 'G':
+        return (size_t)(v * 1024 * 1024 * 1024);
+    default:
+        return (size_t)v;
     }
 }
 
@@ -61,10 +68,10 @@ static char *pool_map(size_t pool)
 /* Receiver: counts bytes until the sender closes; writes the count to @out. */
 static void run_receiver(int lfd, size_t pool, int out)
 {
-    char              *buf = pool_map(pool);
+    char              *buf   = pool_map(pool);
     unsigned long long total = 0;
-    size_t             off = 0;
-    int                fd = accept(lfd, NULL, NULL);
+    size_t             off   = 0;
+    int                fd    = accept(lfd, NULL, NULL);
 
     if ((buf == NULL) || (fd < 0)) {
         _exit(1);
@@ -78,7 +85,7 @@ static void run_receiver(int lfd, size_t pool, int out)
         }
 
         total += (unsigned long long)n;
-        off    = (off + CHUNK) % pool;
+        off = (off + CHUNK) % pool;
     }
 
     if (write(out, &total, sizeof(total)) != sizeof(total)) {
@@ -116,10 +123,10 @@ static void run_sender(const struct sockaddr_in *addr, size_t pool,
 
 int main(int argc, char **argv)
 {
-    unsigned long long total = 0;
-    size_t             pool = 128u << 20;
+    unsigned long long total    = 0;
+    size_t             pool     = 128u << 20;
     double             duration = 3;
-    int                pairs = 2, pipefd[2];
+    int                pairs    = 2, pipefd[2];
     pid_t              pids[64];
     int                npids = 0, status;
 

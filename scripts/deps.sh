@@ -20,6 +20,7 @@ PACKAGES=(
     libnuma-dev           # NUMA placement of registered memory
     libssl-dev            # HMAC-SHA256 for cluster token proofs
     libcmocka-dev         # unit tests
+    clang-format          # formatting check in scripts/run-tests.sh
     python3               # tools/check_layers.py
     iproute2              # network-namespace tests (ip netns, veth)
     iperf3                # bench/xfer_vs_peers.sh reference figures

@@ -6,7 +6,7 @@
 # Phases (each prints a header; the script exits non-zero if any failed):
 #   1. dependencies        scripts/deps.sh (Debian 12 packages)
 #   2. layering            tools/check_layers.py --self-test, then the tree
-#   3. formatting          clang-format, advisory (see below)
+#   3. formatting          clang-format --dry-run over every C file
 #   4. build + tests       build-ci/, -Werror, ctest
 #   5. sanitizers          build-asan/, ASan + UBSan, the same ctest suite
 #
@@ -101,11 +101,10 @@ else
 fi
 
 # ---------- 3. formatting ----------
-phase 3/5 "formatting (clang-format, advisory)"
-# Formatting is advisory until the tree is reformatted in one commit: the
-# existing code predates .clang-format, so this phase reports how many files
-# differ and never fails. Once the tree is clean, turn the count into a
-# failure here.
+phase 3/5 "formatting (clang-format)"
+# Every C file must be formatted as .clang-format says (Debian 12's
+# clang-format 14, installed by scripts/deps.sh); 'clang-format -i FILE'
+# fixes one.
 if command -v clang-format >/dev/null 2>&1; then
     if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         mapfile -t cfiles < <(git -C "$ROOT" ls-files --cached --others \
@@ -124,13 +123,14 @@ if command -v clang-format >/dev/null 2>&1; then
     done
 
     echo "clang-format: ${#differ[@]} of ${#cfiles[@]} C files differ from" \
-        ".clang-format (advisory; 'clang-format -i FILE' reformats one)"
+        ".clang-format"
     for f in "${differ[@]:0:10}"; do
         echo "  $f"
     done
     [ "${#differ[@]}" -le 10 ] || echo "  ... and $((${#differ[@]} - 10)) more"
+    [ "${#differ[@]}" -eq 0 ] || fail "formatting: run clang-format -i on the files above"
 else
-    echo "clang-format not installed: formatting not checked"
+    fail "formatting: clang-format is not installed (scripts/deps.sh installs it)"
 fi
 
 # ---------- 4. build with -Werror and test ----------

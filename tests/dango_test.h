@@ -16,30 +16,30 @@
 #include <dango/error.h>
 #include <dango/log.h>
 
-#define assert_dango_ok(_expr)                                             \
-    do {                                                                   \
-        int _rc = (_expr);                                                 \
-        if (_rc != 0) {                                                    \
-            fail_msg("%s returned %d (%s: %s)", #_expr, _rc,               \
-                     dango_err_name(_rc), dango_strerror(_rc));            \
-        }                                                                  \
+#define assert_dango_ok(_expr)                                                 \
+    do {                                                                       \
+        int _rc = (_expr);                                                     \
+        if (_rc != 0) {                                                        \
+            fail_msg("%s returned %d (%s: %s)", #_expr, _rc,                   \
+                     dango_err_name(_rc), dango_strerror(_rc));                \
+        }                                                                      \
     } while (0)
 
-#define assert_dango_err(_expected, _expr)                                 \
-    do {                                                                   \
-        int _rc = (_expr);                                                 \
-        if (_rc != (_expected)) {                                          \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #_expr, _rc, \
-                     dango_err_name(_rc), (int)(_expected),                \
-                     dango_err_name(_expected));                           \
-        }                                                                  \
+#define assert_dango_err(_expected, _expr)                                     \
+    do {                                                                       \
+        int _rc = (_expr);                                                     \
+        if (_rc != (_expected)) {                                              \
+            fail_msg("%s returned %d (%s), expected %d (%s)", #_expr, _rc,     \
+                     dango_err_name(_rc), (int)(_expected),                    \
+                     dango_err_name(_expected));                               \
+        }                                                                      \
     } while (0)
 
 /* Counts records at error level or worse and drops everything. */
 static int dango_test_log_errors;
 
 static inline void dango_test_log_swallow(const dango_log_record_t *rec,
-                                          void *arg)
+                                          void                     *arg)
 {
     (void)arg;
     if (rec->level <= DANGO_LOG_ERROR) {

@@ -55,8 +55,7 @@ int main(int argc, char **argv)
     static const struct option long_opts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}
-    };
+        {NULL, 0, NULL, 0}};
     const char        *addr = getenv("DANGO_METADATA_LISTEN");
     dango_md_server_t *srv;
     sigset_t           sigs;
@@ -98,8 +97,8 @@ int main(int argc, char **argv)
 
     rc = dango_md_server_start(addr, &srv);
     if (rc != 0) {
-        fprintf(stderr, "dango-metadata: cannot listen on %s: %s (%s)\n",
-                addr, dango_strerror(rc), dango_err_name(rc));
+        fprintf(stderr, "dango-metadata: cannot listen on %s: %s (%s)\n", addr,
+                dango_strerror(rc), dango_err_name(rc));
         return 1;
     }
 

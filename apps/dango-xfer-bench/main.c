@@ -78,19 +78,32 @@ static void on_signal(int sig)
 
 static int parse_size_arg(const char *s, size_t *out)
 {
-    char   *end;
-    double  v = strtod(s, &end);
-    size_t  m = 1;
+    char  *end;
+    double v = strtod(s, &end);
+    size_t m = 1;
 
     if ((end == s) || (v < 0)) {
         return -1;
     }
 
     switch (*end) {
-    case 'k': case 'K': m = 1ul << 10; end++; break;
-    case 'm': case 'M': m = 1ul << 20; end++; break;
-    case 'g': case 'G': m = 1ul << 30; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        m = 1ul << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        m = 1ul << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        m = 1ul << 30;
+        end++;
+        break;
+    default:
+        break;
     }
 
     if ((*end == 'i') || (*end == 'I')) {
@@ -113,20 +126,20 @@ static int engine_create(const bench_opts_t *o, dango_xfer_engine_t **eng_p)
 {
     dango_xfer_engine_params_t p = {0};
 
-    p.field_mask  = DANGO_XFER_ENGINE_PARAM_METADATA |
+    p.field_mask = DANGO_XFER_ENGINE_PARAM_METADATA |
                    DANGO_XFER_ENGINE_PARAM_LISTEN |
                    DANGO_XFER_ENGINE_PARAM_NUM_WORKERS;
     p.metadata    = o->metadata;
     p.listen_addr = o->listen;
     p.num_workers = o->workers;
     if (o->segment != NULL) {
-        p.field_mask  |= DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME;
+        p.field_mask |= DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME;
         p.segment_name = o->segment;
     }
 
     if (strcmp(o->transport, "auto") != 0) {
         p.field_mask |= DANGO_XFER_ENGINE_PARAM_TRANSPORTS;
-        p.transports  = strcmp(o->transport, "shm") == 0 ? "shm,tcp" : "tcp";
+        p.transports = strcmp(o->transport, "shm") == 0 ? "shm,tcp" : "tcp";
     }
 
     return dango_xfer_engine_create(&p, NULL, eng_p);
@@ -150,8 +163,8 @@ static int bench_alloc(dango_xfer_engine_t *eng, const bench_opts_t *o,
     }
 
     len = (len + huge - 1) & ~(huge - 1);
-    p   = mmap(NULL, len, PROT_READ | PROT_WRITE,
-               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+             0);
     if (p == MAP_FAILED) {
         return DANGO_ENOMEM;
     }
@@ -168,8 +181,8 @@ static int bench_alloc(dango_xfer_engine_t *eng, const bench_opts_t *o,
     return 0;
 }
 
-static void bench_free(dango_xfer_engine_t *eng, const bench_opts_t *o,
-                       void *p, size_t len)
+static void bench_free(dango_xfer_engine_t *eng, const bench_opts_t *o, void *p,
+                       size_t len)
 {
     const size_t huge = 2u << 20;
 
@@ -284,7 +297,7 @@ static void *bench_thread_main(void *arg)
 
         t->lat[t->nlat++] = (now_s() - start) * 1e6;
         t->bytes += o->block * o->batch;
-        t->ops   += o->batch;
+        t->ops += o->batch;
         dango_xfer_batch_reset(batch);
     }
 
@@ -330,8 +343,8 @@ static int verify_roundtrip(dango_xfer_engine_t *eng, dango_segment_id_t seg,
 }
 
 static int run_one(dango_xfer_engine_t *eng, dango_segment_id_t seg,
-                   char *local, uint64_t remote, const bench_opts_t *o,
-                   int op, const char *transport, FILE *table)
+                   char *local, uint64_t remote, const bench_opts_t *o, int op,
+                   const char *transport, FILE *table)
 {
     bench_thread_t *ts = calloc(o->threads, sizeof(*ts));
     pthread_t      *th = calloc(o->threads, sizeof(*th));
@@ -348,17 +361,22 @@ static int run_one(dango_xfer_engine_t *eng, dango_segment_id_t seg,
 
     start = now_s();
     for (unsigned i = 0; i < o->threads; i++) {
-        ts[i] = (bench_thread_t){.eng = eng, .o = o, .seg = seg,
-                                 .local = local, .remote = remote, .tid = i,
-                                 .op = op, .deadline = start + o->duration};
+        ts[i] = (bench_thread_t){.eng      = eng,
+                                 .o        = o,
+                                 .seg      = seg,
+                                 .local    = local,
+                                 .remote   = remote,
+                                 .tid      = i,
+                                 .op       = op,
+                                 .deadline = start + o->duration};
         pthread_create(&th[i], NULL, bench_thread_main, &ts[i]);
     }
 
     for (unsigned i = 0; i < o->threads; i++) {
         pthread_join(th[i], NULL);
         bytes += ts[i].bytes;
-        ops   += ts[i].ops;
-        nlat  += ts[i].nlat;
+        ops += ts[i].ops;
+        nlat += ts[i].nlat;
         if ((rc == 0) && (ts[i].rc != 0)) {
             rc = ts[i].rc;
         }
@@ -409,14 +427,14 @@ static int run_one(dango_xfer_engine_t *eng, dango_segment_id_t seg,
 static int run_initiator(const bench_opts_t *o, const char *target,
                          int table_mode)
 {
-    static const size_t        blocks[] = {64u << 10, 1u << 20, 4u << 20};
-    dango_xfer_engine_t       *eng;
-    dango_xfer_segment_info_t  info;
-    dango_segment_id_t         seg;
-    uint64_t                   raddr, rlen;
-    size_t                     need = o->block * o->batch * o->threads;
-    void                      *local;
-    int                        rc;
+    static const size_t       blocks[] = {64u << 10, 1u << 20, 4u << 20};
+    dango_xfer_engine_t      *eng;
+    dango_xfer_segment_info_t info;
+    dango_segment_id_t        seg;
+    uint64_t                  raddr, rlen;
+    size_t                    need = o->block * o->batch * o->threads;
+    void                     *local;
+    int                       rc;
 
     if (table_mode) {
         need = (4u << 20) * o->batch * o->threads;
@@ -443,14 +461,16 @@ static int run_initiator(const bench_opts_t *o, const char *target,
     dango_xfer_segment_query(eng, seg, &info);
     if ((strcmp(o->transport, "auto") != 0) &&
         (strcmp(info.transport, o->transport) != 0)) {
-        fprintf(stderr, "dango-xfer-bench: transport %s requested but %s "
-                        "chosen\n",
+        fprintf(stderr,
+                "dango-xfer-bench: transport %s requested but %s "
+                "chosen\n",
                 o->transport, info.transport);
     }
 
     if (need > rlen) {
-        fprintf(stderr, "dango-xfer-bench: block x batch x threads = %zu "
-                        "exceeds the target buffer (%llu)\n",
+        fprintf(stderr,
+                "dango-xfer-bench: block x batch x threads = %zu "
+                "exceeds the target buffer (%llu)\n",
                 need, (unsigned long long)rlen);
         dango_xfer_engine_destroy(eng);
         return 1;
@@ -486,8 +506,8 @@ static int run_initiator(const bench_opts_t *o, const char *target,
                 "block", "batch", "GB/s", "ops/s", "p50 us", "p99 us");
         for (size_t b = 0; (b < DANGO_ARRAY_SIZE(blocks)) && (rc == 0); b++) {
             oo.block = blocks[b];
-            rc = run_one(eng, seg, local, raddr, &oo, DANGO_XFER_OP_WRITE,
-                         info.transport, tbl);
+            rc       = run_one(eng, seg, local, raddr, &oo, DANGO_XFER_OP_WRITE,
+                               info.transport, tbl);
             if (rc == 0) {
                 rc = run_one(eng, seg, local, raddr, &oo, DANGO_XFER_OP_READ,
                              info.transport, tbl);
@@ -541,8 +561,7 @@ static int run_both(const bench_opts_t *o, char **argv, int table_mode)
         close(from_child[0]);
         execl("/proc/self/exe", argv[0], "--mode", "target", "--metadata",
               o->metadata, "--listen", o->listen, "--buffer-size", size,
-              "--workers", workers, "--transport", o->transport,
-              (char *)NULL);
+              "--workers", workers, "--transport", o->transport, (char *)NULL);
         perror("exec");
         _exit(127);
     }
@@ -559,7 +578,7 @@ static int run_both(const bench_opts_t *o, char **argv, int table_mode)
     }
 
     line[strcspn(line, "\n")] = '\0';
-    rc = run_initiator(o, line + 6, table_mode);
+    rc                        = run_initiator(o, line + 6, table_mode);
     close(to_child[1]); /* the target exits when its stdin closes */
     waitpid(pid, &status, 0);
     fclose(in);
@@ -568,18 +587,21 @@ static int run_both(const bench_opts_t *o, char **argv, int table_mode)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: dango-xfer-bench [options]\n"
         "  --mode both|target|initiator  (default both: a table of results)\n"
         "  --target NAME        segment to open (initiator)\n"
-        "  --metadata STR       P2PHANDSHAKE (default) or http://host:port/metadata\n"
+        "  --metadata STR       P2PHANDSHAKE (default) or "
+        "http://host:port/metadata\n"
         "  --listen HOST:PORT   listen address (default 127.0.0.1:0)\n"
         "  --segment NAME       own segment name (metadata mode)\n"
         "  --op write|read|both (default both)\n"
         "  --transport auto|tcp|shm (default auto)\n"
         "  --block-size SIZE    (default 4m)    --batch N (default 32)\n"
         "  --threads N          (default 1)     --workers N (default 2)\n"
-        "  --duration SECONDS   (default 3)     --buffer-size SIZE (default 1g)\n"
+        "  --duration SECONDS   (default 3)     --buffer-size SIZE (default "
+        "1g)\n"
         "  --check              verify a write/read round trip first\n"
         "  --table              run the 64k/1m/4m table (default in both mode\n"
         "                       without --block-size)\n");
@@ -605,20 +627,46 @@ int main(int argc, char **argv)
         {"table", no_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    bench_opts_t o = {"both", "P2PHANDSHAKE", "127.0.0.1:0", NULL, NULL,
-                      "both", "auto", 4u << 20, 32, 1, 2, 3.0, 1ul << 30,
-                      0, 0};
+    bench_opts_t o = {"both",
+                      "P2PHANDSHAKE",
+                      "127.0.0.1:0",
+                      NULL,
+                      NULL,
+                      "both",
+                      "auto",
+                      4u << 20,
+                      32,
+                      1,
+                      2,
+                      3.0,
+                      1ul << 30,
+                      0,
+                      0};
     int          c, block_set = 0;
 
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': o.mode = optarg; break;
-        case 't': o.target = optarg; break;
-        case 'M': o.metadata = optarg; break;
-        case 'l': o.listen = optarg; break;
-        case 's': o.segment = optarg; break;
-        case 'o': o.op = optarg; break;
-        case 'T': o.transport = optarg; break;
+        case 'm':
+            o.mode = optarg;
+            break;
+        case 't':
+            o.target = optarg;
+            break;
+        case 'M':
+            o.metadata = optarg;
+            break;
+        case 'l':
+            o.listen = optarg;
+            break;
+        case 's':
+            o.segment = optarg;
+            break;
+        case 'o':
+            o.op = optarg;
+            break;
+        case 'T':
+            o.transport = optarg;
+            break;
         case 'b':
             if ((parse_size_arg(optarg, &o.block) != 0) || (o.block == 0)) {
                 fprintf(stderr, "bad --block-size %s\n", optarg);
@@ -626,20 +674,36 @@ int main(int argc, char **argv)
             }
             block_set = 1;
             break;
-        case 'B': o.batch = strtoul(optarg, NULL, 0); break;
-        case 'n': o.threads = (unsigned)strtoul(optarg, NULL, 0); break;
-        case 'w': o.workers = (unsigned)strtoul(optarg, NULL, 0); break;
-        case 'd': o.duration = strtod(optarg, NULL); break;
+        case 'B':
+            o.batch = strtoul(optarg, NULL, 0);
+            break;
+        case 'n':
+            o.threads = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'w':
+            o.workers = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'd':
+            o.duration = strtod(optarg, NULL);
+            break;
         case 'S':
             if (parse_size_arg(optarg, &o.buffer) != 0) {
                 fprintf(stderr, "bad --buffer-size %s\n", optarg);
                 return 2;
             }
             break;
-        case 'c': o.check = 1; break;
-        case 'x': o.table = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            o.check = 1;
+            break;
+        case 'x':
+            o.table = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
 

@@ -41,8 +41,9 @@ static int cmd_info(int argc, char **argv)
         /* Variables outside the option tables. */
         printf("#\n# general\n#\n");
         if (doc) {
-            printf("# per-component log levels, e.g. xfer=debug,tcp=trace,*=warn"
-                   "\n# default: warn\n");
+            printf(
+                "# per-component log levels, e.g. xfer=debug,tcp=trace,*=warn"
+                "\n# default: warn\n");
         }
 
         printf("DANGO_LOG=%s\n", log ? log : "");

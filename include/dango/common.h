@@ -35,37 +35,39 @@
 /** Patch version: incremented for fixes. */
 #define DANGO_VERSION_PATCH 0
 
-/** Branch hint: the condition is expected to be true. Use only where measured. */
-#define dango_likely(_x)   __builtin_expect(!!(_x), 1)
-/** Branch hint: the condition is expected to be false. Use only where measured. */
+/** Branch hint: the condition is expected to be true. Use only where measured.
+ */
+#define dango_likely(_x) __builtin_expect(!!(_x), 1)
+/** Branch hint: the condition is expected to be false. Use only where measured.
+ */
 #define dango_unlikely(_x) __builtin_expect(!!(_x), 0)
 
 /** Number of elements of a fixed-size array. */
 #define DANGO_ARRAY_SIZE(_a) (sizeof(_a) / sizeof((_a)[0]))
 
 /** Pointer to the structure that contains @p _ptr as member @p _member. */
-#define dango_container_of(_ptr, _type, _member) \
-    ((_type *)((char *)(_ptr) - offsetof(_type, _member)))
+#define dango_container_of(_ptr, _type, _member)                               \
+    ((_type *)((char *)(_ptr)-offsetof(_type, _member)))
 
 /** Smaller of two values (evaluates each once). */
-#define DANGO_MIN(_a, _b)                  \
-    ({                                     \
-        __typeof__(_a) _min_a = (_a);      \
-        __typeof__(_b) _min_b = (_b);      \
-        _min_a < _min_b ? _min_a : _min_b; \
+#define DANGO_MIN(_a, _b)                                                      \
+    ({                                                                         \
+        __typeof__(_a) _min_a = (_a);                                          \
+        __typeof__(_b) _min_b = (_b);                                          \
+        _min_a < _min_b ? _min_a : _min_b;                                     \
     })
 /** Larger of two values (evaluates each once). */
-#define DANGO_MAX(_a, _b)                  \
-    ({                                     \
-        __typeof__(_a) _max_a = (_a);      \
-        __typeof__(_b) _max_b = (_b);      \
-        _max_a > _max_b ? _max_a : _max_b; \
+#define DANGO_MAX(_a, _b)                                                      \
+    ({                                                                         \
+        __typeof__(_a) _max_a = (_a);                                          \
+        __typeof__(_b) _max_b = (_b);                                          \
+        _max_a > _max_b ? _max_a : _max_b;                                     \
     })
 
 /** Round @p _v up to a multiple of @p _a (a power of two). */
-#define DANGO_ALIGN_UP(_v, _a)   (((_v) + ((_a) - 1)) & ~((__typeof__(_v))(_a) - 1))
+#define DANGO_ALIGN_UP(_v, _a) (((_v) + ((_a)-1)) & ~((__typeof__(_v))(_a)-1))
 /** Round @p _v down to a multiple of @p _a (a power of two). */
-#define DANGO_ALIGN_DOWN(_v, _a) ((_v) & ~((__typeof__(_v))(_a) - 1))
+#define DANGO_ALIGN_DOWN(_v, _a) ((_v) & ~((__typeof__(_v))(_a)-1))
 
 DANGO_BEGIN_DECLS
 
@@ -81,10 +83,10 @@ DANGO_API const char *dango_version_string(void);
  * functions must be provided and behave like their libc namesakes.
  */
 typedef struct dango_allocator {
-    void *(*malloc_fn)(size_t size);                  /**< Like malloc(). */
-    void *(*calloc_fn)(size_t nmemb, size_t size);    /**< Like calloc(). */
-    void *(*realloc_fn)(void *ptr, size_t size);      /**< Like realloc(). */
-    void (*free_fn)(void *ptr);                       /**< Like free(). */
+    void *(*malloc_fn)(size_t size);               /**< Like malloc(). */
+    void *(*calloc_fn)(size_t nmemb, size_t size); /**< Like calloc(). */
+    void *(*realloc_fn)(void *ptr, size_t size);   /**< Like realloc(). */
+    void (*free_fn)(void *ptr);                    /**< Like free(). */
 } dango_allocator_t;
 
 /**

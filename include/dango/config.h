@@ -27,8 +27,8 @@ typedef struct dango_config dango_config_t;
 
 /** Flags for dango_config_print(). */
 enum dango_config_print_flags {
-    DANGO_CONFIG_PRINT_DOC    = 1u << 0, /**< Include each option's doc string. */
-    DANGO_CONFIG_PRINT_HEADER = 1u << 1  /**< Include a header per table. */
+    DANGO_CONFIG_PRINT_DOC = 1u << 0, /**< Include each option's doc string. */
+    DANGO_CONFIG_PRINT_HEADER = 1u << 1 /**< Include a header per table. */
 };
 
 DANGO_BEGIN_DECLS

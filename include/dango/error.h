@@ -26,50 +26,50 @@
  * X-macro list: XX(NAME, value, "message").
  * Append only; never renumber a code once released.
  */
-#define DANGO_ERRNO_MAP(XX)                                                   \
-    XX(EPERM, DANGO__ERR(EPERM), "operation not permitted")                  \
-    XX(ENOENT, DANGO__ERR(ENOENT), "no such entry")                          \
-    XX(EIO, DANGO__ERR(EIO), "i/o error")                                    \
-    XX(EBADF, DANGO__ERR(EBADF), "bad file descriptor")                      \
-    XX(EAGAIN, DANGO__ERR(EAGAIN), "resource temporarily unavailable")       \
-    XX(ENOMEM, DANGO__ERR(ENOMEM), "not enough memory")                      \
-    XX(EACCES, DANGO__ERR(EACCES), "permission denied")                      \
-    XX(EFAULT, DANGO__ERR(EFAULT), "bad address")                            \
-    XX(EBUSY, DANGO__ERR(EBUSY), "resource busy")                            \
-    XX(EEXIST, DANGO__ERR(EEXIST), "already exists")                         \
-    XX(EINVAL, DANGO__ERR(EINVAL), "invalid argument")                       \
-    XX(EMFILE, DANGO__ERR(EMFILE), "too many open files")                    \
-    XX(ENOSPC, DANGO__ERR(ENOSPC), "no space left")                          \
-    XX(ERANGE, DANGO__ERR(ERANGE), "value out of range")                     \
-    XX(ENAMETOOLONG, DANGO__ERR(ENAMETOOLONG), "name too long")              \
-    XX(ENOSYS, DANGO__ERR(ENOSYS), "function not implemented")               \
-    XX(EMSGSIZE, DANGO__ERR(EMSGSIZE), "message too long")                   \
-    XX(EPROTO, DANGO__ERR(EPROTO), "protocol error")                         \
-    XX(ENOTSUP, DANGO__ERR(ENOTSUP), "operation not supported")              \
-    XX(EADDRINUSE, DANGO__ERR(EADDRINUSE), "address already in use")         \
-    XX(EADDRNOTAVAIL, DANGO__ERR(EADDRNOTAVAIL), "address not available")    \
-    XX(ENETUNREACH, DANGO__ERR(ENETUNREACH), "network unreachable")          \
-    XX(ECONNABORTED, DANGO__ERR(ECONNABORTED), "connection aborted")         \
-    XX(ECONNRESET, DANGO__ERR(ECONNRESET), "connection reset by peer")       \
-    XX(ETIMEDOUT, DANGO__ERR(ETIMEDOUT), "timed out")                        \
-    XX(ECONNREFUSED, DANGO__ERR(ECONNREFUSED), "connection refused")         \
-    XX(EHOSTUNREACH, DANGO__ERR(EHOSTUNREACH), "host unreachable")           \
-    XX(ECANCELED, DANGO__ERR(ECANCELED), "operation canceled")               \
-    XX(EPROTO_VERSION, -10000, "unsupported protocol version")               \
-    XX(ECORRUPT, -10001, "data corrupted (checksum or format mismatch)")     \
-    XX(ESTATE, -10002, "handle failed earlier and must be destroyed")        \
-    XX(ENOTREG, -10003, "address range not inside registered memory")       \
-    XX(EOVERLAP, -10004, "range overlaps already registered memory")         \
-    XX(EREMOTE_ACCESS, -10005, "remote refused access to the address range") \
-    XX(EAUTH, -10006, "peer failed cluster token authentication")            \
-    XX(EMETADATA, -10007, "metadata service error")                          \
-    XX(ECONFIG, -10008, "invalid configuration value")                       \
-    XX(ELINK_DOWN, -10100, "link down")                                      \
-    XX(ELINK_TIMEOUT, -10101, "no progress on link within the timeout")      \
-    XX(EPEER_GONE, -10200, "peer unreachable or gone")                       \
+#define DANGO_ERRNO_MAP(XX)                                                    \
+    XX(EPERM, DANGO__ERR(EPERM), "operation not permitted")                    \
+    XX(ENOENT, DANGO__ERR(ENOENT), "no such entry")                            \
+    XX(EIO, DANGO__ERR(EIO), "i/o error")                                      \
+    XX(EBADF, DANGO__ERR(EBADF), "bad file descriptor")                        \
+    XX(EAGAIN, DANGO__ERR(EAGAIN), "resource temporarily unavailable")         \
+    XX(ENOMEM, DANGO__ERR(ENOMEM), "not enough memory")                        \
+    XX(EACCES, DANGO__ERR(EACCES), "permission denied")                        \
+    XX(EFAULT, DANGO__ERR(EFAULT), "bad address")                              \
+    XX(EBUSY, DANGO__ERR(EBUSY), "resource busy")                              \
+    XX(EEXIST, DANGO__ERR(EEXIST), "already exists")                           \
+    XX(EINVAL, DANGO__ERR(EINVAL), "invalid argument")                         \
+    XX(EMFILE, DANGO__ERR(EMFILE), "too many open files")                      \
+    XX(ENOSPC, DANGO__ERR(ENOSPC), "no space left")                            \
+    XX(ERANGE, DANGO__ERR(ERANGE), "value out of range")                       \
+    XX(ENAMETOOLONG, DANGO__ERR(ENAMETOOLONG), "name too long")                \
+    XX(ENOSYS, DANGO__ERR(ENOSYS), "function not implemented")                 \
+    XX(EMSGSIZE, DANGO__ERR(EMSGSIZE), "message too long")                     \
+    XX(EPROTO, DANGO__ERR(EPROTO), "protocol error")                           \
+    XX(ENOTSUP, DANGO__ERR(ENOTSUP), "operation not supported")                \
+    XX(EADDRINUSE, DANGO__ERR(EADDRINUSE), "address already in use")           \
+    XX(EADDRNOTAVAIL, DANGO__ERR(EADDRNOTAVAIL), "address not available")      \
+    XX(ENETUNREACH, DANGO__ERR(ENETUNREACH), "network unreachable")            \
+    XX(ECONNABORTED, DANGO__ERR(ECONNABORTED), "connection aborted")           \
+    XX(ECONNRESET, DANGO__ERR(ECONNRESET), "connection reset by peer")         \
+    XX(ETIMEDOUT, DANGO__ERR(ETIMEDOUT), "timed out")                          \
+    XX(ECONNREFUSED, DANGO__ERR(ECONNREFUSED), "connection refused")           \
+    XX(EHOSTUNREACH, DANGO__ERR(EHOSTUNREACH), "host unreachable")             \
+    XX(ECANCELED, DANGO__ERR(ECANCELED), "operation canceled")                 \
+    XX(EPROTO_VERSION, -10000, "unsupported protocol version")                 \
+    XX(ECORRUPT, -10001, "data corrupted (checksum or format mismatch)")       \
+    XX(ESTATE, -10002, "handle failed earlier and must be destroyed")          \
+    XX(ENOTREG, -10003, "address range not inside registered memory")          \
+    XX(EOVERLAP, -10004, "range overlaps already registered memory")           \
+    XX(EREMOTE_ACCESS, -10005, "remote refused access to the address range")   \
+    XX(EAUTH, -10006, "peer failed cluster token authentication")              \
+    XX(EMETADATA, -10007, "metadata service error")                            \
+    XX(ECONFIG, -10008, "invalid configuration value")                         \
+    XX(ELINK_DOWN, -10100, "link down")                                        \
+    XX(ELINK_TIMEOUT, -10101, "no progress on link within the timeout")        \
+    XX(EPEER_GONE, -10200, "peer unreachable or gone")                         \
     XX(ESEGMENT_STALE, -10201, "segment descriptor is stale (peer restarted)") \
-    XX(EREPLICA_UNAVAIL, -10300, "no replica available")                     \
-    XX(ELEASE_HELD, -10301, "object lease is held")                          \
+    XX(EREPLICA_UNAVAIL, -10300, "no replica available")                       \
+    XX(ELEASE_HELD, -10301, "object lease is held")                            \
     XX(EEVICTED, -10302, "object was evicted")
 
 /** Dango error codes (all negative). */
@@ -77,7 +77,7 @@ typedef enum dango_errno {
 #define DANGO__ERR_ENUM(_name, _val, _msg) DANGO_##_name = (_val),
     DANGO_ERRNO_MAP(DANGO__ERR_ENUM)
 #undef DANGO__ERR_ENUM
-    DANGO_OK = 0 /**< Success. */
+        DANGO_OK = 0 /**< Success. */
 } dango_errno_t;
 
 DANGO_BEGIN_DECLS
@@ -102,7 +102,8 @@ DANGO_API char *dango_strerror_r(int err, char *buf, size_t len);
 
 /**
  * @brief Symbolic name of an error code, e.g. "DANGO_ETIMEDOUT".
- * @return A constant string; "DANGO_OK" for 0, "DANGO_UNKNOWN" for unknown codes.
+ * @return A constant string; "DANGO_OK" for 0, "DANGO_UNKNOWN" for unknown
+ * codes.
  * @note Thread safety: safe from any thread.
  */
 DANGO_API const char *dango_err_name(int err);
@@ -114,10 +115,12 @@ DANGO_API const char *dango_err_name(int err);
  */
 DANGO_API int dango_err_from_errno(int errnum);
 
-/** @brief True for link-level codes (-10100 … -10199): retry on another path. */
+/** @brief True for link-level codes (-10100 … -10199): retry on another path.
+ */
 DANGO_API int dango_err_is_link(int err);
 
-/** @brief True for peer-level codes (-10200 … -10299): re-resolve the segment. */
+/** @brief True for peer-level codes (-10200 … -10299): re-resolve the segment.
+ */
 DANGO_API int dango_err_is_peer(int err);
 
 DANGO_END_DECLS

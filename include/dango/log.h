@@ -20,7 +20,8 @@
 /** Log levels, from most to least severe. */
 typedef enum dango_log_level {
     DANGO_LOG_FATAL = 0, /**< The process cannot continue. */
-    DANGO_LOG_ERROR = 1, /**< The operation failed and the caller will see it. */
+    DANGO_LOG_ERROR =
+        1, /**< The operation failed and the caller will see it. */
     DANGO_LOG_WARN  = 2, /**< Unexpected, but execution continues. */
     DANGO_LOG_INFO  = 3, /**< Lifecycle events only. */
     DANGO_LOG_DEBUG = 4, /**< Proportional to the number of objects. */
@@ -35,15 +36,16 @@ typedef enum dango_log_level {
 
 /**
  * A named log component. Define one per module with
- * DANGO_LOG_COMPONENT_DEFINE; its level is resolved from DANGO_LOG on first use.
+ * DANGO_LOG_COMPONENT_DEFINE; its level is resolved from DANGO_LOG on first
+ * use.
  */
 typedef struct dango_log_component {
-    const char *name;   /**< Component name as used in DANGO_LOG. */
-    int         level;  /**< Resolved level, or -1 before first use. */
+    const char *name;  /**< Component name as used in DANGO_LOG. */
+    int         level; /**< Resolved level, or -1 before first use. */
 } dango_log_component_t;
 
 /** Defines a component variable @p _var named @p _name. */
-#define DANGO_LOG_COMPONENT_DEFINE(_var, _name) \
+#define DANGO_LOG_COMPONENT_DEFINE(_var, _name)                                \
     dango_log_component_t _var = {(_name), -1}
 
 /** One log record as passed to a handler. Valid only during the call. */
@@ -84,7 +86,8 @@ DANGO_API void dango_log_disable_default(int disabled);
 DANGO_API int dango_log_configure(const char *spec);
 
 /**
- * @brief Parses a level name ("error", "warn", "info", "debug", "trace", "data").
+ * @brief Parses a level name ("error", "warn", "info", "debug", "trace",
+ * "data").
  * @return The level, or DANGO_EINVAL.
  */
 DANGO_API int dango_log_level_parse(const char *name);
@@ -104,22 +107,23 @@ DANGO_API void dango__log_emit(dango_log_component_t *comp,
 DANGO_END_DECLS
 
 /** @internal True when @p _lvl is enabled for @p _comp (one atomic load). */
-#define dango__log_enabled(_comp, _lvl)                                     \
-    (((_lvl) <= DANGO_MAX_LOG_LEVEL) && ({                                  \
-         int _dango_l = __atomic_load_n(&(_comp)->level, __ATOMIC_RELAXED); \
-         if (_dango_l < 0) {                                                \
-             _dango_l = dango__log_component_level(_comp);                  \
-         }                                                                  \
-         (int)(_lvl) <= _dango_l;                                           \
+#define dango__log_enabled(_comp, _lvl)                                        \
+    (((_lvl) <= DANGO_MAX_LOG_LEVEL) && ({                                     \
+         int _dango_l = __atomic_load_n(&(_comp)->level, __ATOMIC_RELAXED);    \
+         if (_dango_l < 0) {                                                   \
+             _dango_l = dango__log_component_level(_comp);                     \
+         }                                                                     \
+         (int)(_lvl) <= _dango_l;                                              \
      }))
 
-/** Logs at @p _lvl for component @p _comp; arguments are evaluated only if enabled. */
-#define dango_log_at(_comp, _lvl, _fmt, ...)                             \
-    do {                                                                \
-        if (dango__log_enabled((_comp), (_lvl))) {                      \
-            dango__log_emit((_comp), (_lvl), __FILE__, __LINE__,        \
-                            __func__, _fmt, ##__VA_ARGS__);             \
-        }                                                               \
+/** Logs at @p _lvl for component @p _comp; arguments are evaluated only if
+ * enabled. */
+#define dango_log_at(_comp, _lvl, _fmt, ...)                                   \
+    do {                                                                       \
+        if (dango__log_enabled((_comp), (_lvl))) {                             \
+            dango__log_emit((_comp), (_lvl), __FILE__, __LINE__, __func__,     \
+                            _fmt, ##__VA_ARGS__);                              \
+        }                                                                      \
     } while (0)
 
 #ifndef DANGO_LOG_COMPONENT
@@ -130,11 +134,17 @@ DANGO_END_DECLS
 extern DANGO_API dango_log_component_t dango__log_default;
 
 /** Level macros for the current DANGO_LOG_COMPONENT. */
-#define dango_fatal(_fmt, ...) dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_FATAL, _fmt, ##__VA_ARGS__)
-#define dango_error(_fmt, ...) dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR, _fmt, ##__VA_ARGS__)
-#define dango_warn(_fmt, ...)  dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_WARN, _fmt, ##__VA_ARGS__)
-#define dango_info(_fmt, ...)  dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_INFO, _fmt, ##__VA_ARGS__)
-#define dango_debug(_fmt, ...) dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_DEBUG, _fmt, ##__VA_ARGS__)
-#define dango_trace(_fmt, ...) dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_TRACE, _fmt, ##__VA_ARGS__)
+#define dango_fatal(_fmt, ...)                                                 \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_FATAL, _fmt, ##__VA_ARGS__)
+#define dango_error(_fmt, ...)                                                 \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR, _fmt, ##__VA_ARGS__)
+#define dango_warn(_fmt, ...)                                                  \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_WARN, _fmt, ##__VA_ARGS__)
+#define dango_info(_fmt, ...)                                                  \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_INFO, _fmt, ##__VA_ARGS__)
+#define dango_debug(_fmt, ...)                                                 \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_DEBUG, _fmt, ##__VA_ARGS__)
+#define dango_trace(_fmt, ...)                                                 \
+    dango_log_at(&DANGO_LOG_COMPONENT, DANGO_LOG_TRACE, _fmt, ##__VA_ARGS__)
 
 #endif /* DANGO_LOG_H */

@@ -33,7 +33,7 @@
 #include <dango/config.h>
 
 /** Longest key accepted, in bytes. */
-#define DANGO_MD_KEY_MAX   1024
+#define DANGO_MD_KEY_MAX 1024
 /** Largest value accepted, in bytes (1 MiB). */
 #define DANGO_MD_VALUE_MAX (1u << 20)
 
@@ -120,8 +120,8 @@ DANGO_API int dango_md_delete(dango_md_t *md, const char *key);
  * @param[out] count_p  Number of keys.
  * @return 0, DANGO_EINVAL, DANGO_ETIMEDOUT, DANGO_EMETADATA, DANGO_ENOMEM.
  */
-DANGO_API int dango_md_list(dango_md_t *md, const char *prefix,
-                            char ***keys_p, size_t *count_p);
+DANGO_API int dango_md_list(dango_md_t *md, const char *prefix, char ***keys_p,
+                            size_t *count_p);
 
 /** @brief Frees a list from dango_md_list(). NULL is ignored. */
 DANGO_API void dango_md_list_free(char **keys, size_t count);
@@ -170,7 +170,7 @@ DANGO_API void dango_md_watch_stop(dango_md_watch_t *watch);
  *         DANGO_EIO (the server could not start).
  * @note The server runs on its own threads.
  */
-DANGO_API int dango_md_server_start(const char *listen,
+DANGO_API int dango_md_server_start(const char         *listen,
                                     dango_md_server_t **srv_p);
 
 /**

@@ -46,8 +46,9 @@ enum {
 enum {
     DANGO_TP_CAP_NOTIFY    = 1u << 0, /**< Can deliver notifications. */
     DANGO_TP_CAP_DESC      = 1u << 1, /**< Can fetch a peer descriptor (P2P). */
-    DANGO_TP_CAP_SAME_HOST = 1u << 2, /**< Only usable between same-host peers. */
-    DANGO_TP_CAP_FILE      = 1u << 3  /**< Serves file:// segments. */
+    DANGO_TP_CAP_SAME_HOST = 1u
+                             << 2, /**< Only usable between same-host peers. */
+    DANGO_TP_CAP_FILE = 1u << 3    /**< Serves file:// segments. */
 };
 
 /**
@@ -60,11 +61,11 @@ typedef struct dango_tp_slice {
     uint8_t  op;         /**< DANGO_TP_OP_READ or DANGO_TP_OP_WRITE. */
     uint8_t  retries;    /**< Times the transport has re-posted it. */
     uint16_t reserved;
-    int32_t  status;     /**< Scratch for the transport's final status. */
-    void    *local;      /**< Local address (registered memory). */
-    uint64_t remote;     /**< Remote address, or offset for file segments. */
-    uint64_t length;     /**< Bytes; never 0. */
-    uint64_t post_ns;    /**< Monotonic time of the first post. */
+    int32_t  status;  /**< Scratch for the transport's final status. */
+    void    *local;   /**< Local address (registered memory). */
+    uint64_t remote;  /**< Remote address, or offset for file segments. */
+    uint64_t length;  /**< Bytes; never 0. */
+    uint64_t post_ns; /**< Monotonic time of the first post. */
     /** Completion, called exactly once; @p status is 0 or a DANGO_E* code. */
     void (*complete)(struct dango_tp_slice *slice, int status);
 } dango_tp_slice_t;
@@ -77,8 +78,8 @@ typedef struct dango_tp_host {
      * [addr, addr+len) for @p access. Returns 0 and a handle to release, or
      * DANGO_EREMOTE_ACCESS. Never blocks.
      */
-    int (*mem_acquire)(void *ctx, uint64_t addr, uint64_t len,
-                       unsigned access, void **region_p);
+    int (*mem_acquire)(void *ctx, uint64_t addr, uint64_t len, unsigned access,
+                       void **region_p);
     /** Releases a handle from mem_acquire(). */
     void (*mem_release)(void *ctx, void *region);
     /**
@@ -99,14 +100,14 @@ typedef struct dango_tp_host {
 
 /** Parameters of iface_open(). */
 typedef struct dango_tp_iface_params {
-    const dango_tp_host_t *host;        /**< Engine services. */
-    dango_loop_t *const   *loops;       /**< Worker loops. */
-    unsigned               num_loops;   /**< At least 1. */
-    const char            *segment_name;/**< Local segment name. */
-    uint64_t               instance_id; /**< Changes on every engine start. */
-    const char            *listen;      /**< "host:port" for listening transports. */
-    const char            *token;       /**< Cluster token, or NULL. */
-    const dango_config_t  *config;      /**< Options, or NULL. */
+    const dango_tp_host_t *host;         /**< Engine services. */
+    dango_loop_t *const   *loops;        /**< Worker loops. */
+    unsigned               num_loops;    /**< At least 1. */
+    const char            *segment_name; /**< Local segment name. */
+    uint64_t               instance_id;  /**< Changes on every engine start. */
+    const char            *listen; /**< "host:port" for listening transports. */
+    const char            *token;  /**< Cluster token, or NULL. */
+    const dango_config_t  *config; /**< Options, or NULL. */
 } dango_tp_iface_params_t;
 
 /** What a transport reports about itself. Strings are owned by the iface. */
@@ -119,8 +120,8 @@ typedef struct dango_tp_iface_attr {
 
 /** The peer an endpoint reaches. */
 typedef struct dango_tp_peer {
-    const char *name;      /**< Segment name (e.g. "node1", "file:///x"). */
-    const char *desc_json; /**< The peer's full descriptor, or NULL (file). */
+    const char *name;        /**< Segment name (e.g. "node1", "file:///x"). */
+    const char *desc_json;   /**< The peer's full descriptor, or NULL (file). */
     uint64_t    instance_id; /**< The peer's instance, 0 if unknown. */
 } dango_tp_peer_t;
 
@@ -129,7 +130,7 @@ typedef struct dango_transport_ops {
     const char *name; /**< "tcp", "shm", "file", ... */
     /** Creates the transport inside an engine. */
     int (*iface_open)(const dango_tp_iface_params_t *params,
-                      dango_tp_iface_t **iface_p);
+                      dango_tp_iface_t             **iface_p);
     /** Destroys it; every endpoint has been destroyed before. */
     void (*iface_close)(dango_tp_iface_t *iface);
     /** Fills @p attr; valid until iface_close(). */
@@ -194,12 +195,11 @@ DANGO_END_DECLS
  * Registers @p _ops at load time (for transports built outside libdango;
  * the built-in ones are listed statically so static linking keeps them).
  */
-#define DANGO_TRANSPORT_DEFINE(_ops)                                       \
-    static dango_transport_entry_t dango__tp_entry_##_ops = {&(_ops), NULL}; \
-    __attribute__((constructor)) static void dango__tp_register_##_ops(     \
-        void)                                                              \
-    {                                                                      \
-        dango_transport_register(&dango__tp_entry_##_ops);                 \
+#define DANGO_TRANSPORT_DEFINE(_ops)                                           \
+    static dango_transport_entry_t dango__tp_entry_##_ops = {&(_ops), NULL};   \
+    __attribute__((constructor)) static void dango__tp_register_##_ops(void)   \
+    {                                                                          \
+        dango_transport_register(&dango__tp_entry_##_ops);                     \
     }
 
 /** Dispatch: posts a slice on an endpoint of transport @p _ops. */

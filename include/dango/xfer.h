@@ -54,7 +54,7 @@ enum dango_xfer_engine_params_field {
  * named in their comment (itself an XFER_* option, see `dango info -c`).
  */
 typedef struct dango_xfer_engine_params {
-    uint64_t    field_mask;   /**< DANGO_XFER_ENGINE_PARAM_* bits. */
+    uint64_t field_mask; /**< DANGO_XFER_ENGINE_PARAM_* bits. */
     /**
      * Local segment name, unique in the cluster. Default: XFER_SEGMENT_NAME,
      * else "<hostname>:<pid>". In P2P handshake mode the name is rewritten
@@ -71,7 +71,7 @@ typedef struct dango_xfer_engine_params {
     /** TCP listen address "host:port" (port 0 = any). Default: XFER_LISTEN. */
     const char *listen_addr;
     /** Worker threads (1..64). Default: XFER_WORKERS. */
-    unsigned    num_workers;
+    unsigned num_workers;
     /**
      * Transports in order of preference, comma separated, e.g. "shm,tcp" or
      * "tcp" to disable same-host shared memory. Default: XFER_TRANSPORTS.
@@ -93,11 +93,11 @@ typedef enum dango_xfer_op {
 
 /** One transfer request. */
 typedef struct dango_xfer_req {
-    dango_xfer_op_t    op;          /**< READ or WRITE. */
-    void              *local_addr;  /**< Inside locally registered memory. */
-    dango_segment_id_t segment;     /**< From dango_xfer_segment_open(). */
-    uint64_t           remote_addr; /**< Peer virtual address, or file offset. */
-    uint64_t           length;      /**< Bytes; 0 completes at once. */
+    dango_xfer_op_t    op;         /**< READ or WRITE. */
+    void              *local_addr; /**< Inside locally registered memory. */
+    dango_segment_id_t segment;    /**< From dango_xfer_segment_open(). */
+    uint64_t remote_addr;          /**< Peer virtual address, or file offset. */
+    uint64_t length;               /**< Bytes; 0 completes at once. */
 } dango_xfer_req_t;
 
 /** States of a request or a batch. */
@@ -117,16 +117,16 @@ typedef struct dango_xfer_status {
 /** Information about an open segment. */
 typedef struct dango_xfer_segment_info {
     char     name[DANGO_XFER_NAME_MAX + 1]; /**< Segment name. */
-    char     transport[16];   /**< Transport chosen for it ("tcp", ...). */
-    uint64_t instance_id;     /**< Peer instance (changes on restart). */
-    unsigned num_buffers;     /**< Remote-accessible buffers it publishes. */
+    char     transport[16]; /**< Transport chosen for it ("tcp", ...). */
+    uint64_t instance_id;   /**< Peer instance (changes on restart). */
+    unsigned num_buffers;   /**< Remote-accessible buffers it publishes. */
 } dango_xfer_segment_info_t;
 
 /** A received notification. */
 typedef struct dango_xfer_notify {
-    char   from[DANGO_XFER_NAME_MAX + 1];   /**< Sender's segment name. */
-    size_t length;                          /**< Bytes in msg. */
-    char   msg[DANGO_XFER_NOTIFY_MAX + 1];  /**< Message, NUL-terminated. */
+    char   from[DANGO_XFER_NAME_MAX + 1];  /**< Sender's segment name. */
+    size_t length;                         /**< Bytes in msg. */
+    char   msg[DANGO_XFER_NOTIFY_MAX + 1]; /**< Message, NUL-terminated. */
 } dango_xfer_notify_t;
 
 DANGO_BEGIN_DECLS
@@ -153,8 +153,8 @@ DANGO_BEGIN_DECLS
  * @note Thread safety: safe from any thread.
  */
 DANGO_API int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
-                                       const dango_config_t *config,
-                                       dango_xfer_engine_t **eng_p);
+                                       const dango_config_t             *config,
+                                       dango_xfer_engine_t             **eng_p);
 
 /**
  * @brief Stops the workers, withdraws the segment and frees the engine.
@@ -169,8 +169,8 @@ DANGO_API void dango_xfer_engine_destroy(dango_xfer_engine_t *eng);
  * @brief The engine's segment name (rewritten to "host:port" in P2P mode).
  * @return A string valid until dango_xfer_engine_destroy().
  */
-DANGO_API const char *dango_xfer_engine_segment_name(
-    const dango_xfer_engine_t *eng);
+DANGO_API const char *
+dango_xfer_engine_segment_name(const dango_xfer_engine_t *eng);
 
 /**
  * @brief The address the engine listens on, "host:port".
@@ -249,22 +249,22 @@ DANGO_API int dango_xfer_mem_free(dango_xfer_engine_t *eng, void *addr);
  *           does not parse), DANGO_EAUTH, DANGO_ENOMEM.
  */
 DANGO_API int dango_xfer_segment_open(dango_xfer_engine_t *eng,
-                                      const char *name,
-                                      dango_segment_id_t *id_p);
+                                      const char          *name,
+                                      dango_segment_id_t  *id_p);
 
 /**
  * @brief Closes a segment handle. Requests still in flight on it complete.
  * @return 0, or DANGO_ENOENT (not open), DANGO_EINVAL (the local segment).
  */
 DANGO_API int dango_xfer_segment_close(dango_xfer_engine_t *eng,
-                                       dango_segment_id_t id);
+                                       dango_segment_id_t   id);
 
 /**
  * @brief Describes an open segment.
  * @return 0, or DANGO_ENOENT.
  */
-DANGO_API int dango_xfer_segment_query(dango_xfer_engine_t *eng,
-                                       dango_segment_id_t id,
+DANGO_API int dango_xfer_segment_query(dango_xfer_engine_t       *eng,
+                                       dango_segment_id_t         id,
                                        dango_xfer_segment_info_t *info);
 
 /**
@@ -280,8 +280,7 @@ DANGO_API int dango_xfer_segment_buffer(dango_xfer_engine_t *eng,
  * @brief Creates a batch for at most @p capacity requests in total.
  * @return 0, or DANGO_EINVAL (capacity 0 or > XFER_MAX_BATCH), DANGO_ENOMEM.
  */
-DANGO_API int dango_xfer_batch_create(dango_xfer_engine_t *eng,
-                                      size_t capacity,
+DANGO_API int dango_xfer_batch_create(dango_xfer_engine_t *eng, size_t capacity,
                                       dango_xfer_batch_t **batch_p);
 
 /**
@@ -304,9 +303,9 @@ DANGO_API int dango_xfer_batch_create(dango_xfer_engine_t *eng,
  *         - DANGO_ENOMEM
  * @note Ownership: each local range is borrowed until its request completes.
  */
-DANGO_API int dango_xfer_batch_submit(dango_xfer_batch_t *batch,
+DANGO_API int dango_xfer_batch_submit(dango_xfer_batch_t     *batch,
                                       const dango_xfer_req_t *reqs,
-                                      size_t count);
+                                      size_t                  count);
 
 /**
  * @brief Asks for a notification to be delivered to segment @p target once
@@ -323,7 +322,7 @@ DANGO_API int dango_xfer_batch_submit(dango_xfer_batch_t *batch,
  *         segment), DANGO_EBUSY (already set), DANGO_ENOMEM.
  */
 DANGO_API int dango_xfer_batch_notify(dango_xfer_batch_t *batch,
-                                      dango_segment_id_t target,
+                                      dango_segment_id_t  target,
                                       const void *msg, size_t len);
 
 /**
@@ -331,15 +330,15 @@ DANGO_API int dango_xfer_batch_notify(dango_xfer_batch_t *batch,
  * @return 0, or DANGO_EINVAL (@p index not submitted).
  */
 DANGO_API int dango_xfer_batch_status(const dango_xfer_batch_t *batch,
-                                      size_t index,
-                                      dango_xfer_status_t *status);
+                                      size_t                    index,
+                                      dango_xfer_status_t      *status);
 
 /**
  * @brief Status of the whole batch: FAILED as soon as any request failed
  *        (error = the first failure), COMPLETED when all completed.
  */
 DANGO_API int dango_xfer_batch_query(const dango_xfer_batch_t *batch,
-                                     dango_xfer_status_t *status);
+                                     dango_xfer_status_t      *status);
 
 /**
  * @brief Waits until every submitted request has finished.
@@ -383,9 +382,8 @@ DANGO_API int dango_xfer_notify_recv(dango_xfer_engine_t *eng,
  *         link or peer error.
  */
 DANGO_API int dango_xfer_notify_send(dango_xfer_engine_t *eng,
-                                     dango_segment_id_t target,
-                                     const void *msg, size_t len,
-                                     int timeout_ms);
+                                     dango_segment_id_t target, const void *msg,
+                                     size_t len, int timeout_ms);
 
 DANGO_END_DECLS
 

@@ -25,7 +25,7 @@
 #define CONFIG_NAME_MAX 128
 
 typedef struct config_entry {
-    char *name;  /* full option name, upper case, without "DANGO_" */
+    char *name; /* full option name, upper case, without "DANGO_" */
     char *value;
 } config_entry_t;
 
@@ -37,7 +37,7 @@ struct dango_config {
 };
 
 static dango_config_table_t *config_tables;
-static pthread_mutex_t       config_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t       config_lock     = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t        config_env_once = PTHREAD_ONCE_INIT;
 static dango_config_t       *config_env_file; /* from DANGO_CONFIG_FILE */
 
@@ -45,11 +45,11 @@ static dango_config_t       *config_env_file; /* from DANGO_CONFIG_FILE */
 
 int dango_parse_size(const char *s, size_t *out)
 {
-    char       *end;
-    double      v;
-    uint64_t    mult = 1;
-    char        unit[8];
-    size_t      n = 0;
+    char    *end;
+    double   v;
+    uint64_t mult = 1;
+    char     unit[8];
+    size_t   n = 0;
 
     if ((s == NULL) || (*s == '\0')) {
         return DANGO_EINVAL;
@@ -102,9 +102,9 @@ int dango_parse_size(const char *s, size_t *out)
 
 int dango_parse_time_ns(const char *s, uint64_t *out)
 {
-    char    *end;
-    double   v;
-    double   mult;
+    char  *end;
+    double v;
+    double mult;
 
     if ((s == NULL) || (*s == '\0')) {
         return DANGO_EINVAL;
@@ -170,15 +170,15 @@ int dango_parse_bool(const char *s, int *out)
 static int config_parse_value(const dango_config_field_t *field,
                               const char *value, void *dst)
 {
-    char    *end;
-    void    *p = (dst == NULL) ? NULL : (char *)dst + field->offset;
-    long     l;
+    char         *end;
+    void         *p = (dst == NULL) ? NULL : (char *)dst + field->offset;
+    long          l;
     unsigned long ul;
-    size_t   sz;
-    uint64_t t;
-    int      b;
-    double   d;
-    int      rc;
+    size_t        sz;
+    uint64_t      t;
+    int           b;
+    double        d;
+    int           rc;
 
     switch (field->type) {
     case DANGO_CFG_STRING:
@@ -357,7 +357,7 @@ static int config_entries_add(config_entry_t **e, size_t *n, const char *full,
         return DANGO_ENOMEM;
     }
 
-    *e             = ne;
+    *e           = ne;
     ne[*n].name  = name;
     ne[*n].value = val;
     (*n)++;
@@ -368,12 +368,11 @@ static int config_entries_add(config_entry_t **e, size_t *n, const char *full,
  * Effective value of one field and where it came from. @buf receives the
  * environment variable name when needed.
  */
-static const char *config_effective(const dango_config_t *cfg,
-                                    const char *full, const char *dflt,
-                                    const char **source_p)
+static const char *config_effective(const dango_config_t *cfg, const char *full,
+                                    const char *dflt, const char **source_p)
 {
-    char        env[CONFIG_NAME_MAX + 8];
-    const char *v;
+    char                  env[CONFIG_NAME_MAX + 8];
+    const char           *v;
     const dango_config_t *file_cfg = (cfg != NULL) ? cfg : config_env_file;
 
     if ((cfg != NULL) &&
@@ -432,7 +431,7 @@ static int config_load_file(dango_config_t *cfg, const char *path)
     }
 
     while (fgets(line, sizeof(line), f) != NULL) {
-        char *s, *eq, *key, *val, full[CONFIG_NAME_MAX];
+        char                       *s, *eq, *key, *val, full[CONFIG_NAME_MAX];
         const dango_config_field_t *field;
 
         lineno++;
@@ -587,7 +586,7 @@ int dango_config_get(const dango_config_t *cfg, const char *name, char *buf,
     return 0;
 }
 
-int dango__config_parse(const dango_config_t *cfg,
+int dango__config_parse(const dango_config_t       *cfg,
                         const dango_config_table_t *table, void *dst)
 {
     char full[CONFIG_NAME_MAX];
@@ -635,8 +634,7 @@ void dango__config_free(const dango_config_table_t *table, void *dst)
     }
 }
 
-int dango_config_print(const dango_config_t *cfg, FILE *stream,
-                       unsigned flags)
+int dango_config_print(const dango_config_t *cfg, FILE *stream, unsigned flags)
 {
     char full[CONFIG_NAME_MAX];
 

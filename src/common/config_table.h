@@ -37,11 +37,11 @@ typedef struct dango_config_table {
     struct dango_config_table  *next;   /* registry link, set at registration */
 } dango_config_table_t;
 
-#define DANGO_CONFIG_REGISTER_TABLE(_table)                                  \
-    __attribute__((constructor)) static void dango__config_register_##_table( \
-        void)                                                                \
-    {                                                                        \
-        dango__config_table_register(&(_table));                             \
+#define DANGO_CONFIG_REGISTER_TABLE(_table)                                    \
+    __attribute__((constructor)) static void dango__config_register_##_table(  \
+        void)                                                                  \
+    {                                                                          \
+        dango__config_table_register(&(_table));                               \
     }
 
 DANGO_BEGIN_DECLS
@@ -53,9 +53,8 @@ DANGO_API void dango__config_table_register(dango_config_table_t *table);
  * Returns 0, DANGO_ECONFIG (a value does not parse: logged with its source)
  * or DANGO_ENOMEM; on error @dst holds nothing that needs freeing.
  */
-DANGO_API int dango__config_parse(const dango_config_t *cfg,
-                                  const dango_config_table_t *table,
-                                  void *dst);
+DANGO_API int dango__config_parse(const dango_config_t       *cfg,
+                                  const dango_config_table_t *table, void *dst);
 
 /* Frees the strings dango__config_parse() allocated in @dst. */
 DANGO_API void dango__config_free(const dango_config_table_t *table, void *dst);

@@ -14,8 +14,8 @@ const char *dango_strerror(int err)
     switch (err) {
     case 0:
         return "success";
-#define DANGO__ERR_MSG(_name, _val, _msg) \
-    case DANGO_##_name:                   \
+#define DANGO__ERR_MSG(_name, _val, _msg)                                      \
+    case DANGO_##_name:                                                        \
         return _msg;
         DANGO_ERRNO_MAP(DANGO__ERR_MSG)
 #undef DANGO__ERR_MSG
@@ -29,8 +29,8 @@ const char *dango_err_name(int err)
     switch (err) {
     case 0:
         return "DANGO_OK";
-#define DANGO__ERR_NAME(_name, _val, _msg) \
-    case DANGO_##_name:                    \
+#define DANGO__ERR_NAME(_name, _val, _msg)                                     \
+    case DANGO_##_name:                                                        \
         return "DANGO_" #_name;
         DANGO_ERRNO_MAP(DANGO__ERR_NAME)
 #undef DANGO__ERR_NAME

@@ -67,7 +67,7 @@ int dango_random_bytes(void *buf, size_t len)
             return dango_err_from_errno(errno);
         }
 
-        p   += n;
+        p += n;
         len -= (size_t)n;
     }
 

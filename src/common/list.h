@@ -58,33 +58,33 @@ static inline void dango_list_splice_tail(dango_list_link_t *dst,
         return;
     }
 
-    src->next->prev       = dst->prev;
-    dst->prev->next       = src->next;
-    src->prev->next       = dst;
-    dst->prev             = src->prev;
+    src->next->prev = dst->prev;
+    dst->prev->next = src->next;
+    src->prev->next = dst;
+    dst->prev       = src->prev;
     dango_list_init(src);
 }
 
-#define dango_list_elem(_link, _type, _member) \
+#define dango_list_elem(_link, _type, _member)                                 \
     dango_container_of(_link, _type, _member)
 
-#define dango_list_head_elem(_head, _type, _member) \
+#define dango_list_head_elem(_head, _type, _member)                            \
     dango_list_elem((_head)->next, _type, _member)
 
-#define dango_list_for_each(_elem, _head, _member)                           \
-    for (_elem = dango_container_of((_head)->next, __typeof__(*_elem),       \
-                                    _member);                                \
-         &(_elem)->_member != (_head);                                       \
-         _elem = dango_container_of((_elem)->_member.next,                   \
-                                    __typeof__(*_elem), _member))
+#define dango_list_for_each(_elem, _head, _member)                             \
+    for (_elem =                                                               \
+             dango_container_of((_head)->next, __typeof__(*_elem), _member);   \
+         &(_elem)->_member != (_head);                                         \
+         _elem = dango_container_of((_elem)->_member.next, __typeof__(*_elem), \
+                                    _member))
 
-#define dango_list_for_each_safe(_elem, _tmp, _head, _member)                \
-    for (_elem = dango_container_of((_head)->next, __typeof__(*_elem),       \
-                                    _member),                                \
-        _tmp = dango_container_of((_elem)->_member.next, __typeof__(*_elem), \
-                                  _member);                                  \
-         &(_elem)->_member != (_head); _elem = _tmp,                         \
-        _tmp = dango_container_of((_tmp)->_member.next, __typeof__(*_elem),  \
-                                  _member))
+#define dango_list_for_each_safe(_elem, _tmp, _head, _member)                  \
+    for (_elem =                                                               \
+             dango_container_of((_head)->next, __typeof__(*_elem), _member),   \
+        _tmp = dango_container_of((_elem)->_member.next, __typeof__(*_elem),   \
+                                  _member);                                    \
+         &(_elem)->_member != (_head);                                         \
+         _elem = _tmp, _tmp = dango_container_of((_tmp)->_member.next,         \
+                                                 __typeof__(*_elem), _member))
 
 #endif

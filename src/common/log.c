@@ -209,10 +209,10 @@ static void log_default_sink(const dango_log_record_t *rec)
     /* One fprintf per record: stdio locks the stream, lines do not mix. */
     fprintf(stderr,
             "[%02d:%02d:%02d.%06ld] %5s %-5s %s:%d %s(): %s [pid %d tid %ld]\n",
-            tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-            rec->component, dango_log_level_name(rec->level),
-            file ? file + 1 : rec->file, rec->line, rec->func, rec->message,
-            (int)getpid(), (long)syscall(SYS_gettid));
+            tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, rec->component,
+            dango_log_level_name(rec->level), file ? file + 1 : rec->file,
+            rec->line, rec->func, rec->message, (int)getpid(),
+            (long)syscall(SYS_gettid));
 }
 
 void dango__log_emit(dango_log_component_t *comp, dango_log_level_t level,

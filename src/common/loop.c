@@ -50,22 +50,22 @@ typedef struct loop_timer {
 } loop_timer_t;
 
 struct dango_loop {
-    int                 epfd;
-    int                 evfd;
-    char                name[32];
-    pthread_t           thread;
-    int                 thread_started;
-    int                 stop;
-    pthread_t           owner;
-    int                 owner_set;
-    loop_handler_t    **handlers;
-    int                 num_handlers; /* size of the handlers array */
-    loop_handler_t     *dead;         /* detached, freed after dispatch */
-    dango_loop_task_t  *tasks;        /* MPSC LIFO, atomic */
-    int                 wake_pending;
-    loop_timer_t        timers[LOOP_MAX_TIMERS];
-    int                 num_timers;
-    int                 next_timer_id;
+    int                epfd;
+    int                evfd;
+    char               name[32];
+    pthread_t          thread;
+    int                thread_started;
+    int                stop;
+    pthread_t          owner;
+    int                owner_set;
+    loop_handler_t   **handlers;
+    int                num_handlers; /* size of the handlers array */
+    loop_handler_t    *dead;         /* detached, freed after dispatch */
+    dango_loop_task_t *tasks;        /* MPSC LIFO, atomic */
+    int                wake_pending;
+    loop_timer_t       timers[LOOP_MAX_TIMERS];
+    int                num_timers;
+    int                next_timer_id;
 };
 
 static uint32_t loop_to_epoll(unsigned events)
@@ -165,9 +165,9 @@ int dango_loop_fd_add(dango_loop_t *loop, int fd, unsigned events,
     }
 
     if (fd >= loop->num_handlers) {
-        int              n  = DANGO_ALIGN_UP(fd + 1, 64);
-        loop_handler_t **nh = dango_realloc(loop->handlers, sizeof(*nh) * n,
-                                            "loop_handlers");
+        int              n = DANGO_ALIGN_UP(fd + 1, 64);
+        loop_handler_t **nh =
+            dango_realloc(loop->handlers, sizeof(*nh) * n, "loop_handlers");
 
         if (nh == NULL) {
             return DANGO_ENOMEM;
@@ -383,7 +383,7 @@ int dango_loop_run_once(dango_loop_t *loop, int timeout_ms)
     }
 
     for (int i = 0; i < n; i++) {
-        loop_handler_t *h = events[i].data.ptr;
+        loop_handler_t *h  = events[i].data.ptr;
         unsigned        ev = 0;
 
         if (h == NULL) {
@@ -430,10 +430,10 @@ int dango_loop_run_once(dango_loop_t *loop, int timeout_ms)
 typedef struct loop_sync_call {
     dango_loop_task_t task; /* first member: the task pointer is the call */
     void (*fn)(void *arg);
-    void            *arg;
-    pthread_mutex_t  lock;
-    pthread_cond_t   cond;
-    int              done;
+    void           *arg;
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    int             done;
 } loop_sync_call_t;
 
 static void loop_sync_task(dango_loop_task_t *task)

@@ -33,7 +33,7 @@ typedef void (*dango_loop_timer_cb)(dango_loop_t *loop, void *arg);
 
 DANGO_BEGIN_DECLS
 
-DANGO_API int  dango_loop_create(const char *name, dango_loop_t **loop_p);
+DANGO_API int dango_loop_create(const char *name, dango_loop_t **loop_p);
 /* Stops the thread (if started) and frees; fds still watched are not closed. */
 DANGO_API void dango_loop_destroy(dango_loop_t *loop);
 
@@ -60,17 +60,17 @@ DANGO_API void dango_loop_wakeup(dango_loop_t *loop);
  * Must not be called while holding a lock the loop thread may need.
  */
 DANGO_API void dango_loop_run_sync(dango_loop_t *loop, void (*fn)(void *arg),
-                                   void *arg);
+                                   void         *arg);
 
 /* Runs one iteration, waiting at most @timeout_ms (-1 = until an event). */
 DANGO_API int dango_loop_run_once(dango_loop_t *loop, int timeout_ms);
 
 /* Starts a thread that runs the loop until dango_loop_stop(). */
-DANGO_API int  dango_loop_start(dango_loop_t *loop);
+DANGO_API int dango_loop_start(dango_loop_t *loop);
 /* Stops and joins the loop thread; idempotent. Must not be called on it. */
 DANGO_API void dango_loop_stop(dango_loop_t *loop);
 /* True when called from the thread that runs @loop. */
-DANGO_API int  dango_loop_is_current(const dango_loop_t *loop);
+DANGO_API int         dango_loop_is_current(const dango_loop_t *loop);
 DANGO_API const char *dango_loop_name(const dango_loop_t *loop);
 
 DANGO_END_DECLS

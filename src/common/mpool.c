@@ -9,8 +9,9 @@
 #include "common/alloc.h"
 #include "common/mpool.h"
 
-#define MPOOL_ALIGN 64 /* object size granule: no two objects share a line
-                           * when the chunk is line-aligned (malloc gives 16) */
+#define MPOOL_ALIGN                                                            \
+    64 /* object size granule: no two objects share a line                     \
+        * when the chunk is line-aligned (malloc gives 16) */
 
 void dango_mpool_init(dango_mpool_t *mp, size_t elem_size, size_t per_chunk,
                       size_t max_elems, const char *name)

@@ -13,13 +13,13 @@
 
 typedef struct dango_mpool {
     dango_spinlock_t lock;
-    void            *free_list;   /* singly linked through the first word */
-    void            *chunks;      /* singly linked list of chunks */
+    void            *free_list; /* singly linked through the first word */
+    void            *chunks;    /* singly linked list of chunks */
     size_t           elem_size;
     size_t           per_chunk;
-    size_t           max_elems;   /* 0 = unbounded */
+    size_t           max_elems; /* 0 = unbounded */
     size_t           num_elems;
-    size_t           num_out;     /* objects handed out, for leak checks */
+    size_t           num_out; /* objects handed out, for leak checks */
     const char      *name;
 } dango_mpool_t;
 

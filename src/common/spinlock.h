@@ -14,7 +14,10 @@ typedef struct dango_spinlock {
     int locked;
 } dango_spinlock_t;
 
-#define DANGO_SPINLOCK_INIT {0}
+#define DANGO_SPINLOCK_INIT                                                    \
+    {                                                                          \
+        0                                                                      \
+    }
 
 static inline void dango_spin_init(dango_spinlock_t *l)
 {

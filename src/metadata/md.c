@@ -68,9 +68,9 @@ typedef struct md_poll_watch {
     pthread_t         thread;
     pthread_mutex_t   lock;
     pthread_cond_t    cond;
-    int               stopping;  /* atomic; set once by stop */
-    int               detached;  /* set under lock by a stop from cb */
-    int               failing;   /* consecutive failed scans */
+    int               stopping; /* atomic; set once by stop */
+    int               detached; /* set under lock by a stop from cb */
+    int               failing;  /* consecutive failed scans */
     md_snap_t         snap;
 } md_poll_watch_t;
 
@@ -139,8 +139,8 @@ static int watch_stopping(md_poll_watch_t *w)
 }
 
 /* Calls the user callback unless the watch is being stopped. */
-static void watch_report(md_poll_watch_t *w, const char *key,
-                         const void *value, size_t len)
+static void watch_report(md_poll_watch_t *w, const char *key, const void *value,
+                         size_t len)
 {
     if (!watch_stopping(w)) {
         w->cb(key, value, len, w->arg);
@@ -196,9 +196,8 @@ static int watch_scan(md_poll_watch_t *w)
             continue;
         } else if (rc != 0) {
             /* Keep what we knew; the next scan retries this key. */
-            if ((old != NULL) &&
-                ((rc = snap_append(&next, old->key, old->hash, old->len)) !=
-                 0)) {
+            if ((old != NULL) && ((rc = snap_append(&next, old->key, old->hash,
+                                                    old->len)) != 0)) {
                 goto err_free;
             }
             continue;
@@ -267,13 +266,14 @@ static void *watch_thread(void *arg)
             }
         } else if (w->failing > 0) {
             dango_info("md watch %p prefix '%s': scans recovered after %d "
-                       "failures", w, w->prefix, w->failing);
+                       "failures",
+                       w, w->prefix, w->failing);
             w->failing = 0;
         }
 
-        wake_ns           = dango_time_ns() + w->interval_ns;
-        deadline.tv_sec   = (time_t)(wake_ns / DANGO_NSEC_PER_SEC);
-        deadline.tv_nsec  = (long)(wake_ns % DANGO_NSEC_PER_SEC);
+        wake_ns          = dango_time_ns() + w->interval_ns;
+        deadline.tv_sec  = (time_t)(wake_ns / DANGO_NSEC_PER_SEC);
+        deadline.tv_nsec = (long)(wake_ns % DANGO_NSEC_PER_SEC);
 
         pthread_mutex_lock(&w->lock);
         while (!watch_stopping(w) &&
@@ -452,7 +452,8 @@ void dango_md_close(dango_md_t *md)
          * use-after-free later, far from the bug. Leak it loudly instead.
          */
         dango_error("md %p: closed with %d watches still running; "
-                    "handle leaked", md, watches);
+                    "handle leaked",
+                    md, watches);
         return;
     }
 
@@ -460,8 +461,7 @@ void dango_md_close(dango_md_t *md)
     md->ops->close(md);
 }
 
-int dango_md_get(dango_md_t *md, const char *key, char **value_p,
-                 size_t *len_p)
+int dango_md_get(dango_md_t *md, const char *key, char **value_p, size_t *len_p)
 {
     char  *value;
     size_t len;
@@ -484,8 +484,8 @@ int dango_md_get(dango_md_t *md, const char *key, char **value_p,
     return 0;
 }
 
-int dango_md_put(dango_md_t *md, const char *key, const void *value,
-                 size_t len, uint64_t ttl_ms)
+int dango_md_put(dango_md_t *md, const char *key, const void *value, size_t len,
+                 uint64_t ttl_ms)
 {
     if ((md == NULL) || (dango__md_key_check(key) != 0) ||
         ((value == NULL) && (len > 0))) {

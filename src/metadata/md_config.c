@@ -18,14 +18,11 @@ static const dango_config_field_t md_config_fields[] = {
     {"WATCH_INTERVAL", "1s",
      "Polling period of watches on backends without a change feed.",
      offsetof(dango__md_config_t, watch_interval_ns), DANGO_CFG_TIME},
-    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}
-};
+    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
-dango_config_table_t dango__md_config_table = {
-    .prefix = "MD",
-    .doc    = "Metadata service client",
-    .fields = md_config_fields,
-    .next   = NULL
-};
+dango_config_table_t dango__md_config_table = {.prefix = "MD",
+                                               .doc = "Metadata service client",
+                                               .fields = md_config_fields,
+                                               .next   = NULL};
 
 DANGO_CONFIG_REGISTER_TABLE(dango__md_config_table)

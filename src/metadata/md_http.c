@@ -43,9 +43,9 @@
 #include "common/time.h"
 
 /* Idle curl handles kept per metadata handle (and so open connections). */
-#define MD_HTTP_POOL_MAX     8
+#define MD_HTTP_POOL_MAX 8
 /* Largest list response accepted (a JSON array of keys). */
-#define MD_HTTP_LIST_MAX     (64u << 20)
+#define MD_HTTP_LIST_MAX (64u << 20)
 /* Path used when the connection string names none. */
 #define MD_HTTP_DEFAULT_PATH "/metadata"
 
@@ -63,7 +63,7 @@ typedef struct md_http_buf {
     char  *data; /* from dango_malloc(), always room for a NUL */
     size_t len;
     size_t cap;
-    size_t max;  /* larger bodies abort the transfer */
+    size_t max; /* larger bodies abort the transfer */
     int    overflow;
     int    nomem;
 } md_http_buf_t;
@@ -166,11 +166,12 @@ static int http_status_err(const md_http_t *h, const char *method,
         return DANGO_EINVAL;
     case 413:
         dango_debug("md http %s: %s '%s': server rejected the value size "
-                    "(413)", h->base_url, method, arg);
+                    "(413)",
+                    h->base_url, method, arg);
         return DANGO_EMSGSIZE;
     default:
-        dango_error("md http %s: %s '%s': unexpected status %ld",
-                    h->base_url, method, arg, status);
+        dango_error("md http %s: %s '%s': unexpected status %ld", h->base_url,
+                    method, arg, status);
         return DANGO_EMETADATA;
     }
 }
@@ -316,8 +317,7 @@ static int md_http_put(dango_md_t *md, const char *key, const void *value,
     long          status;
     int           rc;
 
-    rc = http_request(h, "PUT", "key", key, value, len, ttl_ms, &resp,
-                      &status);
+    rc = http_request(h, "PUT", "key", key, value, len, ttl_ms, &resp, &status);
     if ((rc == 0) && (status != 200) && (status != 201) && (status != 204)) {
         rc = http_status_err(h, "PUT", key, status);
     }
@@ -359,11 +359,12 @@ static int http_parse_list(const md_http_t *h, const char *prefix,
     size_t       n;
     int          rc;
 
-    arr = json_loadb((resp->data != NULL) ? resp->data : "", resp->len, 0,
-                     &jerr);
+    arr =
+        json_loadb((resp->data != NULL) ? resp->data : "", resp->len, 0, &jerr);
     if ((arr == NULL) || !json_is_array(arr)) {
         dango_error("md http %s: list '%s': response is not a JSON array "
-                    "(%s)", h->base_url, prefix,
+                    "(%s)",
+                    h->base_url, prefix,
                     (arr == NULL) ? jerr.text : "wrong type");
         rc = DANGO_EMETADATA;
         goto out_decref;
@@ -453,21 +454,18 @@ static void md_http_close(dango_md_t *md)
     dango_free(h);
 }
 
-static const dango__md_ops_t md_http_ops = {
-    .name        = "http",
-    .get         = md_http_get,
-    .put         = md_http_put,
-    .del         = md_http_del,
-    .list        = md_http_list,
-    .close       = md_http_close,
-    .watch_start = NULL,
-    .watch_stop  = NULL
-};
+static const dango__md_ops_t md_http_ops = {.name        = "http",
+                                            .get         = md_http_get,
+                                            .put         = md_http_put,
+                                            .del         = md_http_del,
+                                            .list        = md_http_list,
+                                            .close       = md_http_close,
+                                            .watch_start = NULL,
+                                            .watch_stop  = NULL};
 
 static int host_char_ok(char c)
 {
-    return isalnum((unsigned char)c) || (c == '.') || (c == '-') ||
-           (c == '_');
+    return isalnum((unsigned char)c) || (c == '.') || (c == '-') || (c == '_');
 }
 
 /*
@@ -578,8 +576,7 @@ int dango__md_http_open(const char *rest, const dango__md_config_t *config,
         goto err_free_h;
     }
 
-    snprintf(h->base_url, url_len, "http://%.*s%s", (int)auth_len, rest,
-             path);
+    snprintf(h->base_url, url_len, "http://%.*s%s", (int)auth_len, rest, path);
 
     /* No "Expect: 100-continue" round trip; values are opaque bytes. */
     hdr = curl_slist_append(NULL, "Expect:");
@@ -589,8 +586,8 @@ int dango__md_http_open(const char *rest, const dango__md_config_t *config,
     }
 
     h->headers = hdr;
-    hdr = curl_slist_append(h->headers,
-                            "Content-Type: application/octet-stream");
+    hdr =
+        curl_slist_append(h->headers, "Content-Type: application/octet-stream");
     if (hdr == NULL) {
         rc = DANGO_ENOMEM;
         goto err_free_headers;

@@ -45,18 +45,16 @@ extern dango_config_table_t dango__md_config_table;
  */
 typedef struct dango__md_ops {
     const char *name;
-    int (*get)(dango_md_t *md, const char *key, char **value_p,
-               size_t *len_p);
-    int (*put)(dango_md_t *md, const char *key, const void *value,
-               size_t len, uint64_t ttl_ms);
+    int (*get)(dango_md_t *md, const char *key, char **value_p, size_t *len_p);
+    int (*put)(dango_md_t *md, const char *key, const void *value, size_t len,
+               uint64_t ttl_ms);
     int (*del)(dango_md_t *md, const char *key);
     /* Keys sorted by strcmp(); array and keys from dango_malloc(). */
     int (*list)(dango_md_t *md, const char *prefix, char ***keys_p,
                 size_t *count_p);
     void (*close)(dango_md_t *md);
-    int (*watch_start)(dango_md_t *md, const char *prefix,
-                       dango_md_watch_cb cb, void *arg,
-                       dango_md_watch_t **watch_p);
+    int (*watch_start)(dango_md_t *md, const char *prefix, dango_md_watch_cb cb,
+                       void *arg, dango_md_watch_t **watch_p);
     void (*watch_stop)(dango_md_watch_t *watch);
 } dango__md_ops_t;
 
@@ -76,9 +74,9 @@ struct dango_md_watch {
  * Opens a backend; @rest is the connection string after "<scheme>://".
  * The backend fills md->ops and md->config.
  */
-typedef int (*dango__md_open_fn)(const char *rest,
+typedef int (*dango__md_open_fn)(const char               *rest,
                                  const dango__md_config_t *config,
-                                 dango_md_t **md_p);
+                                 dango_md_t              **md_p);
 
 int dango__md_mem_open(const char *rest, const dango__md_config_t *config,
                        dango_md_t **md_p);
@@ -100,12 +98,12 @@ typedef struct dango__md_table dango__md_table_t;
 int  dango__md_table_create(dango__md_table_t **table_p);
 void dango__md_table_destroy(dango__md_table_t *table);
 /* *value_p is a NUL-terminated copy from dango_malloc(). */
-int  dango__md_table_get(dango__md_table_t *table, const char *key,
-                         char **value_p, size_t *len_p);
-int  dango__md_table_put(dango__md_table_t *table, const char *key,
-                         const void *value, size_t len, uint64_t ttl_ms);
-int  dango__md_table_del(dango__md_table_t *table, const char *key);
-int  dango__md_table_list(dango__md_table_t *table, const char *prefix,
-                          char ***keys_p, size_t *count_p);
+int dango__md_table_get(dango__md_table_t *table, const char *key,
+                        char **value_p, size_t *len_p);
+int dango__md_table_put(dango__md_table_t *table, const char *key,
+                        const void *value, size_t len, uint64_t ttl_ms);
+int dango__md_table_del(dango__md_table_t *table, const char *key);
+int dango__md_table_list(dango__md_table_t *table, const char *prefix,
+                         char ***keys_p, size_t *count_p);
 
 #endif

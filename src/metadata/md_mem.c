@@ -36,7 +36,7 @@
 /* Entries examined by the expiry sweep on each put. */
 #define MD_TABLE_SWEEP_STEPS 8
 /* Longest table name after "mem://". */
-#define MD_MEM_NAME_MAX      256
+#define MD_MEM_NAME_MAX 256
 
 typedef struct md_entry {
     uint64_t expire_ns; /* monotonic deadline, 0 = never */
@@ -83,8 +83,7 @@ static void entry_free(md_entry_t *entry)
 }
 
 /* Index of the first entry whose key is >= @key. Called with the lock held. */
-static size_t table_lower_bound(const dango__md_table_t *table,
-                                const char *key)
+static size_t table_lower_bound(const dango__md_table_t *table, const char *key)
 {
     size_t lo = 0;
     size_t hi = table->count;
@@ -118,8 +117,7 @@ static void table_remove_at(dango__md_table_t *table, size_t idx)
  * Finds the live entry for @key; frees it and reports absence if expired.
  * Returns its index, or -1. Called with the lock held.
  */
-static long table_find(dango__md_table_t *table, const char *key,
-                       uint64_t now)
+static long table_find(dango__md_table_t *table, const char *key, uint64_t now)
 {
     size_t idx = table_lower_bound(table, key);
 
@@ -258,7 +256,7 @@ int dango__md_table_put(dango__md_table_t *table, const char *key,
     idx = table_lower_bound(table, key);
     if ((idx < table->count) && (strcmp(table->entries[idx]->key, key) == 0)) {
         /* Replace in place: the key (and its position) stays. */
-        old            = table->entries[idx];
+        old = table->entries[idx];
         dango_free(old->value);
         old->value     = copy;
         old->len       = len;
@@ -451,16 +449,14 @@ static void md_mem_close(dango_md_t *md)
     dango_free(mem);
 }
 
-static const dango__md_ops_t md_mem_ops = {
-    .name        = "mem",
-    .get         = md_mem_get,
-    .put         = md_mem_put,
-    .del         = md_mem_del,
-    .list        = md_mem_list,
-    .close       = md_mem_close,
-    .watch_start = NULL,
-    .watch_stop  = NULL
-};
+static const dango__md_ops_t md_mem_ops = {.name        = "mem",
+                                           .get         = md_mem_get,
+                                           .put         = md_mem_put,
+                                           .del         = md_mem_del,
+                                           .list        = md_mem_list,
+                                           .close       = md_mem_close,
+                                           .watch_start = NULL,
+                                           .watch_stop  = NULL};
 
 /* Finds or creates the table @name. Called with the registry lock held. */
 static int md_mem_shared_get(const char *name, md_mem_shared_t **shared_p)
@@ -469,7 +465,8 @@ static int md_mem_shared_get(const char *name, md_mem_shared_t **shared_p)
     md_mem_shared_t *shared;
     int              rc;
 
-    dango_list_for_each(shared, &md_mem_registry, link) {
+    dango_list_for_each(shared, &md_mem_registry, link)
+    {
         if (strcmp(shared->name, name) == 0) {
             shared->refcount++;
             *shared_p = shared;

@@ -55,7 +55,7 @@
 #define MD_SRV_IDLE_TIMEOUT_S 30
 #define MD_SRV_BACKLOG        128
 /* Chunked bytes past the limit read (and dropped) before disconnecting. */
-#define MD_SRV_DISCARD_MAX    (4u * DANGO_MD_VALUE_MAX)
+#define MD_SRV_DISCARD_MAX (4u * DANGO_MD_VALUE_MAX)
 
 #ifndef MHD_HTTP_CONTENT_TOO_LARGE
 #define MHD_HTTP_CONTENT_TOO_LARGE 413
@@ -127,9 +127,9 @@ static int utf8_valid(const char *s, size_t len)
     return 1;
 }
 
-static enum MHD_Result srv_reply(struct MHD_Connection *conn,
-                                 unsigned status, struct MHD_Response *resp,
-                                 const char *content_type)
+static enum MHD_Result srv_reply(struct MHD_Connection *conn, unsigned status,
+                                 struct MHD_Response *resp,
+                                 const char          *content_type)
 {
     enum MHD_Result ret;
 
@@ -165,8 +165,8 @@ static enum MHD_Result srv_reply_text(struct MHD_Connection *conn,
 
 /* Replies with @len bytes at @buf (from dango_malloc), taking ownership. */
 static enum MHD_Result srv_reply_owned(struct MHD_Connection *conn,
-                                       unsigned status, char *buf,
-                                       size_t len, const char *content_type)
+                                       unsigned status, char *buf, size_t len,
+                                       const char *content_type)
 {
     struct MHD_Response *resp;
 
@@ -226,9 +226,9 @@ static int srv_parse_ttl(const char *s, uint64_t *ttl_p)
     return 0;
 }
 
-static enum MHD_Result srv_list(dango_md_server_t *srv,
-                                struct MHD_Connection *conn,
-                                const char *prefix, size_t prefix_len)
+static enum MHD_Result srv_list(dango_md_server_t     *srv,
+                                struct MHD_Connection *conn, const char *prefix,
+                                size_t prefix_len)
 {
     json_t *arr;
     char  **keys;
@@ -280,7 +280,7 @@ err_free_keys:
 
 /* First handler call of a PUT: checks what can be checked before the body. */
 static enum MHD_Result srv_put_begin(struct MHD_Connection *conn,
-                                     void **req_cls)
+                                     void                 **req_cls)
 {
     unsigned long long announced = 0;
     const char        *clen;
@@ -357,7 +357,7 @@ static enum MHD_Result srv_put_data(md_srv_req_t *req, const char *data,
     return MHD_YES;
 }
 
-static enum MHD_Result srv_put_end(dango_md_server_t *srv,
+static enum MHD_Result srv_put_end(dango_md_server_t     *srv,
                                    struct MHD_Connection *conn,
                                    md_srv_req_t *req, const char *key)
 {
@@ -386,7 +386,7 @@ static enum MHD_Result srv_put_end(dango_md_server_t *srv,
     return srv_reply_text(conn, MHD_HTTP_OK, "ok\n");
 }
 
-static enum MHD_Result srv_key_op(dango_md_server_t *srv,
+static enum MHD_Result srv_key_op(dango_md_server_t     *srv,
                                   struct MHD_Connection *conn,
                                   const char *method, const char *key)
 {
@@ -442,19 +442,18 @@ static int srv_body_done(void **req_cls, size_t *upload_data_size)
 
 static enum MHD_Result srv_handle(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
-                                  const char *version,
-                                  const char *upload_data,
+                                  const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
 {
     dango_md_server_t *srv    = cls;
     int                is_put = (strcmp(method, MHD_HTTP_METHOD_PUT) == 0);
     int                is_get = (strcmp(method, MHD_HTTP_METHOD_GET) == 0) ||
-                                (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
-    const char        *key;
-    const char        *prefix;
-    size_t             key_len;
-    size_t             prefix_len;
-    int                has_key;
+                 (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
+    const char *key;
+    const char *prefix;
+    size_t      key_len;
+    size_t      prefix_len;
+    int         has_key;
 
     if (strcmp(url, "/health") == 0) {
         if (!srv_body_done(req_cls, upload_data_size)) {
@@ -613,8 +612,7 @@ static int srv_listen_socket(const char *addr, int *fd_p, int *port_p)
     int                     fd;
     int                     rc;
 
-    if (srv_parse_listen(addr, host, sizeof(host), port, sizeof(port)) !=
-        0) {
+    if (srv_parse_listen(addr, host, sizeof(host), port, sizeof(port)) != 0) {
         dango_debug("md server: malformed listen address '%s'", addr);
         return DANGO_EINVAL;
     }
@@ -629,8 +627,9 @@ static int srv_listen_socket(const char *addr, int *fd_p, int *port_p)
         if (rc == EAI_MEMORY) {
             return DANGO_ENOMEM;
         }
-        return ((rc == EAI_NONAME) || (rc == EAI_SERVICE) ||
-                (rc == EAI_FAMILY)) ? DANGO_EINVAL : DANGO_EIO;
+        return ((rc == EAI_NONAME) || (rc == EAI_SERVICE) || (rc == EAI_FAMILY))
+                   ? DANGO_EINVAL
+                   : DANGO_EIO;
     }
 
     fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -684,8 +683,7 @@ static int srv_fd_is_ours(int fd, int port)
 
 /* ---------- public API ---------- */
 
-int dango_md_server_start(const char *addr,
-                          dango_md_server_t **srv_p)
+int dango_md_server_start(const char *addr, dango_md_server_t **srv_p)
 {
     dango_md_server_t *srv;
     int                fd;
@@ -716,22 +714,19 @@ int dango_md_server_start(const char *addr,
 
     srv->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        srv_handle, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, srv_log, srv,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MD_SRV_THREADS,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MD_SRV_CONN_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)MD_SRV_IDLE_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, srv_completed, srv,
-        MHD_OPTION_END);
+        srv_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, srv_log, srv,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)MD_SRV_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)MD_SRV_CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)MD_SRV_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        srv_completed, srv, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         dango_error("md server: could not start on '%s'", addr);
         rc = DANGO_EIO;
         goto err_close_fd;
     }
 
-    dango_info("md server %p: listening on %s (port %d)", srv, addr,
-               srv->port);
+    dango_info("md server %p: listening on %s (port %d)", srv, addr, srv->port);
     *srv_p = srv;
     return 0;
 

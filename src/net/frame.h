@@ -28,7 +28,8 @@
 #define DANGO_FRAME_MAGIC   0x46584744u /* "DGXF" */
 #define DANGO_FRAME_VERSION 1
 #define DANGO_FRAME_HDR_LEN 40
-/* Control payloads (protobuf) are small; data payloads are bounded per slice. */
+/* Control payloads (protobuf) are small; data payloads are bounded per slice.
+ */
 #define DANGO_FRAME_CTRL_MAX (1u << 20)
 #define DANGO_FRAME_DATA_MAX (1ull << 30)
 
@@ -46,7 +47,7 @@ enum dango_frame_type {
     DANGO_FRAME_DESC_RESP  = 11, /* payload: DescReply */
     DANGO_FRAME_SHM_MAP    = 12, /* payload: ShmMapRequest */
     DANGO_FRAME_SHM_MAP_RESP = 13, /* payload: ShmMapReply (+ fd) */
-    DANGO_FRAME_TYPE_MAX   = 13
+    DANGO_FRAME_TYPE_MAX     = 13
 };
 
 typedef struct dango_frame {
@@ -67,9 +68,9 @@ _Static_assert(sizeof(dango_frame_t) == DANGO_FRAME_HDR_LEN,
 #error "frames are encoded as host structs: little-endian hosts only"
 #endif
 
-static inline void dango_frame_init(dango_frame_t *f, uint8_t type,
-                                    uint64_t id, uint64_t addr,
-                                    uint64_t length, int32_t status)
+static inline void dango_frame_init(dango_frame_t *f, uint8_t type, uint64_t id,
+                                    uint64_t addr, uint64_t length,
+                                    int32_t status)
 {
     f->magic    = DANGO_FRAME_MAGIC;
     f->version  = DANGO_FRAME_VERSION;

@@ -24,11 +24,11 @@
 int dango_sock_parse_addr(const char *str, uint16_t default_port,
                           struct sockaddr_storage *ss, socklen_t *len_p)
 {
-    char             host[256];
-    const char      *port_str = NULL;
-    char             port_buf[8];
-    struct addrinfo  hints = {0}, *res = NULL;
-    size_t           hlen;
+    char            host[256];
+    const char     *port_str = NULL;
+    char            port_buf[8];
+    struct addrinfo hints = {0}, *res = NULL;
+    size_t          hlen;
 
     if ((str == NULL) || (*str == '\0')) {
         return DANGO_EINVAL;
@@ -253,7 +253,7 @@ int dango_sock_send_all(int fd, const void *buf, size_t len,
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (n > 0) {
-            p   += n;
+            p += n;
             len -= (size_t)n;
             continue;
         }
@@ -286,7 +286,7 @@ int dango_sock_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns)
         ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
 
         if (n > 0) {
-            p   += n;
+            p += n;
             len -= (size_t)n;
             continue;
         }

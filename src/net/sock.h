@@ -23,7 +23,7 @@ DANGO_BEGIN_DECLS
  */
 DANGO_API int dango_sock_parse_addr(const char *str, uint16_t default_port,
                                     struct sockaddr_storage *ss,
-                                    socklen_t *len_p);
+                                    socklen_t               *len_p);
 
 /* Formats @sa as "host:port" into @buf (at least DANGO_ADDR_STR_MAX). */
 DANGO_API const char *dango_sock_addr_str(const struct sockaddr *sa, char *buf,
@@ -46,7 +46,7 @@ DANGO_API int dango_sock_local_addr(int fd, char *buf, size_t len);
 DANGO_API int dango_sock_connect(const char *addr, uint64_t timeout_ns,
                                  int nonblock);
 
-DANGO_API int dango_sock_set_nonblock(int fd, int on);
+DANGO_API int  dango_sock_set_nonblock(int fd, int on);
 DANGO_API void dango_sock_tune(int fd); /* TCP_NODELAY, buffer sizes */
 
 /*

@@ -52,12 +52,12 @@ struct dango_xfer_batch {
     dango_xfer_engine_t *eng;
     size_t               capacity;
     size_t               count;
-    uint32_t             outstanding;   /* atomic; futex word */
-    uint32_t             reqs_pending;  /* atomic */
-    int                  waiting;       /* atomic */
-    int                  completing;    /* atomic, see batch_release_one() */
-    int                  first_error;   /* atomic */
-    int                  notify_state;  /* atomic xfer_notify_state_t */
+    uint32_t             outstanding;  /* atomic; futex word */
+    uint32_t             reqs_pending; /* atomic */
+    int                  waiting;      /* atomic */
+    int                  completing;   /* atomic, see batch_release_one() */
+    int                  first_error;  /* atomic */
+    int                  notify_state; /* atomic xfer_notify_state_t */
     xfer_segment_t      *notify_seg;
     void                *notify_msg;
     size_t               notify_len;
@@ -67,7 +67,7 @@ struct dango_xfer_batch {
 typedef struct xfer_slice {
     dango_tp_slice_t    tp;
     dango_xfer_batch_t *batch;
-    xfer_req_t         *req;   /* NULL for a notification */
+    xfer_req_t         *req; /* NULL for a notification */
 } xfer_slice_t;
 
 _Static_assert(sizeof(xfer_slice_t) <= 160, "slice pool element size");
@@ -118,7 +118,7 @@ static void notify_complete(dango_tp_slice_t *tp, int status)
 /* Sends the armed notification once every covered request is done. */
 static void batch_try_notify(dango_xfer_batch_t *batch)
 {
-    dango_xfer_engine_t *eng = batch->eng;
+    dango_xfer_engine_t *eng   = batch->eng;
     int                  armed = XFER_NOTIFY_ARMED;
     xfer_tp_t           *tp;
     xfer_slice_t        *xs;
@@ -142,14 +142,14 @@ static void batch_try_notify(dango_xfer_batch_t *batch)
         rc = DANGO_ENOMEM;
     } else {
         memset(xs, 0, sizeof(*xs));
-        xs->batch       = batch;
-        xs->tp.id       = __atomic_add_fetch(&eng->next_slice_id, 1,
-                                             __ATOMIC_RELAXED);
+        xs->batch = batch;
+        xs->tp.id =
+            __atomic_add_fetch(&eng->next_slice_id, 1, __ATOMIC_RELAXED);
         xs->tp.post_ns  = dango_time_ns();
         xs->tp.complete = notify_complete;
-        rc = tp->ops->notify(batch->notify_seg->eps[batch->notify_seg
-                                                        ->notify_tp],
-                             batch->notify_msg, batch->notify_len, &xs->tp);
+        rc              = tp->ops->notify(
+                         batch->notify_seg->eps[batch->notify_seg->notify_tp],
+                         batch->notify_msg, batch->notify_len, &xs->tp);
         if (rc == 0) {
             return;
         }
@@ -333,7 +333,7 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
          */
         slice = r->length;
     }
-    n     = (uint32_t)((r->length + slice - 1) / slice);
+    n = (uint32_t)((r->length + slice - 1) / slice);
     __atomic_store_n(&req->slices_left, n, __ATOMIC_RELEASE);
     for (off = 0; off < r->length; off += slice) {
         xfer_slice_t *xs = dango_mpool_get(&eng->slice_pool);
@@ -344,10 +344,10 @@ static void req_dispatch(dango_xfer_batch_t *batch, xfer_req_t *req,
         }
 
         memset(&xs->tp, 0, sizeof(xs->tp));
-        xs->batch       = batch;
-        xs->req         = req;
-        xs->tp.id       = __atomic_add_fetch(&eng->next_slice_id, 1,
-                                             __ATOMIC_RELAXED);
+        xs->batch = batch;
+        xs->req   = req;
+        xs->tp.id =
+            __atomic_add_fetch(&eng->next_slice_id, 1, __ATOMIC_RELAXED);
         xs->tp.op       = (uint8_t)r->op;
         xs->tp.local    = (char *)r->local_addr + off;
         xs->tp.remote   = r->remote_addr + off;
@@ -393,7 +393,7 @@ int dango_xfer_batch_create(dango_xfer_engine_t *eng, size_t capacity,
     return 0;
 }
 
-int dango_xfer_batch_submit(dango_xfer_batch_t *batch,
+int dango_xfer_batch_submit(dango_xfer_batch_t     *batch,
                             const dango_xfer_req_t *reqs, size_t count)
 {
     dango_xfer_engine_t *eng;
@@ -451,18 +451,17 @@ int dango_xfer_batch_submit(dango_xfer_batch_t *batch,
 
     base = batch->count;
     __atomic_add_fetch(&batch->outstanding, (uint32_t)count, __ATOMIC_ACQ_REL);
-    __atomic_add_fetch(&batch->reqs_pending, (uint32_t)count,
-                       __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&batch->reqs_pending, (uint32_t)count, __ATOMIC_ACQ_REL);
     for (size_t i = 0; i < count; i++) {
         xfer_req_t *req = &batch->reqs[base + i];
 
-        req->state       = DANGO_XFER_PENDING;
-        req->error       = 0;
-        req->bytes       = 0;
-        req->op          = (uint8_t)reqs[i].op;
-        req->seg         = (i < DANGO_ARRAY_SIZE(segs))
-                               ? segs[i]
-                               : dango__xfer_segment_get(eng, reqs[i].segment);
+        req->state = DANGO_XFER_PENDING;
+        req->error = 0;
+        req->bytes = 0;
+        req->op    = (uint8_t)reqs[i].op;
+        req->seg   = (i < DANGO_ARRAY_SIZE(segs))
+                         ? segs[i]
+                         : dango__xfer_segment_get(eng, reqs[i].segment);
     }
 
     batch->count += count;
@@ -509,8 +508,7 @@ int dango_xfer_batch_notify(dango_xfer_batch_t *batch,
     batch->notify_msg = copy;
     batch->notify_len = len;
     __atomic_add_fetch(&batch->outstanding, 1, __ATOMIC_ACQ_REL);
-    __atomic_store_n(&batch->notify_state, XFER_NOTIFY_ARMED,
-                     __ATOMIC_RELEASE);
+    __atomic_store_n(&batch->notify_state, XFER_NOTIFY_ARMED, __ATOMIC_RELEASE);
     batch_try_notify(batch); /* everything may already be done */
     return 0;
 }
@@ -532,7 +530,7 @@ int dango_xfer_batch_status(const dango_xfer_batch_t *batch, size_t index,
 }
 
 int dango_xfer_batch_query(const dango_xfer_batch_t *batch,
-                           dango_xfer_status_t *status)
+                           dango_xfer_status_t      *status)
 {
     uint64_t bytes = 0;
     int      err;

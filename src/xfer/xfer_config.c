@@ -46,7 +46,7 @@ static const dango_config_field_t xfer_config_fields[] = {
      offsetof(xfer_config_t, wait_spin), DANGO_CFG_TIME},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
-dango_config_table_t dango__xfer_config_table = {
-    "XFER", "transfer engine", xfer_config_fields, NULL};
+dango_config_table_t dango__xfer_config_table = {"XFER", "transfer engine",
+                                                 xfer_config_fields, NULL};
 
 DANGO_CONFIG_REGISTER_TABLE(dango__xfer_config_table)

@@ -74,9 +74,9 @@ static size_t read_small_file(const char *path, char *buf, size_t len)
  */
 static void engine_host_id(dango_xfer_engine_t *eng)
 {
-    char     buf[512] = {0};
-    size_t   n = 0;
-    ssize_t  l;
+    char    buf[512] = {0};
+    size_t  n        = 0;
+    ssize_t l;
 
     if (eng->cfg.host_id[0] != '\0') {
         snprintf(eng->host_id, sizeof(eng->host_id), "%s", eng->cfg.host_id);
@@ -106,7 +106,7 @@ static json_t *engine_topology(dango_xfer_engine_t *eng)
 {
     json_t         *topo = json_object();
     json_t         *nics = json_array();
-    struct ifaddrs *ifa = NULL;
+    struct ifaddrs *ifa  = NULL;
 
     json_object_set_new(topo, "numa_nodes",
                         json_integer(eng->numa_ok ? numa_max_node() + 1 : 1));
@@ -114,7 +114,7 @@ static json_t *engine_topology(dango_xfer_engine_t *eng)
                         json_integer(sysconf(_SC_NPROCESSORS_ONLN)));
     if (getifaddrs(&ifa) == 0) {
         for (struct ifaddrs *i = ifa; i != NULL; i = i->ifa_next) {
-            char   addr[INET6_ADDRSTRLEN], path[256], node[16] = "-1";
+            char    addr[INET6_ADDRSTRLEN], path[256], node[16] = "-1";
             json_t *nic;
 
             if ((i->ifa_addr == NULL) || (i->ifa_addr->sa_family != AF_INET) ||
@@ -269,9 +269,8 @@ static void host_notify_recv(void *ctx, const char *from, const void *msg,
     node->n.length   = len;
     pthread_mutex_lock(&eng->notify_lock);
     if (eng->notify_count >= XFER_NOTIFY_QUEUE) {
-        xfer_notify_node_t *old = dango_list_head_elem(&eng->notify_queue,
-                                                       xfer_notify_node_t,
-                                                       link);
+        xfer_notify_node_t *old =
+            dango_list_head_elem(&eng->notify_queue, xfer_notify_node_t, link);
 
         dango_list_del(&old->link);
         dango_free(old);
@@ -331,7 +330,7 @@ static int engine_open_tp(dango_xfer_engine_t *eng, const char *name,
     p.token        = eng->token;
     p.config       = config;
     tp             = &eng->tps[eng->num_tps];
-    rc = ops->iface_open(&p, &tp->iface);
+    rc             = ops->iface_open(&p, &tp->iface);
     if (rc != 0) {
         return rc;
     }
@@ -382,7 +381,7 @@ static int parse_port_range(const char *s, unsigned *lo, unsigned *hi)
  * Opens the TCP transport. In P2P mode with port 0 the port is probed in
  * XFER_P2P_PORTS and the segment name becomes "host:port".
  */
-static int engine_open_tcp(dango_xfer_engine_t *eng,
+static int engine_open_tcp(dango_xfer_engine_t  *eng,
                            const dango_config_t *config)
 {
     struct sockaddr_storage ss;
@@ -483,9 +482,9 @@ static int engine_check_name_free(dango_xfer_engine_t *eng)
 
     root = json_loads(val, 0, NULL);
     dango_md_free(val);
-    eps = json_object_get(json_object_get(json_object_get(root, "transports"),
-                                          "tcp"),
-                          "endpoints");
+    eps = json_object_get(
+        json_object_get(json_object_get(root, "transports"), "tcp"),
+        "endpoints");
     for (size_t i = 0; (rc == 0) && (i < json_array_size(eps)); i++) {
         const char *addr = json_string_value(json_array_get(eps, i));
         char       *peer = NULL;
@@ -530,21 +529,21 @@ static int engine_check_name_free(dango_xfer_engine_t *eng)
     return rc;
 }
 
-static int engine_params(dango_xfer_engine_t *eng,
+static int engine_params(dango_xfer_engine_t              *eng,
                          const dango_xfer_engine_params_t *params)
 {
     uint64_t mask = (params != NULL) ? params->field_mask : 0;
 
-#define XFER_PARAM_STR(_bit, _field, _cfg)                          \
-    if ((mask & (_bit)) && (params->_field != NULL)) {              \
-        char *copy = dango_strdup(params->_field, "xfer_param");    \
-                                                                    \
-        if (copy == NULL) {                                         \
-            return DANGO_ENOMEM;                                    \
-        }                                                           \
-                                                                    \
-        dango_free(eng->cfg._cfg);                                  \
-        eng->cfg._cfg = copy;                                       \
+#define XFER_PARAM_STR(_bit, _field, _cfg)                                     \
+    if ((mask & (_bit)) && (params->_field != NULL)) {                         \
+        char *copy = dango_strdup(params->_field, "xfer_param");               \
+                                                                               \
+        if (copy == NULL) {                                                    \
+            return DANGO_ENOMEM;                                               \
+        }                                                                      \
+                                                                               \
+        dango_free(eng->cfg._cfg);                                             \
+        eng->cfg._cfg = copy;                                                  \
     }
 
     XFER_PARAM_STR(DANGO_XFER_ENGINE_PARAM_SEGMENT_NAME, segment_name,
@@ -580,14 +579,14 @@ static int engine_params(dango_xfer_engine_t *eng,
     return 0;
 }
 
-static int engine_open_transports(dango_xfer_engine_t *eng,
+static int engine_open_transports(dango_xfer_engine_t  *eng,
                                   const dango_config_t *config)
 {
     char *list, *save = NULL, *tok;
     int   rc, idx, have_tcp = 0;
 
     eng->tcp_idx = eng->shm_idx = eng->file_idx = -1;
-    rc = engine_open_tcp(eng, config);
+    rc                                          = engine_open_tcp(eng, config);
     if (rc != 0) {
         return rc;
     }
@@ -646,9 +645,8 @@ int dango_xfer_engine_listen_addr(const dango_xfer_engine_t *eng, char *buf,
     }
 
     root = json_loads(eng->tps[eng->tcp_idx].attr.desc_json, 0, NULL);
-    a    = json_string_value(json_array_get(json_object_get(root,
-                                                            "endpoints"),
-                                            0));
+    a    = json_string_value(
+           json_array_get(json_object_get(root, "endpoints"), 0));
     if (a != NULL) {
         rc = (strlen(a) < len) ? 0 : DANGO_ERANGE;
         if (rc == 0) {
@@ -677,8 +675,8 @@ static void engine_free(dango_xfer_engine_t *eng)
     }
 
     while (!dango_list_is_empty(&eng->notify_queue)) {
-        xfer_notify_node_t *n = dango_list_head_elem(&eng->notify_queue,
-                                                     xfer_notify_node_t, link);
+        xfer_notify_node_t *n =
+            dango_list_head_elem(&eng->notify_queue, xfer_notify_node_t, link);
 
         dango_list_del(&n->link);
         dango_free(n);
@@ -698,8 +696,8 @@ static void engine_free(dango_xfer_engine_t *eng)
 }
 
 int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
-                             const dango_config_t *config,
-                             dango_xfer_engine_t **eng_p)
+                             const dango_config_t             *config,
+                             dango_xfer_engine_t             **eng_p)
 {
     dango_xfer_engine_t *eng;
     const char          *token;
@@ -720,7 +718,7 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
     dango_list_init(&eng->notify_queue);
     dango_mpool_init(&eng->slice_pool, 160, 256, 0, "xfer_slice");
     eng->tcp_idx = eng->shm_idx = eng->file_idx = -1;
-    rc = dango__xfer_mem_init(eng);
+    rc                                          = dango__xfer_mem_init(eng);
     if (rc != 0) {
         goto err_early;
     }
@@ -737,7 +735,7 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
     }
 
     eng->p2p = (strcmp(eng->cfg.metadata, DANGO_XFER_P2PHANDSHAKE) == 0);
-    rc = dango_random_bytes(&eng->instance_id, sizeof(eng->instance_id));
+    rc       = dango_random_bytes(&eng->instance_id, sizeof(eng->instance_id));
     if (rc != 0) {
         goto err;
     }
@@ -822,8 +820,7 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
 
     __atomic_store_n(&eng->ready, 1, __ATOMIC_RELEASE);
     dango_info("engine %s: started (listen %s, %u workers, metadata %s)",
-               eng->name, eng->listen_addr, eng->num_loops,
-               eng->cfg.metadata);
+               eng->name, eng->listen_addr, eng->num_loops, eng->cfg.metadata);
     *eng_p = eng;
     return 0;
 
@@ -877,9 +874,8 @@ int dango_xfer_notify_recv(dango_xfer_engine_t *eng, dango_xfer_notify_t *out,
 
     pthread_mutex_lock(&eng->notify_lock);
     while ((n < max) && !dango_list_is_empty(&eng->notify_queue)) {
-        xfer_notify_node_t *node = dango_list_head_elem(&eng->notify_queue,
-                                                        xfer_notify_node_t,
-                                                        link);
+        xfer_notify_node_t *node =
+            dango_list_head_elem(&eng->notify_queue, xfer_notify_node_t, link);
 
         dango_list_del(&node->link);
         eng->notify_count--;

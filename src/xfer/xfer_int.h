@@ -46,13 +46,13 @@ extern dango_config_table_t dango__xfer_config_table;
 typedef struct xfer_region {
     uint64_t addr;
     uint64_t len;
-    unsigned flags;     /* DANGO_XFER_MEM_* */
+    unsigned flags; /* DANGO_XFER_MEM_* */
     int      numa_node;
     char     location[32];
-    int      memfd;     /* >= 0 when allocated by dango_xfer_mem_alloc() */
-    int      refs;      /* atomic: peer accesses in progress */
-    int      dead;      /* atomic: being unregistered */
-    uint64_t seq;       /* registration order (buffers are listed in it) */
+    int      memfd; /* >= 0 when allocated by dango_xfer_mem_alloc() */
+    int      refs;  /* atomic: peer accesses in progress */
+    int      dead;  /* atomic: being unregistered */
+    uint64_t seq;   /* registration order (buffers are listed in it) */
 } xfer_region_t;
 
 /* A transport inside the engine. */
@@ -80,18 +80,18 @@ typedef struct xfer_segment {
     dango_segment_id_t id;
     xfer_seg_kind_t    kind;
     char              *name;
-    char              *peer_name;  /* name in the descriptor (P2P aliases) */
+    char              *peer_name; /* name in the descriptor (P2P aliases) */
     char              *desc_json;
     uint64_t           instance_id;
     char              *host_id;
     xfer_rbuf_t       *bufs;         /* in the peer's registration order */
     xfer_rbuf_t       *bufs_by_addr; /* the same, sorted by address */
     unsigned           num_bufs;
-    int                open;   /* closed segments keep their endpoints */
-    int                stale;  /* atomic: peer restarted or vanished */
+    int                open;  /* closed segments keep their endpoints */
+    int                stale; /* atomic: peer restarted or vanished */
     /* Endpoints, per transport index of the engine; NULL where unusable. */
-    dango_tp_ep_t     *eps[XFER_MAX_TRANSPORTS];
-    int                notify_tp; /* transport index that carries notify */
+    dango_tp_ep_t *eps[XFER_MAX_TRANSPORTS];
+    int            notify_tp; /* transport index that carries notify */
 } xfer_segment_t;
 
 typedef struct xfer_notify_node {
@@ -100,61 +100,61 @@ typedef struct xfer_notify_node {
 } xfer_notify_node_t;
 
 struct dango_xfer_engine {
-    xfer_config_t     cfg;
-    char             *name;
-    char              listen_addr[64];
-    char              host_id[64];
-    uint64_t          instance_id;
-    int               p2p;
-    char             *token;
-    dango_md_t       *md;
-    char             *md_key;
+    xfer_config_t cfg;
+    char         *name;
+    char          listen_addr[64];
+    char          host_id[64];
+    uint64_t      instance_id;
+    int           p2p;
+    char         *token;
+    dango_md_t   *md;
+    char         *md_key;
 
-    dango_loop_t     *loops[XFER_MAX_WORKERS];
-    unsigned          num_loops;
-    dango_tp_host_t   host;
-    xfer_tp_t         tps[XFER_MAX_TRANSPORTS];
-    unsigned          num_tps;
-    int               tcp_idx, shm_idx, file_idx; /* -1 when absent */
-    int               order[XFER_MAX_TRANSPORTS];  /* preference for peers */
-    unsigned          num_order;
+    dango_loop_t   *loops[XFER_MAX_WORKERS];
+    unsigned        num_loops;
+    dango_tp_host_t host;
+    xfer_tp_t       tps[XFER_MAX_TRANSPORTS];
+    unsigned        num_tps;
+    int             tcp_idx, shm_idx, file_idx; /* -1 when absent */
+    int             order[XFER_MAX_TRANSPORTS]; /* preference for peers */
+    unsigned        num_order;
 
     /* Registered memory: sorted by address, copy-free reads under rdlock. */
-    pthread_rwlock_t  mem_lock;
-    xfer_region_t   **regions;
-    size_t            num_regions;
-    size_t            cap_regions;
-    uint64_t          region_seq; /* next xfer_region_t::seq (mem_lock) */
-    pthread_mutex_t   publish_lock;
+    pthread_rwlock_t mem_lock;
+    xfer_region_t  **regions;
+    size_t           num_regions;
+    size_t           cap_regions;
+    uint64_t         region_seq; /* next xfer_region_t::seq (mem_lock) */
+    pthread_mutex_t  publish_lock;
 
     /* Segments: id → segment (array), guarded by seg_lock. */
-    pthread_mutex_t   seg_lock;
-    xfer_segment_t  **segs;
-    size_t            num_segs;
-    size_t            cap_segs;
+    pthread_mutex_t  seg_lock;
+    xfer_segment_t **segs;
+    size_t           num_segs;
+    size_t           cap_segs;
 
     /* Notifications received. */
     pthread_mutex_t   notify_lock;
     dango_list_link_t notify_queue;
     size_t            notify_count;
 
-    dango_mpool_t     slice_pool;
-    uint64_t          next_slice_id; /* atomic */
-    int               shutting_down;
-    int               ready;  /* atomic: create finished, state immutable */
-    int               numa_ok;
+    dango_mpool_t slice_pool;
+    uint64_t      next_slice_id; /* atomic */
+    int           shutting_down;
+    int           ready; /* atomic: create finished, state immutable */
+    int           numa_ok;
 };
 
 /* xfer_mem.c */
-int  dango__xfer_mem_init(dango_xfer_engine_t *eng);
+int dango__xfer_mem_init(dango_xfer_engine_t *eng);
 /* Remote-accessible regions in registration order (rdlock held by caller);
  * returns their number, stores up to @max of them. */
-size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng,
-                                  xfer_region_t **out, size_t max);
-void dango__xfer_mem_cleanup(dango_xfer_engine_t *eng);
+size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng, xfer_region_t **out,
+                                  size_t max);
+void   dango__xfer_mem_cleanup(dango_xfer_engine_t *eng);
 /* Region that covers [addr, addr+len) (rdlock held by caller), or NULL. */
-xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng,
-                                       uint64_t addr, uint64_t len);
+xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng, uint64_t addr,
+                                       uint64_t len);
 int  dango__xfer_local_check(dango_xfer_engine_t *eng, const void *addr,
                              uint64_t len);
 int  dango__xfer_host_mem_acquire(void *ctx, uint64_t addr, uint64_t len,
@@ -164,13 +164,13 @@ int  dango__xfer_host_mem_fd(void *ctx, uint64_t addr, int *fd_p,
                              uint64_t *len_p);
 
 /* xfer_engine.c */
-int  dango__xfer_publish(dango_xfer_engine_t *eng);
-int  dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p);
+int dango__xfer_publish(dango_xfer_engine_t *eng);
+int dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p);
 
 /* xfer_segment.c */
 xfer_segment_t *dango__xfer_segment_get(dango_xfer_engine_t *eng,
-                                        dango_segment_id_t id);
-void dango__xfer_segment_mark_stale(xfer_segment_t *seg);
+                                        dango_segment_id_t   id);
+void            dango__xfer_segment_mark_stale(xfer_segment_t *seg);
 /*
  * Checks [addr, addr+len) against the buffers of @seg's descriptor: 0 when
  * it lies inside one, DANGO_EREMOTE_ACCESS when it meets one without lying

@@ -51,8 +51,8 @@ static size_t region_upper(dango_xfer_engine_t *eng, uint64_t addr)
     return lo;
 }
 
-xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng,
-                                       uint64_t addr, uint64_t len)
+xfer_region_t *dango__xfer_region_find(dango_xfer_engine_t *eng, uint64_t addr,
+                                       uint64_t len)
 {
     size_t         i = region_upper(eng, addr);
     xfer_region_t *r;
@@ -96,8 +96,8 @@ static int region_seq_cmp(const void *a, const void *b)
  * enumerated in registration order (the documented order of
  * dango_xfer_segment_buffer()), so callers get them sorted by seq here.
  */
-size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng,
-                                  xfer_region_t **out, size_t max)
+size_t dango__xfer_remote_regions(dango_xfer_engine_t *eng, xfer_region_t **out,
+                                  size_t max)
 {
     size_t n = 0;
 
@@ -120,8 +120,8 @@ static int region_insert(dango_xfer_engine_t *eng, xfer_region_t *r)
     size_t i = region_upper(eng, r->addr);
 
     /* The previous region must end before us, the next start after us. */
-    if ((i > 0) && (eng->regions[i - 1]->addr + eng->regions[i - 1]->len >
-                    r->addr)) {
+    if ((i > 0) &&
+        (eng->regions[i - 1]->addr + eng->regions[i - 1]->len > r->addr)) {
         return DANGO_EOVERLAP;
     }
 
@@ -131,8 +131,8 @@ static int region_insert(dango_xfer_engine_t *eng, xfer_region_t *r)
 
     if (eng->num_regions == eng->cap_regions) {
         size_t          cap = eng->cap_regions ? eng->cap_regions * 2 : 16;
-        xfer_region_t **nr  = dango_realloc(eng->regions, cap * sizeof(*nr),
-                                            "xfer_regions");
+        xfer_region_t **nr =
+            dango_realloc(eng->regions, cap * sizeof(*nr), "xfer_regions");
 
         if (nr == NULL) {
             return DANGO_ENOMEM;
@@ -174,8 +174,8 @@ static ssize_t region_index_of(dango_xfer_engine_t *eng, uint64_t addr)
 
 static int mem_detect_node(dango_xfer_engine_t *eng, void *addr)
 {
-    void *page = (void *)DANGO_ALIGN_DOWN((uintptr_t)addr,
-                                          (uintptr_t)sysconf(_SC_PAGESIZE));
+    void *page   = (void *)DANGO_ALIGN_DOWN((uintptr_t)addr,
+                                            (uintptr_t)sysconf(_SC_PAGESIZE));
     int   status = -1;
 
     if (!eng->numa_ok) {
@@ -459,7 +459,8 @@ int dango_xfer_mem_alloc(dango_xfer_engine_t *eng, size_t len,
         if (eng->numa_ok) {
             unsigned long mask[16] = {0};
 
-            mask[node / (8 * sizeof(long))] |= 1ul << (node % (8 * sizeof(long)));
+            mask[node / (8 * sizeof(long))] |= 1ul
+                                               << (node % (8 * sizeof(long)));
             mbind(p, alen, MPOL_PREFERRED, mask, sizeof(mask) * 8, 0);
         }
 

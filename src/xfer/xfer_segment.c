@@ -112,7 +112,7 @@ void dango__xfer_segments_cleanup(dango_xfer_engine_t *eng)
 }
 
 xfer_segment_t *dango__xfer_segment_get(dango_xfer_engine_t *eng,
-                                        dango_segment_id_t id)
+                                        dango_segment_id_t   id)
 {
     xfer_segment_t *seg = NULL;
 
@@ -146,7 +146,7 @@ static int rbuf_addr_cmp(const void *a, const void *b)
 int dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
                                     uint64_t len)
 {
-    const xfer_rbuf_t *b = seg->bufs_by_addr;
+    const xfer_rbuf_t *b  = seg->bufs_by_addr;
     size_t             lo = 0, hi = seg->num_bufs;
 
     /* lo = number of buffers that start at or before @addr. */
@@ -177,10 +177,10 @@ int dango__xfer_segment_check_range(const xfer_segment_t *seg, uint64_t addr,
 
 static int segment_parse_desc(xfer_segment_t *seg, const char *json)
 {
-    json_t       *root, *bufs;
-    json_error_t  err;
-    const char   *inst, *host;
-    int           rc = DANGO_ECORRUPT;
+    json_t      *root, *bufs;
+    json_error_t err;
+    const char  *inst, *host;
+    int          rc = DANGO_ECORRUPT;
 
     root = json_loads(json, 0, &err);
     if (!json_is_object(root)) {
@@ -202,19 +202,19 @@ static int segment_parse_desc(xfer_segment_t *seg, const char *json)
     }
 
     seg->instance_id = strtoull(inst, NULL, 16);
-    seg->peer_name   = dango_strdup(
-        json_is_string(json_object_get(root, "name"))
-            ? json_string_value(json_object_get(root, "name"))
-            : seg->name,
-        "xfer_seg_peer");
+    seg->peer_name =
+        dango_strdup(json_is_string(json_object_get(root, "name"))
+                         ? json_string_value(json_object_get(root, "name"))
+                         : seg->name,
+                     "xfer_seg_peer");
     if (seg->peer_name == NULL) {
         rc = DANGO_ENOMEM;
         goto out;
     }
 
-    seg->host_id     = dango_strdup(host, "xfer_seg_host");
-    seg->bufs        = dango_calloc(json_array_size(bufs) + 1,
-                                    sizeof(*seg->bufs), "xfer_seg_bufs");
+    seg->host_id = dango_strdup(host, "xfer_seg_host");
+    seg->bufs    = dango_calloc(json_array_size(bufs) + 1, sizeof(*seg->bufs),
+                                "xfer_seg_bufs");
     if ((seg->host_id == NULL) || (seg->bufs == NULL)) {
         rc = DANGO_ENOMEM;
         goto out;
@@ -234,15 +234,13 @@ static int segment_parse_desc(xfer_segment_t *seg, const char *json)
 
         seg->bufs[seg->num_bufs].addr = (uint64_t)json_integer_value(addr);
         seg->bufs[seg->num_bufs].len  = (uint64_t)json_integer_value(len);
-        seg->bufs[seg->num_bufs].shm  =
-            json_is_true(json_object_get(b, "shm"));
+        seg->bufs[seg->num_bufs].shm  = json_is_true(json_object_get(b, "shm"));
         seg->num_bufs++;
     }
 
     /* A copy sorted by address, for dango__xfer_segment_check_range(). */
-    seg->bufs_by_addr = dango_calloc(seg->num_bufs + 1,
-                                     sizeof(*seg->bufs_by_addr),
-                                     "xfer_seg_bufs_sorted");
+    seg->bufs_by_addr = dango_calloc(
+        seg->num_bufs + 1, sizeof(*seg->bufs_by_addr), "xfer_seg_bufs_sorted");
     if (seg->bufs_by_addr == NULL) {
         rc = DANGO_ENOMEM;
         goto out;
@@ -272,8 +270,8 @@ static int segment_fetch(dango_xfer_engine_t *eng, const char *name,
                                     json_p);
     }
 
-    snprintf(key, sizeof(key), "dango/%s/xfer/segments/%s",
-             eng->cfg.cluster_id, name);
+    snprintf(key, sizeof(key), "dango/%s/xfer/segments/%s", eng->cfg.cluster_id,
+             name);
     rc = dango_md_get(eng->md, key, &val, NULL);
     if (rc == DANGO_ENOENT) {
         return DANGO_ENOENT;
@@ -289,8 +287,7 @@ static int segment_fetch(dango_xfer_engine_t *eng, const char *name,
 
 static int segment_make_eps(dango_xfer_engine_t *eng, xfer_segment_t *seg)
 {
-    dango_tp_peer_t peer = {seg->peer_name, seg->desc_json,
-                            seg->instance_id};
+    dango_tp_peer_t peer = {seg->peer_name, seg->desc_json, seg->instance_id};
     int             any  = 0;
 
     seg->notify_tp = -1;
@@ -336,7 +333,7 @@ static int segment_create_file(dango_xfer_engine_t *eng, const char *name,
 
 /* Finds an open-able (not stale) segment by name; seg_lock held. */
 static xfer_segment_t *segment_lookup(dango_xfer_engine_t *eng,
-                                      const char *name)
+                                      const char          *name)
 {
     for (size_t i = 0; i < eng->num_segs; i++) {
         xfer_segment_t *s = eng->segs[i];
@@ -364,8 +361,8 @@ int dango_xfer_segment_open(dango_xfer_engine_t *eng, const char *name,
 
     len     = strlen(name);
     is_file = (strncmp(name, "file://", 7) == 0);
-    if ((len == 0) || (len > (is_file ? XFER_FILE_NAME_MAX
-                                      : DANGO_XFER_NAME_MAX)) ||
+    if ((len == 0) ||
+        (len > (is_file ? XFER_FILE_NAME_MAX : DANGO_XFER_NAME_MAX)) ||
         (is_file && (len == 7))) {
         return DANGO_EINVAL;
     }
@@ -441,8 +438,7 @@ int dango_xfer_segment_open(dango_xfer_engine_t *eng, const char *name,
     return 0;
 
 err:
-    dango_debug("engine %s: open %s: %s", eng->name, name,
-                dango_strerror(rc));
+    dango_debug("engine %s: open %s: %s", eng->name, name, dango_strerror(rc));
     segment_free(eng, seg);
     return rc;
 }
@@ -485,8 +481,8 @@ int dango_xfer_segment_query(dango_xfer_engine_t *eng, dango_segment_id_t id,
 
     memset(info, 0, sizeof(*info));
     snprintf(info->name, sizeof(info->name), "%s", seg->name);
-    info->instance_id = (seg->kind == XFER_SEG_LOCAL) ? eng->instance_id
-                                                      : seg->instance_id;
+    info->instance_id =
+        (seg->kind == XFER_SEG_LOCAL) ? eng->instance_id : seg->instance_id;
     info->num_buffers = seg->num_bufs;
     if (seg->kind == XFER_SEG_LOCAL) {
         /*
@@ -520,8 +516,7 @@ int dango_xfer_segment_query(dango_xfer_engine_t *eng, dango_segment_id_t id,
 }
 
 int dango_xfer_segment_buffer(dango_xfer_engine_t *eng, dango_segment_id_t id,
-                              unsigned index, uint64_t *addr_p,
-                              uint64_t *len_p)
+                              unsigned index, uint64_t *addr_p, uint64_t *len_p)
 {
     xfer_segment_t *seg;
 

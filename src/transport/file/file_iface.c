@@ -87,17 +87,17 @@
 DANGO_LOG_COMPONENT_DEFINE(dango__log_file, "file");
 
 /* O_DIRECT is used only when address, offset and length are multiples. */
-#define FILE_DIRECT_ALIGN     4096u
+#define FILE_DIRECT_ALIGN 4096u
 /* Largest single read/write; longer slices continue as short transfers. */
-#define FILE_IO_MAX           (1u << 30)
+#define FILE_IO_MAX (1u << 30)
 /* io_uring's own limit on ring entries. */
-#define FILE_QUEUE_DEPTH_MAX  32768ul
+#define FILE_QUEUE_DEPTH_MAX 32768ul
 /* Bound on ep_destroy()/iface_close() waiting for I/O in the kernel. */
 #define FILE_DRAIN_TIMEOUT_NS (10 * DANGO_NSEC_PER_SEC)
 /* Resubmissions after -EAGAIN/-EINTR before the slice fails. */
-#define FILE_MAX_RETRIES      16
+#define FILE_MAX_RETRIES 16
 /* user_data = slice pointer | this bit when the O_DIRECT fd was used. */
-#define FILE_UD_DIRECT        1ull
+#define FILE_UD_DIRECT 1ull
 
 typedef struct file_config {
     unsigned long queue_depth;
@@ -113,64 +113,61 @@ static const dango_config_field_t file_config_fields[] = {
      "Use O_DIRECT for reads and writes whose address, offset and length "
      "are 4 KiB aligned.",
      offsetof(file_config_t, direct), DANGO_CFG_BOOL},
-    {"MAX_SLICE", "1m",
-     "Preferred slice size reported to the transfer engine.",
+    {"MAX_SLICE", "1m", "Preferred slice size reported to the transfer engine.",
      offsetof(file_config_t, max_slice), DANGO_CFG_SIZE},
-    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}
-};
+    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 static dango_config_table_t file_config_table = {
     .prefix = "FILE",
     .doc    = "File segments over io_uring",
     .fields = file_config_fields,
-    .next   = NULL
-};
+    .next   = NULL};
 
 DANGO_CONFIG_REGISTER_TABLE(file_config_table)
 
 struct dango_tp_iface {
-    dango_loop_t       *loop;      /* owns the ring */
-    file_config_t       config;
-    unsigned            depth;     /* SQEs prepared + in kernel, at most */
-    struct io_uring     ring;
-    int                 evfd;      /* signalled by the ring on each CQE */
+    dango_loop_t   *loop; /* owns the ring */
+    file_config_t   config;
+    unsigned        depth; /* SQEs prepared + in kernel, at most */
+    struct io_uring ring;
+    int             evfd; /* signalled by the ring on each CQE */
 
     /* Loop-thread state. */
-    int                 evfd_watched; /* atomic: read by iface_close() */
-    unsigned            sq_ready;  /* SQEs prepared, not yet submitted */
-    unsigned            inflight;  /* SQEs submitted, not yet reaped */
-    dango_list_link_t   backlog;   /* file_op_t.link, FIFO */
-    int                 flush_posted;
-    dango_loop_task_t   flush_task;
-    dango_tp_ep_t      *flush_ep;  /* holds a reference for flush_task */
-    dango_tp_ep_t      *last_prep_ep; /* endpoint of the newest SQE */
-    unsigned            cb_depth;  /* nesting of loop-thread entry points */
-    dango_tp_ep_t      *put_list;  /* endpoints with deferred puts */
+    int               evfd_watched; /* atomic: read by iface_close() */
+    unsigned          sq_ready;     /* SQEs prepared, not yet submitted */
+    unsigned          inflight;     /* SQEs submitted, not yet reaped */
+    dango_list_link_t backlog;      /* file_op_t.link, FIFO */
+    int               flush_posted;
+    dango_loop_task_t flush_task;
+    dango_tp_ep_t    *flush_ep;     /* holds a reference for flush_task */
+    dango_tp_ep_t    *last_prep_ep; /* endpoint of the newest SQE */
+    unsigned          cb_depth;     /* nesting of loop-thread entry points */
+    dango_tp_ep_t    *put_list;     /* endpoints with deferred puts */
 
     /* Any thread. */
-    int                 active_eps; /* atomic: created, not destroying */
-    pthread_mutex_t     lock;       /* guards the fields below and the
-                                       reference wake-up protocol */
-    pthread_cond_t      cond;       /* broadcast when a reference drops */
-    int                 num_eps;    /* endpoints not yet freed */
-    int                 waiters;
+    int             active_eps; /* atomic: created, not destroying */
+    pthread_mutex_t lock;       /* guards the fields below and the
+                                   reference wake-up protocol */
+    pthread_cond_t cond;        /* broadcast when a reference drops */
+    int            num_eps;     /* endpoints not yet freed */
+    int            waiters;
 };
 
 struct dango_tp_ep {
-    dango_tp_iface_t   *iface;
-    char               *path;
-    int                 fd;        /* buffered */
-    int                 dfd;       /* O_DIRECT, or -1 */
-    unsigned long       refs;      /* atomic: owner + slices + tasks */
-    int                 destroying; /* atomic */
-    dango_loop_task_t   cancel_task;
+    dango_tp_iface_t *iface;
+    char             *path;
+    int               fd;         /* buffered */
+    int               dfd;        /* O_DIRECT, or -1 */
+    unsigned long     refs;       /* atomic: owner + slices + tasks */
+    int               destroying; /* atomic */
+    dango_loop_task_t cancel_task;
 
     /* Loop-thread state. */
-    int                 direct;    /* dfd usable (cleared on EINVAL) */
-    unsigned            inflight;  /* SQEs prepared or in the kernel */
-    unsigned long       put_pending;
-    dango_tp_ep_t      *put_next;
-    dango__file_ep_stats_t stats;  /* updated with relaxed atomics */
+    int                    direct;   /* dfd usable (cleared on EINVAL) */
+    unsigned               inflight; /* SQEs prepared or in the kernel */
+    unsigned long          put_pending;
+    dango_tp_ep_t         *put_next;
+    dango__file_ep_stats_t stats; /* updated with relaxed atomics */
 };
 
 /*
@@ -183,7 +180,7 @@ typedef struct file_op {
         dango_list_link_t link; /* while waiting in the backlog */
     };
     dango_tp_ep_t *ep;
-    uint64_t       done;        /* bytes transferred so far */
+    uint64_t       done; /* bytes transferred so far */
 } file_op_t;
 
 _Static_assert(sizeof(file_op_t) <= sizeof(((dango_tp_slice_t *)0)->tp_priv),
@@ -333,13 +330,12 @@ static int file_has_slot(const dango_tp_iface_t *iface)
  */
 static void file_op_prep(dango_tp_iface_t *iface, dango_tp_slice_t *slice)
 {
-    file_op_t           *op   = file_op(slice);
-    dango_tp_ep_t       *ep   = op->ep;
-    uint64_t             off  = slice->remote + op->done;
-    char                *addr = (char *)slice->local + op->done;
-    uint64_t             left = slice->length - op->done;
-    unsigned             len  = left > FILE_IO_MAX ? FILE_IO_MAX
-                                                   : (unsigned)left;
+    file_op_t     *op   = file_op(slice);
+    dango_tp_ep_t *ep   = op->ep;
+    uint64_t       off  = slice->remote + op->done;
+    char          *addr = (char *)slice->local + op->done;
+    uint64_t       left = slice->length - op->done;
+    unsigned       len  = left > FILE_IO_MAX ? FILE_IO_MAX : (unsigned)left;
     struct io_uring_sqe *sqe;
     int                  direct;
     int                  fd;
@@ -353,7 +349,7 @@ static void file_op_prep(dango_tp_iface_t *iface, dango_tp_slice_t *slice)
 
     direct = ep->direct &&
              ((((uintptr_t)addr | off | len) & (FILE_DIRECT_ALIGN - 1)) == 0);
-    fd     = direct ? ep->dfd : ep->fd;
+    fd = direct ? ep->dfd : ep->fd;
     if (slice->op == DANGO_TP_OP_READ) {
         io_uring_prep_read(sqe, fd, addr, len, off);
     } else {
@@ -367,8 +363,8 @@ static void file_op_prep(dango_tp_iface_t *iface, dango_tp_slice_t *slice)
     iface->last_prep_ep = ep;
     __atomic_add_fetch(direct ? &ep->stats.direct : &ep->stats.buffered, 1,
                        __ATOMIC_RELAXED);
-    dango_trace("file ep %s: slice %" PRIu64 " %s %u bytes at %" PRIu64
-                " (%s)", ep->path, slice->id,
+    dango_trace("file ep %s: slice %" PRIu64 " %s %u bytes at %" PRIu64 " (%s)",
+                ep->path, slice->id,
                 slice->op == DANGO_TP_OP_READ ? "read" : "write", len, off,
                 direct ? "direct" : "buffered");
 }
@@ -415,8 +411,8 @@ static void file_submit(dango_tp_iface_t *iface)
      * the next reap resubmits them, otherwise try again from a task.
      */
     if ((rc < 0) && (rc != -EAGAIN) && (rc != -EBUSY) && (rc != -EINTR)) {
-        dango_error("file iface %p: io_uring_enter failed: %s",
-                    (void *)iface, dango_strerror(dango_err_from_errno(-rc)));
+        dango_error("file iface %p: io_uring_enter failed: %s", (void *)iface,
+                    dango_strerror(dango_err_from_errno(-rc)));
     }
 
     if (iface->inflight == 0) {
@@ -428,8 +424,7 @@ static void file_submit(dango_tp_iface_t *iface)
 static void file_backlog_drain(dango_tp_iface_t *iface)
 {
     while (!dango_list_is_empty(&iface->backlog) && file_has_slot(iface)) {
-        file_op_t *op = dango_list_head_elem(&iface->backlog, file_op_t,
-                                             link);
+        file_op_t *op = dango_list_head_elem(&iface->backlog, file_op_t, link);
 
         dango_list_del(&op->link);
         file_op_prep(iface, file_op_slice(op));
@@ -439,12 +434,12 @@ static void file_backlog_drain(dango_tp_iface_t *iface)
 /* Loop thread: handles one CQE (its ring slot is free again). */
 static void file_cqe(dango_tp_iface_t *iface, uint64_t user_data, int res)
 {
-    dango_tp_slice_t *slice  = (dango_tp_slice_t *)(uintptr_t)(
-                                  user_data & ~FILE_UD_DIRECT);
-    int               direct = (user_data & FILE_UD_DIRECT) != 0;
-    file_op_t        *op     = file_op(slice);
-    dango_tp_ep_t    *ep     = op->ep;
-    int               status;
+    dango_tp_slice_t *slice =
+        (dango_tp_slice_t *)(uintptr_t)(user_data & ~FILE_UD_DIRECT);
+    int            direct = (user_data & FILE_UD_DIRECT) != 0;
+    file_op_t     *op     = file_op(slice);
+    dango_tp_ep_t *ep     = op->ep;
+    int            status;
 
     ep->inflight--;
     if (res > 0) {
@@ -460,8 +455,8 @@ static void file_cqe(dango_tp_iface_t *iface, uint64_t user_data, int res)
         if (slice->op == DANGO_TP_OP_READ) {
             /* End of file before the end of the slice. */
             dango_debug("file ep %s: slice %" PRIu64 " reads past end of "
-                        "file at %" PRIu64, ep->path, slice->id,
-                        slice->remote + op->done);
+                        "file at %" PRIu64,
+                        ep->path, slice->id, slice->remote + op->done);
             status = DANGO_ERANGE;
         } else {
             dango_error("file ep %s: write at %" PRIu64 " made no progress",
@@ -476,16 +471,16 @@ static void file_cqe(dango_tp_iface_t *iface, uint64_t user_data, int res)
     } else if (direct && (res == -EINVAL)) {
         /* The device wants a larger alignment than we check for. */
         dango_warn("file ep %s: O_DIRECT rejected (%s); using the page "
-                   "cache from now on", ep->path,
-                   dango_strerror(DANGO_EINVAL));
+                   "cache from now on",
+                   ep->path, dango_strerror(DANGO_EINVAL));
         ep->direct = 0;
         file_op_prep(iface, slice);
         return;
     } else {
         status = dango_err_from_errno(-res);
         dango_error("file ep %s: %s of %" PRIu64 " bytes at %" PRIu64
-                    " failed: %s", ep->path,
-                    slice->op == DANGO_TP_OP_READ ? "read" : "write",
+                    " failed: %s",
+                    ep->path, slice->op == DANGO_TP_OP_READ ? "read" : "write",
                     slice->length - op->done, slice->remote + op->done,
                     dango_strerror(status));
     }
@@ -515,8 +510,7 @@ static void file_reap(dango_tp_iface_t *iface)
     file_submit(iface);
 }
 
-static void file_evfd_cb(dango_loop_t *loop, int fd, unsigned events,
-                         void *arg)
+static void file_evfd_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
 {
     dango_tp_iface_t *iface = arg;
     uint64_t          cnt;
@@ -587,9 +581,9 @@ out:
 /* Loop thread: submits what the slice tasks of one burst prepared. */
 static void file_flush_task(dango_loop_task_t *task)
 {
-    dango_tp_iface_t *iface = dango_container_of(task, dango_tp_iface_t,
-                                                 flush_task);
-    dango_tp_ep_t    *ep    = iface->flush_ep;
+    dango_tp_iface_t *iface =
+        dango_container_of(task, dango_tp_iface_t, flush_task);
+    dango_tp_ep_t *ep = iface->flush_ep;
 
     file_loop_enter(iface);
     iface->flush_posted = 0;
@@ -606,7 +600,8 @@ static void file_ep_cancel_queued(dango_tp_iface_t *iface, dango_tp_ep_t *ep)
     DANGO_LIST_HEAD(canceled);
     file_op_t *op, *tmp;
 
-    dango_list_for_each_safe(op, tmp, &iface->backlog, link) {
+    dango_list_for_each_safe(op, tmp, &iface->backlog, link)
+    {
         if (op->ep == ep) {
             dango_list_del(&op->link);
             dango_list_add_tail(&canceled, &op->link);
@@ -623,8 +618,7 @@ static void file_ep_cancel_queued(dango_tp_iface_t *iface, dango_tp_ep_t *ep)
 
 static void file_ep_cancel_task(dango_loop_task_t *task)
 {
-    dango_tp_ep_t    *ep    = dango_container_of(task, dango_tp_ep_t,
-                                                 cancel_task);
+    dango_tp_ep_t    *ep = dango_container_of(task, dango_tp_ep_t, cancel_task);
     dango_tp_iface_t *iface = ep->iface;
 
     file_loop_enter(iface);
@@ -663,8 +657,7 @@ static void file_ep_destroy_on_loop(dango_tp_ep_t *ep)
         ts.tv_sec  = (long long)((deadline - now) / DANGO_NSEC_PER_SEC);
         ts.tv_nsec = (long long)((deadline - now) % DANGO_NSEC_PER_SEC);
         rc         = io_uring_wait_cqe_timeout(&iface->ring, &cqe, &ts);
-        if ((rc < 0) && (rc != -ETIME) && (rc != -EINTR) &&
-            (rc != -EAGAIN)) {
+        if ((rc < 0) && (rc != -ETIME) && (rc != -EINTR) && (rc != -EAGAIN)) {
             dango_error("file ep %s: waiting for completions failed: %s",
                         ep->path, dango_strerror(dango_err_from_errno(-rc)));
             break;
@@ -680,7 +673,7 @@ static void file_ep_destroy_on_loop(dango_tp_ep_t *ep)
 /* ---------- ops ---------- */
 
 static int file_iface_open(const dango_tp_iface_params_t *params,
-                           dango_tp_iface_t **iface_p)
+                           dango_tp_iface_t             **iface_p)
 {
     dango_tp_iface_t  *iface;
     pthread_condattr_t cattr;
@@ -697,8 +690,8 @@ static int file_iface_open(const dango_tp_iface_params_t *params,
         return DANGO_ENOMEM;
     }
 
-    rc = dango__config_parse(params->config, &file_config_table,
-                             &iface->config);
+    rc =
+        dango__config_parse(params->config, &file_config_table, &iface->config);
     if (rc != 0) {
         goto err_free;
     }
@@ -800,8 +793,8 @@ static void file_iface_close(dango_tp_iface_t *iface)
         file_deadline(&deadline, FILE_DRAIN_TIMEOUT_NS);
         iface->waiters++;
         while (iface->num_eps > 0) {
-            if (pthread_cond_timedwait(&iface->cond, &iface->lock,
-                                       &deadline) == ETIMEDOUT) {
+            if (pthread_cond_timedwait(&iface->cond, &iface->lock, &deadline) ==
+                ETIMEDOUT) {
                 break;
             }
         }
@@ -814,15 +807,16 @@ static void file_iface_close(dango_tp_iface_t *iface)
     if (left > 0) {
         /* Freeing now would let the loop thread use freed memory. */
         dango_error("file iface %p: %d endpoints still referenced by I/O or "
-                    "loop tasks; leaking the ring", (void *)iface, left);
+                    "loop tasks; leaking the ring",
+                    (void *)iface, left);
         return;
     }
 
     if (__atomic_load_n(&iface->evfd_watched, __ATOMIC_ACQUIRE)) {
         if (!dango_loop_is_current(iface->loop)) {
             dango_error("file iface %p: eventfd still watched by loop %s; "
-                        "leaking the ring", (void *)iface,
-                        dango_loop_name(iface->loop));
+                        "leaking the ring",
+                        (void *)iface, dango_loop_name(iface->loop));
             return;
         }
 
@@ -838,7 +832,7 @@ static void file_iface_close(dango_tp_iface_t *iface)
     dango_free(iface);
 }
 
-static int file_iface_query(dango_tp_iface_t *iface,
+static int file_iface_query(dango_tp_iface_t      *iface,
                             dango_tp_iface_attr_t *attr)
 {
     if ((iface == NULL) || (attr == NULL)) {
@@ -872,8 +866,8 @@ static int file_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
 
     path = peer->name + plen;
     if (path[0] == '\0') {
-        dango_debug("file iface %p: segment '%s' names no path",
-                    (void *)iface, peer->name);
+        dango_debug("file iface %p: segment '%s' names no path", (void *)iface,
+                    peer->name);
         return DANGO_EINVAL;
     }
 
@@ -899,8 +893,8 @@ static int file_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
     if (iface->config.direct) {
         ep->dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
         if (ep->dfd < 0) {
-            dango_debug("file ep %s: no O_DIRECT (%s), page cache only",
-                        path, dango_strerror(dango_err_from_errno(errno)));
+            dango_debug("file ep %s: no O_DIRECT (%s), page cache only", path,
+                        dango_strerror(dango_err_from_errno(errno)));
         }
     }
 
@@ -998,8 +992,7 @@ static int file_post(dango_tp_ep_t *ep, dango_tp_slice_t *slice)
 
     if ((ep == NULL) || (slice == NULL) || (slice->length == 0) ||
         (slice->local == NULL) || (slice->complete == NULL) ||
-        ((slice->op != DANGO_TP_OP_READ) &&
-         (slice->op != DANGO_TP_OP_WRITE))) {
+        ((slice->op != DANGO_TP_OP_READ) && (slice->op != DANGO_TP_OP_WRITE))) {
         return DANGO_EINVAL;
     }
 
@@ -1024,28 +1017,23 @@ static int file_post(dango_tp_ep_t *ep, dango_tp_slice_t *slice)
 
 /* ---------- internal API ---------- */
 
-void dango__file_ep_stats_get(dango_tp_ep_t *ep,
-                              dango__file_ep_stats_t *stats)
+void dango__file_ep_stats_get(dango_tp_ep_t *ep, dango__file_ep_stats_t *stats)
 {
     stats->direct     = __atomic_load_n(&ep->stats.direct, __ATOMIC_RELAXED);
-    stats->buffered   = __atomic_load_n(&ep->stats.buffered,
-                                        __ATOMIC_RELAXED);
-    stats->resubmits  = __atomic_load_n(&ep->stats.resubmits,
-                                        __ATOMIC_RELAXED);
+    stats->buffered   = __atomic_load_n(&ep->stats.buffered, __ATOMIC_RELAXED);
+    stats->resubmits  = __atomic_load_n(&ep->stats.resubmits, __ATOMIC_RELAXED);
     stats->has_direct = ep->stats.has_direct;
 }
 
-const dango_transport_ops_t dango__file_ops = {
-    .name         = "file",
-    .iface_open   = file_iface_open,
-    .iface_close  = file_iface_close,
-    .iface_query  = file_iface_query,
-    .mem_reg      = NULL,
-    .mem_dereg    = NULL,
-    .ep_create    = file_ep_create,
-    .ep_destroy   = file_ep_destroy,
-    .ep_can_serve = NULL,
-    .post         = file_post,
-    .notify       = NULL,
-    .desc_fetch   = NULL
-};
+const dango_transport_ops_t dango__file_ops = {.name         = "file",
+                                               .iface_open   = file_iface_open,
+                                               .iface_close  = file_iface_close,
+                                               .iface_query  = file_iface_query,
+                                               .mem_reg      = NULL,
+                                               .mem_dereg    = NULL,
+                                               .ep_create    = file_ep_create,
+                                               .ep_destroy   = file_ep_destroy,
+                                               .ep_can_serve = NULL,
+                                               .post         = file_post,
+                                               .notify       = NULL,
+                                               .desc_fetch   = NULL};

@@ -28,11 +28,11 @@ static const dango_config_field_t tcp_config_fields[] = {
      offsetof(tcp_config_t, sndbuf), DANGO_CFG_SIZE},
     {"RCVBUF", "0", "socket receive buffer size (0 = kernel autotuning)",
      offsetof(tcp_config_t, rcvbuf), DANGO_CFG_SIZE},
-    {"BACKLOG", "512", "listen backlog",
-     offsetof(tcp_config_t, backlog), DANGO_CFG_UINT},
+    {"BACKLOG", "512", "listen backlog", offsetof(tcp_config_t, backlog),
+     DANGO_CFG_UINT},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
-dango_config_table_t dango__tcp_config_table_rw = {
-    "TCP", "TCP transport", tcp_config_fields, NULL};
+dango_config_table_t dango__tcp_config_table_rw = {"TCP", "TCP transport",
+                                                   tcp_config_fields, NULL};
 
 DANGO_CONFIG_REGISTER_TABLE(dango__tcp_config_table_rw)

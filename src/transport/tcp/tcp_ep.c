@@ -43,9 +43,9 @@
 
 #define TCP_FAIL_BACKOFF_NS (200 * DANGO_NSEC_PER_MSEC)
 
-#define SLICE_LINK(_s)     ((dango_list_link_t *)&(_s)->tp_priv[0])
-#define LINK_SLICE(_l)     ((dango_tp_slice_t *)(void *)(_l))
-#define SLICE_NEXT(_s)     ((_s)->tp_priv[3])
+#define SLICE_LINK(_s)       ((dango_list_link_t *)&(_s)->tp_priv[0])
+#define LINK_SLICE(_l)       ((dango_tp_slice_t *)(void *)(_l))
+#define SLICE_NEXT(_s)       ((_s)->tp_priv[3])
 #define SLICE_NOTIFY_BUF(_s) ((_s)->tp_priv[2])
 
 _Static_assert(offsetof(dango_tp_slice_t, tp_priv) == 0,
@@ -78,9 +78,9 @@ static void inflight_done(tcp_conn_t *conn, dango_tp_slice_t *s, int status)
 
 static tcp_conn_t *ep_choose(tcp_ep_t *ep)
 {
-    uint64_t    now      = dango_time_ns();
-    unsigned    start    = __atomic_fetch_add(&ep->rr, 1, __ATOMIC_RELAXED);
-    tcp_conn_t *best     = NULL, *fallback = NULL;
+    uint64_t    now   = dango_time_ns();
+    unsigned    start = __atomic_fetch_add(&ep->rr, 1, __ATOMIC_RELAXED);
+    tcp_conn_t *best = NULL, *fallback = NULL;
     uint64_t    best_load = 0, fallback_until = 0;
     unsigned    n = __atomic_load_n(&ep->num_conns, __ATOMIC_ACQUIRE);
 
@@ -118,8 +118,7 @@ static void conn_push(tcp_conn_t *conn, dango_tp_slice_t *s)
     do {
         SLICE_NEXT(s) = head;
     } while (!__atomic_compare_exchange_n(&conn->inbox, &head, s, 1,
-                                          __ATOMIC_RELEASE,
-                                          __ATOMIC_RELAXED));
+                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 
     if (__atomic_exchange_n(&conn->kick_pending, 1, __ATOMIC_ACQ_REL) == 0) {
         dango_loop_post(conn->loop, &conn->kick);
@@ -178,8 +177,8 @@ static void conn_pump(tcp_conn_t *conn)
             dango_frame_init(&tx->hdr, DANGO_FRAME_READ, s->id, s->remote,
                              s->length, 0);
         } else {
-            dango_frame_init(&tx->hdr, DANGO_FRAME_NOTIFY, s->id, 0,
-                             s->remote, 0);
+            dango_frame_init(&tx->hdr, DANGO_FRAME_NOTIFY, s->id, 0, s->remote,
+                             0);
             tx->data     = SLICE_NOTIFY_BUF(s);
             tx->data_len = s->remote;
         }
@@ -211,8 +210,8 @@ static int conn_send_hello(tcp_conn_t *conn)
     hello.nonce.data   = conn->nonce;
     hello.nonce.len    = sizeof(conn->nonce);
     hello.target_name  = conn->ep->name;
-    return dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO, 0, 0, &hello,
-                                pb_pack, pb_size);
+    return dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO, 0, 0, &hello, pb_pack,
+                                pb_size);
 }
 
 static void conn_close_fd(tcp_conn_t *conn)
@@ -225,7 +224,7 @@ static void conn_close_fd(tcp_conn_t *conn)
 
     conn->events   = 0;
     conn->rx_phase = TCP_RX_HDR;
-    conn->rx_off   = conn->rx_len = 0;
+    conn->rx_off = conn->rx_len = 0;
     dango_free(conn->rx_ctrl);
     conn->rx_ctrl = NULL;
     dango__tcp_conn_drop_tx(conn);
@@ -270,8 +269,8 @@ static void conn_connect(tcp_conn_t *conn)
     conn->fd          = fd;
     conn->state       = TCP_CONN_CONNECTING;
     conn->state_since = dango_time_ns();
-    rc = dango_loop_fd_add(conn->loop, fd, DANGO_LOOP_WRITE,
-                           dango__tcp_conn_io_cb, conn);
+    rc                = dango_loop_fd_add(conn->loop, fd, DANGO_LOOP_WRITE,
+                                          dango__tcp_conn_io_cb, conn);
     if (rc != 0) {
         close(fd);
         conn->fd = -1;
@@ -346,11 +345,11 @@ static int err_retryable(int err)
 
 void dango__tcp_client_fail(tcp_conn_t *conn, int error)
 {
-    tcp_ep_t          *ep = conn->ep;
-    dango_list_link_t  all;
-    int                was_up = (conn->state == TCP_CONN_READY) ||
-                                (conn->state == TCP_CONN_HANDSHAKE);
-    int                closing = __atomic_load_n(&ep->num_conns, __ATOMIC_ACQUIRE) == 0;
+    tcp_ep_t         *ep = conn->ep;
+    dango_list_link_t all;
+    int               was_up =
+        (conn->state == TCP_CONN_READY) || (conn->state == TCP_CONN_HANDSHAKE);
+    int closing = __atomic_load_n(&ep->num_conns, __ATOMIC_ACQUIRE) == 0;
 
     /* Classify socket-level failures by what they mean for the request. */
     switch (error) {
@@ -375,7 +374,7 @@ void dango__tcp_client_fail(tcp_conn_t *conn, int error)
     }
 
     conn_close_fd(conn);
-    conn->state      = TCP_CONN_IDLE;
+    conn->state = TCP_CONN_IDLE;
     conn->last_error++;
     __atomic_store_n(&conn->fail_until, dango_time_ns() + TCP_FAIL_BACKOFF_NS,
                      __ATOMIC_RELAXED);
@@ -476,8 +475,8 @@ static int client_hello_ack(tcp_conn_t *conn)
     if (rc == 0) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
-        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_AUTH, 0, 0, &auth,
-                                  pb_pack, pb_size);
+        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_AUTH, 0, 0, &auth, pb_pack,
+                                  pb_size);
     }
 
 out:
@@ -527,8 +526,7 @@ int dango__tcp_client_frame(tcp_conn_t *conn)
     s = LINK_SLICE(conn->inflight.next);
     if (s->id != h->id) {
         dango_error("tcp ep %s: reply for slice %lu while %lu is next",
-                    conn->ep->name, (unsigned long)h->id,
-                    (unsigned long)s->id);
+                    conn->ep->name, (unsigned long)h->id, (unsigned long)s->id);
         return DANGO_EPROTO;
     }
 
@@ -596,11 +594,11 @@ static void ep_free(tcp_ep_t *ep)
     dango_free(ep);
 }
 
-int dango__tcp_ep_create(dango_tp_iface_t *tp_iface,
+int dango__tcp_ep_create(dango_tp_iface_t      *tp_iface,
                          const dango_tp_peer_t *peer, dango_tp_ep_t **ep_p)
 {
     tcp_iface_t *iface = (tcp_iface_t *)tp_iface;
-    json_t      *root = NULL, *eps;
+    json_t      *root  = NULL, *eps;
     json_error_t jerr;
     tcp_ep_t    *ep;
     unsigned     base;
@@ -611,10 +609,9 @@ int dango__tcp_ep_create(dango_tp_iface_t *tp_iface,
     }
 
     root = json_loads(peer->desc_json, 0, &jerr);
-    eps  = json_object_get(json_object_get(json_object_get(root,
-                                                           "transports"),
-                                           "tcp"),
-                           "endpoints");
+    eps  = json_object_get(
+         json_object_get(json_object_get(root, "transports"), "tcp"),
+         "endpoints");
     if (!json_is_array(eps) || (json_array_size(eps) == 0)) {
         json_decref(root);
         return DANGO_ENOTSUP;
@@ -629,10 +626,10 @@ int dango__tcp_ep_create(dango_tp_iface_t *tp_iface,
     ep->iface       = iface;
     ep->instance_id = peer->instance_id;
     ep->name        = dango_strdup(peer->name, "tcp_ep_name");
-    ep->addrs       = dango_calloc(json_array_size(eps), sizeof(char *),
-                                   "tcp_ep_addrs");
-    ep->conns       = dango_calloc(iface->cfg.conns_per_peer,
-                                   sizeof(tcp_conn_t *), "tcp_ep_conns");
+    ep->addrs =
+        dango_calloc(json_array_size(eps), sizeof(char *), "tcp_ep_addrs");
+    ep->conns = dango_calloc(iface->cfg.conns_per_peer, sizeof(tcp_conn_t *),
+                             "tcp_ep_conns");
     if ((ep->name == NULL) || (ep->addrs == NULL) || (ep->conns == NULL)) {
         rc = DANGO_ENOMEM;
         goto err;
@@ -672,9 +669,9 @@ int dango__tcp_ep_create(dango_tp_iface_t *tp_iface,
             goto err;
         }
 
-        c->ep      = ep;
-        c->state   = TCP_CONN_IDLE;
-        c->kick.cb = conn_kick_task;
+        c->ep                      = ep;
+        c->state                   = TCP_CONN_IDLE;
+        c->kick.cb                 = conn_kick_task;
         ep->conns[ep->num_conns++] = c;
     }
 
@@ -713,7 +710,7 @@ static void conn_destroy(void *arg)
 
 void dango__tcp_ep_destroy(dango_tp_ep_t *tp_ep)
 {
-    tcp_ep_t    *ep    = (tcp_ep_t *)tp_ep;
+    tcp_ep_t    *ep = (tcp_ep_t *)tp_ep;
     tcp_iface_t *iface;
     unsigned     n;
 
@@ -787,9 +784,9 @@ int dango__tcp_notify(dango_tp_ep_t *tp_ep, const void *msg, size_t len,
         return DANGO_ECANCELED;
     }
 
-    done->op            = TCP_OP_NOTIFY;
-    done->length        = 0;
-    done->remote        = plen;
+    done->op               = TCP_OP_NOTIFY;
+    done->length           = 0;
+    done->remote           = plen;
     SLICE_NOTIFY_BUF(done) = buf;
     conn_push(conn, done);
     return 0;
@@ -826,7 +823,7 @@ int dango__tcp_desc_fetch(dango_tp_iface_t *tp_iface, const char *addr,
     hello.nonce.data   = nonce;
     hello.nonce.len    = sizeof(nonce);
     hello.target_name  = "";
-    len = dango__ctrl__hello__pack(&hello, buf);
+    len                = dango__ctrl__hello__pack(&hello, buf);
     dango_frame_init(&hdr, DANGO_FRAME_HELLO, 0, 0, len, 0);
     rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
     if (rc == 0) {
@@ -857,7 +854,7 @@ int dango__tcp_desc_fetch(dango_tp_iface_t *tp_iface, const char *addr,
             if (rc == 0) {
                 auth.proof.data = proof;
                 auth.proof.len  = sizeof(proof);
-                len = dango__ctrl__auth__pack(&auth, buf);
+                len             = dango__ctrl__auth__pack(&auth, buf);
                 dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
                 rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
             }

@@ -50,18 +50,18 @@ DANGO_LOG_COMPONENT_DEFINE(dango__log_tcp, "tcp");
  * hostile client cannot flood the log; the number dropped is reported with
  * the next line that gets through.
  */
-static uint64_t tcp_err_window;     /* atomic: current second */
-static unsigned tcp_err_count;      /* atomic: lines in that second */
-static unsigned tcp_err_dropped;    /* atomic: lines dropped so far */
+static uint64_t tcp_err_window;  /* atomic: current second */
+static unsigned tcp_err_count;   /* atomic: lines in that second */
+static unsigned tcp_err_dropped; /* atomic: lines dropped so far */
 
 static int tcp_peer_error_allowed(unsigned *dropped_p)
 {
     uint64_t sec = dango_time_ns() / DANGO_NSEC_PER_SEC;
     uint64_t cur = __atomic_load_n(&tcp_err_window, __ATOMIC_RELAXED);
 
-    if ((cur != sec) && __atomic_compare_exchange_n(&tcp_err_window, &cur, sec,
-                                                    0, __ATOMIC_RELAXED,
-                                                    __ATOMIC_RELAXED)) {
+    if ((cur != sec) &&
+        __atomic_compare_exchange_n(&tcp_err_window, &cur, sec, 0,
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
         __atomic_store_n(&tcp_err_count, 0, __ATOMIC_RELAXED);
     }
 
@@ -75,18 +75,18 @@ static int tcp_peer_error_allowed(unsigned *dropped_p)
     return 1;
 }
 
-#define tcp_peer_error(_fmt, ...)                                          \
-    do {                                                                   \
-        unsigned _dropped;                                                 \
-                                                                           \
-        if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR) &&   \
-            tcp_peer_error_allowed(&_dropped)) {                           \
-            if (_dropped > 0) {                                            \
-                dango_warn("tcp: %u similar errors not logged", _dropped); \
-            }                                                              \
-                                                                           \
-            dango_error(_fmt, ##__VA_ARGS__);                              \
-        }                                                                  \
+#define tcp_peer_error(_fmt, ...)                                              \
+    do {                                                                       \
+        unsigned _dropped;                                                     \
+                                                                               \
+        if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR) &&       \
+            tcp_peer_error_allowed(&_dropped)) {                               \
+            if (_dropped > 0) {                                                \
+                dango_warn("tcp: %u similar errors not logged", _dropped);     \
+            }                                                                  \
+                                                                               \
+            dango_error(_fmt, ##__VA_ARGS__);                                  \
+        }                                                                      \
     } while (0)
 
 #define TCP_TIMER_MS    100
@@ -183,13 +183,14 @@ void dango__tcp_conn_enqueue(tcp_conn_t *conn, tcp_tx_t *tx)
 static int conn_send(tcp_conn_t *conn)
 {
     while (!dango_list_is_empty(&conn->txq)) {
-        struct iovec   iov[TCP_MAX_IOV];
-        struct msghdr  msg = {0};
-        tcp_tx_t      *tx;
-        int            n = 0;
-        ssize_t        r;
+        struct iovec  iov[TCP_MAX_IOV];
+        struct msghdr msg = {0};
+        tcp_tx_t     *tx;
+        int           n = 0;
+        ssize_t       r;
 
-        dango_list_for_each(tx, &conn->txq, link) {
+        dango_list_for_each(tx, &conn->txq, link)
+        {
             if (n + 2 > TCP_MAX_IOV) {
                 break;
             }
@@ -214,7 +215,7 @@ static int conn_send(tcp_conn_t *conn)
 
         msg.msg_iov    = iov;
         msg.msg_iovlen = (size_t)n;
-        r = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        r              = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR) {
                 continue;
@@ -355,9 +356,9 @@ static void server_conn_free(tcp_conn_t *conn)
 static void server_send_hello_ack(tcp_conn_t *conn, const uint8_t *cnonce,
                                   int32_t status)
 {
-    tcp_iface_t             *iface = conn->iface;
-    Dango__Ctrl__HelloAck    ack   = DANGO__CTRL__HELLO_ACK__INIT;
-    uint8_t                  proof[DANGO_AUTH_PROOF_LEN];
+    tcp_iface_t          *iface = conn->iface;
+    Dango__Ctrl__HelloAck ack   = DANGO__CTRL__HELLO_ACK__INIT;
+    uint8_t               proof[DANGO_AUTH_PROOF_LEN];
 
     dango_random_bytes(conn->nonce, sizeof(conn->nonce));
     ack.version      = DANGO_FRAME_VERSION;
@@ -387,7 +388,7 @@ static int server_ctrl_done(tcp_conn_t *conn)
 
     switch (h->type) {
     case DANGO_FRAME_HELLO: {
-        Dango__Ctrl__Hello *hello = dango__ctrl__hello__unpack(NULL, len, p);
+        Dango__Ctrl__Hello *hello  = dango__ctrl__hello__unpack(NULL, len, p);
         int32_t             status = 0;
 
         if ((hello == NULL) || (hello->nonce.len != DANGO_AUTH_NONCE_LEN)) {
@@ -410,8 +411,8 @@ static int server_ctrl_done(tcp_conn_t *conn)
         dango__ctrl__hello__free_unpacked(hello, NULL);
         server_send_hello_ack(conn, conn->peer_nonce, status);
         if (status == 0) {
-            conn->state = (iface->token != NULL) ? TCP_CONN_AUTH_WAIT
-                                                 : TCP_CONN_READY;
+            conn->state =
+                (iface->token != NULL) ? TCP_CONN_AUTH_WAIT : TCP_CONN_READY;
         }
 
         return 0;
@@ -429,8 +430,8 @@ static int server_ctrl_done(tcp_conn_t *conn)
         dango__ctrl__auth__free_unpacked(auth, NULL);
         if (rc != 0) {
             tcp_peer_error("tcp conn %s: peer failed cluster token "
-                        "authentication",
-                        conn->peer_addr);
+                           "authentication",
+                           conn->peer_addr);
             return DANGO_EAUTH;
         }
 
@@ -438,19 +439,19 @@ static int server_ctrl_done(tcp_conn_t *conn)
         return 0;
     }
     case DANGO_FRAME_NOTIFY: {
-        Dango__Ctrl__Notify *n = dango__ctrl__notify__unpack(NULL, len, p);
+        Dango__Ctrl__Notify *n      = dango__ctrl__notify__unpack(NULL, len, p);
         int32_t              status = 0;
 
         if (n == NULL) {
             status = DANGO_EPROTO;
         } else {
-            iface->host->notify_recv(iface->host->ctx, n->from,
-                                     n->message.data, n->message.len);
+            iface->host->notify_recv(iface->host->ctx, n->from, n->message.data,
+                                     n->message.len);
         }
 
         dango__ctrl__notify__free_unpacked(n, NULL);
-        return dango__tcp_send_ctrl(conn, DANGO_FRAME_NOTIFY_ACK, h->id,
-                                    status, NULL, NULL, NULL);
+        return dango__tcp_send_ctrl(conn, DANGO_FRAME_NOTIFY_ACK, h->id, status,
+                                    NULL, NULL, NULL);
     }
     default:
         return DANGO_EPROTO;
@@ -464,7 +465,7 @@ static int server_send_desc(tcp_conn_t *conn)
     char                  *json  = NULL;
     int                    rc;
 
-    rc = iface->host->desc_get(iface->host->ctx, &json);
+    rc           = iface->host->desc_get(iface->host->ctx, &json);
     reply.status = rc;
     reply.json   = (json != NULL) ? json : "";
     rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_DESC_RESP, conn->rx_hdr.id, 0,
@@ -484,15 +485,15 @@ static int server_frame(tcp_conn_t *conn)
     case TCP_CONN_HANDSHAKE:
         if (h->type != DANGO_FRAME_HELLO) {
             tcp_peer_error("tcp conn %s: frame type %u before hello: closing",
-                        conn->peer_addr, h->type);
+                           conn->peer_addr, h->type);
             return DANGO_EPROTO;
         }
         break;
     case TCP_CONN_AUTH_WAIT:
         if (h->type != DANGO_FRAME_AUTH) {
             tcp_peer_error("tcp conn %s: frame type %u before the token proof: "
-                        "closing",
-                        conn->peer_addr, h->type);
+                           "closing",
+                           conn->peer_addr, h->type);
             return DANGO_EAUTH;
         }
         break;
@@ -504,18 +505,18 @@ static int server_frame(tcp_conn_t *conn)
     case DANGO_FRAME_HELLO:
     case DANGO_FRAME_AUTH:
     case DANGO_FRAME_NOTIFY:
-        if ((h->type != DANGO_FRAME_NOTIFY) == (conn->state == TCP_CONN_READY)) {
+        if ((h->type != DANGO_FRAME_NOTIFY) ==
+            (conn->state == TCP_CONN_READY)) {
             tcp_peer_error("tcp conn %s: repeated handshake frame type %u: "
-                        "closing",
-                        conn->peer_addr, h->type);
+                           "closing",
+                           conn->peer_addr, h->type);
             return DANGO_EPROTO;
         }
 
         return dango__tcp_rx_ctrl_start(conn);
     case DANGO_FRAME_WRITE:
         rc = iface->host->mem_acquire(iface->host->ctx, h->addr, h->length,
-                                      DANGO_TP_ACCESS_WRITE,
-                                      &conn->rx_region);
+                                      DANGO_TP_ACCESS_WRITE, &conn->rx_region);
         conn->rx_left = h->length;
         if (rc != 0) {
             dango_debug("tcp conn %s: refused write addr 0x%lx length %lu",
@@ -531,7 +532,7 @@ static int server_frame(tcp_conn_t *conn)
         }
         return 0;
     case DANGO_FRAME_READ: {
-        tcp_tx_t *tx = dango__tcp_tx_get(iface);
+        tcp_tx_t *tx     = dango__tcp_tx_get(iface);
         void     *region = NULL;
 
         if (tx == NULL) {
@@ -555,7 +556,7 @@ static int server_frame(tcp_conn_t *conn)
         return server_send_desc(conn);
     default:
         tcp_peer_error("tcp conn %s: unexpected frame type %u from initiator",
-                    conn->peer_addr, h->type);
+                       conn->peer_addr, h->type);
         return DANGO_EPROTO;
     }
 }
@@ -572,9 +573,8 @@ static int server_payload_done(tcp_conn_t *conn)
         conn->rx_region = NULL;
         __attribute__((fallthrough)); /* ack with the status */
     case TCP_RX_DRAIN:
-        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_WRITE_ACK,
-                                  conn->rx_hdr.id, conn->rx_status, NULL,
-                                  NULL, NULL);
+        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_WRITE_ACK, conn->rx_hdr.id,
+                                  conn->rx_status, NULL, NULL, NULL);
         break;
     case TCP_RX_CTRL:
         rc = server_ctrl_done(conn);
@@ -644,9 +644,9 @@ static int conn_read(tcp_conn_t *conn)
                     return dango_err_from_errno(errno);
                 }
 
-                conn->rx_len       += (size_t)n;
+                conn->rx_len += (size_t)n;
                 conn->last_progress = dango_time_ns();
-                budget             -= DANGO_MIN((uint64_t)n, budget);
+                budget -= DANGO_MIN((uint64_t)n, budget);
                 continue;
             }
 
@@ -656,10 +656,10 @@ static int conn_read(tcp_conn_t *conn)
             rc = dango_frame_check(&conn->rx_hdr);
             if (rc != 0) {
                 tcp_peer_error("tcp conn %s: bad frame header (magic 0x%x "
-                            "version %u type %u length %lu): closing",
-                            conn->peer_addr, conn->rx_hdr.magic,
-                            conn->rx_hdr.version, conn->rx_hdr.type,
-                            (unsigned long)conn->rx_hdr.length);
+                               "version %u type %u length %lu): closing",
+                               conn->peer_addr, conn->rx_hdr.magic,
+                               conn->rx_hdr.version, conn->rx_hdr.type,
+                               (unsigned long)conn->rx_hdr.length);
                 return rc;
             }
 
@@ -688,12 +688,12 @@ static int conn_read(tcp_conn_t *conn)
                 conn->rx_dst += take;
             }
 
-            conn->rx_off  += take;
+            conn->rx_off += take;
             conn->rx_left -= take;
         } else if (conn->rx_phase == TCP_RX_DRAIN) {
-            n = recv(conn->fd, conn->rx_buf,
-                     (size_t)DANGO_MIN(conn->rx_left, (uint64_t)TCP_RX_STAGING),
-                     MSG_DONTWAIT);
+            n            = recv(conn->fd, conn->rx_buf,
+                                (size_t)DANGO_MIN(conn->rx_left, (uint64_t)TCP_RX_STAGING),
+                                MSG_DONTWAIT);
             conn->rx_off = conn->rx_len = 0;
             if (n > 0) {
                 conn->rx_left -= (uint64_t)n;
@@ -701,7 +701,7 @@ static int conn_read(tcp_conn_t *conn)
         } else {
             n = recv(conn->fd, conn->rx_dst, conn->rx_left, MSG_DONTWAIT);
             if (n > 0) {
-                conn->rx_dst  += n;
+                conn->rx_dst += n;
                 conn->rx_left -= (uint64_t)n;
             }
         }
@@ -720,7 +720,7 @@ static int conn_read(tcp_conn_t *conn)
 
         if (avail == 0) {
             conn->last_progress = dango_time_ns();
-            budget             -= DANGO_MIN((uint64_t)n, budget);
+            budget -= DANGO_MIN((uint64_t)n, budget);
         }
 
         if (conn->rx_left == 0) {
@@ -793,8 +793,7 @@ static void server_attach_task(dango_loop_task_t *task)
     dango_list_add_tail(&conn->iface->loop_conns[conn->loop_idx], &conn->list);
 }
 
-static void listener_cb(dango_loop_t *loop, int fd, unsigned events,
-                        void *arg)
+static void listener_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
 {
     tcp_iface_t *iface = arg;
 
@@ -829,9 +828,8 @@ static void listener_cb(dango_loop_t *loop, int fd, unsigned events,
 
         conn = dango_malloc(sizeof(*conn), "tcp_conn");
         if ((conn == NULL) ||
-            (dango__tcp_conn_init(conn, iface,
-                                  iface->accept_rr++ % iface->num_loops) !=
-             0)) {
+            (dango__tcp_conn_init(
+                 conn, iface, iface->accept_rr++ % iface->num_loops) != 0)) {
             dango_error("tcp listener %s: out of memory for a connection",
                         iface->listen_addr);
             dango_free(conn);
@@ -872,7 +870,8 @@ static void tcp_timer_cb(dango_loop_t *loop, void *arg)
         return;
     }
 
-    dango_list_for_each_safe(conn, tmp, &iface->loop_conns[idx], list) {
+    dango_list_for_each_safe(conn, tmp, &iface->loop_conns[idx], list)
+    {
         if (conn->ep != NULL) {
             dango__tcp_client_timer(conn, now);
             continue;
@@ -943,7 +942,8 @@ static void tcp_close_loop(void *arg)
         iface->listen_fd = -1;
     }
 
-    dango_list_for_each_safe(conn, tmp, &iface->loop_conns[a->idx], list) {
+    dango_list_for_each_safe(conn, tmp, &iface->loop_conns[a->idx], list)
+    {
         if (conn->ep == NULL) {
             server_conn_free(conn);
         }
@@ -957,8 +957,8 @@ static void tcp_open_loop(void *arg)
     tcp_iface_t    *iface = a->iface;
     int             id;
 
-    id = dango_loop_timer_add(iface->loops[a->idx], TCP_TIMER_MS,
-                              tcp_timer_cb, iface);
+    id = dango_loop_timer_add(iface->loops[a->idx], TCP_TIMER_MS, tcp_timer_cb,
+                              iface);
     iface->timer_ids[a->idx] = id > 0 ? id : 0;
     if ((a->idx == 0) && (iface->listen_fd >= 0)) {
         a->rc = dango_loop_fd_add(iface->loops[0], iface->listen_fd,
@@ -992,7 +992,7 @@ static void tcp_iface_close(dango_tp_iface_t *tp_iface)
 }
 
 static int tcp_iface_open(const dango_tp_iface_params_t *params,
-                          dango_tp_iface_t **iface_p)
+                          dango_tp_iface_t             **iface_p)
 {
     tcp_iface_t *iface;
     int          rc;
@@ -1006,21 +1006,19 @@ static int tcp_iface_open(const dango_tp_iface_params_t *params,
         return DANGO_ENOMEM;
     }
 
-    iface->listen_fd = -1;
-    iface->host      = params->host;
-    iface->num_loops = params->num_loops;
+    iface->listen_fd   = -1;
+    iface->host        = params->host;
+    iface->num_loops   = params->num_loops;
     iface->instance_id = params->instance_id;
     dango_mpool_init(&iface->tx_pool, sizeof(tcp_tx_t), 256, 0, "tcp_tx");
-    iface->loops      = dango_calloc(params->num_loops, sizeof(*iface->loops),
-                                     "tcp_loops");
-    iface->loop_conns = dango_calloc(params->num_loops,
-                                     sizeof(*iface->loop_conns),
-                                     "tcp_loop_conns");
-    iface->timer_ids  = dango_calloc(params->num_loops,
-                                     sizeof(*iface->timer_ids), "tcp_timers");
-    iface->segment_name = dango_strdup(params->segment_name ?
-                                       params->segment_name : "",
-                                       "tcp_segment_name");
+    iface->loops =
+        dango_calloc(params->num_loops, sizeof(*iface->loops), "tcp_loops");
+    iface->loop_conns = dango_calloc(
+        params->num_loops, sizeof(*iface->loop_conns), "tcp_loop_conns");
+    iface->timer_ids    = dango_calloc(params->num_loops,
+                                       sizeof(*iface->timer_ids), "tcp_timers");
+    iface->segment_name = dango_strdup(
+        params->segment_name ? params->segment_name : "", "tcp_segment_name");
     if ((iface->loops == NULL) || (iface->loop_conns == NULL) ||
         (iface->timer_ids == NULL) || (iface->segment_name == NULL)) {
         rc = DANGO_ENOMEM;
@@ -1103,7 +1101,7 @@ err_free:
     return rc;
 }
 
-static int tcp_iface_query(dango_tp_iface_t *tp_iface,
+static int tcp_iface_query(dango_tp_iface_t      *tp_iface,
                            dango_tp_iface_attr_t *attr)
 {
     tcp_iface_t *iface = (tcp_iface_t *)tp_iface;

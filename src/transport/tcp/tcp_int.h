@@ -26,7 +26,7 @@ extern dango_log_component_t dango__log_tcp;
 
 #define TCP_RX_STAGING 16384 /* small frames are parsed from here */
 #define TCP_MAX_IOV    32
-#define TCP_OP_NOTIFY  2     /* internal slice op: a notification */
+#define TCP_OP_NOTIFY  2 /* internal slice op: a notification */
 
 typedef struct tcp_config {
     size_t        slice_size;
@@ -46,90 +46,90 @@ typedef enum tcp_conn_state {
     TCP_CONN_HANDSHAKE,  /* waiting for Hello (server) / HelloAck (client) */
     TCP_CONN_AUTH_WAIT,  /* server: waiting for Auth */
     TCP_CONN_READY,
-    TCP_CONN_CLOSED      /* server: closed, to be freed */
+    TCP_CONN_CLOSED /* server: closed, to be freed */
 } tcp_conn_state_t;
 
 typedef enum tcp_rx_phase {
-    TCP_RX_HDR,       /* reading a frame header */
-    TCP_RX_MEM,       /* payload straight into registered memory */
-    TCP_RX_CTRL,      /* protobuf payload into an allocated buffer */
-    TCP_RX_DRAIN      /* payload to discard (refused WRITE) */
+    TCP_RX_HDR,  /* reading a frame header */
+    TCP_RX_MEM,  /* payload straight into registered memory */
+    TCP_RX_CTRL, /* protobuf payload into an allocated buffer */
+    TCP_RX_DRAIN /* payload to discard (refused WRITE) */
 } tcp_rx_phase_t;
 
 /* One outgoing frame: header plus optional payload. */
 typedef struct tcp_tx {
     dango_list_link_t link;
     dango_frame_t     hdr;
-    const char       *data;     /* payload, not owned unless @owned */
+    const char       *data; /* payload, not owned unless @owned */
     uint64_t          data_len;
-    uint64_t          sent;     /* bytes of header + payload sent */
-    void             *region;   /* server READ: pinned region, released */
-    void             *owned;    /* freed after sending */
+    uint64_t          sent;   /* bytes of header + payload sent */
+    void             *region; /* server READ: pinned region, released */
+    void             *owned;  /* freed after sending */
 } tcp_tx_t;
 
 typedef struct tcp_iface tcp_iface_t;
 typedef struct tcp_ep    tcp_ep_t;
 
 typedef struct tcp_conn {
-    tcp_iface_t       *iface;
-    tcp_ep_t          *ep;        /* client role; NULL for server */
-    unsigned           loop_idx;
-    dango_loop_t      *loop;
-    dango_list_link_t  list;      /* in iface->loop_conns[loop_idx] */
-    int                fd;
-    int                in_loop_list;
-    tcp_conn_state_t   state;
-    unsigned           events;
-    char               peer_addr[64];
+    tcp_iface_t      *iface;
+    tcp_ep_t         *ep; /* client role; NULL for server */
+    unsigned          loop_idx;
+    dango_loop_t     *loop;
+    dango_list_link_t list; /* in iface->loop_conns[loop_idx] */
+    int               fd;
+    int               in_loop_list;
+    tcp_conn_state_t  state;
+    unsigned          events;
+    char              peer_addr[64];
 
     /* receive side */
-    tcp_rx_phase_t     rx_phase;
-    dango_frame_t      rx_hdr;
-    char              *rx_dst;
-    uint64_t           rx_left;
-    char              *rx_ctrl;
-    uint64_t           rx_ctrl_len;
-    void              *rx_region;
-    int                rx_status;
-    char              *rx_buf;    /* TCP_RX_STAGING bytes */
-    size_t             rx_off;
-    size_t             rx_len;
+    tcp_rx_phase_t rx_phase;
+    dango_frame_t  rx_hdr;
+    char          *rx_dst;
+    uint64_t       rx_left;
+    char          *rx_ctrl;
+    uint64_t       rx_ctrl_len;
+    void          *rx_region;
+    int            rx_status;
+    char          *rx_buf; /* TCP_RX_STAGING bytes */
+    size_t         rx_off;
+    size_t         rx_len;
 
     /* send side */
-    dango_list_link_t  txq;
+    dango_list_link_t txq;
 
     /* client role */
-    dango_tp_slice_t  *inbox;       /* atomic LIFO via tp_priv[3] */
-    dango_loop_task_t  kick;
-    int                kick_pending;
-    dango_list_link_t  pending;     /* slices not yet sent (window/handshake) */
-    dango_list_link_t  inflight;    /* sent, awaiting response, FIFO */
-    uint64_t           inflight_bytes;
-    uint64_t           load;        /* atomic: bytes queued, for choosing */
-    uint64_t           fail_until;  /* atomic: monotonic ns of backoff end */
-    int                last_error;  /* error to fail slices with on close */
-    uint8_t            nonce[DANGO_AUTH_NONCE_LEN];
-    uint8_t            peer_nonce[DANGO_AUTH_NONCE_LEN];
-    uint64_t           last_progress;
-    uint64_t           state_since;
+    dango_tp_slice_t *inbox; /* atomic LIFO via tp_priv[3] */
+    dango_loop_task_t kick;
+    int               kick_pending;
+    dango_list_link_t pending;  /* slices not yet sent (window/handshake) */
+    dango_list_link_t inflight; /* sent, awaiting response, FIFO */
+    uint64_t          inflight_bytes;
+    uint64_t          load;       /* atomic: bytes queued, for choosing */
+    uint64_t          fail_until; /* atomic: monotonic ns of backoff end */
+    int               last_error; /* error to fail slices with on close */
+    uint8_t           nonce[DANGO_AUTH_NONCE_LEN];
+    uint8_t           peer_nonce[DANGO_AUTH_NONCE_LEN];
+    uint64_t          last_progress;
+    uint64_t          state_since;
 } tcp_conn_t;
 
 struct tcp_ep {
     tcp_iface_t *iface;
-    char        *name;          /* peer segment name */
-    char       **addrs;         /* peer endpoints, "host:port" */
+    char        *name;  /* peer segment name */
+    char       **addrs; /* peer endpoints, "host:port" */
     unsigned     num_addrs;
-    uint64_t     instance_id;   /* expected peer instance, 0 = any */
+    uint64_t     instance_id; /* expected peer instance, 0 = any */
     unsigned     num_conns;
     tcp_conn_t **conns;
-    unsigned     rr;            /* atomic round-robin cursor */
+    unsigned     rr; /* atomic round-robin cursor */
 };
 
 struct tcp_iface {
     const dango_tp_host_t *host;
     dango_loop_t         **loops;
     unsigned               num_loops;
-    dango_list_link_t     *loop_conns;  /* per loop, owned by that loop */
+    dango_list_link_t     *loop_conns; /* per loop, owned by that loop */
     int                   *timer_ids;
     char                  *segment_name;
     uint64_t               instance_id;
@@ -160,7 +160,7 @@ int       dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
                                size_t (*size)(const void *));
 void      dango__tcp_conn_drop_tx(tcp_conn_t *conn);
 /* The current frame's protobuf payload goes to a fresh rx_ctrl buffer. */
-int       dango__tcp_rx_ctrl_start(tcp_conn_t *conn);
+int dango__tcp_rx_ctrl_start(tcp_conn_t *conn);
 
 /* tcp_ep.c: client-side frame handling and failure. */
 int  dango__tcp_client_frame(tcp_conn_t *conn);

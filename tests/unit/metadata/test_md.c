@@ -27,12 +27,12 @@
 
 #include "common/alloc.h"
 
-#define WAIT_MS         5000 /* bound on every wait for an event */
-#define CONC_THREADS    4
-#define CONC_ITERS      100
+#define WAIT_MS      5000 /* bound on every wait for an event */
+#define CONC_THREADS 4
+#define CONC_ITERS   100
 
-static char               g_conn[128];   /* backend under test */
-static dango_md_server_t *g_srv;         /* for the http suite */
+static char               g_conn[128]; /* backend under test */
+static dango_md_server_t *g_srv;       /* for the http suite */
 static int                g_srv_port;
 
 /* ---------- helpers ---------- */
@@ -88,7 +88,7 @@ static void delete_all(dango_md_t *md)
 }
 
 static void check_value(dango_md_t *md, const char *key, const void *want,
-                         size_t want_len)
+                        size_t want_len)
 {
     char  *value = NULL;
     size_t len   = 0;
@@ -101,7 +101,7 @@ static void check_value(dango_md_t *md, const char *key, const void *want,
 }
 
 static void check_list(dango_md_t *md, const char *prefix,
-                        const char *const *want, size_t want_count)
+                       const char *const *want, size_t want_count)
 {
     char **keys  = NULL;
     size_t count = 99;
@@ -117,7 +117,7 @@ static void check_list(dango_md_t *md, const char *prefix,
 /* A port on 127.0.0.1 that nothing listens on (bound, then released). */
 static int closed_port(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in sa  = {.sin_family = AF_INET};
     socklen_t          len = sizeof(sa);
     int                fd  = socket(AF_INET, SOCK_STREAM, 0);
     int                port;
@@ -158,9 +158,9 @@ static int md_teardown(void **state)
 
 static void test_put_get(void **state)
 {
-    dango_md_t          *md     = *state;
-    static const char    bin[]  = {'\0', '\1', '\2', '\377'};
-    char                *value  = NULL;
+    dango_md_t       *md    = *state;
+    static const char bin[] = {'\0', '\1', '\2', '\377'};
+    char             *value = NULL;
 
     assert_dango_ok(dango_md_put(md, "a/1", "hello", 5, 0));
     check_value(md, "a/1", "hello", 5);
@@ -206,12 +206,12 @@ static void test_delete(void **state)
 
 static void test_list(void **state)
 {
-    static const char *const all[] = {"p", "p/a", "p/b", "p/c", "q/a"};
-    static const char *const p[]   = {"p/a", "p/b", "p/c"};
+    static const char *const all[]       = {"p", "p/a", "p/b", "p/c", "q/a"};
+    static const char *const p[]         = {"p/a", "p/b", "p/c"};
     static const char *const put_order[] = {"p/c", "q/a", "p/a", "p", "p/b"};
-    dango_md_t              *md    = *state;
-    char                   **keys  = NULL;
-    size_t                   count = 7;
+    dango_md_t              *md          = *state;
+    char                   **keys        = NULL;
+    size_t                   count       = 7;
 
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(put_order); i++) {
         assert_dango_ok(dango_md_put(md, put_order[i], "v", 1, 0));
@@ -234,9 +234,9 @@ static void test_ttl_expiry(void **state)
     static const char *const live[] = {"t/2"};
     dango_md_t              *md     = *state;
     char                    *value;
-    uint64_t                 start  = now_ms();
+    uint64_t                 start = now_ms();
     uint64_t                 end;
-    int                      rc     = 0;
+    int                      rc = 0;
 
     assert_dango_ok(dango_md_put(md, "t/1", "short", 5, 300));
     assert_dango_ok(dango_md_put(md, "t/2", "long", 4, 0));
@@ -302,8 +302,8 @@ static void test_key_forms(void **state)
     char        longest[DANGO_MD_KEY_MAX + 1];
 
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(odd_keys); i++) {
-        assert_dango_ok(dango_md_put(md, odd_keys[i], odd_keys[i],
-                                     strlen(odd_keys[i]), 0));
+        assert_dango_ok(
+            dango_md_put(md, odd_keys[i], odd_keys[i], strlen(odd_keys[i]), 0));
         check_value(md, odd_keys[i], odd_keys[i], strlen(odd_keys[i]));
         check_list(md, odd_keys[i], &odd_keys[i], 1);
         assert_dango_ok(dango_md_delete(md, odd_keys[i]));
@@ -323,13 +323,13 @@ static void test_key_forms(void **state)
 
 static void test_bad_args(void **state)
 {
-    dango_md_t          *md = *state;
-    char                 toolong[DANGO_MD_KEY_MAX + 2];
-    char                *big;
-    char                *value;
-    char               **keys;
-    size_t               count;
-    dango_md_watch_t    *watch;
+    dango_md_t       *md = *state;
+    char              toolong[DANGO_MD_KEY_MAX + 2];
+    char             *big;
+    char             *value;
+    char            **keys;
+    size_t            count;
+    dango_md_watch_t *watch;
 
     memset(toolong, 'k', DANGO_MD_KEY_MAX + 1);
     toolong[DANGO_MD_KEY_MAX + 1] = '\0';
@@ -359,15 +359,15 @@ static void test_bad_args(void **state)
 
     assert_dango_err(DANGO_EINVAL,
                      dango_md_watch_start(md, "", NULL, NULL, &watch));
-    assert_dango_err(DANGO_EINVAL,
-                     dango_md_watch_start(md, NULL, (dango_md_watch_cb)1,
-                                          NULL, &watch));
-    assert_dango_err(DANGO_EINVAL,
-                     dango_md_watch_start(md, "", (dango_md_watch_cb)1, NULL,
-                                          NULL));
-    assert_dango_err(DANGO_EINVAL,
-                     dango_md_watch_start(NULL, "", (dango_md_watch_cb)1,
-                                          NULL, &watch));
+    assert_dango_err(
+        DANGO_EINVAL,
+        dango_md_watch_start(md, NULL, (dango_md_watch_cb)1, NULL, &watch));
+    assert_dango_err(
+        DANGO_EINVAL,
+        dango_md_watch_start(md, "", (dango_md_watch_cb)1, NULL, NULL));
+    assert_dango_err(
+        DANGO_EINVAL,
+        dango_md_watch_start(NULL, "", (dango_md_watch_cb)1, NULL, &watch));
     dango_md_watch_stop(NULL);
     dango_md_close(NULL);
     dango_md_free(NULL);
@@ -406,8 +406,7 @@ typedef struct watch_log {
     int               self_stopped; /* set once that stop returned */
 } watch_log_t;
 
-static void watch_cb(const char *key, const void *value, size_t len,
-                     void *arg)
+static void watch_cb(const char *key, const void *value, size_t len, void *arg)
 {
     watch_log_t      *log = arg;
     dango_md_watch_t *stop;
@@ -453,9 +452,9 @@ static int watch_wait(watch_log_t *log, int *from, const char *key,
             watch_event_t *ev = &log->ev[*from];
 
             if ((strcmp(ev->key, key) == 0) &&
-                ((value == NULL) ? ev->deleted
-                                 : (!ev->deleted &&
-                                    (strcmp(ev->value, value) == 0)))) {
+                ((value == NULL)
+                     ? ev->deleted
+                     : (!ev->deleted && (strcmp(ev->value, value) == 0)))) {
                 found = 1;
                 (*from)++;
                 break;
@@ -487,8 +486,8 @@ static void test_watch(void **state)
     dango_md_t       *md = *state;
     dango_md_t       *wmd;
     dango_md_watch_t *watch;
-    watch_log_t       log = {.lock  = PTHREAD_MUTEX_INITIALIZER,
-                             .cond  = PTHREAD_COND_INITIALIZER};
+    watch_log_t       log = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                             .cond = PTHREAD_COND_INITIALIZER};
     int               at  = 0;
     int               count;
     int               rc;
@@ -640,8 +639,8 @@ static void test_concurrent(void **state)
 
     for (int t = 0; t < CONC_THREADS; t++) {
         args[t] = (conc_arg_t){.md = md, .id = t};
-        assert_int_equal(pthread_create(&threads[t], NULL, conc_thread,
-                                        &args[t]), 0);
+        assert_int_equal(
+            pthread_create(&threads[t], NULL, conc_thread, &args[t]), 0);
     }
 
     for (int t = 0; t < CONC_THREADS; t++) {
@@ -671,17 +670,32 @@ static void test_concurrent(void **state)
 static void test_open_errors(void **state)
 {
     static const char *const bad[] = {
-        "", "nonsense", "mem:/x", "ftp://host/x", "mem://", "http://",
-        "http://:80/metadata", "http://host:0/metadata",
-        "http://host:65536/metadata", "http://host:8o/metadata",
-        "http://host:/metadata", "http://ho st:80/metadata",
-        "http://[::1/metadata", "http://[]:80/", "http://host:80/p?q=1",
-        "http://host:80/p#frag", "http://user@host:80/",
+        "",
+        "nonsense",
+        "mem:/x",
+        "ftp://host/x",
+        "mem://",
+        "http://",
+        "http://:80/metadata",
+        "http://host:0/metadata",
+        "http://host:65536/metadata",
+        "http://host:8o/metadata",
+        "http://host:/metadata",
+        "http://ho st:80/metadata",
+        "http://[::1/metadata",
+        "http://[]:80/",
+        "http://host:80/p?q=1",
+        "http://host:80/p#frag",
+        "http://user@host:80/",
         "http://host:123456/",
     };
     static const char *const good[] = {
-        "mem://x", "MEM://x", "http://127.0.0.1:1/metadata",
-        "http://localhost", "http://localhost:8080", "HTTP://h-1.b_c:80/a/b",
+        "mem://x",
+        "MEM://x",
+        "http://127.0.0.1:1/metadata",
+        "http://localhost",
+        "http://localhost:8080",
+        "HTTP://h-1.b_c:80/a/b",
         "http://[::1]:8080/metadata",
     };
     dango_md_t *md = (dango_md_t *)state; /* a sentinel that must survive */
@@ -847,8 +861,17 @@ static void test_oom(void **state)
 static void test_server_errors(void **state)
 {
     static const char *const bad[] = {
-        "", "garbage", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
-        "127.0.0.1:-1", "127.0.0.1:8o", "[::1", "[::1]", "[]:0", "::1:0",
+        "",
+        "garbage",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:99999",
+        "127.0.0.1:-1",
+        "127.0.0.1:8o",
+        "[::1",
+        "[::1]",
+        "[]:0",
+        "::1:0",
         "no.such.host.invalid:0",
     };
     dango_md_server_t *srv = (dango_md_server_t *)state;
@@ -864,8 +887,7 @@ static void test_server_errors(void **state)
         assert_ptr_equal(srv, state);
     }
 
-    assert_dango_err(DANGO_EINVAL, dango_md_server_start("127.0.0.1:0",
-                                                         NULL));
+    assert_dango_err(DANGO_EINVAL, dango_md_server_start("127.0.0.1:0", NULL));
     /* Not an address of this machine (TEST-NET-1): nothing is sent. */
     assert_dango_err(DANGO_EINVAL, dango_md_server_start("192.0.2.1:0", &srv));
 
@@ -895,8 +917,7 @@ static void test_unreachable(void **state)
     uint64_t    start;
     int         rc;
 
-    snprintf(conn, sizeof(conn), "http://127.0.0.1:%d/metadata",
-             closed_port());
+    snprintf(conn, sizeof(conn), "http://127.0.0.1:%d/metadata", closed_port());
     assert_dango_ok(open_with(conn, "MD_TIMEOUT", "1s", &md));
 
     start = now_ms();
@@ -1008,7 +1029,7 @@ static void raw_send(int fd, const void *buf, size_t len)
         if (n <= 0) {
             return;
         }
-        p   += n;
+        p += n;
         len -= (size_t)n;
     }
 }
@@ -1017,7 +1038,7 @@ static void raw_send(int fd, const void *buf, size_t len)
 static int raw_status(int fd)
 {
     char   buf[4096];
-    size_t len = 0;
+    size_t len    = 0;
     int    status = 0;
 
     while (len < sizeof(buf) - 1) {
@@ -1026,8 +1047,8 @@ static int raw_status(int fd)
         if (n <= 0) {
             break;
         }
-        len      += (size_t)n;
-        buf[len]  = '\0';
+        len += (size_t)n;
+        buf[len] = '\0';
         if (strstr(buf, "\r\n\r\n") != NULL) {
             break;
         }
@@ -1060,10 +1081,10 @@ static void test_server_raw(void **state)
     static const char chunk_head[] =
         "PUT /metadata?key=big HTTP/1.1\r\nHost: x\r\n"
         "Transfer-Encoding: chunked\r\n\r\n";
-    char     *junk;
-    size_t    junk_len = 64 * 1024;
-    char      line[64];
-    int       fd;
+    char  *junk;
+    size_t junk_len = 64 * 1024;
+    char   line[64];
+    int    fd;
 
     /* Answered by the handler: exact codes. */
     assert_int_equal(RAW("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
@@ -1072,37 +1093,47 @@ static void test_server_raw(void **state)
     assert_int_equal(RAW("GET /metadata HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     assert_int_equal(RAW("GET /metadata?key= HTTP/1.1\r\nHost: x\r\n\r\n"),
                      400);
-    assert_int_equal(RAW("GET /metadata?key HTTP/1.1\r\nHost: x\r\n\r\n"),
-                     400);
+    assert_int_equal(RAW("GET /metadata?key HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     assert_int_equal(RAW("GET /metadata?key=%ZZ%00 HTTP/1.1\r\n"
-                         "Host: x\r\n\r\n"), 400);
+                         "Host: x\r\n\r\n"),
+                     400);
     assert_int_equal(RAW("GET /metadata?key=%ff%fe HTTP/1.1\r\n"
-                         "Host: x\r\n\r\n"), 400);
+                         "Host: x\r\n\r\n"),
+                     400);
     assert_int_equal(RAW("PUT /metadata HTTP/1.1\r\nHost: x\r\n"
-                         "Content-Length: 1\r\n\r\nx"), 400);
+                         "Content-Length: 1\r\n\r\nx"),
+                     400);
     assert_int_equal(RAW("PUT /metadata?key=t&ttl_ms=soon HTTP/1.1\r\n"
-                         "Host: x\r\nContent-Length: 1\r\n\r\nx"), 400);
+                         "Host: x\r\nContent-Length: 1\r\n\r\nx"),
+                     400);
     assert_int_equal(RAW("PUT /metadata?key=t&ttl_ms=-1 HTTP/1.1\r\n"
-                         "Host: x\r\nContent-Length: 1\r\n\r\nx"), 400);
+                         "Host: x\r\nContent-Length: 1\r\n\r\nx"),
+                     400);
     assert_int_equal(RAW("PUT /metadata?key=t&ttl_ms=99999999999999999999999"
                          " HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n"
-                         "x"), 400);
+                         "x"),
+                     400);
     assert_int_equal(RAW("POST /metadata?key=x HTTP/1.1\r\nHost: x\r\n"
-                         "Content-Length: 0\r\n\r\n"), 405);
+                         "Content-Length: 0\r\n\r\n"),
+                     405);
     assert_int_equal(RAW("DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
     assert_int_equal(RAW("DELETE /metadata?prefix=a HTTP/1.1\r\n"
-                         "Host: x\r\n\r\n"), 405);
+                         "Host: x\r\n\r\n"),
+                     405);
     assert_int_equal(RAW("GET /other HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
     assert_int_equal(RAW("GET /metadata?key=none HTTP/1.1\r\nHost: x\r\n\r\n"),
                      404);
     assert_int_equal(RAW("GET /metadata?prefix=%ff HTTP/1.1\r\n"
-                         "Host: x\r\n\r\n"), 200);
+                         "Host: x\r\n\r\n"),
+                     200);
     assert_int_equal(RAW("GET /metadata?prefix HTTP/1.1\r\nHost: x\r\n\r\n"),
                      200);
     assert_int_equal(RAW("GET /metadata?key=x HTTP/1.1\r\nHost: x\r\n"
-                         "Content-Length: 3\r\n\r\nabc"), 404);
+                         "Content-Length: 3\r\n\r\nabc"),
+                     404);
     assert_int_equal(RAW("PUT /metadata?key=big HTTP/1.1\r\nHost: x\r\n"
-                         "Content-Length: 1048577\r\n\r\n"), 413);
+                         "Content-Length: 1048577\r\n\r\n"),
+                     413);
 
     /* A chunked body that outgrows the limit: read, dropped, refused. */
     fd = raw_connect();
@@ -1195,16 +1226,16 @@ static int http_group_teardown(void **state)
     return 0;
 }
 
-#define SUITE_TEST(_f) \
+#define SUITE_TEST(_f)                                                         \
     cmocka_unit_test_setup_teardown(_f, md_setup, md_teardown)
 
 int main(void)
 {
     const struct CMUnitTest suite[] = {
-        SUITE_TEST(test_put_get),   SUITE_TEST(test_get_missing),
-        SUITE_TEST(test_delete),    SUITE_TEST(test_list),
+        SUITE_TEST(test_put_get),    SUITE_TEST(test_get_missing),
+        SUITE_TEST(test_delete),     SUITE_TEST(test_list),
         SUITE_TEST(test_ttl_expiry), SUITE_TEST(test_key_forms),
-        SUITE_TEST(test_bad_args),  SUITE_TEST(test_watch),
+        SUITE_TEST(test_bad_args),   SUITE_TEST(test_watch),
         SUITE_TEST(test_concurrent),
     };
     const struct CMUnitTest local[] = {
@@ -1220,19 +1251,17 @@ int main(void)
         cmocka_unit_test(test_http_protocol_errors),
         cmocka_unit_test(test_server_raw),
     };
-    long live = dango__alloc_live();
+    long live   = dango__alloc_live();
     int  failed = 0;
 
     dango_test_quiet_logs();
     failed += cmocka_run_group_tests_name("metadata_local", local, NULL, NULL);
     failed += cmocka_run_group_tests_name("metadata_mem", suite,
                                           mem_group_setup, NULL);
-    failed += cmocka_run_group_tests_name("metadata_http", suite,
-                                          http_group_setup,
-                                          http_group_teardown);
-    failed += cmocka_run_group_tests_name("metadata_server", server,
-                                          http_group_setup,
-                                          http_group_teardown);
+    failed += cmocka_run_group_tests_name(
+        "metadata_http", suite, http_group_setup, http_group_teardown);
+    failed += cmocka_run_group_tests_name(
+        "metadata_server", server, http_group_setup, http_group_teardown);
 
     if (dango__alloc_live() != live) {
         fprintf(stderr, "leak: %ld dango allocations still live\n",

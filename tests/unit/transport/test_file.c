@@ -24,10 +24,10 @@
 #include "common/time.h"
 #include "transport/file/file_int.h"
 
-#define TEST_KIB           1024ul
-#define TEST_MIB           (1024ul * 1024ul)
-#define TEST_WAIT_S        30
-#define TEST_MAX_LOOPS     2
+#define TEST_KIB       1024ul
+#define TEST_MIB       (1024ul * 1024ul)
+#define TEST_WAIT_S    30
+#define TEST_MAX_LOOPS 2
 
 static const dango_transport_ops_t *ops = &dango__file_ops;
 
@@ -313,20 +313,19 @@ static int teardown_env(void **state)
 /* Write then read back, over sizes, offsets and buffer alignments. */
 static void test_file_rw_roundtrip(void **state)
 {
-    static const size_t sizes[] = {1, 4095, 4096, TEST_MIB + 17,
-                                   64 * TEST_MIB};
+    static const size_t sizes[] = {1, 4095, 4096, TEST_MIB + 17, 64 * TEST_MIB};
     static const struct {
         uint64_t off;
         size_t   misalign;
     } cases[] = {
-        {0, 0},          /* everything aligned: O_DIRECT */
-        {3 * 4096, 0},   /* aligned offset */
-        {777, 0},        /* unaligned offset */
-        {0, 1},          /* unaligned buffer */
-        {12345, 513},    /* both unaligned */
+        {0, 0},        /* everything aligned: O_DIRECT */
+        {3 * 4096, 0}, /* aligned offset */
+        {777, 0},      /* unaligned offset */
+        {0, 1},        /* unaligned buffer */
+        {12345, 513},  /* both unaligned */
     };
-    test_env_t            *env = *state;
-    dango_tp_iface_attr_t  attr;
+    test_env_t           *env = *state;
+    dango_tp_iface_attr_t attr;
 
     assert_dango_ok(ops->iface_query(env->iface, &attr));
     for (size_t s = 0; s < DANGO_ARRAY_SIZE(sizes); s++) {
@@ -448,16 +447,16 @@ static void test_file_many_inflight(void **state)
             /* Odd slices: 4 KiB, aligned; even: an unaligned remainder. */
             size_t l = (i % 2 != 0) ? 4096 : SLOT - 1 - i % 97;
 
-            test_slice_init(&slices[i], &done, op, buf + i * SLOT, i * SLOT,
-                            l, i);
+            test_slice_init(&slices[i], &done, op, buf + i * SLOT, i * SLOT, l,
+                            i);
         }
 
         for (int t = 0; t < NTHREADS; t++) {
             posters[t].ep     = ep;
             posters[t].slices = slices + t * (NSLICES / NTHREADS);
             posters[t].count  = NSLICES / NTHREADS;
-            assert_int_equal(pthread_create(&threads[t], NULL,
-                                            test_poster_main, &posters[t]),
+            assert_int_equal(pthread_create(&threads[t], NULL, test_poster_main,
+                                            &posters[t]),
                              0);
         }
 
@@ -512,8 +511,8 @@ static void test_file_read_past_eof(void **state)
     test_buf_alloc(&wbuf, 10000, 0);
     test_buf_alloc(&rbuf, 2 * 4096 + 10000, 0);
     test_fill_random(wbuf.ptr, 10000, 3);
-    assert_dango_ok(test_xfer(ep, DANGO_TP_OP_WRITE, wbuf.ptr, 0, 10000,
-                              TEST_MIB));
+    assert_dango_ok(
+        test_xfer(ep, DANGO_TP_OP_WRITE, wbuf.ptr, 0, 10000, TEST_MIB));
 
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(reads); i++) {
         char *dst = (char *)rbuf.base + reads[i].misalign;
@@ -536,14 +535,13 @@ static void test_file_peer_not_file(void **state)
 {
     static const char *names[] = {"node1", "tcp://127.0.0.1:1234",
                                   "file:/tmp/x", "FILE://tmp/x", ""};
-    test_env_t        *env = *state;
-    dango_tp_ep_t     *ep  = NULL;
+    test_env_t        *env     = *state;
+    dango_tp_ep_t     *ep      = NULL;
 
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(names); i++) {
         dango_tp_peer_t peer = {.name = names[i]};
 
-        assert_dango_err(DANGO_ENOTSUP,
-                         ops->ep_create(env->iface, &peer, &ep));
+        assert_dango_err(DANGO_ENOTSUP, ops->ep_create(env->iface, &peer, &ep));
         assert_null(ep);
     }
 }
@@ -736,8 +734,8 @@ static void test_file_destroy_on_loop(void **state)
     test_done_init(&done);
     test_ep_create(env, "destroy-on-loop", &t.ep);
     for (size_t i = 0; i < NSLICES; i++) {
-        test_slice_init(&slices[i], &done, DANGO_TP_OP_WRITE, buf.ptr,
-                        i * SLEN, SLEN, i);
+        test_slice_init(&slices[i], &done, DANGO_TP_OP_WRITE, buf.ptr, i * SLEN,
+                        SLEN, i);
         assert_dango_ok(ops->post(t.ep, &slices[i].slice));
     }
 
@@ -770,8 +768,8 @@ static void test_file_close_after_loops(void **state)
     test_buf_alloc(&buf, 3 * 4096, 0);
     test_fill_random(buf.ptr, 3 * 4096, 13);
     test_ep_create(env, "close-after-loops", &ep);
-    assert_dango_ok(test_xfer(ep, DANGO_TP_OP_WRITE, buf.ptr, 0, 3 * 4096,
-                              4096));
+    assert_dango_ok(
+        test_xfer(ep, DANGO_TP_OP_WRITE, buf.ptr, 0, 3 * 4096, 4096));
     ops->ep_destroy(ep);
     for (unsigned i = 0; i < env->num_loops; i++) {
         dango_loop_destroy(env->loops[i]);
@@ -795,10 +793,10 @@ static void test_file_no_direct(void **state)
     test_buf_alloc(&wbuf, 64 * 1024, 0);
     test_buf_alloc(&rbuf, 64 * 1024, 0);
     test_fill_random(wbuf.ptr, 64 * 1024, 5);
-    assert_dango_ok(test_xfer(ep, DANGO_TP_OP_WRITE, wbuf.ptr, 0, 64 * 1024,
-                              4096));
-    assert_dango_ok(test_xfer(ep, DANGO_TP_OP_READ, rbuf.ptr, 0, 64 * 1024,
-                              4096));
+    assert_dango_ok(
+        test_xfer(ep, DANGO_TP_OP_WRITE, wbuf.ptr, 0, 64 * 1024, 4096));
+    assert_dango_ok(
+        test_xfer(ep, DANGO_TP_OP_READ, rbuf.ptr, 0, 64 * 1024, 4096));
     assert_memory_equal(wbuf.ptr, rbuf.ptr, 64 * 1024);
     dango__file_ep_stats_get(ep, &stats);
     assert_int_equal(stats.has_direct, 0);
@@ -904,8 +902,8 @@ static void test_file_iface_open_oom(void **state)
     /* The same for ep_create(). */
     rc = DANGO_ENOMEM;
     for (long n = 1; (n < 100) && (rc != 0); n++) {
-        dango_tp_ep_t  *ep   = NULL;
-        dango_tp_peer_t peer = {.name = "file:///tmp/dango-test-file-oom"};
+        dango_tp_ep_t  *ep     = NULL;
+        dango_tp_peer_t peer   = {.name = "file:///tmp/dango-test-file-oom"};
         long            before = dango__alloc_live();
 
         dango__alloc_fail_after(n);
@@ -931,32 +929,32 @@ static void test_file_iface_open_oom(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_file_rw_roundtrip,
-                                        setup_default, teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_rw_roundtrip, setup_default,
+                                        teardown_env),
         cmocka_unit_test_setup_teardown(test_file_rw_single_big_slice,
                                         setup_default, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_many_inflight,
                                         setup_small_ring, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_read_past_eof,
-                                        setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_peer_not_file,
-                                        setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_peer_invalid,
-                                        setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_missing_dir,
-                                        setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_access_denied,
-                                        setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_post_invalid,
-                                        setup_default, teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_read_past_eof, setup_default,
+                                        teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_peer_not_file, setup_default,
+                                        teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_peer_invalid, setup_default,
+                                        teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_missing_dir, setup_default,
+                                        teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_access_denied, setup_default,
+                                        teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_post_invalid, setup_default,
+                                        teardown_env),
         cmocka_unit_test_setup_teardown(test_file_destroy_inflight,
                                         setup_small_ring, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_destroy_on_loop,
                                         setup_small_ring, teardown_env),
         cmocka_unit_test_setup_teardown(test_file_close_after_loops,
                                         setup_default, teardown_env),
-        cmocka_unit_test_setup_teardown(test_file_no_direct,
-                                        setup_no_direct, teardown_env),
+        cmocka_unit_test_setup_teardown(test_file_no_direct, setup_no_direct,
+                                        teardown_env),
         cmocka_unit_test_setup_teardown(test_file_query, setup_default,
                                         teardown_env),
         cmocka_unit_test(test_file_config),

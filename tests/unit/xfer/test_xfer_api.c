@@ -1488,14 +1488,14 @@ static void write_unpublished_range_refused_whole(void **state)
     assert_true((remote != MAP_FAILED) && (local != MAP_FAILED));
     memset(remote, 0, 2 * half + page);
     memset(local, 0xab, 2 * half);
-    assert_dango_ok(dango_xfer_mem_register(tgt, remote, half, "*",
-                                            DANGO_XFER_MEM_REMOTE));
+    assert_dango_ok(
+        dango_xfer_mem_register(tgt, remote, half, "*", DANGO_XFER_MEM_REMOTE));
     assert_dango_ok(dango_xfer_mem_register(tgt, remote + half + page, half,
                                             "*", DANGO_XFER_MEM_REMOTE));
     assert_dango_ok(dango_xfer_mem_register(ini, local, 2 * half, "*", 0));
 
-    req = (dango_xfer_req_t){DANGO_XFER_OP_WRITE, local, seg,
-                             (uintptr_t)remote, 2 * half};
+    req = (dango_xfer_req_t){DANGO_XFER_OP_WRITE, local, seg, (uintptr_t)remote,
+                             2 * half};
     assert_dango_ok(dango_xfer_batch_create(ini, 1, &batch));
     assert_dango_ok(dango_xfer_batch_submit(batch, &req, 1));
     assert_dango_err(DANGO_EREMOTE_ACCESS, dango_xfer_batch_wait(batch, 10000));
