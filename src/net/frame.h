@@ -9,8 +9,8 @@
  *   6  u16 flags
  *   8  i32 status    0 or a DANGO_E* code (replies)
  *  12  u32 reserved  must be 0
- *  16  u64 id        slice id (matches replies to requests)
- *  24  u64 addr      remote address for data frames
+ *  16  u64 id        slice or call id (matches replies to requests)
+ *  24  u64 addr      remote address for data frames; method id for RPC_REQ
  *  32  u64 length    payload bytes that follow (or bytes requested by READ)
  *
  * A receiver checks magic, version, type, reserved and the length limit of
@@ -32,6 +32,8 @@
  */
 #define DANGO_FRAME_CTRL_MAX (1u << 20)
 #define DANGO_FRAME_DATA_MAX (1ull << 30)
+/* RPC payloads (protobuf requests and replies) may hold whole batches. */
+#define DANGO_FRAME_RPC_MAX (64ull << 20)
 
 enum dango_frame_type {
     DANGO_FRAME_HELLO      = 1,  /* payload: Hello */
@@ -47,7 +49,9 @@ enum dango_frame_type {
     DANGO_FRAME_DESC_RESP  = 11, /* payload: DescReply */
     DANGO_FRAME_SHM_MAP    = 12, /* payload: ShmMapRequest */
     DANGO_FRAME_SHM_MAP_RESP = 13, /* payload: ShmMapReply (+ fd) */
-    DANGO_FRAME_TYPE_MAX     = 13
+    DANGO_FRAME_RPC_REQ      = 14, /* payload: request; addr = method id */
+    DANGO_FRAME_RPC_RESP     = 15, /* payload: reply (none when status != 0) */
+    DANGO_FRAME_TYPE_MAX     = 15
 };
 
 typedef struct dango_frame {
@@ -92,6 +96,9 @@ static inline uint64_t dango_frame_max_payload(uint8_t type)
         return DANGO_FRAME_DATA_MAX;
     case DANGO_FRAME_READ: /* length is what is asked for, no payload */
         return DANGO_FRAME_DATA_MAX;
+    case DANGO_FRAME_RPC_REQ:
+    case DANGO_FRAME_RPC_RESP:
+        return DANGO_FRAME_RPC_MAX;
     case DANGO_FRAME_WRITE_ACK:
     case DANGO_FRAME_NOTIFY_ACK:
     case DANGO_FRAME_DESC_REQ:
