@@ -13,33 +13,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static size_t parse_size(const char *s)
-{
-    char  *end;
-    double v = strtod(s, &end);
-
-    switch (*end) {
-    case 'k':
-    case 'K':
-        return (size_t)(v * 1024);
-    case 'm':
-    case 'M':
-        return (size_t)(v * 1024 * 1024);
-    case 'g':
-    case 'G':
-        return (size_t)(v * 1024 * 1024 * 1024);
-    default:
-        return (size_t)v;
-    }
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv)
 {
@@ -50,9 +24,9 @@ int main(int argc, char **argv)
 
     for (int a = 1; a + 1 < argc; a += 2) {
         if (!strcmp(argv[a], "--block")) {
-            block = parse_size(argv[a + 1]);
+            block = bench_parse_size(argv[a + 1]);
         } else if (!strcmp(argv[a], "--pool")) {
-            pool = parse_size(argv[a + 1]);
+            pool = bench_parse_size(argv[a + 1]);
         } else if (!strcmp(argv[a], "--duration")) {
             duration = strtod(argv[a + 1], NULL);
         }
@@ -69,7 +43,7 @@ int main(int argc, char **argv)
     }
 
     memset(src, 0x5a, pool);
-    start = now_s();
+    start = bench_now_s();
     do {
         for (int k = 0; k < 16; k++, i++) {
             size_t b = i % nblocks;
@@ -78,7 +52,7 @@ int main(int argc, char **argv)
             bytes += block;
         }
 
-        elapsed = now_s() - start;
+        elapsed = bench_now_s() - start;
     } while (elapsed < duration);
 
     printf("{\"bench\":\"memcpy\",\"block_size\":%zu,\"pool\":%zu,"

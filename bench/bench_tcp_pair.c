@@ -21,37 +21,11 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
+
+#include "bench_util.h"
 #include <unistd.h>
 
 #define CHUNK (1u << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static size_t parse_size(const char *s)
-{
-    char  *end;
-    double v = strtod(s, &end);
-
-    switch (*end) {
-    case 'k':
-    case 'K':
-        return (size_t)(v * 1024);
-    case 'm':
-    case 'M':
-        return (size_t)(v * 1024 * 1024);
-    case 'g':
-    case 'G':
-        return (size_t)(v * 1024 * 1024 * 1024);
-    default:
-        return (size_t)v;
-    }
-}
 
 static char *pool_map(size_t pool)
 {
@@ -108,8 +82,8 @@ static void run_sender(const struct sockaddr_in *addr, size_t pool,
         _exit(1);
     }
 
-    end = now_s() + duration;
-    while (now_s() < end) {
+    end = bench_now_s() + duration;
+    while (bench_now_s() < end) {
         if (send(fd, buf + off, CHUNK, 0) <= 0) {
             _exit(1);
         }
@@ -134,7 +108,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[a], "--pairs")) {
             pairs = atoi(argv[a + 1]);
         } else if (!strcmp(argv[a], "--pool")) {
-            pool = parse_size(argv[a + 1]);
+            pool = bench_parse_size(argv[a + 1]);
         } else if (!strcmp(argv[a], "--duration")) {
             duration = strtod(argv[a + 1], NULL);
         }
