@@ -52,9 +52,11 @@
  * SHM_TIMEOUT and must not run on loops[0] of the engine it targets.
  *
  * Liveness: a mapping outlives the target process (the pages stay while
- * mapped), so writes to a dead peer would "succeed". post() therefore
- * peeks at the idle control connection at most every SHM_LIVENESS_NS and
- * fails slices with DANGO_EPEER_GONE once the target has closed it.
+ * mapped), so writes to a dead peer would "succeed". The idle control
+ * connection is watched on loops[0]: the hang-up the kernel reports when
+ * the target dies marks the endpoint gone at once, and post() fails slices
+ * with DANGO_EPEER_GONE from then on. As a fallback post() also peeks at
+ * the connection at most every SHM_LIVENESS_NS.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -166,6 +168,7 @@ struct dango_tp_ep {
     unsigned          inflight;   /* atomic: copies queued or running */
     uint64_t          next_check; /* atomic: next liveness peek, ns */
     int               gone;       /* atomic: the target closed */
+    int               watched;    /* fd watched on loops[0] (loop-owned) */
 };
 
 /* A queued copy, stored in slice->tp_priv. */
@@ -1258,6 +1261,44 @@ static int shm_ep_gone(dango_tp_ep_t *ep)
     return 0;
 }
 
+/* loops[0]: the control connection became readable or hung up. */
+static void shm_ep_watch_cb(dango_loop_t *loop, int fd, unsigned events,
+                            void *arg)
+{
+    dango_tp_ep_t *ep = arg;
+    char           buf[64];
+    ssize_t        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+    /* The target never sends on this connection: drop stray bytes. */
+    if ((n > 0) || ((n < 0) && ((errno == EAGAIN) || (errno == EINTR)))) {
+        return;
+    }
+
+    dango_debug("shm_ep %p: target closed its connection", (void *)ep);
+    __atomic_store_n(&ep->gone, 1, __ATOMIC_RELEASE);
+    dango_loop_fd_del(loop, fd);
+    ep->watched = 0;
+}
+
+static void shm_ep_watch(void *arg)
+{
+    dango_tp_ep_t *ep = arg;
+
+    ep->watched =
+        (dango_loop_fd_add(ep->iface->loops[0], ep->fd, DANGO_LOOP_READ,
+                           shm_ep_watch_cb, ep) == 0);
+}
+
+static void shm_ep_unwatch(void *arg)
+{
+    dango_tp_ep_t *ep = arg;
+
+    if (ep->watched) {
+        dango_loop_fd_del(ep->iface->loops[0], ep->fd);
+        ep->watched = 0;
+    }
+}
+
 /* Runs on an engine loop: the copy itself. */
 static void shm_copy_task(dango_loop_task_t *task)
 {
@@ -1537,6 +1578,7 @@ static int shm_ep_create(dango_tp_iface_t *iface, const dango_tp_peer_t *peer,
         }
     }
 
+    dango_loop_run_sync(iface->loops[0], shm_ep_watch, ep);
     dango_debug("shm_iface %p: ep %p to '%s' maps %u of %u buffers",
                 (void *)iface, (void *)ep, peer->name, ep->num_maps, num_bufs);
     dango_free(bufs);
@@ -1581,6 +1623,7 @@ static void shm_ep_destroy(dango_tp_ep_t *ep)
         nanosleep(&ts, NULL);
     }
 
+    dango_loop_run_sync(ep->iface->loops[0], shm_ep_unwatch, ep);
     shm_ep_unmap(ep);
     close(ep->fd);
     dango_free(ep->maps);
