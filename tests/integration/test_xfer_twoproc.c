@@ -1,7 +1,7 @@
 /*
  * Transfer engine integration tests: real processes on loopback (and in two
  * network namespaces joined by veth). The peer is tests/integration/
- * xfer_target.c, started with fork + exec; it reports its segment and
+ * xfer_target_helper.c, started with fork + exec; it reports its segment and
  * buffers on a pipe and serves until its stdin closes (see that file for
  * the line protocol). Every wait is bounded; every child is killed and
  * reaped in the teardown whatever happened.
