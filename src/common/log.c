@@ -16,6 +16,8 @@
 
 #include <dango/error.h>
 #include <dango/log.h>
+#include "common/log_limit.h"
+#include "common/time.h"
 
 #define LOG_MAX_OVERRIDES  32
 #define LOG_MAX_COMPONENTS 64
@@ -249,4 +251,24 @@ void dango__log_emit(dango_log_component_t *comp, dango_log_level_t level,
     }
 
     errno = saved_errno;
+}
+
+int dango__log_limit_allow(dango_log_limit_t *lim, unsigned *dropped_p)
+{
+    uint64_t sec = dango_time_ns() / DANGO_NSEC_PER_SEC;
+    uint64_t cur = __atomic_load_n(&lim->window, __ATOMIC_RELAXED);
+
+    if ((cur != sec) &&
+        __atomic_compare_exchange_n(&lim->window, &cur, sec, 0,
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&lim->count, 0, __ATOMIC_RELAXED);
+    }
+
+    if (__atomic_add_fetch(&lim->count, 1, __ATOMIC_RELAXED) > lim->per_sec) {
+        __atomic_add_fetch(&lim->dropped, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+
+    *dropped_p = __atomic_exchange_n(&lim->dropped, 0, __ATOMIC_RELAXED);
+    return 1;
 }

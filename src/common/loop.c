@@ -50,22 +50,22 @@ typedef struct loop_timer {
 } loop_timer_t;
 
 struct dango_loop {
-    int                epfd;
-    int                evfd;
-    char               name[32];
-    pthread_t          thread;
-    int                thread_started;
-    int                stop;
-    pthread_t          owner;
-    int                owner_set;
-    loop_handler_t   **handlers;
-    int                num_handlers; /* size of the handlers array */
-    loop_handler_t    *dead;         /* detached, freed after dispatch */
-    dango_loop_task_t *tasks;        /* MPSC LIFO, atomic */
-    int                wake_pending;
-    loop_timer_t       timers[LOOP_MAX_TIMERS];
-    int                num_timers;
-    int                next_timer_id;
+    int              epfd;
+    int              evfd;
+    char             name[32];
+    pthread_t        thread;
+    int              thread_started;
+    int              stop;
+    pthread_t        owner;
+    int              owner_set;
+    loop_handler_t **handlers;
+    int              num_handlers; /* size of the handlers array */
+    loop_handler_t  *dead;         /* detached, freed after dispatch */
+    dango_mpsc_t     tasks;        /* posted from any thread */
+    int              wake_pending;
+    loop_timer_t     timers[LOOP_MAX_TIMERS];
+    int              num_timers;
+    int              next_timer_id;
 };
 
 static uint32_t loop_to_epoll(unsigned events)
@@ -293,33 +293,20 @@ void dango_loop_wakeup(dango_loop_t *loop)
 
 void dango_loop_post(dango_loop_t *loop, dango_loop_task_t *task)
 {
-    dango_loop_task_t *head = __atomic_load_n(&loop->tasks, __ATOMIC_RELAXED);
-
-    do {
-        task->next = head;
-    } while (!__atomic_compare_exchange_n(&loop->tasks, &head, task, 1,
-                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    dango_mpsc_push(&loop->tasks, &task->link);
     dango_loop_wakeup(loop);
 }
 
 static void loop_run_tasks(dango_loop_t *loop)
 {
-    dango_loop_task_t *lifo, *fifo = NULL;
+    dango_mpsc_link_t *l = dango_mpsc_take(&loop->tasks);
 
-    lifo = __atomic_exchange_n(&loop->tasks, NULL, __ATOMIC_ACQUIRE);
-    while (lifo != NULL) {
-        dango_loop_task_t *next = lifo->next;
+    while (l != NULL) {
+        dango_loop_task_t *task =
+            dango_container_of(l, dango_loop_task_t, link);
 
-        lifo->next = fifo;
-        fifo       = lifo;
-        lifo       = next;
-    }
-
-    while (fifo != NULL) {
-        dango_loop_task_t *next = fifo->next;
-
-        fifo->cb(fifo); /* may free the task */
-        fifo = next;
+        l = l->next; /* read before: the callback may free the task */
+        task->cb(task);
     }
 }
 
@@ -368,7 +355,7 @@ int dango_loop_run_once(dango_loop_t *loop, int timeout_ms)
         __atomic_store_n(&loop->owner_set, 1, __ATOMIC_RELEASE);
     }
 
-    if (__atomic_load_n(&loop->tasks, __ATOMIC_RELAXED) != NULL) {
+    if (!dango_mpsc_is_empty(&loop->tasks)) {
         timeout_ms = 0;
     }
 

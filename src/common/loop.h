@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include <dango/common.h>
+#include "common/mpsc.h"
 
 typedef struct dango_loop dango_loop_t;
 
@@ -25,7 +26,7 @@ typedef void (*dango_loop_fd_cb)(dango_loop_t *loop, int fd, unsigned events,
                                  void *arg);
 /* A task handed to the loop; runs once on the loop thread. */
 typedef struct dango_loop_task {
-    struct dango_loop_task *next;
+    dango_mpsc_link_t link; /* owned by the loop while queued */
     void (*cb)(struct dango_loop_task *task);
 } dango_loop_task_t;
 /* Periodic timer callback. */

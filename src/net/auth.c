@@ -57,6 +57,43 @@ int dango_auth_verify(const char *token, const char *role,
                : DANGO_EAUTH;
 }
 
+int dango_auth_check_hello_ack(const char *token, const uint8_t *client_nonce,
+                               const uint8_t *server_nonce,
+                               size_t server_nonce_len, int32_t status,
+                               const uint8_t *proof, size_t proof_len,
+                               uint8_t *client_proof, int *send_auth_p)
+{
+    int rc;
+
+    *send_auth_p = 0;
+    if ((server_nonce == NULL) || (server_nonce_len != DANGO_AUTH_NONCE_LEN)) {
+        return DANGO_EPROTO;
+    }
+
+    if (status != 0) {
+        return (status > 0) ? DANGO_EPROTO : status;
+    }
+
+    if (token == NULL) {
+        /* A proof from the target means it holds a token we lack. */
+        return (proof_len != 0) ? DANGO_EAUTH : 0;
+    }
+
+    rc = dango_auth_verify(token, DANGO_AUTH_ROLE_SERVER, client_nonce,
+                           server_nonce, proof, proof_len);
+    if (rc != 0) {
+        return rc;
+    }
+
+    rc = dango_auth_proof(token, DANGO_AUTH_ROLE_CLIENT, client_nonce,
+                          server_nonce, client_proof);
+    if (rc == 0) {
+        *send_auth_p = 1;
+    }
+
+    return rc;
+}
+
 const char *dango_auth_env_token(void)
 {
     const char *t = getenv("DANGO_CLUSTER_TOKEN");

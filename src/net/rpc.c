@@ -34,35 +34,11 @@
 
 DANGO_LOG_COMPONENT_DEFINE(dango__log_rpc, "rpc");
 
-#define RPC_PEER_ERRORS_PER_SEC 100
-#define RPC_MAX_IOV             64
+#define RPC_MAX_IOV 64
 
 /* ---------- peer errors ---------- */
 
-static uint64_t rpc_err_window;  /* atomic: current second */
-static unsigned rpc_err_count;   /* atomic: lines in that second */
-static unsigned rpc_err_dropped; /* atomic: lines dropped so far */
-
-int dango__rpc_peer_error_allowed(unsigned *dropped_p)
-{
-    uint64_t sec = dango_time_ns() / DANGO_NSEC_PER_SEC;
-    uint64_t cur = __atomic_load_n(&rpc_err_window, __ATOMIC_RELAXED);
-
-    if ((cur != sec) &&
-        __atomic_compare_exchange_n(&rpc_err_window, &cur, sec, 0,
-                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&rpc_err_count, 0, __ATOMIC_RELAXED);
-    }
-
-    if (__atomic_add_fetch(&rpc_err_count, 1, __ATOMIC_RELAXED) >
-        RPC_PEER_ERRORS_PER_SEC) {
-        __atomic_add_fetch(&rpc_err_dropped, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
-
-    *dropped_p = __atomic_exchange_n(&rpc_err_dropped, 0, __ATOMIC_RELAXED);
-    return 1;
-}
+dango_log_limit_t dango__rpc_peer_limit = DANGO_LOG_LIMIT_INIT(100);
 
 /* ---------- frame reader ---------- */
 

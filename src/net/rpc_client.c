@@ -384,7 +384,8 @@ static int client_hello_ack(dango_rpc_client_t *cli, const rpc_frame_t *f)
     Dango__Ctrl__HelloAck *ack;
     Dango__Ctrl__Auth      auth = DANGO__CTRL__AUTH__INIT;
     uint8_t                proof[DANGO_AUTH_PROOF_LEN];
-    int                    rc = 0;
+    int                    send_auth = 0;
+    int                    rc        = 0;
 
     if (f->hdr.type != DANGO_FRAME_HELLO_ACK) {
         rpc_peer_error("rpc client %s: frame type %u during the handshake",
@@ -394,42 +395,21 @@ static int client_hello_ack(dango_rpc_client_t *cli, const rpc_frame_t *f)
 
     ack = dango__ctrl__hello_ack__unpack(NULL, f->len,
                                          (const uint8_t *)f->payload);
-    if ((ack == NULL) || (ack->nonce.len != DANGO_AUTH_NONCE_LEN)) {
-        rpc_peer_error("rpc client %s: malformed hello reply", cli->addr);
-        rc = DANGO_EPROTO;
-        goto out;
-    }
-
-    if (ack->status != 0) {
-        rc = (ack->status > 0) ? DANGO_EPROTO : ack->status;
-        rpc_peer_error("rpc client %s: server refused hello: %s", cli->addr,
-                       dango_strerror(rc));
-        goto out;
-    }
-
-    if (cli->token == NULL) {
-        if (ack->proof.len != 0) {
-            rpc_peer_error("rpc client %s: server requires a cluster token "
-                           "and none is set",
-                           cli->addr);
-            rc = DANGO_EAUTH;
-        }
-
-        goto out;
-    }
-
-    rc = dango_auth_verify(cli->token, RPC_ROLE_SERVER, cli->nonce,
-                           ack->nonce.data, ack->proof.data, ack->proof.len);
+    rc  = (ack == NULL)
+              ? DANGO_EPROTO
+              : dango_auth_check_hello_ack(cli->token, cli->nonce,
+                                           ack->nonce.data, ack->nonce.len,
+                                           ack->status, ack->proof.data,
+                                           ack->proof.len, proof, &send_auth);
     if (rc != 0) {
-        rpc_peer_error("rpc client %s: server failed cluster token "
-                       "authentication",
-                       cli->addr);
+        rpc_peer_error("rpc client %s: hello reply: %s", cli->addr,
+                       (rc == DANGO_EAUTH) ? "cluster token authentication "
+                                             "failed"
+                                           : dango_strerror(rc));
         goto out;
     }
 
-    rc = dango_auth_proof(cli->token, RPC_ROLE_CLIENT, cli->nonce,
-                          ack->nonce.data, proof);
-    if (rc == 0) {
+    if (send_auth) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
         rc              = client_queue_ctl(cli, DANGO_FRAME_AUTH, &auth.base);

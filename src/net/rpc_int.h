@@ -12,6 +12,7 @@
 #include <dango/error.h>
 #include <dango/log.h>
 #include "common/list.h"
+#include "common/log_limit.h"
 #include "net/frame.h"
 #include "net/rpc.h"
 
@@ -21,8 +22,6 @@ extern dango_log_component_t dango__log_rpc;
 #define RPC_RX_RECVS      16    /* recv() calls per read callback */
 #define RPC_HANDSHAKE_MAX 4096  /* payload bound before authentication */
 #define RPC_TIMER_MS      100
-#define RPC_ROLE_SERVER   "dango-srv"
-#define RPC_ROLE_CLIENT   "dango-cli"
 
 /* Receive side of a connection: a staging buffer and, for a payload larger
  * than it, a buffer of exactly the payload's size received into directly. */
@@ -60,25 +59,14 @@ typedef void (*rpc_tx_done_cb)(void *arg, rpc_tx_t *tx);
 
 /* ---------- peer errors ---------- */
 
-int dango__rpc_peer_error_allowed(unsigned *dropped_p);
-
 /*
  * Errors caused by what a peer sent are logged at most a hundred times a
  * second per process, so a hostile client cannot flood the log.
  */
+extern dango_log_limit_t dango__rpc_peer_limit;
+
 #define rpc_peer_error(_fmt, ...)                                              \
-    do {                                                                       \
-        unsigned _dropped;                                                     \
-                                                                               \
-        if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR) &&       \
-            dango__rpc_peer_error_allowed(&_dropped)) {                        \
-            if (_dropped > 0) {                                                \
-                dango_warn("rpc: %u similar errors not logged", _dropped);     \
-            }                                                                  \
-                                                                               \
-            dango_error(_fmt, ##__VA_ARGS__);                                  \
-        }                                                                      \
-    } while (0)
+    dango_error_limited(&dango__rpc_peer_limit, _fmt, ##__VA_ARGS__)
 
 /* ---------- frame reader ---------- */
 

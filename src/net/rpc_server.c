@@ -45,6 +45,7 @@
 #include "common/alloc.h"
 #include "common/hash.h"
 #include "common/mpool.h"
+#include "common/mpsc.h"
 #include "common/time.h"
 #include "dango_ctrl.pb-c.h"
 #include "net/auth.h"
@@ -86,7 +87,7 @@ typedef struct rpc_sconn {
 struct dango_rpc_call {
     rpc_tx_t          tx; /* the reply frame; first member */
     rpc_sconn_t      *conn;
-    dango_rpc_call_t *next; /* in srv->inbox */
+    dango_mpsc_link_t link; /* in srv->inbox */
     void             *owned;
     char              inline_buf[RPC_CALL_INLINE];
 };
@@ -116,7 +117,7 @@ struct dango_rpc_server {
     int                  in_callback; /* a flush of the dirty list follows */
     unsigned             live_calls;
     int                  destroyed;
-    dango_rpc_call_t    *inbox;         /* atomic LIFO of deferred replies */
+    dango_mpsc_t         inbox;         /* deferred replies, any thread */
     int                  flush_pending; /* atomic: flush_task is posted */
     unsigned             submitting;    /* atomic: threads in call_submit() */
     dango_loop_task_t    flush_task;
@@ -350,7 +351,7 @@ static int sconn_hello(rpc_sconn_t *conn, const rpc_frame_t *f)
     ack.nonce.len    = sizeof(conn->nonce);
     ack.status       = status;
     if ((srv->token != NULL) &&
-        (dango_auth_proof(srv->token, RPC_ROLE_SERVER, conn->peer_nonce,
+        (dango_auth_proof(srv->token, DANGO_AUTH_ROLE_SERVER, conn->peer_nonce,
                           conn->nonce, proof) == 0)) {
         ack.proof.data = proof;
         ack.proof.len  = sizeof(proof);
@@ -374,7 +375,7 @@ static int sconn_auth(rpc_sconn_t *conn, const rpc_frame_t *f)
 
     auth = dango__ctrl__auth__unpack(NULL, f->len, (const uint8_t *)f->payload);
     if (auth != NULL) {
-        rc = dango_auth_verify(conn->srv->token, RPC_ROLE_CLIENT,
+        rc = dango_auth_verify(conn->srv->token, DANGO_AUTH_ROLE_CLIENT,
                                conn->peer_nonce, conn->nonce, auth->proof.data,
                                auth->proof.len);
     }
@@ -412,7 +413,6 @@ static int sconn_request(rpc_sconn_t *conn, const rpc_frame_t *f)
     memset(&call->tx, 0, sizeof(call->tx));
     dango_frame_init(&call->tx.hdr, DANGO_FRAME_RPC_RESP, f->hdr.id, 0, 0, 0);
     call->conn  = conn;
-    call->next  = NULL;
     call->owned = NULL;
     conn->live_calls++;
     srv->live_calls++;
@@ -564,22 +564,13 @@ out:
 
 static void server_take_inbox(dango_rpc_server_t *srv)
 {
-    dango_rpc_call_t *lifo, *fifo = NULL;
+    dango_mpsc_link_t *l = dango_mpsc_take(&srv->inbox);
 
-    lifo = __atomic_exchange_n(&srv->inbox, NULL, __ATOMIC_ACQUIRE);
-    while (lifo != NULL) {
-        dango_rpc_call_t *next = lifo->next;
+    while (l != NULL) {
+        dango_rpc_call_t *call = dango_container_of(l, dango_rpc_call_t, link);
 
-        lifo->next = fifo;
-        fifo       = lifo;
-        lifo       = next;
-    }
-
-    while (fifo != NULL) {
-        dango_rpc_call_t *next = fifo->next;
-
-        call_commit(fifo);
-        fifo = next;
+        l = l->next; /* read before: committing may free the call */
+        call_commit(call);
     }
 }
 
@@ -606,7 +597,6 @@ static void server_post_flush(dango_rpc_server_t *srv)
 static void call_submit(dango_rpc_call_t *call)
 {
     dango_rpc_server_t *srv = call->conn->srv;
-    dango_rpc_call_t   *head;
 
     if (dango_loop_is_current(srv->loop)) {
         call_commit(call);
@@ -624,11 +614,7 @@ static void call_submit(dango_rpc_call_t *call)
      * still holds the server) makes server_maybe_free() wait for us.
      */
     __atomic_add_fetch(&srv->submitting, 1, __ATOMIC_SEQ_CST);
-    head = __atomic_load_n(&srv->inbox, __ATOMIC_RELAXED);
-    do {
-        call->next = head;
-    } while (!__atomic_compare_exchange_n(&srv->inbox, &head, call, 1,
-                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    dango_mpsc_push(&srv->inbox, &call->link);
     server_post_flush(srv);
     __atomic_sub_fetch(&srv->submitting, 1, __ATOMIC_RELEASE); /* last use */
 }

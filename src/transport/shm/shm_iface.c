@@ -55,8 +55,8 @@
  * mapped), so writes to a dead peer would "succeed". The idle control
  * connection is watched on loops[0]: the hang-up the kernel reports when
  * the target dies marks the endpoint gone at once, and post() fails slices
- * with DANGO_EPEER_GONE from then on. As a fallback post() also peeks at
- * the connection at most every SHM_LIVENESS_NS.
+ * with DANGO_EPEER_GONE from then on (an atomic load: no syscall on the
+ * data path).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -99,9 +99,6 @@ DANGO_LOG_COMPONENT_DEFINE(dango__log_shm, "shm");
 #define SHM_ACCEPT_BURST   32   /* accepts per readable event */
 #define SHM_MSG_MAX        4096 /* largest control payload accepted */
 #define SHM_MSG_STACK      256  /* packed messages built on the stack */
-#define SHM_LIVENESS_NS    (10 * DANGO_NSEC_PER_MSEC)
-#define SHM_ROLE_SERVER    "dango-srv"
-#define SHM_ROLE_CLIENT    "dango-cli"
 
 typedef struct shm_config {
     size_t   max_slice;
@@ -164,11 +161,10 @@ struct dango_tp_ep {
     dango_tp_iface_t *iface;
     shm_map_t        *maps; /* sorted by remote, non-overlapping */
     unsigned          num_maps;
-    int               fd;         /* idle control connection (liveness) */
-    unsigned          inflight;   /* atomic: copies queued or running */
-    uint64_t          next_check; /* atomic: next liveness peek, ns */
-    int               gone;       /* atomic: the target closed */
-    int               watched;    /* fd watched on loops[0] (loop-owned) */
+    int               fd;       /* idle control connection (liveness) */
+    unsigned          inflight; /* atomic: copies queued or running */
+    int               gone;     /* atomic: the target closed */
+    int               watched;  /* fd watched on loops[0] (loop-owned) */
 };
 
 /* A queued copy, stored in slice->tp_priv. */
@@ -535,8 +531,8 @@ static int shm_srv_hello(shm_conn_t *conn, const dango_frame_t *hdr,
     }
 
     if ((iface->token != NULL) && (ack.status == 0)) {
-        rc = dango_auth_proof(iface->token, SHM_ROLE_SERVER, conn->client_nonce,
-                              conn->server_nonce, proof);
+        rc = dango_auth_proof(iface->token, DANGO_AUTH_ROLE_SERVER,
+                              conn->client_nonce, conn->server_nonce, proof);
         if (rc != 0) {
             dango_error("shm_iface %p: cannot compute auth proof: %s",
                         (void *)iface, dango_strerror(rc));
@@ -582,9 +578,9 @@ static int shm_srv_auth(shm_conn_t *conn, const dango_frame_t *hdr,
         return DANGO_EPROTO;
     }
 
-    rc = dango_auth_verify(iface->token, SHM_ROLE_CLIENT, conn->client_nonce,
-                           conn->server_nonce, auth->proof.data,
-                           auth->proof.len);
+    rc = dango_auth_verify(iface->token, DANGO_AUTH_ROLE_CLIENT,
+                           conn->client_nonce, conn->server_nonce,
+                           auth->proof.data, auth->proof.len);
     dango__ctrl__auth__free_unpacked(auth, NULL);
     if (rc != 0) {
         dango_error("shm_iface %p: fd %d: client failed token "
@@ -905,6 +901,7 @@ static int shm_client_handshake(dango_tp_iface_t *iface, int fd,
     uint8_t                proof[DANGO_AUTH_PROOF_LEN];
     void                  *payload;
     dango_frame_t          hdr;
+    int                    send_auth = 0;
     int                    rc;
 
     rc = shm_nonce(cnonce);
@@ -935,41 +932,26 @@ static int shm_client_handshake(dango_tp_iface_t *iface, int fd,
     }
 
     ack = dango__ctrl__hello_ack__unpack(NULL, hdr.length, payload);
-    if ((ack == NULL) || (ack->nonce.len != DANGO_AUTH_NONCE_LEN)) {
-        rc = DANGO_EPROTO;
-        goto out;
-    }
-
-    if (ack->status != 0) {
+    rc  = (ack == NULL)
+              ? DANGO_EPROTO
+              : dango_auth_check_hello_ack(iface->token, cnonce, ack->nonce.data,
+                                           ack->nonce.len, ack->status,
+                                           ack->proof.data, ack->proof.len,
+                                           proof, &send_auth);
+    if ((ack != NULL) && (ack->status < 0) && (rc == ack->status)) {
         dango_debug("shm_iface %p: peer '%s' refused the hello: %s",
                     (void *)iface, peer_name, dango_err_name(ack->status));
         rc = DANGO_ENOTSUP;
         goto out;
     }
 
-    if (iface->token == NULL) {
-        if (ack->proof.len != 0) {
-            dango_error("shm_iface %p: peer '%s' requires a cluster token "
-                        "and we have none",
-                        (void *)iface, peer_name);
-            rc = DANGO_EAUTH;
-        }
-
-        goto out;
-    }
-
-    rc = dango_auth_verify(iface->token, SHM_ROLE_SERVER, cnonce,
-                           ack->nonce.data, ack->proof.data, ack->proof.len);
-    if (rc != 0) {
-        dango_error("shm_iface %p: peer '%s' failed cluster token "
-                    "authentication",
+    if (rc == DANGO_EAUTH) {
+        dango_error("shm_iface %p: peer '%s': cluster token authentication "
+                    "failed",
                     (void *)iface, peer_name);
-        goto out;
     }
 
-    rc = dango_auth_proof(iface->token, SHM_ROLE_CLIENT, cnonce,
-                          ack->nonce.data, proof);
-    if (rc != 0) {
+    if ((rc != 0) || !send_auth) {
         goto out;
     }
 
@@ -1229,36 +1211,10 @@ static void shm_ep_unmap(dango_tp_ep_t *ep)
     ep->num_maps = 0;
 }
 
-/*
- * True once the target has closed the control connection. Peeks at most
- * every SHM_LIVENESS_NS; one caller at a time does the syscall.
- */
+/* True once loops[0] saw the target close the control connection. */
 static int shm_ep_gone(dango_tp_ep_t *ep)
 {
-    uint64_t now, next;
-    char     c;
-    ssize_t  n;
-
-    if (__atomic_load_n(&ep->gone, __ATOMIC_RELAXED)) {
-        return 1;
-    }
-
-    now  = dango_time_ns();
-    next = __atomic_load_n(&ep->next_check, __ATOMIC_RELAXED);
-    if ((now < next) || !__atomic_compare_exchange_n(
-                            &ep->next_check, &next, now + SHM_LIVENESS_NS, 0,
-                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        return 0;
-    }
-
-    n = recv(ep->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if ((n == 0) || ((n < 0) && (errno != EAGAIN) && (errno != EINTR))) {
-        dango_debug("shm_ep %p: target closed its connection", (void *)ep);
-        __atomic_store_n(&ep->gone, 1, __ATOMIC_RELAXED);
-        return 1;
-    }
-
-    return 0;
+    return __atomic_load_n(&ep->gone, __ATOMIC_ACQUIRE);
 }
 
 /* loops[0]: the control connection became readable or hung up. */

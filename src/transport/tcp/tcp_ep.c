@@ -43,9 +43,11 @@
 
 #define TCP_FAIL_BACKOFF_NS (200 * DANGO_NSEC_PER_MSEC)
 
-#define SLICE_LINK(_s)       ((dango_list_link_t *)&(_s)->tp_priv[0])
-#define LINK_SLICE(_l)       ((dango_tp_slice_t *)(void *)(_l))
-#define SLICE_NEXT(_s)       ((_s)->tp_priv[3])
+#define SLICE_LINK(_s)  ((dango_list_link_t *)&(_s)->tp_priv[0])
+#define LINK_SLICE(_l)  ((dango_tp_slice_t *)(void *)(_l))
+#define SLICE_INBOX(_s) ((dango_mpsc_link_t *)&(_s)->tp_priv[3])
+#define INBOX_SLICE(_l)                                                        \
+    dango_container_of((void *)(_l), dango_tp_slice_t, tp_priv[3])
 #define SLICE_NOTIFY_BUF(_s) ((_s)->tp_priv[2])
 
 _Static_assert(offsetof(dango_tp_slice_t, tp_priv) == 0,
@@ -111,39 +113,23 @@ static tcp_conn_t *ep_choose(tcp_ep_t *ep)
 /* Hands @s to @conn from any thread. */
 static void conn_push(tcp_conn_t *conn, dango_tp_slice_t *s)
 {
-    dango_tp_slice_t *head;
-
     __atomic_add_fetch(&conn->load, s->length, __ATOMIC_RELAXED);
-    head = __atomic_load_n(&conn->inbox, __ATOMIC_RELAXED);
-    do {
-        SLICE_NEXT(s) = head;
-    } while (!__atomic_compare_exchange_n(&conn->inbox, &head, s, 1,
-                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-
+    dango_mpsc_push(&conn->inbox, SLICE_INBOX(s));
     if (__atomic_exchange_n(&conn->kick_pending, 1, __ATOMIC_ACQ_REL) == 0) {
         dango_loop_post(conn->loop, &conn->kick);
     }
 }
 
-/* Moves the inbox (LIFO) to the tail of the pending list in FIFO order. */
+/* Moves the inbox to the tail of the pending list, oldest first. */
 static void conn_take_inbox(tcp_conn_t *conn)
 {
-    dango_tp_slice_t *s, *fifo = NULL;
+    dango_mpsc_link_t *l = dango_mpsc_take(&conn->inbox);
 
-    s = __atomic_exchange_n(&conn->inbox, NULL, __ATOMIC_ACQUIRE);
-    while (s != NULL) {
-        dango_tp_slice_t *next = SLICE_NEXT(s);
+    while (l != NULL) {
+        dango_tp_slice_t *s = INBOX_SLICE(l);
 
-        SLICE_NEXT(s) = fifo;
-        fifo          = s;
-        s             = next;
-    }
-
-    for (s = fifo; s != NULL;) {
-        dango_tp_slice_t *next = SLICE_NEXT(s);
-
+        l = l->next;
         dango_list_add_tail(&conn->pending, SLICE_LINK(s));
-        s = next;
     }
 }
 
@@ -427,59 +413,38 @@ static int client_hello_ack(tcp_conn_t *conn)
     Dango__Ctrl__HelloAck *ack;
     Dango__Ctrl__Auth      auth = DANGO__CTRL__AUTH__INIT;
     uint8_t                proof[DANGO_AUTH_PROOF_LEN];
-    int                    rc = 0;
+    int                    send_auth = 0;
+    int                    rc        = DANGO_EPROTO;
 
     ack = dango__ctrl__hello_ack__unpack(NULL, conn->rx_ctrl_len,
                                          (uint8_t *)conn->rx_ctrl);
-    if ((ack == NULL) || (ack->nonce.len != DANGO_AUTH_NONCE_LEN)) {
-        dango_error("tcp ep %s: malformed hello reply from %s", ep->name,
-                    conn->peer_addr);
-        rc = DANGO_EPROTO;
-        goto out;
+    if (ack != NULL) {
+        rc = dango_auth_check_hello_ack(
+            iface->token, conn->nonce, ack->nonce.data, ack->nonce.len,
+            ack->status, ack->proof.data, ack->proof.len, proof, &send_auth);
     }
 
-    if (ack->status != 0) {
-        rc = ack->status > 0 ? DANGO_EPROTO : ack->status;
-        dango_debug("tcp ep %s: peer %s refused hello: %s", ep->name,
-                    conn->peer_addr, dango_strerror(rc));
-        goto out;
-    }
-
-    if ((ep->instance_id != 0) && (ack->instance_id != ep->instance_id)) {
+    if ((rc == 0) && (ep->instance_id != 0) &&
+        (ack->instance_id != ep->instance_id)) {
         dango_debug("tcp ep %s: peer instance changed (restarted)", ep->name);
         rc = DANGO_ESEGMENT_STALE;
-        goto out;
+    } else if ((rc == DANGO_EAUTH) || (rc == DANGO_EPROTO)) {
+        dango_error("tcp ep %s: hello reply from %s: %s", ep->name,
+                    conn->peer_addr,
+                    (rc == DANGO_EAUTH) ? "cluster token authentication failed"
+                                        : "malformed");
+    } else if (rc != 0) {
+        dango_debug("tcp ep %s: peer %s refused hello: %s", ep->name,
+                    conn->peer_addr, dango_strerror(rc));
     }
 
-    if (iface->token == NULL) {
-        if (ack->proof.len != 0) {
-            dango_error("tcp ep %s: peer requires a cluster token "
-                        "(DANGO_CLUSTER_TOKEN is not set)",
-                        ep->name);
-            rc = DANGO_EAUTH;
-        }
-
-        goto out;
-    }
-
-    rc = dango_auth_verify(iface->token, "dango-srv", conn->nonce,
-                           ack->nonce.data, ack->proof.data, ack->proof.len);
-    if (rc != 0) {
-        dango_error("tcp ep %s: peer %s failed cluster token authentication",
-                    ep->name, conn->peer_addr);
-        goto out;
-    }
-
-    rc = dango_auth_proof(iface->token, "dango-cli", conn->nonce,
-                          ack->nonce.data, proof);
-    if (rc == 0) {
+    if ((rc == 0) && send_auth) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
         rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_AUTH, 0, 0, &auth, pb_pack,
                                   pb_size);
     }
 
-out:
     dango__ctrl__hello_ack__free_unpacked(ack, NULL);
     dango_free(conn->rx_ctrl);
     conn->rx_ctrl = NULL;
@@ -835,29 +800,20 @@ int dango__tcp_desc_fetch(dango_tp_iface_t *tp_iface, const char *addr,
     }
 
     if (rc == 0) {
-        ack = dango__ctrl__hello_ack__unpack(NULL, hdr.length, payload);
-        if ((ack == NULL) || (ack->nonce.len != DANGO_AUTH_NONCE_LEN)) {
-            rc = DANGO_EPROTO;
-        } else if (ack->status != 0) {
-            rc = ack->status > 0 ? DANGO_EPROTO : ack->status;
-        } else if (iface->token == NULL) {
-            rc = (ack->proof.len != 0) ? DANGO_EAUTH : 0;
-        } else {
-            rc = dango_auth_verify(iface->token, "dango-srv", nonce,
-                                   ack->nonce.data, ack->proof.data,
-                                   ack->proof.len);
-            if (rc == 0) {
-                rc = dango_auth_proof(iface->token, "dango-cli", nonce,
-                                      ack->nonce.data, proof);
-            }
+        int send_auth = 0;
 
-            if (rc == 0) {
-                auth.proof.data = proof;
-                auth.proof.len  = sizeof(proof);
-                len             = dango__ctrl__auth__pack(&auth, buf);
-                dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
-                rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
-            }
+        ack = dango__ctrl__hello_ack__unpack(NULL, hdr.length, payload);
+        rc  = (ack == NULL) ? DANGO_EPROTO
+                            : dango_auth_check_hello_ack(
+                                  iface->token, nonce, ack->nonce.data,
+                                  ack->nonce.len, ack->status, ack->proof.data,
+                                  ack->proof.len, proof, &send_auth);
+        if ((rc == 0) && send_auth) {
+            auth.proof.data = proof;
+            auth.proof.len  = sizeof(proof);
+            len             = dango__ctrl__auth__pack(&auth, buf);
+            dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
+            rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
         }
     }
 

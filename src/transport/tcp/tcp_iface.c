@@ -39,55 +39,15 @@
 #include "dango_ctrl.pb-c.h"
 #include "net/sock.h"
 #include "transport/tcp/tcp_int.h"
+#include "common/log_limit.h" /* after tcp_int.h: log component */
 
 DANGO_LOG_COMPONENT_DEFINE(dango__log_tcp, "tcp");
 
-#define TCP_PEER_ERRORS_PER_SEC 100
-
-/*
- * Errors caused by what a peer sent are logged at most
- * TCP_PEER_ERRORS_PER_SEC times a second per process, so a misbehaving or
- * hostile client cannot flood the log; the number dropped is reported with
- * the next line that gets through.
- */
-static uint64_t tcp_err_window;  /* atomic: current second */
-static unsigned tcp_err_count;   /* atomic: lines in that second */
-static unsigned tcp_err_dropped; /* atomic: lines dropped so far */
-
-static int tcp_peer_error_allowed(unsigned *dropped_p)
-{
-    uint64_t sec = dango_time_ns() / DANGO_NSEC_PER_SEC;
-    uint64_t cur = __atomic_load_n(&tcp_err_window, __ATOMIC_RELAXED);
-
-    if ((cur != sec) &&
-        __atomic_compare_exchange_n(&tcp_err_window, &cur, sec, 0,
-                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&tcp_err_count, 0, __ATOMIC_RELAXED);
-    }
-
-    if (__atomic_add_fetch(&tcp_err_count, 1, __ATOMIC_RELAXED) >
-        TCP_PEER_ERRORS_PER_SEC) {
-        __atomic_add_fetch(&tcp_err_dropped, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
-
-    *dropped_p = __atomic_exchange_n(&tcp_err_dropped, 0, __ATOMIC_RELAXED);
-    return 1;
-}
+/* Errors caused by what a peer sent: at most 100 lines a second. */
+static dango_log_limit_t tcp_peer_limit = DANGO_LOG_LIMIT_INIT(100);
 
 #define tcp_peer_error(_fmt, ...)                                              \
-    do {                                                                       \
-        unsigned _dropped;                                                     \
-                                                                               \
-        if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_ERROR) &&       \
-            tcp_peer_error_allowed(&_dropped)) {                               \
-            if (_dropped > 0) {                                                \
-                dango_warn("tcp: %u similar errors not logged", _dropped);     \
-            }                                                                  \
-                                                                               \
-            dango_error(_fmt, ##__VA_ARGS__);                                  \
-        }                                                                      \
-    } while (0)
+    dango_error_limited(&tcp_peer_limit, _fmt, ##__VA_ARGS__)
 
 #define TCP_TIMER_MS    100
 #define TCP_READ_BUDGET (32ull << 20) /* bytes per callback, then yield */
@@ -368,8 +328,8 @@ static void server_send_hello_ack(tcp_conn_t *conn, const uint8_t *cnonce,
     ack.nonce.len    = sizeof(conn->nonce);
     ack.status       = status;
     if ((iface->token != NULL) && (cnonce != NULL) &&
-        (dango_auth_proof(iface->token, "dango-srv", cnonce, conn->nonce,
-                          proof) == 0)) {
+        (dango_auth_proof(iface->token, DANGO_AUTH_ROLE_SERVER, cnonce,
+                          conn->nonce, proof) == 0)) {
         ack.proof.data = proof;
         ack.proof.len  = sizeof(proof);
     }
@@ -422,9 +382,9 @@ static int server_ctrl_done(tcp_conn_t *conn)
         int                rc   = DANGO_EAUTH;
 
         if (auth != NULL) {
-            rc = dango_auth_verify(iface->token, "dango-cli", conn->peer_nonce,
-                                   conn->nonce, auth->proof.data,
-                                   auth->proof.len);
+            rc = dango_auth_verify(iface->token, DANGO_AUTH_ROLE_CLIENT,
+                                   conn->peer_nonce, conn->nonce,
+                                   auth->proof.data, auth->proof.len);
         }
 
         dango__ctrl__auth__free_unpacked(auth, NULL);

@@ -99,7 +99,7 @@ typedef struct tcp_conn {
     dango_list_link_t txq;
 
     /* client role */
-    dango_tp_slice_t *inbox; /* atomic LIFO via tp_priv[3] */
+    dango_mpsc_t      inbox; /* from any thread, via tp_priv[3] */
     dango_loop_task_t kick;
     int               kick_pending;
     dango_list_link_t pending;  /* slices not yet sent (window/handshake) */
