@@ -203,7 +203,10 @@ int dango__xfer_desc_build(dango_xfer_engine_t *eng, char **json_p)
     pthread_rwlock_unlock(&eng->mem_lock);
     dango_free(regs);
     json_object_set_new(root, "buffers", bufs);
-    json_object_set_new(root, "topology", engine_topology(eng));
+    /* Discovered once at create: the descriptor is rebuilt on every
+     * (un)registration and every peer's request, the hardware is not. */
+    json_object_set_new(root, "topology",
+                        json_loads(eng->topology_json, 0, NULL));
     s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (s == NULL) {
@@ -686,6 +689,7 @@ static void engine_free(dango_xfer_engine_t *eng)
     dango_mpool_cleanup(&eng->slice_pool);
     dango_md_close(eng->md);
     dango_free(eng->md_key);
+    dango_free(eng->topology_json);
     dango_free(eng->token);
     dango_free(eng->name);
     dango__config_free(&dango__xfer_config_table, &eng->cfg);
@@ -742,6 +746,19 @@ int dango_xfer_engine_create(const dango_xfer_engine_params_t *params,
 
     eng->instance_id |= 1; /* never 0: 0 means "unknown" */
     engine_host_id(eng);
+    {
+        json_t *topo = engine_topology(eng);
+        char   *t    = json_dumps(topo, JSON_COMPACT);
+
+        json_decref(topo);
+        eng->topology_json =
+            (t != NULL) ? dango_strdup(t, "xfer_topology") : NULL;
+        free(t);
+        if (eng->topology_json == NULL) {
+            rc = DANGO_ENOMEM;
+            goto err;
+        }
+    }
     token = dango_auth_env_token();
     if (token != NULL) {
         eng->token = dango_strdup(token, "xfer_token");

@@ -104,6 +104,7 @@ struct dango_xfer_engine {
     char         *name;
     char          listen_addr[64];
     char          host_id[64];
+    char         *topology_json; /* NUMA/NIC topology, found at create */
     uint64_t      instance_id;
     int           p2p;
     char         *token;

@@ -175,16 +175,6 @@ static void conn_pump(tcp_conn_t *conn)
     }
 }
 
-static size_t pb_size(const void *m)
-{
-    return protobuf_c_message_get_packed_size(m);
-}
-
-static size_t pb_pack(const void *m, uint8_t *out)
-{
-    return protobuf_c_message_pack(m, out);
-}
-
 static int conn_send_hello(tcp_conn_t *conn)
 {
     Dango__Ctrl__Hello hello = DANGO__CTRL__HELLO__INIT;
@@ -196,8 +186,7 @@ static int conn_send_hello(tcp_conn_t *conn)
     hello.nonce.data   = conn->nonce;
     hello.nonce.len    = sizeof(conn->nonce);
     hello.target_name  = conn->ep->name;
-    return dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO, 0, 0, &hello, pb_pack,
-                                pb_size);
+    return dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO, 0, 0, &hello.base);
 }
 
 static void conn_close_fd(tcp_conn_t *conn)
@@ -441,8 +430,7 @@ static int client_hello_ack(tcp_conn_t *conn)
     if ((rc == 0) && send_auth) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
-        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_AUTH, 0, 0, &auth, pb_pack,
-                                  pb_size);
+        rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_AUTH, 0, 0, &auth.base);
     }
 
     dango__ctrl__hello_ack__free_unpacked(ack, NULL);

@@ -232,9 +232,7 @@ void dango__tcp_conn_flush(tcp_conn_t *conn)
 }
 
 int dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
-                         int32_t status, const void *msg,
-                         size_t (*pack)(const void *, uint8_t *),
-                         size_t (*size)(const void *))
+                         int32_t status, const ProtobufCMessage *msg)
 {
     tcp_tx_t *tx = dango__tcp_tx_get(conn->iface);
     size_t    len;
@@ -243,7 +241,7 @@ int dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
         return DANGO_ENOMEM;
     }
 
-    len = (msg != NULL) ? size(msg) : 0;
+    len = (msg != NULL) ? protobuf_c_message_get_packed_size(msg) : 0;
     if (len > 0) {
         tx->owned = dango_malloc(len, "tcp_ctrl_payload");
         if (tx->owned == NULL) {
@@ -251,7 +249,7 @@ int dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
             return DANGO_ENOMEM;
         }
 
-        pack(msg, tx->owned);
+        protobuf_c_message_pack(msg, tx->owned);
         tx->data     = tx->owned;
         tx->data_len = len;
     }
@@ -273,17 +271,6 @@ int dango__tcp_rx_ctrl_start(tcp_conn_t *conn)
     conn->rx_left     = conn->rx_hdr.length;
     conn->rx_phase    = TCP_RX_CTRL;
     return 0;
-}
-
-/* protobuf-c adapters with the generic shape dango__tcp_send_ctrl() takes. */
-static size_t pb_size(const void *m)
-{
-    return protobuf_c_message_get_packed_size(m);
-}
-
-static size_t pb_pack(const void *m, uint8_t *out)
-{
-    return protobuf_c_message_pack(m, out);
 }
 
 /* ---------- server side ---------- */
@@ -334,8 +321,7 @@ static void server_send_hello_ack(tcp_conn_t *conn, const uint8_t *cnonce,
         ack.proof.len  = sizeof(proof);
     }
 
-    dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO_ACK, 0, 0, &ack, pb_pack,
-                         pb_size);
+    dango__tcp_send_ctrl(conn, DANGO_FRAME_HELLO_ACK, 0, 0, &ack.base);
 }
 
 /* A complete control payload arrived on a server connection. */
@@ -411,7 +397,7 @@ static int server_ctrl_done(tcp_conn_t *conn)
 
         dango__ctrl__notify__free_unpacked(n, NULL);
         return dango__tcp_send_ctrl(conn, DANGO_FRAME_NOTIFY_ACK, h->id, status,
-                                    NULL, NULL, NULL);
+                                    NULL);
     }
     default:
         return DANGO_EPROTO;
@@ -429,7 +415,7 @@ static int server_send_desc(tcp_conn_t *conn)
     reply.status = rc;
     reply.json   = (json != NULL) ? json : "";
     rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_DESC_RESP, conn->rx_hdr.id, 0,
-                              &reply, pb_pack, pb_size);
+                              &reply.base);
     dango_free(json);
     return rc;
 }
@@ -534,7 +520,7 @@ static int server_payload_done(tcp_conn_t *conn)
         __attribute__((fallthrough)); /* ack with the status */
     case TCP_RX_DRAIN:
         rc = dango__tcp_send_ctrl(conn, DANGO_FRAME_WRITE_ACK, conn->rx_hdr.id,
-                                  conn->rx_status, NULL, NULL, NULL);
+                                  conn->rx_status, NULL);
         break;
     case TCP_RX_CTRL:
         rc = server_ctrl_done(conn);

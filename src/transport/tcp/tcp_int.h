@@ -16,6 +16,7 @@
 #include <dango/error.h>
 #include <dango/log.h>
 #include <dango/transport.h>
+#include <protobuf-c/protobuf-c.h>
 #include "common/list.h"
 #include "common/loop.h"
 #include "common/mpool.h"
@@ -154,11 +155,10 @@ void      dango__tcp_conn_flush(tcp_conn_t *conn);
 void      dango__tcp_conn_set_events(tcp_conn_t *conn);
 void      dango__tcp_conn_io_cb(dango_loop_t *loop, int fd, unsigned events,
                                 void *arg);
-int       dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
-                               int32_t status, const void *msg,
-                               size_t (*pack)(const void *, uint8_t *),
-                               size_t (*size)(const void *));
-void      dango__tcp_conn_drop_tx(tcp_conn_t *conn);
+/* Queues a control frame; @msg (a protobuf-c message) may be NULL. */
+int  dango__tcp_send_ctrl(tcp_conn_t *conn, uint8_t type, uint64_t id,
+                          int32_t status, const ProtobufCMessage *msg);
+void dango__tcp_conn_drop_tx(tcp_conn_t *conn);
 /* The current frame's protobuf payload goes to a fresh rx_ctrl buffer. */
 int dango__tcp_rx_ctrl_start(tcp_conn_t *conn);
 
