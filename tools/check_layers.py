@@ -66,6 +66,8 @@ PUBLIC_HEADER_MODULE = {
     "metadata.h": "metadata",
     "xfer.h": "xfer",
     "store.h": "store",
+    "store_master.h": "store",
+    "mooncake_store_c.h": "store",
     "p2p.h": "p2p",
     "conductor.h": "conductor",
 }

@@ -70,7 +70,16 @@
     XX(ESEGMENT_STALE, -10201, "segment descriptor is stale (peer restarted)") \
     XX(EREPLICA_UNAVAIL, -10300, "no replica available")                       \
     XX(ELEASE_HELD, -10301, "object lease is held")                            \
-    XX(EEVICTED, -10302, "object was evicted")
+    XX(EEVICTED, -10302, "object was evicted")                                 \
+    XX(EOBJ_EXISTS, -10303, "object already exists")                           \
+    XX(ENO_OBJECT, -10304, "object not found")                                 \
+    XX(ENOT_READY, -10305, "object has no complete replica yet")               \
+    XX(ELEASE_EXPIRED, -10306, "read lease expired before the read finished")  \
+    XX(EILLEGAL_CLIENT, -10307, "client does not own this put")                \
+    XX(EINVALID_WRITE, -10308, "no put of this key in progress")               \
+    XX(ENEED_REMOUNT, -10309, "master does not know this client: remount")     \
+    XX(ENO_SEGMENT, -10310, "segment not found")                               \
+    XX(ESEGMENT_EXISTS, -10311, "segment already mounted by another client")
 
 /** Dango error codes (all negative). */
 typedef enum dango_errno {
