@@ -25,6 +25,10 @@ PACKAGES=(
     iproute2              # network-namespace tests (ip netns, veth)
     iperf3                # bench/xfer_vs_peers.sh reference figures
     ucx-utils             # ucx_perftest, same
+    redis-server          # bench/store_vs_peers.sh peers
+    memcached             # same
+    libhiredis-dev        # bench_kv_peer (Redis client)
+    libmemcached-dev      # bench_kv_peer (memcached client)
 )
 
 missing=()
