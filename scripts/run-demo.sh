@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds Dango and runs the main job:
 #
-#   bash scripts/run-demo.sh [dango-xfer-bench options]
+#   bash scripts/run-demo.sh [dango serve options]
 #
-# With no options, dango-xfer-bench starts a target process on loopback
-# (the same program, re-executed with --mode target), opens its segment in
-# peer-to-peer handshake mode and measures WRITE and READ at 64 KiB, 1 MiB
-# and 4 MiB blocks, batch 32, 3 s each: one JSON object per result on stdout
-# and a table on stderr. Any options are passed to dango-xfer-bench as they
-# are (see dango-xfer-bench --help).
+# With no options, `dango serve` starts a whole store in the foreground: the
+# master (RPC on 0.0.0.0:50051, admin HTTP with /health and /metrics on
+# 0.0.0.0:9003) and one segment of memory (a quarter of MemAvailable,
+# 64 MiB to 4 GiB). It prints the commands to try from another shell
+# (build/apps/dango/dango put KEY FILE, get, ls, stat, rm) and runs until
+# Ctrl-C. Any options are passed to dango serve as they are (see
+# build/apps/dango/dango serve --help), e.g. --segment-size 8g.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,5 +23,5 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDANGO_BUILD_TESTS=OFF \
     -DDANGO_BUILD_BENCH=ON
 cmake --build build --parallel "$JOBS"
 
-echo "==== dango-xfer-bench $* ===="
-exec build/apps/dango-xfer-bench/dango-xfer-bench "$@"
+echo "==== dango serve $* ===="
+exec build/apps/dango/dango serve "$@"

@@ -1,9 +1,11 @@
 /*
- * dango: the command-line tool. Subcommands so far:
+ * dango: the command-line tool. Subcommands:
+ *   dango serve [flags]                   master + one segment (cmd_serve.c)
+ *   dango put KEY FILE|-, get KEY [FILE], ls [PREFIX], stat [KEY],
+ *         rm KEY... | --regex RE | --all  the store from the shell (cmd_kv.c)
  *   dango info [-c|--config] [-d|--doc]   build, transports and options
  *   dango version
- * (serve, put, get, ls, stat, rm and replay arrive with the store and the
- * conductor.)
+ * docs/cli.md describes every command and flag.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +13,24 @@
 
 #include <dango/dango.h>
 
+#include "cli.h"
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: dango info [-c|--config] [-d|--doc]\n"
-               "       dango version\n");
+    fprintf(f,
+            "usage: dango serve [--segment-size SIZE] [--listen HOST:PORT] "
+            "...  (a whole store)\n"
+            "       dango put KEY FILE|- [--replicas N] [--upsert] "
+            "[--hard-pin]\n"
+            "       dango get KEY [FILE]\n"
+            "       dango ls [PREFIX]\n"
+            "       dango stat [KEY]\n"
+            "       dango rm KEY... [--force] | --regex REGEX | --all\n"
+            "       dango info [-c|--config] [-d|--doc]\n"
+            "       dango version\n"
+            "Store commands take --master HOST:PORT (default "
+            "$DANGO_STORE_MASTER or\n"
+            "127.0.0.1:50051). dango COMMAND --help: the command's flags.\n");
 }
 
 static int cmd_info(int argc, char **argv)
@@ -82,10 +98,28 @@ static int cmd_info(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+#ifndef DANGO_CLI_NO_STORE
+    static const struct {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+    } cmds[] = {
+        {"serve", cli_serve}, {"put", cli_put},   {"get", cli_get},
+        {"ls", cli_ls},       {"stat", cli_stat}, {"rm", cli_rm},
+    };
+#endif
+
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
+
+#ifndef DANGO_CLI_NO_STORE
+    for (size_t i = 0; i < DANGO_ARRAY_SIZE(cmds); i++) {
+        if (!strcmp(argv[1], cmds[i].name)) {
+            return cmds[i].fn(argc - 1, argv + 1);
+        }
+    }
+#endif
 
     if (!strcmp(argv[1], "info")) {
         return cmd_info(argc, argv);
