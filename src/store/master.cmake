@@ -1,0 +1,8 @@
+# Store master: metadata state, object operations, the embeddable master
+# (loop, RPC, timers), its admin HTTP server and its options.
+list(APPEND DANGO_STORE_SOURCES
+  store_master.c
+  store_master_seg.c
+  store_master_obj.c
+  store_master_admin.c
+  store_master_config.c)

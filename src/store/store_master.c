@@ -1,0 +1,994 @@
+/*
+ * The embeddable store master (dango/store_master.h): one event-loop thread
+ * that owns the master state, the RPC server that feeds it, and the timers
+ * of the client monitor and the eviction tick; plus the optional admin HTTP
+ * server (store_master_admin.c) and embedded metadata server.
+ *
+ * DESIGN
+ * - Threading: the state (ms_state_t) is touched only on the loop thread.
+ *   RPC handlers run there (the RPC server is loop-owned), so do the
+ *   timers; the admin server's threads reach the state only through
+ *   dango_loop_run_sync(). No lock is taken on any request path.
+ * - A handler decodes the request (protobuf-c allocates while unpacking;
+ *   that is the only allocation per request in the steady state), calls
+ *   the state with the monotonic clock in ms, and packs the reply straight
+ *   from the state's own strings and from a reused scratch buffer, then
+ *   frees the request. A request that does not unpack is answered
+ *   DANGO_EPROTO with a rate-limited log line; nothing a client sends can
+ *   make the master crash or allocate without bound (batches are capped
+ *   at DANGO_STORE_BATCH_MAX keys, lists at MS_LIST_MAX).
+ * - Metrics are plain counters on the loop (ms_op_stats_t per operation and
+ *   the state's ms_counters_t); /metrics renders them on the loop.
+ */
+#include "store/store_master_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log_limit.h"
+#include "common/time.h"
+#include "net/auth.h"
+#include "dango_store.pb-c.h"
+
+/* Most segments in one Remount. */
+#define MS_REMOUNT_MAX 4096
+
+const char *const dango__store_master_op_names[MS_OP_MAX] = {
+    [MS_OP_SERVICE_READY] = "service_ready",
+    [MS_OP_PING]          = "ping",
+    [MS_OP_MOUNT]         = "mount_segment",
+    [MS_OP_REMOUNT]       = "remount_segment",
+    [MS_OP_UNMOUNT]       = "unmount_segment",
+    [MS_OP_PUT_START]     = "put_start",
+    [MS_OP_UPSERT_START]  = "upsert_start",
+    [MS_OP_PUT_END]       = "put_end",
+    [MS_OP_PUT_REVOKE]    = "put_revoke",
+    [MS_OP_GET]           = "get_replica_list",
+    [MS_OP_EXIST]         = "exist_key",
+    [MS_OP_REMOVE]        = "remove",
+    [MS_OP_REMOVE_MATCH]  = "remove_match",
+    [MS_OP_REPORT_BAD]    = "report_bad",
+    [MS_OP_LIST]          = "list",
+    [MS_OP_POOL_STAT]     = "pool_stat",
+    [MS_OP_UNKNOWN]       = "unknown_method",
+};
+
+static dango_log_limit_t ms_rpc_log_limit = DANGO_LOG_LIMIT_INIT(5);
+
+/* Bump allocation out of the state's scratch for one reply. */
+typedef struct ms_bump {
+    char  *base;
+    size_t off;
+    size_t cap;
+} ms_bump_t;
+
+/* ---------- private functions ---------- */
+
+static uint64_t now_ms(void)
+{
+    return dango_time_ns() / DANGO_NSEC_PER_MSEC;
+}
+
+static uint64_t ns_to_ms(uint64_t ns)
+{
+    uint64_t ms = ns / DANGO_NSEC_PER_MSEC;
+
+    return (ms == 0) ? 1 : ms;
+}
+
+static size_t bump_size(size_t size)
+{
+    return (size + 15) & ~(size_t)15;
+}
+
+/* Reserves @total bytes of scratch (sum of bump_size of every piece). */
+static int bump_init(ms_bump_t *b, ms_state_t *st, size_t total)
+{
+    b->base = dango__store_ms_scratch(st, total);
+    b->off  = 0;
+    b->cap  = total;
+    return (b->base != NULL) ? 0 : DANGO_ENOMEM;
+}
+
+static void *bump(ms_bump_t *b, size_t size)
+{
+    void *p = b->base + b->off;
+
+    b->off += bump_size(size);
+    return p;
+}
+
+static ms_cid_t cid_of(const Dango__Store__ClientId *c)
+{
+    ms_cid_t id = {c->hi, c->lo};
+
+    return id;
+}
+
+static void keys_of(ms_key_t *out, char **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i].s   = keys[i];
+        out[i].len = strlen(keys[i]);
+    }
+}
+
+static int reply(dango_rpc_call_t *call, int rc, const ProtobufCMessage *msg)
+{
+    dango_rpc_reply_pb(call, rc, (rc == 0) ? msg : NULL);
+    return rc;
+}
+
+static int malformed(dango_store_master_t *m, dango_rpc_call_t *call,
+                     uint32_t method)
+{
+    m->malformed++;
+    dango_error_limited(&ms_rpc_log_limit,
+                        "master: request %u from %s does not unpack", method,
+                        dango_rpc_call_peer(call));
+    return reply(call, DANGO_EPROTO, NULL);
+}
+
+static void count_items(ms_op_stats_t *s, const int *status, size_t n,
+                        int neg_only)
+{
+    s->items += n;
+    for (size_t i = 0; i < n; i++) {
+        s->failed_items += neg_only ? (status[i] < 0) : (status[i] != 0);
+    }
+}
+
+static void seg_desc_of(ms_seg_desc_t *d, const Dango__Store__Segment *s)
+{
+    d->id_hi   = s->id_hi;
+    d->id_lo   = s->id_lo;
+    d->name    = s->name;
+    d->base    = s->base_addr;
+    d->size    = s->size;
+    d->host_id = s->host_id;
+}
+
+static void replica_of(Dango__Store__Replica *out, const ms_ver_t *v,
+                       const ms_rep_t *r)
+{
+    dango__store__replica__init(out);
+    out->segment = r->seg->name->name;
+    out->addr    = ms_rep_addr(r);
+    out->length  = v->rec_len;
+    out->status  = r->status;
+    out->host_id = r->seg->host_id;
+    out->seg_hi  = r->seg->id_hi;
+    out->seg_lo  = r->seg->id_lo;
+}
+
+/* ----- handlers: each replies exactly once and returns the call status */
+
+static int rpc_service_ready(dango_store_master_t *m, dango_rpc_call_t *call)
+{
+    Dango__Store__ServiceReadyResp resp =
+        DANGO__STORE__SERVICE_READY_RESP__INIT;
+
+    resp.version      = (char *)dango_version_string();
+    resp.view_version = m->view_version;
+    return reply(call, 0, &resp.base);
+}
+
+static int rpc_ping(dango_store_master_t *m, dango_rpc_call_t *call,
+                    const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__PingResp resp = DANGO__STORE__PING_RESP__INIT;
+    Dango__Store__PingReq *msg;
+    int                    rc;
+
+    msg = dango__store__ping_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_PING);
+    }
+
+    if (msg->client == NULL) {
+        rc = DANGO_EINVAL;
+    } else {
+        rc = dango__store_ms_ping(m->st, cid_of(msg->client), now);
+        if (rc == DANGO_ENEED_REMOUNT) {
+            resp.status = rc;
+            rc          = 0;
+        }
+    }
+
+    resp.view_version = m->view_version;
+    dango__store__ping_req__free_unpacked(msg, NULL);
+    return reply(call, rc, &resp.base);
+}
+
+static int rpc_mount(dango_store_master_t *m, dango_rpc_call_t *call,
+                     const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__MountReq *msg;
+    ms_seg_desc_t           d;
+    int                     rc = DANGO_EINVAL;
+
+    msg = dango__store__mount_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_MOUNT);
+    }
+
+    if ((msg->client != NULL) && (msg->segment != NULL)) {
+        seg_desc_of(&d, msg->segment);
+        rc = dango__store_ms_mount(m->st, cid_of(msg->client), &d, now);
+    }
+
+    dango__store__mount_req__free_unpacked(msg, NULL);
+    return reply(call, rc, NULL);
+}
+
+static int rpc_remount(dango_store_master_t *m, dango_rpc_call_t *call,
+                       const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__RemountReq *msg;
+    ms_seg_desc_t            *d;
+    int                       rc = DANGO_EINVAL;
+
+    msg = dango__store__remount_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_REMOUNT);
+    }
+
+    if ((msg->client != NULL) && (msg->n_segments <= MS_REMOUNT_MAX)) {
+        d  = dango__store_ms_scratch(m->st, (msg->n_segments + 1) * sizeof(*d));
+        rc = DANGO_ENOMEM;
+        if (d != NULL) {
+            for (size_t i = 0; i < msg->n_segments; i++) {
+                seg_desc_of(&d[i], msg->segments[i]);
+            }
+            rc = dango__store_ms_remount(m->st, cid_of(msg->client), d,
+                                         msg->n_segments, now);
+        }
+    }
+
+    dango__store__remount_req__free_unpacked(msg, NULL);
+    return reply(call, rc, NULL);
+}
+
+static int rpc_unmount(dango_store_master_t *m, dango_rpc_call_t *call,
+                       const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__UnmountReq *msg;
+    int                       rc = DANGO_EINVAL;
+
+    msg = dango__store__unmount_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_UNMOUNT);
+    }
+
+    if (msg->client != NULL) {
+        rc = dango__store_ms_unmount(m->st, cid_of(msg->client), msg->id_hi,
+                                     msg->id_lo, now);
+    }
+
+    dango__store__unmount_req__free_unpacked(msg, NULL);
+    return reply(call, rc, NULL);
+}
+
+static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
+                         const void *req, size_t len, uint64_t now,
+                         ms_op_t *op_p)
+{
+    Dango__Store__PutStartResp   resp = DANGO__STORE__PUT_START_RESP__INIT;
+    Dango__Store__PutStartReq   *msg;
+    Dango__Store__PutStartItem  *items;
+    Dango__Store__PutStartItem **itemp;
+    Dango__Store__Replica       *reps;
+    Dango__Store__Replica      **repp;
+    ms_put_cfg_t                 cfg;
+    ms_key_t                    *keys;
+    ms_ver_t                   **vers;
+    ms_bump_t                    b;
+    int                         *status;
+    size_t                       n;
+    size_t                       nrep = 0;
+    int                          rc;
+
+    msg = dango__store__put_start_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_PUT_START);
+    }
+
+    *op_p = msg->upsert ? MS_OP_UPSERT_START : MS_OP_PUT_START;
+    n     = msg->n_keys;
+    if ((msg->client == NULL) || (n > DANGO_STORE_BATCH_MAX) ||
+        (msg->n_sizes != n) ||
+        ((msg->n_checksums != 0) && (msg->n_checksums != n))) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    memset(&cfg, 0, sizeof(cfg));
+    if (msg->config != NULL) {
+        cfg.replica_num     = msg->config->replica_num;
+        cfg.hard_pin        = msg->config->hard_pin;
+        cfg.soft_pin        = msg->config->soft_pin;
+        cfg.soft_pin_ttl_ms = msg->config->soft_pin_ttl_ms;
+        cfg.preferred       = (const char *const *)msg->config->preferred;
+        cfg.npreferred      = msg->config->n_preferred;
+    }
+
+    rc = bump_init(&b, m->st,
+                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)) +
+                       bump_size(n * sizeof(*vers)) +
+                       bump_size(n * sizeof(*items)) +
+                       bump_size(n * sizeof(*itemp)) +
+                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*reps)) +
+                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*repp)));
+    if (rc != 0) {
+        goto out;
+    }
+
+    keys   = bump(&b, n * sizeof(*keys));
+    status = bump(&b, n * sizeof(int));
+    vers   = bump(&b, n * sizeof(*vers));
+    items  = bump(&b, n * sizeof(*items));
+    itemp  = bump(&b, n * sizeof(*itemp));
+    reps   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*reps));
+    repp   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*repp));
+    keys_of(keys, msg->keys, n);
+
+    rc = dango__store_ms_put_start(
+        m->st, cid_of(msg->client), n, keys, msg->sizes,
+        (msg->n_checksums != 0) ? msg->checksums : NULL, &cfg, msg->upsert, now,
+        status, vers);
+    if (rc != 0) {
+        goto out;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        ms_ver_t *v = vers[i];
+
+        dango__store__put_start_item__init(&items[i]);
+        itemp[i]        = &items[i];
+        items[i].status = status[i];
+        if (v == NULL) {
+            continue;
+        }
+
+        items[i].put_id   = v->put_id;
+        items[i].replicas = &repp[nrep];
+        for (unsigned j = 0; j < v->nrep; j++) {
+            if (v->rep[j].seg != NULL) {
+                replica_of(&reps[nrep], v, &v->rep[j]);
+                repp[nrep] = &reps[nrep];
+                nrep++;
+                items[i].n_replicas++;
+            }
+        }
+    }
+
+    count_items(&m->ops[*op_p], status, n, 0);
+    resp.n_items = n;
+    resp.items   = itemp;
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__put_start_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
+                       const void *req, size_t len, uint64_t now, ms_op_t *op_p)
+{
+    Dango__Store__StatusList resp = DANGO__STORE__STATUS_LIST__INIT;
+    Dango__Store__PutEndReq *msg;
+    ms_key_t                *keys;
+    ms_bump_t                b;
+    int                     *status;
+    size_t                   n;
+    int                      rc;
+
+    msg = dango__store__put_end_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_PUT_END);
+    }
+
+    *op_p = msg->revoke ? MS_OP_PUT_REVOKE : MS_OP_PUT_END;
+    n     = msg->n_keys;
+    if ((msg->client == NULL) || (n > DANGO_STORE_BATCH_MAX) ||
+        (msg->n_put_ids != n)) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    rc = bump_init(&b, m->st,
+                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)));
+    if (rc != 0) {
+        goto out;
+    }
+
+    keys   = bump(&b, n * sizeof(*keys));
+    status = bump(&b, n * sizeof(int));
+    keys_of(keys, msg->keys, n);
+    rc = dango__store_ms_put_end(m->st, cid_of(msg->client), n, keys,
+                                 msg->put_ids, msg->revoke, now, status);
+    if (rc == 0) {
+        count_items(&m->ops[*op_p], status, n, 0);
+        resp.n_status = n;
+        resp.status   = status;
+    }
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__put_end_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
+                   const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__GetResp   resp = DANGO__STORE__GET_RESP__INIT;
+    Dango__Store__KeysReq  *msg;
+    Dango__Store__GetItem  *items;
+    Dango__Store__GetItem **itemp;
+    Dango__Store__Replica  *reps;
+    Dango__Store__Replica **repp;
+    ms_key_t               *keys;
+    ms_obj_t              **objs;
+    ms_bump_t               b;
+    int                    *status;
+    size_t                  n;
+    size_t                  nrep = 0;
+    int                     rc;
+
+    msg = dango__store__keys_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_GET_REPLICAS);
+    }
+
+    n = msg->n_keys;
+    if (n > DANGO_STORE_BATCH_MAX) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    rc = bump_init(&b, m->st,
+                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)) +
+                       bump_size(n * sizeof(*objs)) +
+                       bump_size(n * sizeof(*items)) +
+                       bump_size(n * sizeof(*itemp)) +
+                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*reps)) +
+                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*repp)));
+    if (rc != 0) {
+        goto out;
+    }
+
+    keys   = bump(&b, n * sizeof(*keys));
+    status = bump(&b, n * sizeof(int));
+    objs   = bump(&b, n * sizeof(*objs));
+    items  = bump(&b, n * sizeof(*items));
+    itemp  = bump(&b, n * sizeof(*itemp));
+    reps   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*reps));
+    repp   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*repp));
+    keys_of(keys, msg->keys, n);
+
+    rc = dango__store_ms_get(m->st, n, keys, msg->no_lease, now, status, objs);
+    if (rc != 0) {
+        goto out;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        ms_obj_t *o = objs[i];
+        ms_ver_t *v;
+
+        dango__store__get_item__init(&items[i]);
+        itemp[i]        = &items[i];
+        items[i].status = status[i];
+        if (o == NULL) {
+            continue;
+        }
+
+        v                         = o->cur;
+        items[i].size             = v->size;
+        items[i].checksum         = v->checksum;
+        items[i].put_id           = v->put_id;
+        items[i].lease_ms         = msg->no_lease ? 0 : m->st->p.lease_ttl_ms;
+        items[i].hard_pin         = o->hard_pin;
+        items[i].soft_pin_ms_left = ms_ms_left(o->soft_pin_timeout, now);
+        items[i].lease_ms_left    = ms_ms_left(o->lease_timeout, now);
+        items[i].replicas         = &repp[nrep];
+        for (unsigned j = 0; j < v->nrep; j++) {
+            if (v->rep[j].seg != NULL) {
+                replica_of(&reps[nrep], v, &v->rep[j]);
+                repp[nrep] = &reps[nrep];
+                nrep++;
+                items[i].n_replicas++;
+            }
+        }
+    }
+
+    count_items(&m->ops[MS_OP_GET], status, n, 0);
+    resp.n_items = n;
+    resp.items   = itemp;
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__keys_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+/* Exist and Remove: KeysReq in, StatusList out. */
+static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
+                           uint32_t method, const void *req, size_t len,
+                           uint64_t now)
+{
+    Dango__Store__StatusList resp = DANGO__STORE__STATUS_LIST__INIT;
+    Dango__Store__KeysReq   *msg;
+    ms_key_t                *keys;
+    ms_bump_t                b;
+    int                     *status;
+    size_t                   n;
+    int                      exist = (method == DANGO_STORE_M_EXIST);
+    int                      rc;
+
+    msg = dango__store__keys_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, method);
+    }
+
+    n = msg->n_keys;
+    if (n > DANGO_STORE_BATCH_MAX) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    rc = bump_init(&b, m->st,
+                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)));
+    if (rc != 0) {
+        goto out;
+    }
+
+    keys   = bump(&b, n * sizeof(*keys));
+    status = bump(&b, n * sizeof(int));
+    keys_of(keys, msg->keys, n);
+    rc = exist
+             ? dango__store_ms_exist(m->st, n, keys, now, status)
+             : dango__store_ms_remove(m->st, n, keys, msg->force, now, status);
+    if (rc == 0) {
+        count_items(&m->ops[exist ? MS_OP_EXIST : MS_OP_REMOVE], status, n,
+                    exist);
+        resp.n_status = n;
+        resp.status   = status;
+    }
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__keys_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_remove_match(dango_store_master_t *m, dango_rpc_call_t *call,
+                            const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__CountResp       resp = DANGO__STORE__COUNT_RESP__INIT;
+    Dango__Store__RemoveMatchReq *msg;
+    int64_t                       count;
+
+    msg = dango__store__remove_match_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_REMOVE_MATCH);
+    }
+
+    count = dango__store_ms_remove_match(m->st, msg->regex, msg->all,
+                                         msg->force, now);
+    dango__store__remove_match_req__free_unpacked(msg, NULL);
+    if (count < 0) {
+        return reply(call, (int)count, NULL);
+    }
+
+    resp.count = count;
+    return reply(call, 0, &resp.base);
+}
+
+static int rpc_report_bad(dango_store_master_t *m, dango_rpc_call_t *call,
+                          const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__ReportBadReq *msg;
+    ms_key_t                    key;
+    int                         rc = DANGO_EINVAL;
+
+    msg = dango__store__report_bad_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_REPORT_BAD);
+    }
+
+    if (msg->client != NULL) {
+        key.s   = msg->key;
+        key.len = strlen(msg->key);
+        rc      = dango__store_ms_report_bad(m->st, cid_of(msg->client), &key,
+                                             msg->put_id, msg->segment, msg->addr,
+                                             now);
+    }
+
+    dango__store__report_bad_req__free_unpacked(msg, NULL);
+    return reply(call, rc, NULL);
+}
+
+static int rpc_list(dango_store_master_t *m, dango_rpc_call_t *call,
+                    const void *req, size_t len)
+{
+    Dango__Store__ListResp resp = DANGO__STORE__LIST_RESP__INIT;
+    Dango__Store__ListReq *msg;
+    ms_key_t               prefix;
+    ms_key_t               after;
+    ms_obj_t             **objs;
+    ms_bump_t              b;
+    char                 **keys;
+    uint64_t              *sizes;
+    size_t                 limit;
+    size_t                 n;
+    int                    more;
+    int                    rc;
+
+    msg = dango__store__list_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_LIST);
+    }
+
+    limit = ((msg->limit == 0) || (msg->limit > MS_LIST_MAX)) ? MS_LIST_MAX
+                                                              : msg->limit;
+    rc    = bump_init(&b, m->st,
+                      bump_size(limit * sizeof(*objs)) +
+                          bump_size(limit * sizeof(*keys)) +
+                          bump_size(limit * sizeof(*sizes)));
+    if (rc != 0) {
+        goto out;
+    }
+
+    objs       = bump(&b, limit * sizeof(*objs));
+    keys       = bump(&b, limit * sizeof(*keys));
+    sizes      = bump(&b, limit * sizeof(*sizes));
+    prefix.s   = msg->prefix;
+    prefix.len = strlen(msg->prefix);
+    after.s    = msg->after;
+    after.len  = strlen(msg->after);
+    n = dango__store_ms_list(m->st, &prefix, &after, limit, objs, &more);
+    for (size_t i = 0; i < n; i++) {
+        keys[i]  = objs[i]->key;
+        sizes[i] = objs[i]->cur->size;
+    }
+
+    resp.n_keys  = n;
+    resp.keys    = keys;
+    resp.n_sizes = n;
+    resp.sizes   = sizes;
+    resp.more    = more;
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__list_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_pool_stat(dango_store_master_t *m, dango_rpc_call_t *call)
+{
+    Dango__Store__PoolStatResp resp = DANGO__STORE__POOL_STAT_RESP__INIT;
+    ms_state_t                *st   = m->st;
+
+    resp.capacity     = st->capacity;
+    resp.used         = st->used;
+    resp.keys         = dango_hmap_count(&st->objs);
+    resp.segments     = st->nsegs;
+    resp.clients      = dango_hmap_count(&st->clients);
+    resp.evicted_keys = st->c.evicted_keys;
+    return reply(call, 0, &resp.base);
+}
+
+static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
+                       const void *req, size_t len)
+{
+    dango_store_master_t *m   = arg;
+    uint64_t              now = now_ms();
+    ms_op_t               op  = MS_OP_UNKNOWN;
+    int                   rc;
+
+    switch (method) {
+    case DANGO_STORE_M_SERVICE_READY:
+        op = MS_OP_SERVICE_READY;
+        rc = rpc_service_ready(m, call);
+        break;
+    case DANGO_STORE_M_PING:
+        op = MS_OP_PING;
+        rc = rpc_ping(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_MOUNT:
+        op = MS_OP_MOUNT;
+        rc = rpc_mount(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_REMOUNT:
+        op = MS_OP_REMOUNT;
+        rc = rpc_remount(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_UNMOUNT:
+        op = MS_OP_UNMOUNT;
+        rc = rpc_unmount(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_PUT_START:
+        op = MS_OP_PUT_START;
+        rc = rpc_put_start(m, call, req, len, now, &op);
+        break;
+    case DANGO_STORE_M_PUT_END:
+        op = MS_OP_PUT_END;
+        rc = rpc_put_end(m, call, req, len, now, &op);
+        break;
+    case DANGO_STORE_M_GET_REPLICAS:
+        op = MS_OP_GET;
+        rc = rpc_get(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_EXIST:
+        op = MS_OP_EXIST;
+        rc = rpc_keys_status(m, call, method, req, len, now);
+        break;
+    case DANGO_STORE_M_REMOVE:
+        op = MS_OP_REMOVE;
+        rc = rpc_keys_status(m, call, method, req, len, now);
+        break;
+    case DANGO_STORE_M_REMOVE_MATCH:
+        op = MS_OP_REMOVE_MATCH;
+        rc = rpc_remove_match(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_REPORT_BAD:
+        op = MS_OP_REPORT_BAD;
+        rc = rpc_report_bad(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_LIST:
+        op = MS_OP_LIST;
+        rc = rpc_list(m, call, req, len);
+        break;
+    case DANGO_STORE_M_POOL_STAT:
+        op = MS_OP_POOL_STAT;
+        rc = rpc_pool_stat(m, call);
+        break;
+    default:
+        dango_error_limited(&ms_rpc_log_limit,
+                            "master: unknown method %u from %s", method,
+                            dango_rpc_call_peer(call));
+        rc = reply(call, DANGO_ENOSYS, NULL);
+        break;
+    }
+
+    m->ops[op].requests++;
+    if (rc != 0) {
+        m->ops[op].failures++;
+    }
+}
+
+static void master_tick(dango_loop_t *loop, void *arg)
+{
+    dango_store_master_t *m = arg;
+
+    dango__store_ms_tick(m->st, now_ms());
+}
+
+static void master_monitor(dango_loop_t *loop, void *arg)
+{
+    dango_store_master_t *m = arg;
+
+    dango__store_ms_monitor(m->st, now_ms());
+}
+
+typedef struct ms_timer_op {
+    dango_store_master_t *m;
+    int                   rc;
+} ms_timer_op_t;
+
+static void timers_add(void *arg)
+{
+    ms_timer_op_t        *op = arg;
+    dango_store_master_t *m  = op->m;
+
+    m->tick_timer = dango_loop_timer_add(
+        m->loop, ns_to_ms(m->cfg.evict_interval), master_tick, m);
+    if (m->tick_timer < 0) {
+        op->rc = m->tick_timer;
+        return;
+    }
+
+    m->monitor_timer = dango_loop_timer_add(
+        m->loop, ns_to_ms(m->cfg.monitor_interval), master_monitor, m);
+    if (m->monitor_timer < 0) {
+        op->rc = m->monitor_timer;
+        dango_loop_timer_del(m->loop, m->tick_timer);
+        m->tick_timer = 0;
+    }
+}
+
+static void timers_del(void *arg)
+{
+    dango_store_master_t *m = arg;
+
+    if (m->tick_timer > 0) {
+        dango_loop_timer_del(m->loop, m->tick_timer);
+    }
+    if (m->monitor_timer > 0) {
+        dango_loop_timer_del(m->loop, m->monitor_timer);
+    }
+    m->tick_timer    = 0;
+    m->monitor_timer = 0;
+}
+
+/* "http://host:port/metadata" for the embedded metadata server. */
+static void md_url_of(dango_store_master_t *m)
+{
+    const char *listen = m->cfg.metadata_listen;
+    const char *colon  = strrchr(listen, ':');
+    size_t      hlen   = (colon != NULL) ? (size_t)(colon - listen) : 0;
+    char        host[64];
+
+    if ((hlen == 0) || (hlen >= sizeof(host)) ||
+        ((hlen == 7) && (memcmp(listen, "0.0.0.0", 7) == 0)) ||
+        ((hlen == 4) && (memcmp(listen, "[::]", 4) == 0))) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+    } else {
+        memcpy(host, listen, hlen);
+        host[hlen] = '\0';
+    }
+
+    snprintf(m->md_url, sizeof(m->md_url), "http://%s:%d/metadata", host,
+             dango_md_server_port(m->md));
+}
+
+static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
+{
+    dango__store_ms_params_default(p);
+    p->lease_ttl_ms         = ns_to_ms(c->lease_ttl);
+    p->client_ttl_ms        = ns_to_ms(c->client_ttl);
+    p->put_discard_ms       = ns_to_ms(c->put_discard_timeout);
+    p->put_release_ms       = ns_to_ms(c->put_release_timeout);
+    p->zombie_grace_ms      = ns_to_ms(c->zombie_grace);
+    p->soft_pin_ttl_ms      = ns_to_ms(c->soft_pin_ttl);
+    p->max_soft_pin_ttl_ms  = ns_to_ms(c->max_soft_pin_ttl);
+    p->evict_high_watermark = c->evict_high_watermark;
+    p->evict_ratio          = c->evict_ratio;
+    p->evict_soft_pinned    = c->evict_soft_pinned;
+    p->view_version         = view;
+    p->seed                 = 0;
+}
+
+/* ---------- public API ---------- */
+
+int dango_store_master_create(const dango_config_t  *config,
+                              dango_store_master_t **master_p)
+{
+    dango_rpc_server_params_t rp;
+    ms_timer_op_t             top;
+    dango_store_master_t     *m;
+    ms_params_t               p;
+    int                       rc;
+
+    if (master_p == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    m = dango_calloc(1, sizeof(*m), "store_master");
+    if (m == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    rc = dango__master_config_load(config, &m->cfg);
+    if (rc != 0) {
+        goto err_free;
+    }
+
+    m->view_version = m->cfg.view_version;
+    if (m->view_version == 0) {
+        m->view_version = (int64_t)(dango_time_wall_us() / 1000);
+    }
+
+    params_of(&p, &m->cfg, m->view_version);
+    rc = dango__store_ms_create(&p, &m->st);
+    if (rc != 0) {
+        goto err_config;
+    }
+
+    rc = dango_loop_create("master", &m->loop);
+    if (rc != 0) {
+        goto err_state;
+    }
+
+    rc = dango_loop_start(m->loop);
+    if (rc != 0) {
+        goto err_loop;
+    }
+
+    memset(&rp, 0, sizeof(rp));
+    rp.loop    = m->loop;
+    rp.listen  = m->cfg.listen;
+    rp.token   = dango_auth_env_token();
+    rp.handler = master_rpc;
+    rp.arg     = m;
+    rc         = dango_rpc_server_create(&rp, &m->rpc);
+    if (rc != 0) {
+        dango_error("master: cannot serve RPC on %s: %s", m->cfg.listen,
+                    dango_strerror(rc));
+        goto err_loop;
+    }
+
+    top.m  = m;
+    top.rc = 0;
+    dango_loop_run_sync(m->loop, timers_add, &top);
+    rc = top.rc;
+    if (rc != 0) {
+        goto err_rpc;
+    }
+
+    if (m->cfg.admin_listen[0] != '\0') {
+        rc = dango__store_master_admin_start(m);
+        if (rc != 0) {
+            goto err_timers;
+        }
+    }
+
+    if (m->cfg.metadata_listen[0] != '\0') {
+        rc = dango_md_server_start(m->cfg.metadata_listen, &m->md);
+        if (rc != 0) {
+            dango_error("master: cannot serve metadata on %s: %s",
+                        m->cfg.metadata_listen, dango_strerror(rc));
+            goto err_admin;
+        }
+        md_url_of(m);
+    }
+
+    dango_info("master: serving on %s (admin %s, metadata %s), view %lld",
+               dango_rpc_server_addr(m->rpc),
+               (m->admin != NULL) ? m->admin_addr : "off",
+               (m->md != NULL) ? m->md_url : "off", (long long)m->view_version);
+    *master_p = m;
+    return 0;
+
+err_admin:
+    dango__store_master_admin_stop(m);
+err_timers:
+    dango_loop_run_sync(m->loop, timers_del, m);
+err_rpc:
+    dango_rpc_server_destroy(m->rpc);
+err_loop:
+    dango_loop_destroy(m->loop);
+err_state:
+    dango__store_ms_destroy(m->st);
+err_config:
+    dango__master_config_free(&m->cfg);
+err_free:
+    dango_free(m);
+    return rc;
+}
+
+void dango_store_master_destroy(dango_store_master_t *m)
+{
+    if (m == NULL) {
+        return;
+    }
+
+    /* The admin threads use the loop: stop them while it still runs. */
+    dango__store_master_admin_stop(m);
+    dango_md_server_stop(m->md);
+    dango_rpc_server_destroy(m->rpc);
+    dango_loop_run_sync(m->loop, timers_del, m);
+    dango_loop_stop(m->loop);
+    dango__store_ms_destroy(m->st);
+    dango_loop_destroy(m->loop);
+    dango_info("master: stopped");
+    dango__master_config_free(&m->cfg);
+    dango_free(m);
+}
+
+const char *dango_store_master_addr(const dango_store_master_t *m)
+{
+    return (m != NULL) ? dango_rpc_server_addr(m->rpc) : NULL;
+}
+
+const char *dango_store_master_admin_addr(const dango_store_master_t *m)
+{
+    return ((m != NULL) && (m->admin != NULL)) ? m->admin_addr : NULL;
+}
+
+const char *dango_store_master_metadata_url(const dango_store_master_t *m)
+{
+    return ((m != NULL) && (m->md != NULL)) ? m->md_url : NULL;
+}

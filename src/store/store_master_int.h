@@ -1,0 +1,449 @@
+/*
+ * Store master internals, shared by
+ *   store_master_state.c  the master state: lifecycle, clients, segments,
+ *                         placement, parked regions, timers' work;
+ *   store_master_obj.c    the object operations (put, get, remove, list...)
+ *                         and eviction;
+ *   store_master.c        the embeddable master: loop, RPC glue, metrics;
+ *   store_master_admin.c  the admin HTTP server;
+ *   store_master_config.c the MASTER_* option table.
+ *
+ * The master state (ms_state_t) is plain single-threaded data: every
+ * function takes an explicit `now` in milliseconds and never reads a clock,
+ * so tests drive it deterministically; the embeddable master calls it on
+ * its loop thread only. See docs/design/store.md, "Master".
+ */
+#ifndef DANGO_STORE_MASTER_INT_H
+#define DANGO_STORE_MASTER_INT_H
+
+#define DANGO_LOG_COMPONENT dango__log_master
+
+#include <stddef.h>
+#include <stdint.h>
+#include <dango/error.h>
+#include <dango/log.h>
+#include <dango/metadata.h>
+#include <dango/store.h>
+#include <dango/store_master.h>
+#include "common/config_table.h"
+#include "common/hmap.h"
+#include "common/list.h"
+#include "common/loop.h"
+#include "net/rpc.h"
+#include "store/store_alloc.h"
+#include "store/store_proto.h"
+
+extern dango_log_component_t dango__log_master;
+
+/* Segment size limits (spec store.md §7.3). */
+#define MS_SEG_MIN (1ull << 10)
+#define MS_SEG_MAX (1ull << 40)
+/* Longest segment name and host id. */
+#define MS_NAME_MAX 255
+/* Segments probed for one replica (spec §3.6, allocation_strategy.h). */
+#define MS_PROBE_MAX 100
+/* Keys of one List page, at most and by default. */
+#define MS_LIST_MAX 1024
+/* Buckets moved per timer tick while a hash map resizes. */
+#define MS_REHASH_STEP 1024
+
+/* ---------- options ---------- */
+
+/* MASTER_* options as parsed from the table (times in ns). */
+typedef struct ms_config {
+    char    *listen;
+    char    *admin_listen;
+    char    *metadata_listen;
+    uint64_t lease_ttl;
+    uint64_t client_ttl;
+    uint64_t monitor_interval;
+    uint64_t put_discard_timeout;
+    uint64_t put_release_timeout;
+    uint64_t zombie_grace;
+    uint64_t soft_pin_ttl;
+    uint64_t max_soft_pin_ttl;
+    double   evict_high_watermark;
+    double   evict_ratio;
+    uint64_t evict_interval;
+    int      evict_soft_pinned;
+    long     view_version;
+} ms_config_t;
+
+extern dango_config_table_t dango__master_config_table;
+
+/* Parses and range-checks the options. 0, DANGO_ECONFIG or DANGO_ENOMEM. */
+int  dango__master_config_load(const dango_config_t *cfg, ms_config_t *c);
+void dango__master_config_free(ms_config_t *c);
+
+/* What the state needs of the options, in milliseconds. */
+typedef struct ms_params {
+    uint64_t lease_ttl_ms;
+    uint64_t client_ttl_ms;
+    uint64_t put_discard_ms;
+    uint64_t put_release_ms;
+    uint64_t zombie_grace_ms;
+    uint64_t soft_pin_ttl_ms;
+    uint64_t max_soft_pin_ttl_ms;
+    double   evict_high_watermark;
+    double   evict_ratio;
+    int      evict_soft_pinned;
+    int64_t  view_version;
+    uint64_t seed; /* placement randomness (0 = from the kernel) */
+} ms_params_t;
+
+/* Defaults of the table, for tests. */
+void dango__store_ms_params_default(ms_params_t *p);
+
+/* ---------- data ---------- */
+
+typedef struct ms_state  ms_state_t;
+typedef struct ms_obj    ms_obj_t;
+typedef struct ms_ver    ms_ver_t;
+typedef struct ms_seg    ms_seg_t;
+typedef struct ms_client ms_client_t;
+
+/* A client id (UUID) as it travels. */
+typedef struct ms_cid {
+    uint64_t hi;
+    uint64_t lo;
+} ms_cid_t;
+
+/* Segments of one name (one node): placement puts replicas on distinct
+ * names. */
+typedef struct ms_name {
+    dango_hmap_node_t node; /* in st->names, key = name */
+    dango_list_link_t segs; /* ms_seg_t.name_link */
+    unsigned          nsegs;
+    char              name[];
+} ms_name_t;
+
+typedef struct ms_client {
+    dango_hmap_node_t node; /* in st->clients, key = id_key */
+    ms_cid_t          id;
+    uint8_t           id_key[16];
+    int               ok;        /* registered its segments (mount/remount) */
+    uint64_t          last_seen; /* ms of the last ping, mount or put */
+    dango_list_link_t segs;      /* ms_seg_t.client_link */
+    dango_list_link_t puts;      /* ms_ver_t.client_link, in flight */
+} ms_client_t;
+
+struct ms_seg {
+    dango_hmap_node_t    node; /* in st->segs_by_id, key = id_key */
+    uint8_t              id_key[16];
+    uint64_t             id_hi;
+    uint64_t             id_lo;
+    ms_name_t           *name;
+    char                *host_id;
+    ms_client_t         *client;
+    dango_list_link_t    name_link;
+    dango_list_link_t    client_link;
+    dango_list_link_t    replicas; /* ms_rep_t.seg_link: live regions */
+    dango_store_alloc_t *alloc;
+    uint64_t             base;
+    uint64_t             size;
+    uint64_t             capacity; /* allocator's usable bytes */
+    uint64_t             granule;
+    uint64_t             used; /* bytes allocated (granule-rounded) */
+    size_t               idx;  /* in st->segs */
+};
+
+/* One region of one version. seg == NULL once dropped (region gone). */
+typedef struct ms_rep {
+    dango_list_link_t seg_link;
+    ms_seg_t         *seg;
+    ms_ver_t         *ver;
+    uint64_t          off; /* offset in the segment */
+    uint32_t          status;
+} ms_rep_t;
+
+/*
+ * One put of an object: its value's size and checksum and its replica
+ * regions. A version is the object's current one (cur, COMPLETE), its
+ * pending one (pend, PROCESSING, in flight), or parked: detached from any
+ * object and holding its regions until free_at (a preempted or revoked
+ * zombie put, or the old value of an upsert still under read lease).
+ */
+struct ms_ver {
+    ms_obj_t         *obj;           /* NULL when parked */
+    ms_client_t      *client;        /* writer while in flight, else NULL */
+    dango_list_link_t inflight_link; /* st->inflight, oldest first */
+    dango_list_link_t client_link;   /* client->puts */
+    ms_cid_t          cid;           /* writer */
+    uint64_t          put_id;
+    uint64_t          size;     /* value bytes */
+    uint64_t          checksum; /* xxh3-64 of the value */
+    uint64_t          rec_len;  /* record bytes of each replica */
+    uint64_t          start;    /* ms of PutStart */
+    uint64_t          free_at;  /* parked: ms when the regions are freed */
+    uint64_t          soft_pin_ttl;
+    size_t            heap_idx; /* parked: index in st->parked */
+    uint32_t          soft_pin; /* dango_store_soft_pin_t for PutEnd */
+    uint8_t           hard_pin; /* requested at PutStart */
+    uint8_t           nrep;
+    uint8_t           nlive; /* replicas with a region */
+    ms_rep_t          rep[];
+};
+
+struct ms_obj {
+    dango_hmap_node_t node;             /* in st->objs, key = key */
+    ms_ver_t         *cur;              /* complete version, or NULL */
+    ms_ver_t         *pend;             /* put in flight, or NULL */
+    uint64_t          lease_timeout;    /* ms; leased while > now */
+    uint64_t          soft_pin_timeout; /* ms; 0 = no soft pin */
+    uint8_t           hard_pin;
+    char              key[]; /* NUL-terminated */
+};
+
+/* Counters kept on the loop (see the metrics list in store_master.c). */
+typedef struct ms_counters {
+    uint64_t evict_attempts;
+    uint64_t evict_successes;
+    uint64_t evicted_keys;
+    uint64_t evicted_bytes;
+    uint64_t alloc_failures;
+    uint64_t partial_allocs;
+    uint64_t discards; /* stale puts preempted */
+    uint64_t releases; /* parked or reclaimed versions freed */
+    uint64_t reclaims; /* puts freed after PUT_RELEASE_TIMEOUT */
+    uint64_t clients_expired;
+    uint64_t zombie_puts;  /* puts revoked by client expiry */
+    uint64_t bad_replicas; /* replicas dropped by ReportBad */
+    uint64_t leases_granted;
+} ms_counters_t;
+
+struct ms_state {
+    ms_params_t       p;
+    dango_hmap_t      objs;
+    dango_hmap_t      clients;
+    dango_hmap_t      segs_by_id;
+    dango_hmap_t      names;
+    ms_seg_t        **segs; /* mounted segments, dense */
+    size_t            nsegs;
+    size_t            segs_cap;
+    dango_list_link_t inflight; /* ms_ver_t.inflight_link, by start */
+    size_t            ninflight;
+    ms_ver_t        **parked; /* min-heap on free_at */
+    size_t            nparked;
+    size_t            parked_cap;
+    uint64_t          parked_bytes;
+    uint64_t          next_put_id;
+    uint64_t          rng;
+    uint64_t          capacity;
+    uint64_t          used;
+    uint64_t          max_seg_capacity;
+    size_t            soft_pinned; /* objects with a soft pin deadline */
+    int               need_evict;  /* an allocation failed since the pass */
+    uint64_t          evict_idle_until; /* after a fruitless pass */
+    ms_counters_t     c;
+    /* Per-call scratch, reused (loop thread only). */
+    uint32_t *dup_tab;
+    size_t    dup_cap;
+    void     *scratch;
+    size_t    scratch_cap;
+};
+
+/* ---------- state: lifecycle and helpers (store_master_state.c) ---------- */
+
+int  dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p);
+void dango__store_ms_destroy(ms_state_t *st);
+
+/* Grow-only scratch of at least @size bytes (NULL on ENOMEM). */
+void *dango__store_ms_scratch(ms_state_t *st, size_t size);
+
+/* The client record of @id, or NULL. */
+ms_client_t *dango__store_ms_client_find(ms_state_t *st, ms_cid_t id);
+/* Finds or creates (not ok) the record of @id, marked seen at @now. */
+ms_client_t *dango__store_ms_client_touch(ms_state_t *st, ms_cid_t id,
+                                          uint64_t now);
+
+/* Segment as described by a Mount or Remount. */
+typedef struct ms_seg_desc {
+    uint64_t    id_hi;
+    uint64_t    id_lo;
+    const char *name;
+    uint64_t    base;
+    uint64_t    size;
+    const char *host_id;
+} ms_seg_desc_t;
+
+/*
+ * Mount: 0; DANGO_EINVAL (size or base 0, size outside 1 KiB..1 TiB, empty
+ * or too long name, same id with another geometry); DANGO_ESEGMENT_EXISTS
+ * (the id is another client's); DANGO_ENOMEM.
+ */
+int dango__store_ms_mount(ms_state_t *st, ms_cid_t cid, const ms_seg_desc_t *d,
+                          uint64_t now);
+/* Remount: mounts what is missing, marks the client ok. Errors of mount. */
+int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
+                            const ms_seg_desc_t *d, size_t n, uint64_t now);
+/* Unmount: 0 (also when unknown); DANGO_EINVAL when another client's. */
+int dango__store_ms_unmount(ms_state_t *st, ms_cid_t cid, uint64_t id_hi,
+                            uint64_t id_lo, uint64_t now);
+/* Ping: 0 when the client is ok, DANGO_ENEED_REMOUNT otherwise. */
+int dango__store_ms_ping(ms_state_t *st, ms_cid_t cid, uint64_t now);
+
+/* Client monitor: expires clients silent for CLIENT_TTL. Returns count. */
+size_t dango__store_ms_monitor(ms_state_t *st, uint64_t now);
+/* Periodic work: eviction, parked frees, reclaims, rehash. */
+void dango__store_ms_tick(ms_state_t *st, uint64_t now);
+
+/* Drops one replica: frees its region and unlinks it from its segment. */
+void dango__store_ms_rep_drop(ms_state_t *st, ms_rep_t *r);
+/* Frees every region of @v and @v itself (v must be detached). */
+void dango__store_ms_ver_free(ms_state_t *st, ms_ver_t *v);
+/* Parks detached @v until @free_at (frees it now if that has passed). */
+void dango__store_ms_ver_park(ms_state_t *st, ms_ver_t *v, uint64_t free_at,
+                              uint64_t now);
+/* Takes in-flight @v off the in-flight and client lists. */
+void dango__store_ms_ver_unlink(ms_state_t *st, ms_ver_t *v);
+/* Erases @o from the map and frees it (its versions already gone). */
+void dango__store_ms_obj_erase(ms_state_t *st, ms_obj_t *o);
+/* A replica of @v has lost its region: the version may have to go. */
+void dango__store_ms_ver_lost(ms_state_t *st, ms_ver_t *v);
+
+/* Places up to @want regions of @len bytes on distinct segment names. */
+unsigned dango__store_ms_place(ms_state_t *st, uint64_t len, unsigned want,
+                               const char *const *preferred, size_t npref,
+                               ms_seg_t **segs, uint64_t *offs);
+/* Frees a region placed by dango__store_ms_place(). */
+void dango__store_ms_region_free(ms_state_t *st, ms_seg_t *seg, uint64_t off,
+                                 uint64_t len);
+
+/* ---------- objects (store_master_obj.c) ---------- */
+
+/* Replicate config of a PutStart, decoded. */
+typedef struct ms_put_cfg {
+    unsigned           replica_num; /* 0 = 1 */
+    int                hard_pin;
+    unsigned           soft_pin; /* dango_store_soft_pin_t */
+    uint64_t           soft_pin_ttl_ms;
+    const char *const *preferred;
+    size_t             npreferred;
+} ms_put_cfg_t;
+
+/* One key of a batch: bytes and length (keys may be unterminated). */
+typedef struct ms_key {
+    const char *s;
+    size_t      len;
+} ms_key_t;
+
+/*
+ * PutStart of @n keys. Per key i: status[i] and, on 0, vers[i] (the new
+ * pending version: put_id and replicas; valid until the next call). Returns
+ * a call-level error (DANGO_EINVAL: n > DANGO_STORE_BATCH_MAX, bad config)
+ * or 0.
+ */
+int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
+                              const ms_key_t *keys, const uint64_t *sizes,
+                              const uint64_t     *checksums,
+                              const ms_put_cfg_t *cfg, int upsert, uint64_t now,
+                              int *status, ms_ver_t **vers);
+/* PutEnd (or PutRevoke with @revoke) of @n (key, put_id). */
+int dango__store_ms_put_end(ms_state_t *st, ms_cid_t cid, size_t n,
+                            const ms_key_t *keys, const uint64_t *put_ids,
+                            int revoke, uint64_t now, int *status);
+/* GetReplicaList: status[i] and objs[i] (valid until the next call). */
+int dango__store_ms_get(ms_state_t *st, size_t n, const ms_key_t *keys,
+                        int no_lease, uint64_t now, int *status,
+                        ms_obj_t **objs);
+/* Exist: status[i] = 1, 0 or an error. */
+int dango__store_ms_exist(ms_state_t *st, size_t n, const ms_key_t *keys,
+                          uint64_t now, int *status);
+int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
+                           int force, uint64_t now, int *status);
+/* RemoveMatch: the count removed, or DANGO_EINVAL (bad regex). */
+int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
+                                     int force, uint64_t now);
+/* ReportBad: 0 (dropped or already gone), DANGO_ENO_OBJECT, DANGO_EINVAL. */
+int dango__store_ms_report_bad(ms_state_t *st, ms_cid_t cid,
+                               const ms_key_t *key, uint64_t put_id,
+                               const char *segment, uint64_t addr,
+                               uint64_t now);
+/*
+ * List: up to @limit (0 = MS_LIST_MAX) complete objects whose
+ * key starts with @prefix and sorts after @after, in byte order, into
+ * @out (room for the limit). Returns the count; *more_p says whether more
+ * follow.
+ */
+size_t dango__store_ms_list(ms_state_t *st, const ms_key_t *prefix,
+                            const ms_key_t *after, size_t limit, ms_obj_t **out,
+                            int *more_p);
+/* One eviction pass (spec §3.4). Returns the number of objects evicted. */
+size_t dango__store_ms_evict(ms_state_t *st, uint64_t now);
+
+/* ---------- the embeddable master (store_master.c) ---------- */
+
+/* Operations counted in the metrics (a PutEnd with revoke is PUT_REVOKE). */
+typedef enum ms_op {
+    MS_OP_SERVICE_READY,
+    MS_OP_PING,
+    MS_OP_MOUNT,
+    MS_OP_REMOUNT,
+    MS_OP_UNMOUNT,
+    MS_OP_PUT_START,
+    MS_OP_UPSERT_START,
+    MS_OP_PUT_END,
+    MS_OP_PUT_REVOKE,
+    MS_OP_GET,
+    MS_OP_EXIST,
+    MS_OP_REMOVE,
+    MS_OP_REMOVE_MATCH,
+    MS_OP_REPORT_BAD,
+    MS_OP_LIST,
+    MS_OP_POOL_STAT,
+    MS_OP_UNKNOWN,
+    MS_OP_MAX
+} ms_op_t;
+
+typedef struct ms_op_stats {
+    uint64_t requests;
+    uint64_t failures; /* call-level errors (malformed included) */
+    uint64_t items;    /* keys of batch calls */
+    uint64_t failed_items;
+} ms_op_stats_t;
+
+/* Metric name stem of each operation ("put_start", ...). */
+extern const char *const dango__store_master_op_names[MS_OP_MAX];
+
+struct MHD_Daemon;
+
+struct dango_store_master {
+    ms_config_t         cfg;
+    ms_state_t         *st; /* loop thread only */
+    dango_loop_t       *loop;
+    dango_rpc_server_t *rpc;
+    int                 tick_timer;
+    int                 monitor_timer;
+    int64_t             view_version;
+    ms_op_stats_t       ops[MS_OP_MAX]; /* loop thread only */
+    uint64_t            malformed;      /* requests that did not unpack */
+    struct MHD_Daemon  *admin;
+    char                admin_addr[64];
+    dango_md_server_t  *md;
+    char                md_url[96];
+};
+
+/* Starts the admin HTTP server on cfg.admin_listen. 0 or an error. */
+int  dango__store_master_admin_start(dango_store_master_t *m);
+void dango__store_master_admin_stop(dango_store_master_t *m);
+
+/*
+ * The Prometheus text of the master's metrics into an allocated buffer
+ * (dango_free). Loop thread only. 0 or DANGO_ENOMEM.
+ */
+int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
+                                size_t *len_p);
+
+/* Lease and pin figures of @o at @now. */
+static inline uint64_t ms_ms_left(uint64_t deadline, uint64_t now)
+{
+    return (deadline > now) ? deadline - now : 0;
+}
+
+/* Address of replica @r (of a live segment). */
+static inline uint64_t ms_rep_addr(const ms_rep_t *r)
+{
+    return r->seg->base + r->off;
+}
+
+#endif

@@ -1,0 +1,906 @@
+/*
+ * Master state: object operations (spec store.md §2.2-2.4, §3) and
+ * eviction.
+ *
+ * DESIGN
+ * - An object has at most two versions: cur, the committed value readers
+ *   get, and pend, a put in flight (PROCESSING, invisible). A plain put
+ *   creates pend on an object without cur; an upsert creates pend next to
+ *   cur and PutEnd swaps them, parking the old value until the object's
+ *   read lease ends so that readers holding it never see its regions
+ *   reused. Invariant: an object in the map has cur or pend (or both), and
+ *   a version in an object has at least one live replica.
+ * - A put of an existing key fails (EOBJ_EXISTS; EBUSY for an upsert)
+ *   while another put is in flight and younger than PUT_DISCARD_TIMEOUT;
+ *   an older one is preempted: its regions are parked until its start plus
+ *   PUT_RELEASE_TIMEOUT, because its writer may still be writing into them.
+ * - Leases are a deadline per object: GetReplicaList and Exist extend it to
+ *   now + LEASE_TTL, PutEnd to at least now. Remove refuses a leased object
+ *   unless forced, and a forced remove of a leased object parks its regions
+ *   until the lease ends rather than freeing them under a reader.
+ * - Eviction (§3.4) scans the objects once, splits the candidates
+ *   (complete, no put in flight, lease over, not hard pinned) into plain
+ *   and soft-pinned ones, and picks the oldest lease deadlines with
+ *   quickselect: the deadline is the last read (or write), so this is an
+ *   approximate LRU.
+ * - Batch calls validate the call first (size, config), then answer per
+ *   key; a duplicate key of a put batch is found with a small open-address
+ *   table of indices built per call (scratch reused across calls).
+ */
+#include "store/store_master_int.h"
+
+#include <math.h>
+#include <regex.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+/* Candidate of an eviction pass. */
+typedef struct ms_cand {
+    uint64_t  lease;
+    ms_obj_t *obj;
+} ms_cand_t;
+
+typedef struct ms_cand_vec {
+    ms_cand_t *v;
+    size_t     n;
+    size_t     cap;
+} ms_cand_vec_t;
+
+/* ---------- private functions ---------- */
+
+static int key_check(const ms_key_t *k)
+{
+    if ((k->s == NULL) || (k->len == 0)) {
+        return DANGO_EINVAL;
+    }
+    if (k->len > DANGO_STORE_KEY_MAX) {
+        return DANGO_ENAMETOOLONG;
+    }
+    if (memchr(k->s, '\0', k->len) != NULL) {
+        return DANGO_EINVAL;
+    }
+    return 0;
+}
+
+static int cid_eq(ms_cid_t a, ms_cid_t b)
+{
+    return (a.hi == b.hi) && (a.lo == b.lo);
+}
+
+static ms_obj_t *obj_find(ms_state_t *st, const ms_key_t *k, uint64_t hash)
+{
+    dango_hmap_node_t *node = dango_hmap_find(&st->objs, k->s, k->len, hash);
+
+    return (node != NULL) ? dango_container_of(node, ms_obj_t, node) : NULL;
+}
+
+static ms_obj_t *obj_lookup(ms_state_t *st, const ms_key_t *k)
+{
+    return obj_find(st, k, dango_hmap_hash(k->s, k->len));
+}
+
+static void obj_set_soft_pin(ms_state_t *st, ms_obj_t *o, uint64_t deadline)
+{
+    if ((o->soft_pin_timeout == 0) && (deadline != 0)) {
+        st->soft_pinned++;
+    } else if ((o->soft_pin_timeout != 0) && (deadline == 0)) {
+        st->soft_pinned--;
+    }
+    o->soft_pin_timeout = deadline;
+}
+
+static void obj_grant_lease(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    uint64_t until = now + st->p.lease_ttl_ms;
+
+    if (o->lease_timeout < until) {
+        o->lease_timeout = until;
+    }
+    st->c.leases_granted++;
+}
+
+/* Removes @o and its committed value (no put in flight). */
+static void obj_drop(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    ms_ver_t *v = o->cur;
+
+    o->cur = NULL;
+    if (o->lease_timeout > now) {
+        dango__store_ms_ver_park(st, v, o->lease_timeout, now);
+    } else {
+        dango__store_ms_ver_free(st, v);
+    }
+    dango__store_ms_obj_erase(st, o);
+}
+
+static int cfg_check(const ms_state_t *st, const ms_put_cfg_t *cfg)
+{
+    if ((cfg->replica_num > DANGO_STORE_REPLICA_MAX) ||
+        (cfg->npreferred > DANGO_STORE_PREFERRED_MAX) ||
+        (cfg->soft_pin > DANGO_STORE_SOFT_PIN_DISABLE) ||
+        (cfg->soft_pin_ttl_ms > st->p.max_soft_pin_ttl_ms) ||
+        ((cfg->soft_pin_ttl_ms != 0) &&
+         (cfg->soft_pin != DANGO_STORE_SOFT_PIN_ENABLE))) {
+        return DANGO_EINVAL;
+    }
+
+    for (size_t i = 0; i < cfg->npreferred; i++) {
+        if (cfg->preferred[i] == NULL) {
+            return DANGO_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Duplicate detection for one put batch: a table of index + 1. */
+static int dup_prepare(ms_state_t *st, size_t n)
+{
+    size_t cap = 16;
+
+    while (cap < 2 * n) {
+        cap <<= 1;
+    }
+
+    if (cap > st->dup_cap) {
+        uint32_t *tab = dango_malloc(cap * sizeof(*tab), "master_dup");
+
+        if (tab == NULL) {
+            return DANGO_ENOMEM;
+        }
+        dango_free(st->dup_tab);
+        st->dup_tab = tab;
+        st->dup_cap = cap;
+    }
+
+    memset(st->dup_tab, 0, cap * sizeof(*st->dup_tab));
+    return 0;
+}
+
+/* True if keys[i] repeats an earlier key of the batch (then records it). */
+static int dup_check(ms_state_t *st, size_t cap, const ms_key_t *keys, size_t i,
+                     uint64_t hash)
+{
+    size_t mask = cap - 1;
+
+    for (size_t idx = hash & mask;; idx = (idx + 1) & mask) {
+        uint32_t e = st->dup_tab[idx];
+
+        if (e == 0) {
+            st->dup_tab[idx] = (uint32_t)(i + 1);
+            return 0;
+        }
+        if ((keys[e - 1].len == keys[i].len) &&
+            (memcmp(keys[e - 1].s, keys[i].s, keys[i].len) == 0)) {
+            return 1;
+        }
+    }
+}
+
+static int put_start_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
+                         uint64_t hash, uint64_t size, uint64_t checksum,
+                         const ms_put_cfg_t *cfg, int upsert, uint64_t now,
+                         int *evicted, ms_ver_t **ver_p)
+{
+    ms_seg_t *segs[DANGO_STORE_REPLICA_MAX];
+    uint64_t  offs[DANGO_STORE_REPLICA_MAX];
+    unsigned  want = (cfg->replica_num == 0) ? 1 : cfg->replica_num;
+    unsigned  placed;
+    uint64_t  rec_len;
+    ms_obj_t *o;
+    ms_ver_t *v;
+
+    if ((size == 0) || (size > MS_SEG_MAX)) {
+        return (size == 0) ? DANGO_EINVAL : DANGO_ENOSPC;
+    }
+    rec_len = dango_store_rec_size(k->len, size);
+
+again:
+    o = obj_find(st, k, hash);
+    if ((o != NULL) && (o->pend != NULL) &&
+        (now < o->pend->start + st->p.put_discard_ms)) {
+        return upsert ? DANGO_EBUSY : DANGO_EOBJ_EXISTS;
+    }
+    if ((o != NULL) && !upsert && (o->cur != NULL)) {
+        return DANGO_EOBJ_EXISTS;
+    }
+
+    if (rec_len > st->max_seg_capacity) {
+        st->c.alloc_failures++;
+        return DANGO_ENOSPC; /* no segment could ever hold it */
+    }
+
+    placed = dango__store_ms_place(st, rec_len, want, cfg->preferred,
+                                   cfg->npreferred, segs, offs);
+    if (placed == 0) {
+        /* One synchronous eviction pass per call, then one more try. */
+        if (!*evicted && (now >= st->evict_idle_until)) {
+            *evicted = 1;
+            if (dango__store_ms_evict(st, now) > 0) {
+                goto again; /* the pass may have erased @o */
+            }
+        }
+        st->c.alloc_failures++;
+        st->need_evict = 1;
+        return DANGO_ENOSPC;
+    }
+
+    if (placed < want) {
+        st->c.partial_allocs++;
+    }
+
+    v = dango_calloc(1, sizeof(*v) + placed * sizeof(v->rep[0]), "master_ver");
+    if (v == NULL) {
+        goto err_free_regions;
+    }
+
+    if (o == NULL) {
+        o = dango_calloc(1, sizeof(*o) + k->len + 1, "master_obj");
+        if (o == NULL) {
+            dango_free(v);
+            goto err_free_regions;
+        }
+        memcpy(o->key, k->s, k->len);
+        o->node.key     = o->key;
+        o->node.key_len = k->len;
+        o->node.hash    = hash;
+        o->hard_pin     = (cfg->hard_pin != 0);
+        dango_hmap_insert(&st->objs, &o->node);
+    } else {
+        if (o->pend != NULL) {
+            ms_ver_t *old = o->pend;
+
+            dango_debug("master: put %llu of '%s' preempted after %llu ms",
+                        (unsigned long long)old->put_id, o->key,
+                        (unsigned long long)(now - old->start));
+            dango__store_ms_ver_unlink(st, old);
+            o->pend = NULL;
+            dango__store_ms_ver_park(st, old, old->start + st->p.put_release_ms,
+                                     now);
+            st->c.discards++;
+        }
+        if (o->cur == NULL) {
+            o->hard_pin = (cfg->hard_pin != 0); /* the object starts over */
+        }
+    }
+
+    v->obj          = o;
+    v->client       = c;
+    v->cid          = c->id;
+    v->put_id       = st->next_put_id++;
+    v->size         = size;
+    v->checksum     = checksum;
+    v->rec_len      = rec_len;
+    v->start        = now;
+    v->soft_pin     = cfg->soft_pin;
+    v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
+    v->hard_pin     = (cfg->hard_pin != 0);
+    v->heap_idx     = SIZE_MAX;
+    v->nrep         = (uint8_t)placed;
+    v->nlive        = (uint8_t)placed;
+    for (unsigned i = 0; i < placed; i++) {
+        v->rep[i].seg    = segs[i];
+        v->rep[i].ver    = v;
+        v->rep[i].off    = offs[i];
+        v->rep[i].status = DANGO_STORE_REPLICA_PROCESSING;
+        dango_list_add_tail(&segs[i]->replicas, &v->rep[i].seg_link);
+    }
+    dango_list_add_tail(&st->inflight, &v->inflight_link);
+    dango_list_add_tail(&c->puts, &v->client_link);
+    st->ninflight++;
+    o->pend = v;
+    *ver_p  = v;
+    return 0;
+
+err_free_regions:
+    for (unsigned i = 0; i < placed; i++) {
+        dango__store_ms_region_free(st, segs[i], offs[i], rec_len);
+    }
+    return DANGO_ENOMEM;
+}
+
+static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
+                       uint64_t put_id, int revoke, uint64_t now)
+{
+    ms_obj_t *o;
+    ms_ver_t *v;
+    ms_ver_t *old;
+    int       rc = key_check(k);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    o = obj_lookup(st, k);
+    if (o == NULL) {
+        return DANGO_ENO_OBJECT;
+    }
+
+    v = o->pend;
+    if ((v == NULL) || (v->put_id != put_id)) {
+        /* A retried End of the put that is already the object's value. */
+        if (!revoke && (o->cur != NULL) && (o->cur->put_id == put_id)) {
+            return cid_eq(o->cur->cid, cid) ? 0 : DANGO_EILLEGAL_CLIENT;
+        }
+        return DANGO_EINVALID_WRITE;
+    }
+
+    if (!cid_eq(v->cid, cid)) {
+        return DANGO_EILLEGAL_CLIENT;
+    }
+
+    dango__store_ms_ver_unlink(st, v);
+    o->pend = NULL;
+    if (revoke) {
+        dango__store_ms_ver_free(st, v);
+        if (o->cur == NULL) {
+            dango__store_ms_obj_erase(st, o);
+        }
+        return 0;
+    }
+
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg != NULL) {
+            v->rep[i].status = DANGO_STORE_REPLICA_COMPLETE;
+        }
+    }
+
+    old    = o->cur;
+    o->cur = v;
+    if (old != NULL) {
+        /* Readers of the old value hold it until the lease ends. */
+        old->obj = NULL;
+        dango__store_ms_ver_park(st, old, o->lease_timeout, now);
+    }
+
+    if (o->lease_timeout < now) {
+        o->lease_timeout = now; /* zero-length lease */
+    }
+
+    if (v->soft_pin == DANGO_STORE_SOFT_PIN_ENABLE) {
+        uint64_t ttl =
+            (v->soft_pin_ttl != 0) ? v->soft_pin_ttl : st->p.soft_pin_ttl_ms;
+
+        obj_set_soft_pin(st, o, now + ttl);
+    } else if (v->soft_pin == DANGO_STORE_SOFT_PIN_DISABLE) {
+        obj_set_soft_pin(st, o, 0);
+    }
+    return 0;
+}
+
+/* ----- eviction ----- */
+
+static int cand_push(ms_cand_vec_t *cv, uint64_t lease, ms_obj_t *o)
+{
+    if (cv->n == cv->cap) {
+        size_t     cap = (cv->cap == 0) ? 1024 : cv->cap * 2;
+        ms_cand_t *v   = dango_realloc(cv->v, cap * sizeof(*v), "master_cand");
+
+        if (v == NULL) {
+            return DANGO_ENOMEM;
+        }
+        cv->v   = v;
+        cv->cap = cap;
+    }
+
+    cv->v[cv->n].lease = lease;
+    cv->v[cv->n].obj   = o;
+    cv->n++;
+    return 0;
+}
+
+static void cand_swap(ms_cand_t *a, ms_cand_t *b)
+{
+    ms_cand_t t = *a;
+
+    *a = *b;
+    *b = t;
+}
+
+/* Moves the @k smallest leases of @v[0..n) to the front (quickselect). */
+static void cand_select(ms_cand_t *v, size_t n, size_t k)
+{
+    size_t lo = 0;
+    size_t hi = n;
+
+    if ((k == 0) || (k >= n)) {
+        return;
+    }
+
+    while (hi - lo > 1) {
+        size_t   mid = lo + (hi - lo) / 2;
+        uint64_t pivot;
+        size_t   i;
+        size_t   j;
+
+        /* Median of three as pivot, placed at hi - 1. */
+        if (v[mid].lease < v[lo].lease) {
+            cand_swap(&v[mid], &v[lo]);
+        }
+        if (v[hi - 1].lease < v[lo].lease) {
+            cand_swap(&v[hi - 1], &v[lo]);
+        }
+        if (v[mid].lease < v[hi - 1].lease) {
+            cand_swap(&v[mid], &v[hi - 1]);
+        }
+        pivot = v[hi - 1].lease;
+
+        /* Three-way partition: < pivot, == pivot, > pivot. */
+        i = lo;
+        j = lo;
+        for (size_t m = lo; m < hi; m++) {
+            if (v[m].lease < pivot) {
+                cand_swap(&v[m], &v[j]);
+                cand_swap(&v[j], &v[i]);
+                i++;
+                j++;
+            } else if (v[m].lease == pivot) {
+                cand_swap(&v[m], &v[j]);
+                j++;
+            }
+        }
+
+        /* [lo, i) < pivot, [i, j) == pivot, [j, hi) > pivot */
+        if (k < i) {
+            hi = i;
+        } else if (k <= j) {
+            return;
+        } else {
+            lo = j;
+        }
+    }
+}
+
+static void evict_obj(ms_state_t *st, ms_obj_t *o)
+{
+    ms_ver_t *v = o->cur;
+
+    st->c.evicted_keys++;
+    st->c.evicted_bytes += v->rec_len * v->nlive;
+    dango_trace("master: evicting '%s'", o->key);
+    o->cur = NULL;
+    dango__store_ms_ver_free(st, v);
+    dango__store_ms_obj_erase(st, o);
+}
+
+/* ---------- internal API ---------- */
+
+int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
+                              const ms_key_t *keys, const uint64_t *sizes,
+                              const uint64_t     *checksums,
+                              const ms_put_cfg_t *cfg, int upsert, uint64_t now,
+                              int *status, ms_ver_t **vers)
+{
+    ms_client_t *c;
+    int          evicted = 0;
+    int          rc;
+
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    rc = cfg_check(st, cfg);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (n > 1) {
+        rc = dup_prepare(st, n);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    c = dango__store_ms_client_touch(st, cid, now);
+    if (c == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        uint64_t hash;
+
+        vers[i]   = NULL;
+        status[i] = key_check(&keys[i]);
+        if (status[i] != 0) {
+            continue;
+        }
+
+        hash = dango_hmap_hash(keys[i].s, keys[i].len);
+        if ((n > 1) && dup_check(st, st->dup_cap, keys, i, hash)) {
+            status[i] = DANGO_EINVAL;
+            continue;
+        }
+
+        status[i] = put_start_one(st, c, &keys[i], hash, sizes[i],
+                                  (checksums != NULL) ? checksums[i] : 0, cfg,
+                                  upsert, now, &evicted, &vers[i]);
+    }
+
+    return 0;
+}
+
+int dango__store_ms_put_end(ms_state_t *st, ms_cid_t cid, size_t n,
+                            const ms_key_t *keys, const uint64_t *put_ids,
+                            int revoke, uint64_t now, int *status)
+{
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        status[i] = put_end_one(st, cid, &keys[i], put_ids[i], revoke, now);
+    }
+    return 0;
+}
+
+int dango__store_ms_get(ms_state_t *st, size_t n, const ms_key_t *keys,
+                        int no_lease, uint64_t now, int *status,
+                        ms_obj_t **objs)
+{
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        ms_obj_t *o;
+
+        objs[i]   = NULL;
+        status[i] = key_check(&keys[i]);
+        if (status[i] != 0) {
+            continue;
+        }
+
+        o = obj_lookup(st, &keys[i]);
+        if (o == NULL) {
+            status[i] = DANGO_ENO_OBJECT;
+        } else if (o->cur == NULL) {
+            status[i] = DANGO_ENOT_READY;
+        } else {
+            if (!no_lease) {
+                obj_grant_lease(st, o, now);
+            }
+            objs[i] = o;
+        }
+    }
+    return 0;
+}
+
+int dango__store_ms_exist(ms_state_t *st, size_t n, const ms_key_t *keys,
+                          uint64_t now, int *status)
+{
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        ms_obj_t *o;
+
+        status[i] = key_check(&keys[i]);
+        if (status[i] != 0) {
+            continue;
+        }
+
+        o = obj_lookup(st, &keys[i]);
+        if ((o != NULL) && (o->cur != NULL)) {
+            obj_grant_lease(st, o, now);
+            status[i] = 1;
+        }
+    }
+    return 0;
+}
+
+int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
+                           int force, uint64_t now, int *status)
+{
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        ms_obj_t *o;
+
+        status[i] = key_check(&keys[i]);
+        if (status[i] != 0) {
+            continue;
+        }
+
+        o = obj_lookup(st, &keys[i]);
+        if (o == NULL) {
+            status[i] = DANGO_ENO_OBJECT;
+        } else if (o->pend != NULL) {
+            status[i] = DANGO_ENOT_READY;
+        } else if (!force && (o->lease_timeout > now)) {
+            status[i] = DANGO_ELEASE_HELD;
+        } else if (!force && o->hard_pin) {
+            status[i] = DANGO_EPERM;
+        } else {
+            obj_drop(st, o, now);
+        }
+    }
+    return 0;
+}
+
+int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
+                                     int force, uint64_t now)
+{
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    regex_t            re;
+    int64_t            count = 0;
+
+    if (!all) {
+        if ((regex == NULL) || (regex[0] == '\0') ||
+            (regcomp(&re, regex, REG_EXTENDED | REG_NOSUB) != 0)) {
+            return DANGO_EINVAL;
+        }
+    }
+
+    /* Removing the node just returned is allowed while iterating. */
+    dango_hmap_iter_begin(&st->objs, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        ms_obj_t *o = dango_container_of(node, ms_obj_t, node);
+
+        if ((o->pend != NULL) ||
+            (!force && ((o->lease_timeout > now) || (o->hard_pin && !all)))) {
+            continue;
+        }
+        if (!all && (regexec(&re, o->key, 0, NULL, 0) != 0)) {
+            continue;
+        }
+
+        obj_drop(st, o, now);
+        count++;
+    }
+    dango_hmap_iter_end(&it);
+
+    if (!all) {
+        regfree(&re);
+    }
+    return count;
+}
+
+int dango__store_ms_report_bad(ms_state_t *st, ms_cid_t cid,
+                               const ms_key_t *key, uint64_t put_id,
+                               const char *segment, uint64_t addr, uint64_t now)
+{
+    ms_obj_t *o;
+    ms_ver_t *v;
+    int       rc = key_check(key);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (segment == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    o = obj_lookup(st, key);
+    if (o == NULL) {
+        return DANGO_ENO_OBJECT;
+    }
+
+    v = o->cur;
+    if ((v == NULL) || (v->put_id != put_id)) {
+        return 0; /* already replaced or gone */
+    }
+
+    for (unsigned i = 0; i < v->nrep; i++) {
+        ms_rep_t *r = &v->rep[i];
+
+        if ((r->seg != NULL) && (ms_rep_addr(r) == addr) &&
+            (strcmp(r->seg->name->name, segment) == 0)) {
+            dango_warn("master: replica of '%s' (put %llu) on %s at %#llx "
+                       "reported bad by %016llx-%016llx",
+                       o->key, (unsigned long long)put_id, segment,
+                       (unsigned long long)addr, (unsigned long long)cid.hi,
+                       (unsigned long long)cid.lo);
+            dango__store_ms_rep_drop(st, r);
+            st->c.bad_replicas++;
+            dango__store_ms_ver_lost(st, v); /* may erase @o */
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Byte order of keys, shorter first on a common prefix. */
+static int keycmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, (alen < blen) ? alen : blen);
+
+    if (c != 0) {
+        return c;
+    }
+    return (alen < blen) ? -1 : (alen > blen);
+}
+
+static int objcmp(const ms_obj_t *a, const ms_obj_t *b)
+{
+    return keycmp(a->key, a->node.key_len, b->key, b->node.key_len);
+}
+
+/* Max-heap on key of @h[0..n): restores the heap below @i. */
+static void list_sift_down(ms_obj_t **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t    l = 2 * i + 1;
+        size_t    m = l;
+        ms_obj_t *t;
+
+        if (l >= n) {
+            return;
+        }
+        if ((l + 1 < n) && (objcmp(h[l + 1], h[l]) > 0)) {
+            m = l + 1;
+        }
+        if (objcmp(h[m], h[i]) <= 0) {
+            return;
+        }
+        t    = h[m];
+        h[m] = h[i];
+        h[i] = t;
+        i    = m;
+    }
+}
+
+static void list_sift_up(ms_obj_t **h, size_t i)
+{
+    while (i > 0) {
+        size_t    p = (i - 1) / 2;
+        ms_obj_t *t;
+
+        if (objcmp(h[p], h[i]) >= 0) {
+            return;
+        }
+        t    = h[p];
+        h[p] = h[i];
+        h[i] = t;
+        i    = p;
+    }
+}
+
+size_t dango__store_ms_list(ms_state_t *st, const ms_key_t *prefix,
+                            const ms_key_t *after, size_t limit, ms_obj_t **out,
+                            int *more_p)
+{
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    size_t             n    = 0;
+    int                more = 0;
+
+    if (limit == 0) {
+        limit = MS_LIST_MAX;
+    }
+
+    /* Keep the @limit smallest matching keys in a max-heap. */
+    dango_hmap_iter_begin(&st->objs, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        ms_obj_t *o    = dango_container_of(node, ms_obj_t, node);
+        size_t    klen = node->key_len;
+
+        if ((o->cur == NULL) ||
+            ((prefix != NULL) &&
+             ((klen < prefix->len) ||
+              (memcmp(o->key, prefix->s, prefix->len) != 0))) ||
+            ((after != NULL) && (after->len > 0) &&
+             (keycmp(o->key, klen, after->s, after->len) <= 0))) {
+            continue;
+        }
+
+        if (n < limit) {
+            out[n] = o;
+            list_sift_up(out, n++);
+        } else {
+            more = 1;
+            if (objcmp(o, out[0]) < 0) {
+                out[0] = o;
+                list_sift_down(out, n, 0);
+            }
+        }
+    }
+    dango_hmap_iter_end(&it);
+
+    /* Heap sort in place: ascending. */
+    for (size_t end = n; end > 1; end--) {
+        ms_obj_t *t = out[0];
+
+        out[0]       = out[end - 1];
+        out[end - 1] = t;
+        list_sift_down(out, end - 1, 0);
+    }
+
+    *more_p = more;
+    return n;
+}
+
+size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
+{
+    ms_cand_vec_t      plain = {NULL, 0, 0};
+    ms_cand_vec_t      soft  = {NULL, 0, 0};
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    double             used_ratio;
+    double             target;
+    double             lower;
+    size_t             base = 0;
+    size_t             want;
+    size_t             want_min;
+    size_t             n1;
+    size_t             evicted = 0;
+
+    st->c.evict_attempts++;
+    if (st->capacity == 0) {
+        return 0;
+    }
+
+    used_ratio = (double)st->used / (double)st->capacity;
+    target     = used_ratio - st->p.evict_high_watermark + st->p.evict_ratio;
+    if (target < st->p.evict_ratio) {
+        target = st->p.evict_ratio;
+    }
+    if (target > 1.0) {
+        target = 1.0;
+    }
+    lower = used_ratio - st->p.evict_high_watermark;
+    if (lower < target / 2) {
+        lower = target / 2;
+    }
+
+    dango_hmap_iter_begin(&st->objs, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        ms_obj_t *o = dango_container_of(node, ms_obj_t, node);
+        int       rc;
+
+        if (o->cur == NULL) {
+            continue;
+        }
+        base++;
+
+        if ((o->soft_pin_timeout != 0) && (o->soft_pin_timeout <= now)) {
+            obj_set_soft_pin(st, o, 0); /* expired: ordinary cache now */
+        }
+        if ((o->pend != NULL) || (o->lease_timeout > now) || o->hard_pin) {
+            continue;
+        }
+
+        rc = cand_push((o->soft_pin_timeout != 0) ? &soft : &plain,
+                       o->lease_timeout, o);
+        if (rc != 0) {
+            break; /* evict from what was gathered */
+        }
+    }
+    dango_hmap_iter_end(&it);
+
+    want     = (size_t)ceil((double)base * target);
+    want_min = (size_t)ceil((double)base * lower);
+    if ((want == 0) && (base > 0)) {
+        want = 1;
+    }
+
+    n1 = (want < plain.n) ? want : plain.n;
+    cand_select(plain.v, plain.n, n1);
+    for (size_t i = 0; i < n1; i++) {
+        evict_obj(st, plain.v[i].obj);
+    }
+    evicted = n1;
+
+    if ((evicted < want_min) && st->p.evict_soft_pinned && (soft.n > 0)) {
+        size_t n2 = want - evicted;
+
+        n2 = (n2 < soft.n) ? n2 : soft.n;
+        cand_select(soft.v, soft.n, n2);
+        for (size_t i = 0; i < n2; i++) {
+            evict_obj(st, soft.v[i].obj);
+        }
+        evicted += n2;
+    }
+
+    dango_free(plain.v);
+    dango_free(soft.v);
+    if (evicted > 0) {
+        st->c.evict_successes++;
+        dango_debug("master: evicted %zu of %zu objects (used %.3f)", evicted,
+                    base, used_ratio);
+    }
+    return evicted;
+}
