@@ -1,0 +1,7 @@
+# Store client library and the Mooncake C API on top of it.
+list(APPEND DANGO_STORE_SOURCES
+  store_client.c
+  store_client_config.c
+  store_client_get.c
+  store_client_put.c
+  store_mooncake.c)

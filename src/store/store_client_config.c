@@ -1,0 +1,50 @@
+/* Options of the store client (STORE_*). */
+#include <stddef.h>
+
+#include "store/store_client_int.h"
+
+static const dango_config_field_t store_client_config_fields[] = {
+    {"MASTER", "127.0.0.1:50051", "store master RPC address host:port",
+     offsetof(store_client_config_t, master), DANGO_CFG_STRING},
+    {"SEGMENT_SIZE", "0",
+     "bytes of DRAM a client contributes to the pool (0: a pure client; "
+     "otherwise 1 KiB .. 1 TiB)",
+     offsetof(store_client_config_t, segment_size), DANGO_CFG_SIZE},
+    {"LOCAL_BUFFER_SIZE", "64MiB",
+     "registered staging memory for values of unregistered caller buffers",
+     offsetof(store_client_config_t, local_buffer_size), DANGO_CFG_SIZE},
+    {"REPLICA_NUM", "1",
+     "memory replicas of an object when the caller does not say (1..8)",
+     offsetof(store_client_config_t, replica_num), DANGO_CFG_UINT},
+    {"PING_INTERVAL", "1s", "period of the client's ping to the master",
+     offsetof(store_client_config_t, ping_interval), DANGO_CFG_TIME},
+    {"PING_FAILURES", "3",
+     "consecutive failed pings after which the master counts as lost (the "
+     "segment is mounted again as soon as it answers)",
+     offsetof(store_client_config_t, ping_failures), DANGO_CFG_UINT},
+    {"RPC_TIMEOUT", "30s", "bound on one call to the master",
+     offsetof(store_client_config_t, rpc_timeout), DANGO_CFG_TIME},
+    {"CONNECT_TIMEOUT", "5s",
+     "bound on connecting to the master (within RPC_TIMEOUT)",
+     offsetof(store_client_config_t, connect_timeout), DANGO_CFG_TIME},
+    {"TRANSFER_TIMEOUT", "30s", "bound on the data transfers of one put or get",
+     offsetof(store_client_config_t, transfer_timeout), DANGO_CFG_TIME},
+    {"VERIFY_CHECKSUM", "yes",
+     "check the xxh3-64 of every value a get fetches (record headers are "
+     "always checked)",
+     offsetof(store_client_config_t, verify_checksum), DANGO_CFG_BOOL},
+    {"REGISTER_THRESHOLD", "64KiB",
+     "values at least this large in unregistered caller memory are "
+     "registered for the call and moved directly; smaller ones are copied "
+     "through the staging buffer",
+     offsetof(store_client_config_t, register_threshold), DANGO_CFG_SIZE},
+    {"COMMIT_QUEUE", "4096",
+     "commit words queued for the committer thread before puts write them "
+     "themselves",
+     offsetof(store_client_config_t, commit_queue), DANGO_CFG_UINT},
+    {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
+
+dango_config_table_t dango__store_client_config_table = {
+    "STORE", "store client", store_client_config_fields, NULL};
+
+DANGO_CONFIG_REGISTER_TABLE(dango__store_client_config_table)

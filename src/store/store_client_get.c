@@ -1,0 +1,723 @@
+/*
+ * Store client, read path: get, get_into, get_alloc and batch_get.
+ *
+ * DESIGN
+ * One GetReplicaList RPC for all keys (t0 taken before it: the lease
+ * deadline is t0 + lease_ms), then rounds of one transfer batch each:
+ *   - per key the preferred replica not tried yet: this client's own
+ *     segment first (a plain copy from our memory, no transfer), then
+ *     same-host segments (transport shm: one copy by the engine), then the
+ *     others; ties go to the segment with the fewest requests in flight;
+ *   - a value lands directly in the caller's memory when that memory is
+ *     registered (or can be registered for the call: values of at least
+ *     STORE_REGISTER_THRESHOLD bytes); the header and key go to staging.
+ *     Smaller values travel as one request of the whole record into
+ *     staging and are copied out once verified;
+ *   - every record is verified (header against what the master said, and
+ *     xxh3-64 of the value against the checksum) before success: a bad
+ *     replica is reported (DANGO_ECORRUPT), an unreachable one too
+ *     (DANGO_EPEER_GONE, after one reopen of a stale handle), and the key
+ *     moves to its next replica in the next round.
+ * Wrong bytes are never reported as success; a caller buffer that was
+ * read into and then failed verification may hold garbage.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/hash.h"
+#include "common/time.h"
+#include "store/store_client_int.h"
+#include "store/store_proto.h"
+
+#define GET_STACK_REQS 8
+
+typedef enum get_mode {
+    GET_UNDECIDED = 0,
+    GET_DIRECT,    /* value into the caller's (registered) memory */
+    GET_STAGED,    /* whole record into staging, copied out when checked */
+    GET_ALLOC_FAIL /* no memory to read into */
+} get_mode_t;
+
+typedef struct get_item {
+    const char                  *key;
+    size_t                       klen;
+    void                        *dst;
+    size_t                       cap;
+    const Dango__Store__GetItem *it;
+    uint64_t                     size, voff, deadline;
+    uint8_t                      order[DANGO_STORE_REPLICA_MAX];
+    unsigned                     norder, next, cur;
+    sc_seg_t                    *segs[DANGO_STORE_REPLICA_MAX];
+    uint8_t                      reopened[DANGO_STORE_REPLICA_MAX];
+    sc_buf_t                     hdr;  /* header + key (+ staged value) */
+    sc_buf_t                     user; /* dst registered for the call */
+    get_mode_t                   mode;
+    int                          pending;
+    int                          corrupt;
+    int                          own; /* this round reads our own memory */
+    int                          submit_rc;
+    dango_segment_id_t           cur_id; /* handle the read went to */
+    int64_t                      rc;
+    size_t                       req_first, req_n;
+} get_item_t;
+
+/* ---------- replica choice ---------- */
+
+static unsigned get_rank(const sc_seg_t *s)
+{
+    if (s == NULL) {
+        return 3; /* cannot be opened now: last resort */
+    }
+
+    return s->own ? 0 : (s->same_host ? 1 : 2);
+}
+
+static void get_order(dango_store_client_t *c, get_item_t *g)
+{
+    const Dango__Store__GetItem *it = g->it;
+    unsigned                     n  = 0;
+
+    for (size_t j = 0; (j < it->n_replicas) && (j < DANGO_STORE_REPLICA_MAX);
+         j++) {
+        const Dango__Store__Replica *r = it->replicas[j];
+
+        if ((r->segment == NULL) ||
+            ((r->status != DANGO_STORE_REPLICA_COMPLETE) &&
+             (r->status != DANGO_STORE_REPLICA_UNDEFINED)) ||
+            (r->length < g->voff + g->size)) {
+            continue;
+        }
+
+        if (dango__sc_seg_get(c, r->segment, &g->segs[j]) != 0) {
+            g->segs[j] = NULL;
+        }
+
+        g->order[n++] = (uint8_t)j;
+    }
+
+    /* Insertion sort by (rank, in flight); stable in master order. */
+    for (unsigned a = 1; a < n; a++) {
+        uint8_t  j  = g->order[a];
+        unsigned rj = get_rank(g->segs[j]);
+        uint32_t fj = g->segs[j] ? __atomic_load_n(&g->segs[j]->inflight,
+                                                   __ATOMIC_RELAXED)
+                                 : 0;
+        unsigned b  = a;
+
+        while (b > 0) {
+            uint8_t  k  = g->order[b - 1];
+            unsigned rk = get_rank(g->segs[k]);
+            uint32_t fk = g->segs[k] ? __atomic_load_n(&g->segs[k]->inflight,
+                                                       __ATOMIC_RELAXED)
+                                     : 0;
+
+            if ((rk < rj) || ((rk == rj) && (fk <= fj))) {
+                break;
+            }
+
+            g->order[b] = k;
+            b--;
+        }
+
+        g->order[b] = j;
+    }
+
+    g->norder = n;
+}
+
+/* ---------- verification ---------- */
+
+static int get_verify(dango_store_client_t *c, get_item_t *g, const void *rec,
+                      const void *value)
+{
+    int rc = dango_store_rec_check(rec, g->key, (uint16_t)g->klen, g->size,
+                                   g->it->checksum, g->it->put_id);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (c->cfg.verify_checksum &&
+        (dango_hash64(value, g->size) != g->it->checksum)) {
+        return DANGO_ECORRUPT;
+    }
+
+    return 0;
+}
+
+static void get_finish_ok(dango_store_client_t *c, get_item_t *g)
+{
+    if (g->mode == GET_STAGED && !g->own) {
+        dango__sc_copy(g->dst, (char *)g->hdr.ptr + g->voff, g->size);
+    }
+
+    g->rc      = (int64_t)g->size;
+    g->pending = 0;
+    if ((g->deadline != 0) && (dango_time_ns() >= g->deadline)) {
+        g->rc = DANGO_ELEASE_EXPIRED;
+    }
+}
+
+/* The replica being read failed with @err (a transfer error or
+ * DANGO_ECORRUPT): report it and move on, or retry it once after reopening
+ * a stale handle. */
+static void get_replica_failed(dango_store_client_t *c, get_item_t *g,
+                               dango_segment_id_t id, int err)
+{
+    const Dango__Store__Replica *r   = g->it->replicas[g->cur];
+    sc_seg_t                    *seg = g->segs[g->cur];
+
+    if ((err == DANGO_ENOMEM) || (err == DANGO_EINVAL) ||
+        (err == DANGO_ESTATE) || (err == DANGO_ENOTREG) ||
+        (err == DANGO_EBUSY)) {
+        /* Our own trouble, not the replica's: no report, no retry. */
+        g->rc      = err;
+        g->pending = 0;
+        return;
+    }
+
+    if ((dango_err_is_peer(err) || (err == DANGO_ENOENT)) && (seg != NULL) &&
+        !g->reopened[g->cur]) {
+        g->reopened[g->cur] = 1;
+        if (dango__sc_seg_reopen(c, seg, id) == 0) {
+            return; /* same replica again, next round */
+        }
+    }
+
+    if (err == DANGO_ECORRUPT) {
+        g->corrupt = 1;
+    } else if (dango_err_is_peer(err) || dango_err_is_link(err) ||
+               (err == DANGO_ETIMEDOUT) || (err == DANGO_ENOENT)) {
+        err = DANGO_EPEER_GONE;
+    }
+
+    dango__sc_report_bad(c, g->key, g->it->put_id, r->segment, r->addr, err);
+    g->next++;
+}
+
+/* ---------- one round ---------- */
+
+/* Chooses where the bytes go for a non-own replica (once per key). */
+static int get_prepare(dango_store_client_t *c, get_item_t *g, unsigned flags)
+{
+    int rc;
+
+    if (g->mode != GET_UNDECIDED) {
+        return (g->mode == GET_ALLOC_FAIL) ? DANGO_ENOMEM : 0;
+    }
+
+    g->mode = GET_STAGED;
+    if ((flags & SC_GET_REGISTERED) ||
+        dango__sc_ureg_covers(c, g->dst, g->size) ||
+        ((g->size >= c->cfg.register_threshold) &&
+         (dango__sc_buf_user(c, g->dst, g->size, &g->user) == 0))) {
+        g->mode = GET_DIRECT;
+    }
+
+    rc = dango__sc_buf_get(c, g->voff + ((g->mode == GET_STAGED) ? g->size : 0),
+                           &g->hdr);
+    if (rc != 0) {
+        g->mode = GET_ALLOC_FAIL;
+    }
+
+    return rc;
+}
+
+/* Plans the next read of @g: 1 with requests in @reqs (count in req_n),
+ * 1 with g->own set for a copy from our memory, 0 when it is finished. */
+static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
+                    dango_xfer_req_t *reqs)
+{
+    while (g->next < g->norder) {
+        unsigned                     j = g->order[g->next];
+        const Dango__Store__Replica *r = g->it->replicas[j];
+        sc_seg_t                    *s = g->segs[j];
+        dango_segment_id_t           id;
+        int                          rc;
+
+        g->cur   = j;
+        g->req_n = 0;
+        g->own   = 0;
+        if (s == NULL) {
+            /* Try once more (the open may have been refused moments ago
+             * only), then give the replica up. */
+            if (dango__sc_seg_get(c, r->segment, &g->segs[j]) != 0) {
+                g->segs[j] = NULL;
+                get_replica_failed(c, g, 0, DANGO_EPEER_GONE);
+                continue;
+            }
+
+            s = g->segs[j];
+        }
+
+        if (s->own) {
+            uintptr_t base = (uintptr_t)c->seg_base;
+
+            if ((r->addr < base) || (r->addr - base > c->seg_size) ||
+                (g->voff + g->size > c->seg_size - (r->addr - base))) {
+                get_replica_failed(c, g, 0, DANGO_ECORRUPT);
+                continue;
+            }
+
+            g->own = 1;
+            return 1;
+        }
+
+        rc = get_prepare(c, g, flags);
+        if (rc != 0) {
+            g->rc      = rc;
+            g->pending = 0;
+            return 0;
+        }
+
+        id        = dango__sc_seg_id(c, s);
+        g->cur_id = id;
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
+        reqs[0].op          = DANGO_XFER_OP_READ;
+        reqs[0].segment     = id;
+        reqs[0].local_addr  = g->hdr.ptr;
+        reqs[0].remote_addr = r->addr;
+        reqs[0].length      = g->voff;
+        if (g->mode == GET_STAGED) {
+            reqs[0].length = g->voff + g->size;
+            g->req_n       = 1;
+        } else {
+            reqs[1].op          = DANGO_XFER_OP_READ;
+            reqs[1].segment     = id;
+            reqs[1].local_addr  = g->dst;
+            reqs[1].remote_addr = r->addr + g->voff;
+            reqs[1].length      = g->size;
+            g->req_n            = 2;
+        }
+
+        return 1;
+    }
+
+    g->rc      = g->corrupt ? DANGO_ECORRUPT : DANGO_EREPLICA_UNAVAIL;
+    g->pending = 0;
+    return 0;
+}
+
+/* Reads our own replica with plain copies and verifies it. */
+static void get_own(dango_store_client_t *c, get_item_t *g)
+{
+    const Dango__Store__Replica *r = g->it->replicas[g->cur];
+    char        rec[DANGO_STORE_REC_HDR_SIZE + DANGO_STORE_KEY_MAX +
+             DANGO_STORE_REC_ALIGN];
+    const char *src = (const char *)(uintptr_t)r->addr;
+    int         rc;
+
+    dango__sc_copy(rec, src, g->voff);
+    dango__sc_copy(g->dst, src + g->voff, g->size);
+    rc = get_verify(c, g, rec, g->dst);
+    if (rc == 0) {
+        get_finish_ok(c, g);
+    } else {
+        get_replica_failed(c, g, 0, rc);
+    }
+}
+
+/* Queues the requests of one key, refreshing handles closed by another
+ * thread's reopen once. */
+static int get_submit_one(dango_store_client_t *c, dango_xfer_batch_t *batch,
+                          get_item_t *g, dango_xfer_req_t *reqs)
+{
+    int rc = dango_xfer_batch_submit(batch, reqs, g->req_n);
+
+    if (rc == DANGO_ENOENT) {
+        for (size_t k = 0; k < g->req_n; k++) {
+            reqs[k].segment = dango__sc_seg_id(c, g->segs[g->cur]);
+        }
+
+        rc = dango_xfer_batch_submit(batch, reqs, g->req_n);
+    }
+
+    return rc;
+}
+
+/* One round over every pending key; returns 1 if any is still pending. */
+static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
+                     unsigned flags)
+{
+    dango_xfer_req_t    stack_reqs[GET_STACK_REQS];
+    dango_xfer_req_t   *reqs  = stack_reqs;
+    dango_xfer_batch_t *batch = NULL;
+    size_t              total = 0, pending = 0, at = 0;
+    int                 rc;
+
+    for (size_t i = 0; i < n; i++) {
+        pending += items[i].pending;
+    }
+
+    if (pending == 0) {
+        return 0;
+    }
+
+    if (2 * pending > GET_STACK_REQS) {
+        reqs = dango_malloc(2 * pending * sizeof(*reqs), "store_get_reqs");
+        if (reqs == NULL) {
+            for (size_t i = 0; i < n; i++) {
+                if (items[i].pending) {
+                    items[i].rc      = DANGO_ENOMEM;
+                    items[i].pending = 0;
+                }
+            }
+
+            return 0;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        g->req_n     = 0;
+        g->submit_rc = 0;
+        if (g->pending && get_plan(c, g, flags, reqs + total)) {
+            g->req_first = total;
+            total += g->req_n;
+        }
+    }
+
+    if (total > 0) {
+        rc = dango_xfer_batch_create(c->eng, total, &batch);
+        if (rc != 0) {
+            batch = NULL;
+        } else if (dango_xfer_batch_submit(batch, reqs, total) == 0) {
+            rc = 0;
+            at = total;
+        } else {
+            /* Nothing was queued: key by key, isolating failures. */
+            for (size_t i = 0; i < n; i++) {
+                get_item_t *g = &items[i];
+
+                if (g->req_n == 0) {
+                    continue;
+                }
+
+                g->submit_rc = get_submit_one(c, batch, g, reqs + g->req_first);
+                if (g->submit_rc == 0) {
+                    memmove(reqs + at, reqs + g->req_first,
+                            g->req_n * sizeof(*reqs));
+                    g->req_first = at;
+                    at += g->req_n;
+                }
+            }
+        }
+
+        if (batch == NULL) {
+            for (size_t i = 0; i < n; i++) {
+                items[i].submit_rc = (items[i].req_n > 0) ? rc : 0;
+            }
+        }
+    }
+
+    /* Our own replicas while the batch runs. */
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].pending && items[i].own) {
+            get_own(c, &items[i]);
+        }
+    }
+
+    rc = (at > 0) ? dango__sc_batch_wait(c, batch) : 0;
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g   = &items[i];
+        int         err = g->submit_rc;
+
+        if (g->req_n == 0) {
+            continue;
+        }
+
+        __atomic_sub_fetch(&g->segs[g->cur]->inflight, 1, __ATOMIC_RELAXED);
+        for (size_t k = 0; (err == 0) && (rc != 0) && (k < g->req_n); k++) {
+            dango_xfer_status_t st;
+
+            dango_xfer_batch_status(batch, g->req_first + k, &st);
+            if (st.state != DANGO_XFER_COMPLETED) {
+                err = (st.error != 0) ? st.error : rc;
+            }
+        }
+
+        if (err == 0) {
+            err = get_verify(c, g, g->hdr.ptr,
+                             (g->mode == GET_STAGED)
+                                 ? (char *)g->hdr.ptr + g->voff
+                                 : g->dst);
+            if (err == 0) {
+                get_finish_ok(c, g);
+                continue;
+            }
+        }
+
+        get_replica_failed(c, g, g->cur_id, err);
+    }
+
+    if (batch != NULL) {
+        dango_xfer_batch_destroy(batch);
+    }
+
+    if (reqs != stack_reqs) {
+        dango_free(reqs);
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].pending) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+/* ---------- entry ---------- */
+
+static int get_replicas(dango_store_client_t *c, get_item_t *items, size_t n,
+                        size_t valid, Dango__Store__GetResp **resp_p)
+{
+    Dango__Store__KeysReq req = DANGO__STORE__KEYS_REQ__INIT;
+    char                 *k1[1];
+    char                **keys = k1;
+    size_t                m    = 0;
+    int                   rc;
+
+    if (valid > 1) {
+        keys = dango_malloc(valid * sizeof(*keys), "store_get_keys");
+        if (keys == NULL) {
+            return DANGO_ENOMEM;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            keys[m++] = (char *)items[i].key;
+        }
+    }
+
+    req.n_keys = m;
+    req.keys   = keys;
+    rc         = dango__sc_call(c, DANGO_STORE_M_GET_REPLICAS, &req.base,
+                                &dango__store__get_resp__descriptor,
+                                (ProtobufCMessage **)resp_p, 0);
+    if ((rc == 0) && ((*resp_p)->n_items != m)) {
+        protobuf_c_message_free_unpacked(&(*resp_p)->base, NULL);
+        rc = DANGO_EPROTO;
+    }
+
+    if (keys != k1) {
+        dango_free(keys);
+    }
+
+    return rc;
+}
+
+int dango__sc_get_many(dango_store_client_t *c, size_t n,
+                       const char *const *keys, void *const *bufs,
+                       const size_t *lens, unsigned flags, int64_t *results,
+                       uint64_t *sizes, void **allocs)
+{
+    Dango__Store__GetResp *resp = NULL;
+    get_item_t             one;
+    get_item_t            *items = &one;
+    size_t                 valid = 0, m = 0;
+    uint64_t               t0;
+    int                    rc = 0;
+
+    if (n > 1) {
+        items = dango_calloc(n, sizeof(*items), "store_get_items");
+        if (items == NULL) {
+            for (size_t i = 0; i < n; i++) {
+                results[i] = DANGO_ENOMEM;
+            }
+
+            return DANGO_ENOMEM;
+        }
+    } else {
+        memset(&one, 0, sizeof(one));
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+        int         krc;
+
+        g->key = keys[i];
+        krc    = dango__sc_key_check(g->key, &g->klen);
+        if ((krc == 0) && (allocs == NULL)) {
+            g->dst = bufs[i];
+            g->cap = lens[i];
+            if (g->dst == NULL) {
+                krc = DANGO_EINVAL;
+            } else if ((flags & SC_GET_REGISTERED) &&
+                       !dango__sc_ureg_covers(c, g->dst, g->cap)) {
+                krc = DANGO_ENOTREG;
+            }
+        }
+
+        g->rc = krc;
+        valid += krc == 0;
+        if (sizes != NULL) {
+            sizes[i] = 0;
+        }
+
+        if (allocs != NULL) {
+            allocs[i] = NULL;
+        }
+    }
+
+    if (valid == 0) {
+        goto out;
+    }
+
+    t0 = dango_time_ns();
+    rc = get_replicas(c, items, n, valid, &resp);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++) {
+            items[i].rc = (items[i].rc == 0) ? rc : items[i].rc;
+        }
+
+        goto out;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        if (g->rc != 0) {
+            continue;
+        }
+
+        g->it = resp->items[m++];
+        if (g->it->status != 0) {
+            g->rc = g->it->status;
+            continue;
+        }
+
+        g->size = g->it->size;
+        g->voff = dango_store_rec_value_off(g->klen);
+        if (sizes != NULL) {
+            sizes[i] = g->size;
+        }
+
+        if (allocs != NULL) {
+            g->dst =
+                dango_malloc(DANGO_MAX(g->size, (uint64_t)1), "store_value");
+            g->cap = g->size;
+            if (g->dst == NULL) {
+                g->rc = DANGO_ENOMEM;
+                continue;
+            }
+        } else if (g->size > g->cap) {
+            g->rc = DANGO_ERANGE;
+            continue;
+        }
+
+        if (g->it->lease_ms != 0) {
+            g->deadline = t0 + g->it->lease_ms * DANGO_NSEC_PER_MSEC;
+        }
+
+        get_order(c, g);
+        g->pending = 1;
+    }
+
+    while (get_round(c, items, n, flags)) {
+    }
+
+out:
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        dango__sc_buf_put(c, &g->hdr);
+        dango__sc_buf_put(c, &g->user);
+        results[i] = g->rc;
+        if (allocs != NULL) {
+            if (g->rc >= 0) {
+                allocs[i] = g->dst;
+            } else {
+                dango_free(g->dst);
+            }
+        }
+    }
+
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+
+    if (items != &one) {
+        dango_free(items);
+    }
+
+    return rc;
+}
+
+/* ---------- public ---------- */
+
+int64_t dango_store_get(dango_store_client_t *c, const char *key, void *buf,
+                        size_t len, uint64_t *size_p)
+{
+    int64_t  res;
+    uint64_t size;
+
+    if (c == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    dango__sc_get_many(c, 1, &key, &buf, &len, 0, &res, &size, NULL);
+    if (size_p != NULL) {
+        *size_p = size;
+    }
+
+    return res;
+}
+
+int64_t dango_store_get_into(dango_store_client_t *c, const char *key,
+                             void *buf, size_t len)
+{
+    int64_t res;
+
+    if (c == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    dango__sc_get_many(c, 1, &key, &buf, &len, SC_GET_REGISTERED, &res, NULL,
+                       NULL);
+    return res;
+}
+
+int dango_store_get_alloc(dango_store_client_t *c, const char *key,
+                          void **value_p, size_t *len_p)
+{
+    int64_t  res;
+    uint64_t size;
+    void    *val;
+
+    if ((c == NULL) || (value_p == NULL) || (len_p == NULL)) {
+        return DANGO_EINVAL;
+    }
+
+    dango__sc_get_many(c, 1, &key, NULL, NULL, 0, &res, &size, &val);
+    if (res < 0) {
+        return (int)res;
+    }
+
+    *value_p = val;
+    *len_p   = (size_t)size;
+    return 0;
+}
+
+void dango_store_free(void *value)
+{
+    dango_free(value);
+}
+
+int dango_store_batch_get(dango_store_client_t *c, size_t n,
+                          const char *const *keys, void *const *bufs,
+                          const size_t *lens, int registered, int64_t *results)
+{
+    if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
+        (keys == NULL) || (bufs == NULL) || (lens == NULL) ||
+        (results == NULL)) {
+        return DANGO_EINVAL;
+    }
+
+    return dango__sc_get_many(c, n, keys, bufs, lens,
+                              registered ? SC_GET_REGISTERED : 0, results, NULL,
+                              NULL);
+}

@@ -1,0 +1,236 @@
+/*
+ * Store client internals shared by store_client.c (lifecycle, liveness,
+ * segments, staging, committer, thin RPC wrappers), store_client_put.c
+ * (the write path), store_client_get.c (the read path) and
+ * store_mooncake.c (the Mooncake C API on top of the native one).
+ */
+#ifndef DANGO_STORE_CLIENT_INT_H
+#define DANGO_STORE_CLIENT_INT_H
+
+#define DANGO_LOG_COMPONENT dango__log_store_client
+
+#include <pthread.h>
+#include <stdint.h>
+#include <dango/error.h>
+#include <dango/log.h>
+#include <dango/store.h>
+#include <dango/xfer.h>
+#include "common/config_table.h"
+#include "net/rpc.h"
+#include "store/store_alloc.h"
+#include "dango_store.pb-c.h"
+
+extern dango_log_component_t dango__log_store_client;
+
+/* Options of the client (STORE_*), see store_client_config.c. */
+typedef struct store_client_config {
+    char         *master;
+    size_t        segment_size;
+    size_t        local_buffer_size;
+    unsigned long replica_num;
+    uint64_t      ping_interval;
+    unsigned long ping_failures;
+    uint64_t      rpc_timeout;
+    uint64_t      connect_timeout;
+    uint64_t      transfer_timeout;
+    int           verify_checksum;
+    size_t        register_threshold;
+    unsigned long commit_queue;
+} store_client_config_t;
+
+extern dango_config_table_t dango__store_client_config_table;
+
+/* Bytes of staging kept beyond local_buffer_size for record headers and
+ * commit words, so that registered-buffer calls work without a buffer. */
+#define SC_STAGING_RESERVE (1u << 20)
+/* Commit words written by one committer batch. */
+#define SC_COMMIT_BATCH 256
+/* Smallest and largest contributed segment (spec store.md §7.3). */
+#define SC_SEGMENT_MIN (1ull << 10)
+#define SC_SEGMENT_MAX (1ull << 40)
+
+/*
+ * A segment this client has talked to. Entries are created on first use
+ * and live until the client is destroyed, so pointers to them stay valid
+ * without reference counts; a stale transfer-engine handle is replaced in
+ * place (under the cache's lock) when a transfer says the peer restarted.
+ */
+typedef struct sc_seg {
+    struct sc_seg     *next;       /* hash chain */
+    char              *name;       /* segment name */
+    uint64_t           hash;       /* of name */
+    dango_segment_id_t id;         /* transfer-engine handle (if !own) */
+    int                open;       /* id is valid */
+    int                same_host;  /* transport shm, or own */
+    int                own;        /* this client's contributed segment */
+    uint32_t           inflight;   /* atomic: requests in flight on it */
+    uint64_t           fail_until; /* no new open before (monotonic ns) */
+    int                fail_rc;    /* what the last open failed with */
+} sc_seg_t;
+
+/* A piece of registered memory borrowed for one call. */
+typedef enum sc_buf_kind {
+    SC_BUF_NONE = 0, /* nothing to release */
+    SC_BUF_STAGING,  /* from the staging allocator */
+    SC_BUF_BOUNCE,   /* malloc'd and registered for this call */
+    SC_BUF_USERREG   /* the caller's memory, registered for this call */
+} sc_buf_kind_t;
+
+typedef struct sc_buf {
+    void         *ptr;
+    size_t        len;
+    sc_buf_kind_t kind;
+} sc_buf_t;
+
+/* One queued commit word. */
+typedef struct sc_commit {
+    sc_seg_t *seg;
+    uint64_t  addr; /* address of the commit field in the replica */
+    uint64_t  value;
+} sc_commit_t;
+
+/* A buffer the application registered. */
+typedef struct sc_ureg {
+    uintptr_t addr;
+    size_t    len;
+} sc_ureg_t;
+
+struct dango_store_client {
+    store_client_config_t cfg;
+    char                 *master_addr;
+    uint64_t              id_hi, id_lo;   /* client id */
+    uint64_t              seg_hi, seg_lo; /* contributed segment id */
+    char                  host_id[64];
+    dango_xfer_engine_t  *eng;
+    const char           *name; /* engine segment name */
+
+    /* Contributed segment. */
+    void     *seg_base;
+    uint64_t  seg_size;
+    sc_seg_t *own_seg;
+
+    /* Master connection (reconnects by itself on the next call). */
+    dango_rpc_client_t *rpc;
+    int                 mounted; /* atomic: the master has our segment */
+    int                 health;  /* atomic: 0 or DANGO_EPEER_GONE */
+
+    /* Staging: registered memory for headers, small values and bounces. */
+    void                *staging;
+    size_t               staging_size;
+    pthread_mutex_t      staging_lock;
+    dango_store_alloc_t *staging_alloc;
+
+    /* Segment cache: chained hash, rwlock (reads on every transfer). */
+    pthread_rwlock_t seg_lock;
+    pthread_mutex_t  seg_open_lock; /* one open or reopen at a time */
+    sc_seg_t       **seg_tab;
+    size_t           seg_tab_size;
+    size_t           seg_count;
+
+    /* Application-registered buffers, sorted by address. */
+    pthread_rwlock_t ureg_lock;
+    sc_ureg_t       *ureg;
+    size_t           ureg_count, ureg_cap;
+
+    /* Ping thread. */
+    pthread_t       ping_thread;
+    pthread_mutex_t ping_lock;
+    pthread_cond_t  ping_cond;
+    int             ping_stop;
+    int             ping_started;
+
+    /* Committer thread: a bounded ring of commit words. */
+    pthread_t           commit_thread;
+    pthread_mutex_t     commit_lock;
+    pthread_cond_t      commit_cond;
+    sc_commit_t        *commit_ring;
+    size_t              commit_cap, commit_head, commit_count;
+    int                 commit_stop;
+    int                 commit_started;
+    uint64_t           *commit_words; /* registered, SC_COMMIT_BATCH entries */
+    dango_xfer_batch_t *commit_batch;
+};
+
+/* ---------- store_client.c ---------- */
+
+/* Validates a key; its length in *len_p. */
+int dango__sc_key_check(const char *key, size_t *len_p);
+
+/* One call to the master with STORE_RPC_TIMEOUT; @reply_desc NULL for
+ * methods without a reply. */
+int dango__sc_call(dango_store_client_t *c, uint32_t method,
+                   const ProtobufCMessage           *req,
+                   const ProtobufCMessageDescriptor *reply_desc,
+                   ProtobufCMessage **reply_p, uint64_t timeout_ns);
+
+/* Segment cache: the entry of @name, opened if needed. */
+int dango__sc_seg_get(dango_store_client_t *c, const char *name,
+                      sc_seg_t **seg_p);
+/* Replaces the handle of @seg if it still is @old_id (peer restarted). */
+int dango__sc_seg_reopen(dango_store_client_t *c, sc_seg_t *seg,
+                         dango_segment_id_t old_id);
+/* The current handle of @seg (after a reopen by another thread). */
+dango_segment_id_t dango__sc_seg_id(dango_store_client_t *c, sc_seg_t *seg);
+
+/* Registered memory for one call: staging, else a registered bounce. */
+int dango__sc_buf_get(dango_store_client_t *c, size_t len, sc_buf_t *b);
+/* The caller's memory registered for this call (or found registered). */
+int  dango__sc_buf_user(dango_store_client_t *c, void *ptr, size_t len,
+                        sc_buf_t *b);
+void dango__sc_buf_put(dango_store_client_t *c, sc_buf_t *b);
+/* 1 if [ptr, ptr+len) lies in a buffer the application registered. */
+int dango__sc_ureg_covers(dango_store_client_t *c, const void *ptr, size_t len);
+
+/* Queues commit words (or writes them now when the queue is full). */
+void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
+                            size_t n);
+
+/* Waits for a transfer batch with STORE_TRANSFER_TIMEOUT; on a timeout it
+ * still waits for the requests to end (bounded by the transports' own
+ * timeouts) so that no memory of the call is touched after it returns. */
+int dango__sc_batch_wait(dango_store_client_t *c, dango_xfer_batch_t *batch);
+
+/* Reports a bad replica to the master (best effort). */
+void dango__sc_report_bad(dango_store_client_t *c, const char *key,
+                          uint64_t put_id, const char *segment, uint64_t addr,
+                          int reason);
+
+/* Fills a wire replicate config from @cfg (NULL = defaults). */
+int dango__sc_fill_config(dango_store_client_t                 *c,
+                          const dango_store_replicate_config_t *cfg,
+                          Dango__Store__ReplicateConfig        *wire);
+
+/* Byte copy of @len bytes, used for same-host reads and writes. */
+void dango__sc_copy(void *dst, const void *src, size_t len);
+
+/* ---------- store_client_put.c ---------- */
+
+#define SC_PUT_REGISTERED (1u << 0) /* bufs are registered memory */
+#define SC_PUT_UPSERT     (1u << 1)
+
+int dango__sc_put_many(dango_store_client_t *c, size_t n,
+                       const char *const *keys, const void *const *bufs,
+                       const size_t *lens, unsigned flags,
+                       const dango_store_replicate_config_t *cfg, int *results);
+
+/* ---------- store_client_get.c ---------- */
+
+#define SC_GET_REGISTERED (1u << 0) /* bufs are registered memory */
+
+/*
+ * Gets @n objects. With @allocs the values go to memory allocated here
+ * (allocs[i], freed with dango_free(); NULL on failure) and @bufs / @lens
+ * are ignored. @sizes (may be NULL) receives each object's size when known.
+ * Returns 0 or an error of the whole call.
+ */
+int dango__sc_get_many(dango_store_client_t *c, size_t n,
+                       const char *const *keys, void *const *bufs,
+                       const size_t *lens, unsigned flags, int64_t *results,
+                       uint64_t *sizes, void **allocs);
+
+/* ---------- store_mooncake.c ---------- */
+
+/* Mooncake ErrorCode number of a Dango code (0 stays 0). */
+int dango__store_mooncake_errno(int err);
+
+#endif

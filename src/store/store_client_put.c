@@ -1,0 +1,691 @@
+/*
+ * Store client, write path: put, upsert, put_from and their batch forms.
+ *
+ * DESIGN
+ * One call, any number of keys, three phases:
+ *   1. Prepare each value: a registered caller buffer is used as it is; an
+ *      unregistered one of at least STORE_REGISTER_THRESHOLD bytes is
+ *      registered for the call (a few microseconds, no copy); a smaller one
+ *      (or one whose registration overlaps another) is copied into staging
+ *      right behind its record header, so the whole record leaves in one
+ *      request. The xxh3-64 of the value is taken from the registered copy
+ *      (hot in cache when it was just copied).
+ *   2. PutStart for all keys in one RPC; then one transfer batch with, per
+ *      replica, the header+key and the value (or the whole staged record),
+ *      every replica of every key in flight at once. Replicas that live in
+ *      this client's own segment are plain copies, done while the batch
+ *      runs.
+ *   3. PutEnd for the keys whose every replica was written, PutRevoke for
+ *      the others (one RPC each), then the commit words go to the
+ *      committer thread.
+ * A write into a peer that restarted is never retried: its regions belong
+ * to the new instance. The put is revoked and the error returned.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/hash.h"
+#include "store/store_client_int.h"
+#include "store/store_proto.h"
+
+/* Requests kept on the stack (one key, up to 8 replicas, 2 each). */
+#define PUT_STACK_REQS (2 * DANGO_STORE_REPLICA_MAX)
+
+typedef struct put_item {
+    const char *key;
+    size_t      klen;
+    const void *val;
+    size_t      len;
+    uint64_t    voff; /* value offset in the record */
+    uint64_t    checksum;
+    uint64_t    put_id;
+    sc_buf_t    hdr;  /* header + key (+ the value when copied) */
+    sc_buf_t    user; /* the caller's buffer, registered for the call */
+    const void *src;  /* registered bytes of the value */
+    int         copied;
+    int         rc;
+    int         started; /* PutStart succeeded: End or Revoke follows */
+    unsigned    nrep;
+    sc_seg_t   *segs[DANGO_STORE_REPLICA_MAX];
+    uint64_t    addrs[DANGO_STORE_REPLICA_MAX];
+    size_t      req_first, req_n; /* in the batch, in submission order */
+} put_item_t;
+
+/* ---------- phase 1 ---------- */
+
+static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
+{
+    int rc;
+
+    it->voff = dango_store_rec_value_off(it->klen);
+    if (flags & SC_PUT_REGISTERED) {
+        if (!dango__sc_ureg_covers(c, it->val, it->len)) {
+            return DANGO_ENOTREG;
+        }
+
+        it->src = it->val;
+        rc      = dango__sc_buf_get(c, it->voff, &it->hdr);
+    } else if ((it->len >= c->cfg.register_threshold) &&
+               (dango__sc_buf_user(c, (void *)it->val, it->len, &it->user) ==
+                0)) {
+        it->src = it->val;
+        rc      = dango__sc_buf_get(c, it->voff, &it->hdr);
+    } else {
+        rc = dango__sc_buf_get(c, it->voff + it->len, &it->hdr);
+        if (rc == 0) {
+            dango__sc_copy((char *)it->hdr.ptr + it->voff, it->val, it->len);
+            it->src    = (char *)it->hdr.ptr + it->voff;
+            it->copied = 1;
+        }
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    it->checksum = dango_hash64(it->src, it->len);
+    return 0;
+}
+
+/* ---------- phase 2 ---------- */
+
+/* Checks the replicas PutStart gave and formats the record header. */
+static int put_plan(dango_store_client_t *c, put_item_t *it,
+                    const Dango__Store__PutStartItem *r)
+{
+    uint64_t rec = it->voff + it->len;
+
+    if ((r->n_replicas == 0) || (r->n_replicas > DANGO_STORE_REPLICA_MAX)) {
+        dango_error("store client %s: put of %s got %zu replicas", c->name,
+                    it->key, r->n_replicas);
+        return DANGO_EPROTO;
+    }
+
+    it->nrep = (unsigned)r->n_replicas;
+    for (unsigned j = 0; j < it->nrep; j++) {
+        const Dango__Store__Replica *rep = r->replicas[j];
+        int                          rc;
+
+        if ((rep->segment == NULL) || (rep->length < rec)) {
+            dango_error("store client %s: put of %s got a region of %" PRIu64
+                        " bytes for a record of %" PRIu64,
+                        c->name, it->key, rep->length, rec);
+            return DANGO_EPROTO;
+        }
+
+        rc = dango__sc_seg_get(c, rep->segment, &it->segs[j]);
+        if (rc != 0) {
+            return rc;
+        }
+
+        if (it->segs[j]->own &&
+            ((rep->addr < (uintptr_t)c->seg_base) ||
+             (rep->addr - (uintptr_t)c->seg_base > c->seg_size) ||
+             (rec > c->seg_size - (rep->addr - (uintptr_t)c->seg_base)))) {
+            dango_error("store client %s: put of %s got 0x%" PRIx64
+                        " outside the own segment",
+                        c->name, it->key, rep->addr);
+            return DANGO_EPROTO;
+        }
+
+        it->addrs[j] = rep->addr;
+    }
+
+    dango_store_rec_format(it->hdr.ptr, it->key, (uint16_t)it->klen, it->len,
+                           it->checksum, it->put_id);
+    return 0;
+}
+
+static int put_start(dango_store_client_t *c, put_item_t *items, size_t n,
+                     size_t valid, Dango__Store__ReplicateConfig *wire,
+                     int upsert)
+{
+    Dango__Store__PutStartReq   req  = DANGO__STORE__PUT_START_REQ__INIT;
+    Dango__Store__PutStartResp *resp = NULL;
+    Dango__Store__ClientId      id   = DANGO__STORE__CLIENT_ID__INIT;
+    char                       *k1[1];
+    uint64_t                    s1[1], x1[1];
+    char                      **keys  = k1;
+    uint64_t                   *sizes = s1, *sums = x1;
+    size_t                      m = 0;
+    int                         rc;
+
+    if (valid > 1) {
+        keys  = dango_malloc(valid * sizeof(*keys), "store_put_keys");
+        sizes = dango_malloc(valid * sizeof(*sizes), "store_put_sizes");
+        sums  = dango_malloc(valid * sizeof(*sums), "store_put_sums");
+        if ((keys == NULL) || (sizes == NULL) || (sums == NULL)) {
+            rc = DANGO_ENOMEM;
+            goto out;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            keys[m]  = (char *)items[i].key;
+            sizes[m] = items[i].len;
+            sums[m]  = items[i].checksum;
+            m++;
+        }
+    }
+
+    id.hi           = c->id_hi;
+    id.lo           = c->id_lo;
+    req.client      = &id;
+    req.n_keys      = m;
+    req.keys        = keys;
+    req.n_sizes     = m;
+    req.sizes       = sizes;
+    req.n_checksums = m;
+    req.checksums   = sums;
+    req.config      = wire;
+    req.upsert      = upsert != 0;
+    rc              = dango__sc_call(c, DANGO_STORE_M_PUT_START, &req.base,
+                                     &dango__store__put_start_resp__descriptor,
+                                     (ProtobufCMessage **)&resp, 0);
+    if (rc != 0) {
+        goto out;
+    }
+
+    if (resp->n_items != m) {
+        rc = DANGO_EPROTO;
+        goto out;
+    }
+
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Dango__Store__PutStartItem *r;
+
+        if (items[i].rc != 0) {
+            continue;
+        }
+
+        r = resp->items[m++];
+        if (r->status != 0) {
+            items[i].rc = r->status;
+            continue;
+        }
+
+        items[i].started = 1;
+        items[i].put_id  = r->put_id;
+        items[i].rc      = put_plan(c, &items[i], r);
+    }
+
+out:
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+
+    if (valid > 1) {
+        dango_free(keys);
+        dango_free(sizes);
+        dango_free(sums);
+    }
+
+    return rc;
+}
+
+static size_t put_add_reqs(dango_store_client_t *c, put_item_t *it,
+                           dango_xfer_req_t *reqs)
+{
+    size_t k = 0;
+
+    for (unsigned j = 0; j < it->nrep; j++) {
+        dango_segment_id_t id;
+
+        if (it->segs[j]->own) {
+            continue;
+        }
+
+        id = dango__sc_seg_id(c, it->segs[j]);
+        __atomic_add_fetch(&it->segs[j]->inflight, 1, __ATOMIC_RELAXED);
+        reqs[k].op          = DANGO_XFER_OP_WRITE;
+        reqs[k].segment     = id;
+        reqs[k].local_addr  = it->hdr.ptr;
+        reqs[k].remote_addr = it->addrs[j];
+        reqs[k].length      = it->copied ? it->voff + it->len : it->voff;
+        k++;
+        if (!it->copied) {
+            reqs[k].op          = DANGO_XFER_OP_WRITE;
+            reqs[k].segment     = id;
+            reqs[k].local_addr  = (void *)it->src;
+            reqs[k].remote_addr = it->addrs[j] + it->voff;
+            reqs[k].length      = it->len;
+            k++;
+        }
+    }
+
+    return k;
+}
+
+static void put_own_copies(dango_store_client_t *c, put_item_t *it)
+{
+    for (unsigned j = 0; j < it->nrep; j++) {
+        char *dst = (char *)(uintptr_t)it->addrs[j];
+
+        if (!it->segs[j]->own) {
+            continue;
+        }
+
+        if (it->copied) {
+            dango__sc_copy(dst, it->hdr.ptr, it->voff + it->len);
+        } else {
+            dango__sc_copy(dst, it->hdr.ptr, it->voff);
+            dango__sc_copy(dst + it->voff, it->src, it->len);
+        }
+    }
+}
+
+/* Replica j of @it that request @k (relative to the item) went to. */
+static unsigned put_req_replica(const put_item_t *it, size_t k)
+{
+    size_t per = it->copied ? 1 : 2;
+
+    for (unsigned j = 0; j < it->nrep; j++) {
+        if (it->segs[j]->own) {
+            continue;
+        }
+
+        if (k < per) {
+            return j;
+        }
+
+        k -= per;
+    }
+
+    return 0;
+}
+
+/* Reopens, for later calls, the segment a peer-level error came from. */
+static void put_note_peer(dango_store_client_t *c, put_item_t *it,
+                          const dango_xfer_req_t *reqs, size_t k, int err)
+{
+    if (dango_err_is_peer(err)) {
+        dango__sc_seg_reopen(c, it->segs[put_req_replica(it, k)],
+                             reqs[k].segment);
+    }
+}
+
+/*
+ * Queues the requests of one key. A handle closed by another thread's
+ * reopen (DANGO_ENOENT) is refreshed and the key queued again; a stale
+ * segment (peer restarted) is reopened for later calls and the key fails.
+ */
+static int put_submit_one(dango_store_client_t *c, dango_xfer_batch_t *batch,
+                          put_item_t *it, dango_xfer_req_t *reqs)
+{
+    int rc = dango_xfer_batch_submit(batch, reqs, it->req_n);
+
+    if (rc == DANGO_ENOENT) {
+        for (size_t k = 0; k < it->req_n; k++) {
+            reqs[k].segment =
+                dango__sc_seg_id(c, it->segs[put_req_replica(it, k)]);
+        }
+
+        rc = dango_xfer_batch_submit(batch, reqs, it->req_n);
+    }
+
+    if (rc != 0) {
+        for (size_t k = 0; k < it->req_n; k++) {
+            put_note_peer(c, it, reqs, k, rc);
+        }
+    }
+
+    return rc;
+}
+
+static void put_transfer(dango_store_client_t *c, put_item_t *items, size_t n)
+{
+    dango_xfer_req_t    stack_reqs[PUT_STACK_REQS];
+    dango_xfer_req_t   *reqs  = stack_reqs;
+    dango_xfer_batch_t *batch = NULL;
+    size_t              total = 0, submitted = 0;
+    int                 rc;
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            for (unsigned j = 0; j < items[i].nrep; j++) {
+                total += items[i].segs[j]->own ? 0 : (items[i].copied ? 1 : 2);
+            }
+        }
+    }
+
+    if (total > PUT_STACK_REQS) {
+        reqs = dango_malloc(total * sizeof(*reqs), "store_put_reqs");
+        if (reqs == NULL) {
+            for (size_t i = 0; i < n; i++) {
+                items[i].rc = (items[i].rc == 0) ? DANGO_ENOMEM : items[i].rc;
+            }
+
+            return;
+        }
+    }
+
+    if (total > 0) {
+        rc = dango_xfer_batch_create(c->eng, total, &batch);
+        if (rc != 0) {
+            for (size_t i = 0; i < n; i++) {
+                items[i].rc = (items[i].rc == 0) ? rc : items[i].rc;
+            }
+
+            goto out;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            items[i].req_first = submitted;
+            items[i].req_n     = put_add_reqs(c, &items[i], reqs + submitted);
+            submitted += items[i].req_n;
+        }
+    }
+
+    if ((total > 0) && (dango_xfer_batch_submit(batch, reqs, total) != 0)) {
+        /* Nothing was queued: queue key by key, isolating the one whose
+         * segment went stale or away. */
+        size_t at = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            put_item_t *it = &items[i];
+
+            if ((it->rc != 0) || (it->req_n == 0)) {
+                continue;
+            }
+
+            rc = put_submit_one(c, batch, it, reqs + it->req_first);
+            if (rc != 0) {
+                it->rc = rc;
+                continue;
+            }
+
+            /* Indices in the batch are in submission order. */
+            memmove(reqs + at, reqs + it->req_first, it->req_n * sizeof(*reqs));
+            it->req_first = at;
+            at += it->req_n;
+        }
+
+        submitted = at;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            put_own_copies(c, &items[i]);
+        }
+    }
+
+    if (submitted > 0) {
+        rc = dango__sc_batch_wait(c, batch);
+        for (size_t i = 0; (rc != 0) && (i < n); i++) {
+            put_item_t *it = &items[i];
+
+            if ((it->rc != 0) || (it->req_n == 0)) {
+                continue;
+            }
+
+            for (size_t k = 0; k < it->req_n; k++) {
+                dango_xfer_status_t st;
+
+                dango_xfer_batch_status(batch, it->req_first + k, &st);
+                if (st.state != DANGO_XFER_COMPLETED) {
+                    it->rc = (st.error != 0) ? st.error : rc;
+                    put_note_peer(c, it, reqs + it->req_first, k, it->rc);
+                    break;
+                }
+            }
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        for (unsigned j = 0; (items[i].req_n > 0) && (j < items[i].nrep); j++) {
+            if (!items[i].segs[j]->own) {
+                __atomic_sub_fetch(&items[i].segs[j]->inflight, 1,
+                                   __ATOMIC_RELAXED);
+            }
+        }
+    }
+
+out:
+    if (batch != NULL) {
+        dango_xfer_batch_destroy(batch);
+    }
+
+    if (reqs != stack_reqs) {
+        dango_free(reqs);
+    }
+}
+
+/* ---------- phase 3 ---------- */
+
+static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
+                   int revoke)
+{
+    Dango__Store__PutEndReq   req  = DANGO__STORE__PUT_END_REQ__INIT;
+    Dango__Store__StatusList *resp = NULL;
+    Dango__Store__ClientId    id   = DANGO__STORE__CLIENT_ID__INIT;
+    char                     *k1[1];
+    uint64_t                  p1[1];
+    char                    **keys = k1;
+    uint64_t                 *pids = p1;
+    size_t                    m    = 0;
+    int                       rc;
+
+    for (size_t i = 0; i < n; i++) {
+        m += items[i].started && ((items[i].rc != 0) == revoke);
+    }
+
+    if (m == 0) {
+        return 0;
+    }
+
+    if (m > 1) {
+        keys = dango_malloc(m * sizeof(*keys), "store_end_keys");
+        pids = dango_malloc(m * sizeof(*pids), "store_end_ids");
+        if ((keys == NULL) || (pids == NULL)) {
+            rc = DANGO_ENOMEM;
+            goto out;
+        }
+    }
+
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].started && ((items[i].rc != 0) == revoke)) {
+            keys[m] = (char *)items[i].key;
+            pids[m] = items[i].put_id;
+            m++;
+        }
+    }
+
+    id.hi         = c->id_hi;
+    id.lo         = c->id_lo;
+    req.client    = &id;
+    req.n_keys    = m;
+    req.keys      = keys;
+    req.n_put_ids = m;
+    req.put_ids   = pids;
+    req.revoke    = revoke != 0;
+    rc            = dango__sc_call(c, DANGO_STORE_M_PUT_END, &req.base,
+                                   &dango__store__status_list__descriptor,
+                                   (ProtobufCMessage **)&resp, 0);
+    if ((rc == 0) && (resp->n_status != m)) {
+        rc = DANGO_EPROTO;
+    }
+
+    if (revoke) {
+        if (rc != 0) {
+            dango_debug("store client %s: revoke failed: %s", c->name,
+                        dango_strerror(rc));
+        }
+
+        goto out;
+    }
+
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_item_t *it = &items[i];
+        sc_commit_t w[DANGO_STORE_REPLICA_MAX];
+
+        if (!it->started || (it->rc != 0)) {
+            continue;
+        }
+
+        it->rc      = (rc != 0) ? rc : resp->status[m];
+        it->started = 0; /* ended (or its end failed): no revoke */
+        m++;
+        if (it->rc != 0) {
+            continue;
+        }
+
+        for (unsigned j = 0; j < it->nrep; j++) {
+            w[j].seg   = it->segs[j];
+            w[j].addr  = it->addrs[j] + offsetof(dango_store_rec_hdr_t, commit);
+            w[j].value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+        }
+
+        dango__sc_commit_queue(c, w, it->nrep);
+    }
+
+out:
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+
+    if (keys != k1) {
+        dango_free(keys);
+        dango_free(pids);
+    }
+
+    return rc;
+}
+
+/* ---------- entry ---------- */
+
+int dango__sc_put_many(dango_store_client_t *c, size_t n,
+                       const char *const *keys, const void *const *bufs,
+                       const size_t *lens, unsigned flags,
+                       const dango_store_replicate_config_t *cfg, int *results)
+{
+    Dango__Store__ReplicateConfig wire;
+    put_item_t                    one;
+    put_item_t                   *items = &one;
+    size_t                        valid = 0;
+    int                           rc;
+
+    rc = dango__sc_fill_config(c, cfg, &wire);
+    if (rc != 0) {
+        goto fail_all;
+    }
+
+    if (n > 1) {
+        items = dango_calloc(n, sizeof(*items), "store_put_items");
+        if (items == NULL) {
+            rc = DANGO_ENOMEM;
+            goto fail_all;
+        }
+    } else {
+        memset(&one, 0, sizeof(one));
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        put_item_t *it = &items[i];
+
+        it->key = keys[i];
+        it->val = bufs[i];
+        it->len = lens[i];
+        it->rc  = dango__sc_key_check(it->key, &it->klen);
+        if ((it->rc == 0) && ((it->val == NULL) || (it->len == 0))) {
+            it->rc = DANGO_EINVAL;
+        }
+
+        if (it->rc == 0) {
+            it->rc = put_prepare(c, it, flags);
+        }
+
+        valid += it->rc == 0;
+    }
+
+    rc = 0;
+    if (valid > 0) {
+        rc = put_start(c, items, n, valid, &wire, flags & SC_PUT_UPSERT);
+        if (rc != 0) {
+            for (size_t i = 0; i < n; i++) {
+                items[i].rc = (items[i].rc == 0) ? rc : items[i].rc;
+            }
+        } else {
+            put_transfer(c, items, n);
+            put_end(c, items, n, 0);
+            put_end(c, items, n, 1);
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        dango__sc_buf_put(c, &items[i].hdr);
+        dango__sc_buf_put(c, &items[i].user);
+        results[i] = items[i].rc;
+    }
+
+    if (items != &one) {
+        dango_free(items);
+    }
+
+    return rc;
+
+fail_all:
+    for (size_t i = 0; i < n; i++) {
+        results[i] = rc;
+    }
+
+    return rc;
+}
+
+/* ---------- public ---------- */
+
+static int put_one(dango_store_client_t *c, const char *key, const void *value,
+                   size_t len, unsigned flags,
+                   const dango_store_replicate_config_t *cfg)
+{
+    int res;
+
+    if (c == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    dango__sc_put_many(c, 1, &key, &value, &len, flags, cfg, &res);
+    return res;
+}
+
+int dango_store_put(dango_store_client_t *c, const char *key, const void *value,
+                    size_t len, const dango_store_replicate_config_t *cfg)
+{
+    return put_one(c, key, value, len, 0, cfg);
+}
+
+int dango_store_upsert(dango_store_client_t *c, const char *key,
+                       const void *value, size_t len,
+                       const dango_store_replicate_config_t *cfg)
+{
+    return put_one(c, key, value, len, SC_PUT_UPSERT, cfg);
+}
+
+int dango_store_put_from(dango_store_client_t *c, const char *key,
+                         const void *buf, size_t len,
+                         const dango_store_replicate_config_t *cfg)
+{
+    return put_one(c, key, buf, len, SC_PUT_REGISTERED, cfg);
+}
+
+int dango_store_batch_put(dango_store_client_t *c, size_t n,
+                          const char *const *keys, const void *const *bufs,
+                          const size_t *lens, int registered,
+                          const dango_store_replicate_config_t *cfg,
+                          int                                  *results)
+{
+    if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
+        (keys == NULL) || (bufs == NULL) || (lens == NULL) ||
+        (results == NULL)) {
+        return DANGO_EINVAL;
+    }
+
+    return dango__sc_put_many(c, n, keys, bufs, lens,
+                              registered ? SC_PUT_REGISTERED : 0, cfg, results);
+}
