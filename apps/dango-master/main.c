@@ -133,7 +133,7 @@ int main(int argc, char **argv)
     dango_store_master_t *m;
     sigset_t              sigs;
     const char           *admin, *md;
-    char                  listen[256] = "";
+    char                  addrs[512];
     int                   rc, sig;
 
     if (app_config_create(PROG, argc, argv, &cfg) != 0) {
@@ -149,8 +149,8 @@ int main(int argc, char **argv)
     app_signals_block(&sigs);
     rc = dango_store_master_create(cfg, &m);
     if (rc != 0) {
-        dango_config_get(cfg, "MASTER_LISTEN", listen, sizeof(listen));
-        fprintf(stderr, PROG ": cannot start (listen %s): %s (%s)\n", listen,
+        app_master_addrs(cfg, addrs, sizeof(addrs));
+        fprintf(stderr, PROG ": cannot start (%s): %s (%s)\n", addrs,
                 dango_strerror(rc), dango_err_name(rc));
         dango_config_release(cfg);
         return 1;

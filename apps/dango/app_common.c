@@ -475,6 +475,18 @@ int app_signals_wait(const sigset_t *set)
     return sig;
 }
 
+void app_master_addrs(const dango_config_t *cfg, char *buf, size_t len)
+{
+    char listen[128] = "", admin[128] = "", md[128] = "";
+
+    dango_config_get(cfg, "MASTER_LISTEN", listen, sizeof(listen));
+    dango_config_get(cfg, "MASTER_ADMIN_LISTEN", admin, sizeof(admin));
+    dango_config_get(cfg, "MASTER_METADATA_LISTEN", md, sizeof(md));
+    snprintf(buf, len, "listen %s, admin %s%s%s", listen,
+             (admin[0] != '\0') ? admin : "off",
+             (md[0] != '\0') ? ", metadata " : "", md);
+}
+
 void app_error(const char *prog, const char *what, int rc)
 {
     fprintf(stderr, "%s: %s: %s\n", prog, what, dango_strerror(rc));

@@ -101,6 +101,12 @@ void app_print_option_flags(FILE *out, const char *prefix,
 void app_signals_block(sigset_t *set);
 int  app_signals_wait(const sigset_t *set);
 
+/*
+ * Writes "listen A, admin B[, metadata C]" (the master's addresses as
+ * configured in @cfg) into @buf, for the error of a master that cannot start.
+ */
+void app_master_addrs(const dango_config_t *cfg, char *buf, size_t len);
+
 /* Error line "<prog>: <what>: <strerror> (<ERRNAME>)" on stderr. */
 void app_error(const char *prog, const char *what, int rc);
 

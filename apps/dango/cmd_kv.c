@@ -393,11 +393,11 @@ int cli_put(int argc, char **argv)
     rc_cfg.preferred_count    = a.nprefer;
     rc = a.upsert ? dango_store_upsert(c, key, buf, len, &rc_cfg)
                   : dango_store_put(c, key, buf, len, &rc_cfg);
-    if (rc != 0) {
+    if (rc == DANGO_EOBJ_EXISTS) {
+        fprintf(stderr, PROG ": %s: %s (--upsert replaces it)\n", key,
+                dango_strerror(rc));
+    } else if (rc != 0) {
         kv_fail(&a, key, rc);
-        if (rc == DANGO_EOBJ_EXISTS) {
-            fprintf(stderr, PROG ": (--upsert replaces it)\n");
-        }
     }
 
     dango_store_client_destroy(c);

@@ -19,6 +19,7 @@
  * unmounts the segment, stops the master and exits 0.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -224,12 +225,27 @@ static int serve_wait_mounted(dango_store_client_t *c)
     return -1;
 }
 
-static void serve_print(dango_store_master_t *m, dango_store_client_t *c,
-                        const char *dial, uint64_t size)
+/*
+ * One suggested command, "  CMD   # COMMENT" with the comments in one
+ * column; "%s" in @fmt is the dango program as it was started.
+ */
+static void serve_hint(const char *fmt, const char *comment)
+{
+    const char *prog = program_invocation_name;
+    char        cmd[1024];
+    int         width = 30 + (int)strlen(prog);
+
+    snprintf(cmd, sizeof(cmd), fmt, prog);
+    printf("  %-*s # %s\n", width, cmd, comment);
+}
+
+static void serve_print(const dango_config_t *cfg, dango_store_master_t *m,
+                        dango_store_client_t *c, const char *dial,
+                        uint64_t size)
 {
     const char *admin     = dango_store_master_admin_addr(m);
     const char *md        = dango_store_master_metadata_url(m);
-    char        dflt[256] = "", flag[300] = "", admin_dial[256], sz[32];
+    char        dflt[256] = "", sz[32], ttl[64] = "", note[128];
 
     printf("dango serve listening on %s", dango_store_master_addr(m));
     if (admin != NULL) {
@@ -240,25 +256,31 @@ static void serve_print(dango_store_master_t *m, dango_store_client_t *c,
     if (md != NULL) {
         printf(", metadata %s", md);
     }
-    printf("\n");
+    printf("\n\nTry, from another shell:\n");
 
-    /* The commands need --master unless the master is where they look. */
+    /* The commands find the master by STORE_MASTER (default or not). */
     if ((dango_config_get(NULL, "STORE_MASTER", dflt, sizeof(dflt)) != 0) ||
         (strcmp(dflt, dial) != 0)) {
-        snprintf(flag, sizeof(flag), " --master %s", dial);
+        printf("  export DANGO_STORE_MASTER=%s\n", dial);
     }
 
-    printf("\nTry, from another shell:\n"
-           "  echo hello | dango put%s greeting -\n"
-           "  dango get%s greeting\n"
-           "  dango put%s KEY FILE        # dango get%s KEY FILE\n"
-           "  dango ls%s; dango stat%s; dango rm%s greeting\n",
-           flag, flag, flag, flag, flag, flag, flag);
+    serve_hint("echo hello | %s put greeting -", "or: put KEY FILE");
+    serve_hint("%s get greeting", "or: get KEY FILE");
+    serve_hint("%s ls", "keys and sizes");
+    serve_hint("%s stat greeting", "stat alone: the whole pool");
+    dango_config_get(cfg, "MASTER_LEASE_TTL", ttl, sizeof(ttl));
+    snprintf(note, sizeof(note), "once the get's read lease (%s) ends",
+             (ttl[0] != '\0') ? ttl : "MASTER_LEASE_TTL");
+    serve_hint("%s rm greeting", note);
     if (admin != NULL) {
-        dial_addr(admin, admin_dial, sizeof(admin_dial));
-        printf("  curl http://%s/metrics\n", admin_dial);
+        char a[256], cmd[300];
+
+        dial_addr(admin, a, sizeof(a));
+        snprintf(cmd, sizeof(cmd), "curl http://%s/metrics", a);
+        printf("  %-*s # %s\n", 30 + (int)strlen(program_invocation_name), cmd,
+               "also /health /segments /keys");
     }
-    printf("More memory: dango-node --master %s; stop with Ctrl-C.\n", dial);
+    printf("More memory: dango-node --master %s. Stop with Ctrl-C.\n", dial);
     fflush(stdout);
 }
 
@@ -292,11 +314,11 @@ int cli_serve(int argc, char **argv)
     app_signals_block(&sigs);
     rc = dango_store_master_create(cfg, &m);
     if (rc != 0) {
-        char listen[256] = "";
+        char addrs[512];
 
-        dango_config_get(cfg, "MASTER_LISTEN", listen, sizeof(listen));
-        fprintf(stderr, PROG ": cannot start the master (listen %s): %s (%s)\n",
-                listen, dango_strerror(rc), dango_err_name(rc));
+        app_master_addrs(cfg, addrs, sizeof(addrs));
+        fprintf(stderr, PROG ": cannot start the master (%s): %s (%s)\n", addrs,
+                dango_strerror(rc), dango_err_name(rc));
         goto out;
     }
 
@@ -324,6 +346,10 @@ int cli_serve(int argc, char **argv)
         p.transports = sa.transports;
     }
 
+    /* A large segment takes seconds to populate: say what is going on. */
+    fprintf(stderr, PROG ": master on %s; allocating a %s segment\n",
+            dango_store_master_addr(m),
+            app_format_size(p.segment_size, sz, sizeof(sz)));
     rc = dango_store_client_create(&p, cfg, &c);
     if (rc != 0) {
         fprintf(stderr, PROG ": cannot start a %s segment: %s (%s)\n",
@@ -337,7 +363,7 @@ int cli_serve(int argc, char **argv)
                 dango_store_client_name(c), SERVE_MOUNT_WAIT_MS / 1000);
     }
 
-    serve_print(m, c, dial, p.segment_size);
+    serve_print(cfg, m, c, dial, p.segment_size);
     sig = app_signals_wait(&sigs);
     fprintf(stderr, PROG ": %s, stopping\n", strsignal(sig));
 

@@ -55,7 +55,7 @@ start() {
 wait_line() {
     local pid=$1 file=$2 re=$3 i
     for ((i = 0; i < T * 10; i++)); do
-        grep -Eq "$re" "$file" && return 0
+        grep -Eqs "$re" "$file" && return 0
         kill -0 "$pid" 2>/dev/null || fail "process $pid exited before '$re'"
         sleep 0.1
     done
@@ -183,7 +183,11 @@ step "admin http"
 curl -fsS --max-time "$T" "http://$ADMIN/health" >/dev/null || fail "/health"
 curl -fsS --max-time "$T" "http://$ADMIN/metrics" >"$TMP/metrics.txt" ||
     fail "/metrics"
-grep -q '^master_' "$TMP/metrics.txt" || fail "/metrics has no master_ metric"
+grep -Eq '^dango_master_key_count 2$' "$TMP/metrics.txt" ||
+    fail "/metrics: no key count of 2"
+curl -fsS --max-time "$T" "http://$ADMIN/keys?prefix=b" >"$TMP/keys.txt" ||
+    fail "/keys"
+grep -q big "$TMP/keys.txt" || fail "/keys?prefix=b: $(cat "$TMP/keys.txt")"
 
 step "rm"
 expect_rc 1 rm small --master "$M"
