@@ -167,9 +167,7 @@ static int parse_args(int argc, char **argv, dango_config_t *cfg,
         }
 
         if (rc > 0) {
-            fprintf(stderr,
-                    PROG ": unknown flag '%s' (" PROG " --help lists them)\n",
-                    a);
+            app_bad_arg(PROG, a, PROG " --help");
             usage(stderr);
             return 2;
         }

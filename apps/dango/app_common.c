@@ -371,6 +371,13 @@ int app_flag_option(const char *prog, dango_config_t *cfg,
         }
 
         rc = dango_config_set(cfg, full, value);
+        if ((rc != 0) && (j == *i) && (strchr(argv[*i], '=') == NULL)) {
+            /* No value given, and the option is not a boolean. */
+            fprintf(stderr, "%s: %s needs a value (%s)\n", prog, argv[*i],
+                    full);
+            return -1;
+        }
+
         if (rc != 0) {
             fprintf(stderr, "%s: %s: bad value '%s' for %s: %s\n", prog,
                     argv[*i], value, full, dango_strerror(rc));
@@ -473,6 +480,13 @@ int app_signals_wait(const sigset_t *set)
     } while (sig == SIGHUP);
 
     return sig;
+}
+
+void app_bad_arg(const char *prog, const char *arg, const char *help)
+{
+    fprintf(stderr, "%s: %s '%s' (%s lists the flags)\n", prog,
+            (arg[0] == '-') ? "unknown flag" : "unexpected argument", arg,
+            help);
 }
 
 void app_master_addrs(const dango_config_t *cfg, char *buf, size_t len)

@@ -102,6 +102,12 @@ void app_signals_block(sigset_t *set);
 int  app_signals_wait(const sigset_t *set);
 
 /*
+ * Error line for an argument no flag parser took: "unknown flag" or
+ * "unexpected argument", and where the flags are listed (@help).
+ */
+void app_bad_arg(const char *prog, const char *arg, const char *help);
+
+/*
  * Writes "listen A, admin B[, metadata C]" (the master's addresses as
  * configured in @cfg) into @buf, for the error of a master that cannot start.
  */

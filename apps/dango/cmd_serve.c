@@ -176,10 +176,7 @@ static int serve_parse(int argc, char **argv, dango_config_t *cfg,
         }
 
         if (rc > 0) {
-            fprintf(stderr,
-                    PROG ": unknown flag '%s' (dango serve --help lists "
-                         "them)\n",
-                    a);
+            app_bad_arg(PROG, a, "dango serve --help");
             serve_usage(stderr);
             return 2;
         }
