@@ -98,7 +98,6 @@ static int cmd_info(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-#ifndef DANGO_CLI_NO_STORE
     static const struct {
         const char *name;
         int (*fn)(int argc, char **argv);
@@ -106,20 +105,17 @@ int main(int argc, char **argv)
         {"serve", cli_serve}, {"put", cli_put},   {"get", cli_get},
         {"ls", cli_ls},       {"stat", cli_stat}, {"rm", cli_rm},
     };
-#endif
 
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
 
-#ifndef DANGO_CLI_NO_STORE
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(cmds); i++) {
         if (!strcmp(argv[1], cmds[i].name)) {
             return cmds[i].fn(argc - 1, argv + 1);
         }
     }
-#endif
 
     if (!strcmp(argv[1], "info")) {
         return cmd_info(argc, argv);
