@@ -5,9 +5,10 @@
  * - Two bucket arrays, as in Redis dict: tab[0] is the table; while a
  *   resize runs, tab[1] is the new one and buckets of tab[0] below `rehash`
  *   have been moved into it. New entries always go to tab[1] during a
- *   resize, so tab[0] only drains. Whole buckets move at once, which keeps
- *   the rule "bucket i of tab[0] is empty iff i < rehash" and lets a lookup
- *   or a remove tell from the hash alone which array holds a node.
+ *   resize, so tab[0] only drains. Whole buckets move at once, so bucket i
+ *   of tab[0] is empty once i < rehash; a lookup or a remove looks in
+ *   tab[0] only when the node's bucket there has not moved yet, and then
+ *   in tab[1].
  * - Each insert or remove moves one bucket (and visits at most
  *   HMAP_EMPTY_VISITS empty ones), so a resize of N buckets finishes within
  *   N operations and no call does more than a constant amount of extra
@@ -120,16 +121,42 @@ static int rehash_buckets(dango_hmap_t *m, size_t n)
     return 1;
 }
 
-/* The chain head that holds (or would hold) a node of hash @hash. */
-static dango_hmap_node_t **bucket_of(const dango_hmap_t *m, uint64_t hash)
+/* Starts shrinking when the load fell under 1/8 (never below min_size). */
+static void maybe_shrink(dango_hmap_t *m)
 {
-    size_t idx0 = hash & m->mask[0];
+    size_t size = m->mask[0] + 1;
 
-    if ((m->tab[1] != NULL) && (idx0 < m->rehash)) {
-        return &m->tab[1][hash & m->mask[1]];
+    if ((m->tab[1] == NULL) && (m->iterating == 0) && (size > m->min_size) &&
+        (m->count < size / 8)) {
+        size_t want = pow2_at_least(m->count * 2);
+
+        resize_start(m, (want < m->min_size) ? m->min_size : want);
+    }
+}
+
+/*
+ * The link that points at @node. A node whose bucket of tab[0] was already
+ * moved is in tab[1]; one whose bucket was not may still be in tab[1] if it
+ * was inserted during the resize.
+ */
+static dango_hmap_node_t **link_of(const dango_hmap_t      *m,
+                                   const dango_hmap_node_t *node)
+{
+    size_t              idx0 = node->hash & m->mask[0];
+    dango_hmap_node_t **pp;
+
+    if ((m->tab[1] == NULL) || (idx0 >= m->rehash)) {
+        for (pp = &m->tab[0][idx0]; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == node) {
+                return pp;
+            }
+        }
     }
 
-    return &m->tab[0][idx0];
+    for (pp = &m->tab[1][node->hash & m->mask[1]]; *pp != node;
+         pp = &(*pp)->next) {
+    }
+    return pp;
 }
 
 /* ---------- public API ---------- */
@@ -210,11 +237,7 @@ void dango_hmap_insert(dango_hmap_t *m, dango_hmap_node_t *node)
 
 void dango_hmap_remove(dango_hmap_t *m, dango_hmap_node_t *node)
 {
-    dango_hmap_node_t **pp = bucket_of(m, node->hash);
-
-    while (*pp != node) {
-        pp = &(*pp)->next;
-    }
+    dango_hmap_node_t **pp = link_of(m, node);
 
     *pp        = node->next;
     node->next = NULL;
@@ -222,17 +245,17 @@ void dango_hmap_remove(dango_hmap_t *m, dango_hmap_node_t *node)
 
     if (m->tab[1] != NULL) {
         rehash_buckets(m, 1);
-    } else if ((m->iterating == 0) && (m->mask[0] + 1 > m->min_size) &&
-               (m->count < (m->mask[0] + 1) / 8)) {
-        size_t size = pow2_at_least(m->count * 2);
-
-        resize_start(m, (size < m->min_size) ? m->min_size : size);
+    } else {
+        maybe_shrink(m);
     }
 }
 
 int dango_hmap_rehash_step(dango_hmap_t *m, size_t n)
 {
-    return rehash_buckets(m, n);
+    if (!rehash_buckets(m, n)) {
+        maybe_shrink(m);
+    }
+    return m->tab[1] != NULL;
 }
 
 void dango_hmap_iter_begin(dango_hmap_t *m, dango_hmap_iter_t *it)

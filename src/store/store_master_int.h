@@ -44,6 +44,8 @@ extern dango_log_component_t dango__log_master;
 #define MS_PROBE_MAX 100
 /* Keys of one List page, at most and by default. */
 #define MS_LIST_MAX 1024
+/* Pause after an eviction pass that found nothing to evict (ms). */
+#define MS_EVICT_IDLE_MS 100
 /* Buckets moved per timer tick while a hash map resizes. */
 #define MS_REHASH_STEP 1024
 

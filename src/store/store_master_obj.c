@@ -219,6 +219,7 @@ again:
             if (dango__store_ms_evict(st, now) > 0) {
                 goto again; /* the pass may have erased @o */
             }
+            st->evict_idle_until = now + MS_EVICT_IDLE_MS;
         }
         st->c.alloc_failures++;
         st->need_evict = 1;
@@ -871,8 +872,9 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
     }
     dango_hmap_iter_end(&it);
 
-    want     = (size_t)ceil((double)base * target);
-    want_min = (size_t)ceil((double)base * lower);
+    /* The epsilon keeps 0.15 * 100 from becoming 16 through rounding. */
+    want     = (size_t)ceil((double)base * target - 1e-9);
+    want_min = (size_t)ceil((double)base * lower - 1e-9);
     if ((want == 0) && (base > 0)) {
         want = 1;
     }

@@ -31,9 +31,6 @@
 #include "common/alloc.h"
 #include "common/hash.h"
 
-/* Pause after an eviction pass that found nothing to evict. */
-#define MS_EVICT_IDLE_MS 100
-
 DANGO_LOG_COMPONENT_DEFINE(dango__log_master, "master");
 
 /* ---------- private functions ---------- */
@@ -126,6 +123,19 @@ static int heap_push(ms_state_t *st, ms_ver_t *v)
     v->heap_idx             = st->nparked++;
     heap_up(st, v->heap_idx);
     return 0;
+}
+
+static void heap_remove(ms_state_t *st, ms_ver_t *v);
+
+/* Takes parked @v out of the heap, its regions out of parked_bytes. */
+static void ver_unpark(ms_state_t *st, ms_ver_t *v)
+{
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg != NULL) {
+            st->parked_bytes -= round_up(v->rec_len, v->rep[i].seg->granule);
+        }
+    }
+    heap_remove(st, v);
 }
 
 static void heap_remove(ms_state_t *st, ms_ver_t *v)
@@ -760,7 +770,7 @@ void dango__store_ms_tick(ms_state_t *st, uint64_t now)
     while ((st->nparked > 0) && (st->parked[0]->free_at <= now)) {
         ms_ver_t *v = st->parked[0];
 
-        heap_remove(st, v);
+        ver_unpark(st, v);
         dango__store_ms_ver_free(st, v);
         st->c.releases++;
     }

@@ -1,0 +1,686 @@
+/*
+ * Unit tests of the master's object operations on the state object with a
+ * fake clock (src/store/store_master_obj.c): the put state machine (start,
+ * end, revoke, readers see only complete objects, wrong client, idempotent
+ * end, exists keeps the object), stale put preemption and release, puts
+ * reclaimed after the release timeout, upsert (old value readable until
+ * the end, swap, deferred free under lease, revoke, hard pin kept), leases,
+ * hard pin and remove, report-bad, list paging, regex remove, batch limits
+ * and duplicate keys. Every test ends with all space returned.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "test_master_util.h"
+
+/* ---------- helpers ---------- */
+
+static ms_state_t *state_one_seg(uint64_t size)
+{
+    ms_state_t *st = tm_state();
+
+    tm_mount(st, 1, 1, "node-a", size, T0);
+    return st;
+}
+
+static void drain(ms_state_t *st, uint64_t now)
+{
+    assert_true(dango__store_ms_remove_match(st, NULL, 1, 1, now) >= 0);
+    dango__store_ms_tick(st, now + 1000ull * 1000 * 1000);
+    tm_check_empty(st);
+}
+
+/* ---------- tests ---------- */
+
+static void put_state_machine(void **state)
+{
+    ms_state_t *st = state_one_seg(MiB);
+    ms_obj_t   *o;
+    ms_ver_t   *v;
+    ms_ver_t   *v2;
+    uint64_t    now = T0;
+
+    (void)state;
+    assert_dango_ok(tm_put_start(st, 1, "a", 100, now, &v));
+    assert_non_null(v);
+    assert_int_equal(v->nrep, 1);
+    assert_int_equal(v->rep[0].status, DANGO_STORE_REPLICA_PROCESSING);
+    assert_int_equal(v->rec_len, dango_store_rec_size(1, 100));
+    assert_int_equal(ms_rep_addr(&v->rep[0]) % 64, 0);
+    assert_int_equal(st->ninflight, 1);
+
+    /* Invisible to readers while in flight. */
+    assert_dango_err(DANGO_ENOT_READY, tm_get(st, "a", now, NULL));
+    assert_int_equal(tm_exist(st, "a", now), 0);
+    assert_dango_err(DANGO_ENOT_READY, tm_remove(st, "a", 1, now));
+
+    /* A second put of the key while the first is young. */
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start(st, 2, "a", 100, now, NULL));
+
+    /* End checks: unknown key, wrong put, wrong client. */
+    assert_dango_err(DANGO_ENO_OBJECT, tm_put_end(st, 1, "zz", 1, 0, now));
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_put_end(st, 1, "a", v->put_id + 1, 0, now));
+    assert_dango_err(DANGO_EILLEGAL_CLIENT,
+                     tm_put_end(st, 2, "a", v->put_id, 0, now));
+    assert_dango_err(DANGO_EILLEGAL_CLIENT,
+                     tm_put_end(st, 2, "a", v->put_id, 1, now));
+
+    now += 5;
+    assert_dango_ok(tm_put_end(st, 1, "a", v->put_id, 0, now));
+    assert_int_equal(st->ninflight, 0);
+    o = tm_obj(st, "a");
+    assert_int_equal(o->lease_timeout, now); /* zero-length lease */
+    assert_int_equal(v->rep[0].status, DANGO_STORE_REPLICA_COMPLETE);
+
+    /* Idempotent retry of the end; a revoke of it is refused. */
+    assert_dango_ok(tm_put_end(st, 1, "a", v->put_id, 0, now));
+    assert_dango_err(DANGO_EILLEGAL_CLIENT,
+                     tm_put_end(st, 2, "a", v->put_id, 0, now));
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_put_end(st, 1, "a", v->put_id, 1, now));
+
+    /* Readers see it and get a lease. */
+    assert_dango_ok(tm_get(st, "a", now, &o));
+    assert_ptr_equal(o->cur, v);
+    assert_int_equal(o->cur->size, 100);
+    assert_int_equal(o->cur->checksum, 0x5eed);
+    assert_int_equal(o->lease_timeout, now + 10000);
+    assert_int_equal(tm_exist(st, "a", now), 1);
+
+    /* Exists: the stored object is untouched. */
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start(st, 2, "a", 300, now + 100000, &v2));
+    assert_null(v2);
+    assert_ptr_equal(tm_obj(st, "a")->cur, v);
+    assert_null(tm_obj(st, "a")->pend);
+
+    /* Revoke of a new key: regions freed, object gone. */
+    assert_dango_ok(tm_put_start(st, 1, "b", 1000, now, &v));
+    assert_dango_ok(tm_put_end(st, 1, "b", v->put_id, 1, now));
+    assert_null(tm_obj(st, "b"));
+    assert_dango_err(DANGO_ENO_OBJECT, tm_get(st, "b", now, NULL));
+    assert_dango_err(DANGO_ENO_OBJECT, tm_put_end(st, 1, "b", 1, 1, now));
+    tm_check(st);
+    assert_int_equal(st->used, 256); /* only "a": 64 + 64 + 100, rounded */
+
+    /* Remove while leased, then after the lease. */
+    assert_dango_err(DANGO_ELEASE_HELD, tm_remove(st, "a", 0, now + 9999));
+    assert_dango_ok(tm_remove(st, "a", 0, now + 10000));
+    assert_dango_err(DANGO_ENO_OBJECT, tm_remove(st, "a", 0, now + 10000));
+    assert_int_equal(dango_hmap_count(&st->objs), 0);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void put_validation(void **state)
+{
+    ms_state_t       *st = state_one_seg(MiB);
+    ms_put_cfg_t      cfg;
+    char             *longkey;
+    ms_key_t          keys[3];
+    uint64_t          sizes[3] = {10, 10, 10};
+    ms_ver_t         *vers[3];
+    int               status[3];
+    static const char nul_key[] = {'a', '\0', 'b'};
+
+    (void)state;
+    longkey = malloc(DANGO_STORE_KEY_MAX + 2);
+    memset(longkey, 'k', DANGO_STORE_KEY_MAX + 1);
+    longkey[DANGO_STORE_KEY_MAX + 1] = '\0';
+
+    assert_dango_err(DANGO_EINVAL, tm_put_start(st, 1, "", 10, T0, NULL));
+    assert_dango_err(DANGO_EINVAL, tm_put_start(st, 1, "k", 0, T0, NULL));
+    assert_dango_err(DANGO_ENAMETOOLONG,
+                     tm_put_start(st, 1, longkey, 10, T0, NULL));
+    longkey[DANGO_STORE_KEY_MAX] = '\0'; /* exactly the maximum is fine */
+    assert_dango_ok(tm_put_start(st, 1, longkey, 10, T0, NULL));
+
+    /* A key with NUL inside (explicit length). */
+    keys[0].s   = nul_key;
+    keys[0].len = sizeof(nul_key);
+    memset(&cfg, 0, sizeof(cfg));
+    assert_dango_ok(dango__store_ms_put_start(st, tm_cid(1), 1, keys, sizes,
+                                              NULL, &cfg, 0, T0, status, vers));
+    assert_dango_err(DANGO_EINVAL, status[0]);
+
+    /* Duplicate in a batch: the later one fails. */
+    keys[0] = tm_key("d1");
+    keys[1] = tm_key("d2");
+    keys[2] = tm_key("d1");
+    assert_dango_ok(dango__store_ms_put_start(st, tm_cid(1), 3, keys, sizes,
+                                              NULL, &cfg, 0, T0, status, vers));
+    assert_dango_ok(status[0]);
+    assert_dango_ok(status[1]);
+    assert_dango_err(DANGO_EINVAL, status[2]);
+    assert_null(vers[2]);
+
+    /* Call-level errors. */
+    assert_dango_err(DANGO_EINVAL,
+                     dango__store_ms_put_start(
+                         st, tm_cid(1), DANGO_STORE_BATCH_MAX + 1, keys, sizes,
+                         NULL, &cfg, 0, T0, status, vers));
+    cfg.replica_num = DANGO_STORE_REPLICA_MAX + 1;
+    assert_dango_err(DANGO_EINVAL, dango__store_ms_put_start(
+                                       st, tm_cid(1), 1, keys, sizes, NULL,
+                                       &cfg, 0, T0, status, vers));
+    cfg.replica_num = 0;
+    cfg.soft_pin    = 3;
+    assert_dango_err(DANGO_EINVAL, dango__store_ms_put_start(
+                                       st, tm_cid(1), 1, keys, sizes, NULL,
+                                       &cfg, 0, T0, status, vers));
+    cfg.soft_pin        = DANGO_STORE_SOFT_PIN_PRESERVE;
+    cfg.soft_pin_ttl_ms = 1000; /* a TTL only goes with ENABLE */
+    assert_dango_err(DANGO_EINVAL, dango__store_ms_put_start(
+                                       st, tm_cid(1), 1, keys, sizes, NULL,
+                                       &cfg, 0, T0, status, vers));
+    cfg.soft_pin        = DANGO_STORE_SOFT_PIN_ENABLE;
+    cfg.soft_pin_ttl_ms = 24ull * 3600 * 1000 + 1;
+    assert_dango_err(DANGO_EINVAL, dango__store_ms_put_start(
+                                       st, tm_cid(1), 1, keys, sizes, NULL,
+                                       &cfg, 0, T0, status, vers));
+    cfg.soft_pin_ttl_ms = 24ull * 3600 * 1000;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "pinned", 10, &cfg, 0, T0, NULL));
+
+    /* Other batch calls refuse oversized batches too. */
+    assert_dango_err(DANGO_EINVAL,
+                     dango__store_ms_get(st, DANGO_STORE_BATCH_MAX + 1, keys, 0,
+                                         T0, status, NULL));
+    assert_dango_err(
+        DANGO_EINVAL,
+        dango__store_ms_exist(st, DANGO_STORE_BATCH_MAX + 1, keys, T0, status));
+    assert_dango_err(DANGO_EINVAL,
+                     dango__store_ms_remove(st, DANGO_STORE_BATCH_MAX + 1, keys,
+                                            0, T0, status));
+
+    /* Read-side key checks. */
+    assert_dango_err(DANGO_EINVAL, tm_get(st, "", T0, NULL));
+    assert_dango_err(DANGO_EINVAL, tm_exist(st, "", T0));
+    assert_dango_err(DANGO_ENAMETOOLONG, (longkey[DANGO_STORE_KEY_MAX] = 'k',
+                                          tm_remove(st, longkey, 0, T0)));
+
+    free(longkey);
+    /* In-flight puts go after the release timeout. */
+    dango__store_ms_tick(st, T0 + 600000);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void stale_put_preempted_then_released(void **state)
+{
+    ms_state_t *st = state_one_seg(MiB);
+    ms_ver_t   *v1;
+    ms_ver_t   *v2;
+    uint64_t    id1;
+
+    (void)state;
+    assert_dango_ok(tm_put_start(st, 1, "k", 1000, T0, &v1));
+    id1 = v1->put_id;
+
+    /* Younger than PUT_DISCARD_TIMEOUT: refused, for upsert too. */
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start(st, 2, "k", 1000, T0 + 29999, NULL));
+    {
+        ms_put_cfg_t cfg;
+
+        memset(&cfg, 0, sizeof(cfg));
+        assert_dango_err(DANGO_EBUSY, tm_put_start_cfg(st, 2, "k", 1000, &cfg,
+                                                       1, T0 + 29999, NULL));
+    }
+
+    /* Old enough: preempted, its regions parked until start + 600 s. */
+    assert_dango_ok(tm_put_start(st, 2, "k", 1000, T0 + 30000, &v2));
+    assert_true(v2->put_id > id1);
+    assert_int_equal(st->nparked, 1);
+    assert_int_equal(st->c.discards, 1);
+    assert_true(st->parked_bytes >= 1000);
+    assert_int_equal(st->ninflight, 1);
+
+    /* The preempted writer can no longer commit. */
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_put_end(st, 1, "k", id1, 0, T0 + 30001));
+    assert_dango_ok(tm_put_end(st, 2, "k", v2->put_id, 0, T0 + 30001));
+
+    dango__store_ms_tick(st, T0 + 599999);
+    assert_int_equal(st->nparked, 1);
+    tm_check(st);
+    dango__store_ms_tick(st, T0 + 600000);
+    assert_int_equal(st->nparked, 0);
+    assert_int_equal(st->parked_bytes, 0);
+    assert_int_equal(st->c.releases, 1);
+    tm_check(st);
+
+    assert_dango_ok(tm_get(st, "k", T0 + 600000, NULL));
+    drain(st, T0 + 700000);
+    dango__store_ms_destroy(st);
+}
+
+static void unfinished_put_reclaimed(void **state)
+{
+    ms_state_t *st = state_one_seg(MiB);
+    ms_ver_t   *v;
+    ms_ver_t   *u;
+
+    (void)state;
+    /* A plain put that never ends, and an upsert that never ends. */
+    assert_dango_ok(tm_put_start(st, 1, "z", 100, T0, &v));
+    tm_put(st, 1, "y", 100, T0);
+    {
+        ms_put_cfg_t cfg;
+
+        memset(&cfg, 0, sizeof(cfg));
+        assert_dango_ok(
+            tm_put_start_cfg(st, 1, "y", 200, &cfg, 1, T0 + 10, &u));
+    }
+    assert_int_equal(st->ninflight, 2);
+
+    dango__store_ms_tick(st, T0 + 599999);
+    assert_non_null(tm_obj(st, "z"));
+    dango__store_ms_tick(st, T0 + 600000);
+    assert_null(tm_obj(st, "z"));
+    assert_non_null(tm_obj(st, "y")->pend);
+    dango__store_ms_tick(st, T0 + 600010);
+    assert_null(tm_obj(st, "y")->pend);
+    assert_int_equal(st->ninflight, 0);
+    assert_int_equal(st->c.reclaims, 2);
+
+    /* The old value of "y" is intact. */
+    assert_dango_ok(tm_get(st, "y", T0 + 600010, NULL));
+    assert_int_equal(tm_obj(st, "y")->cur->size, 100);
+    assert_int_equal(st->used, 256);
+    drain(st, T0 + 700000);
+    dango__store_ms_destroy(st);
+}
+
+static void upsert(void **state)
+{
+    ms_state_t  *st = state_one_seg(MiB);
+    ms_put_cfg_t cfg;
+    ms_obj_t    *o;
+    ms_ver_t    *v1;
+    ms_ver_t    *v2;
+    uint64_t     now = T0;
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.hard_pin = 1;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "u", 100, &cfg, 0, now, &v1));
+    assert_dango_ok(tm_put_end(st, 1, "u", v1->put_id, 0, now));
+    assert_dango_ok(tm_get(st, "u", now, &o)); /* lease until now + 10 s */
+
+    /* Upsert: a new pending version, the old one stays readable. */
+    cfg.hard_pin = 0;
+    now += 100;
+    assert_dango_ok(tm_put_start_cfg(st, 2, "u", 5000, &cfg, 1, now, &v2));
+    assert_ptr_not_equal(v1, v2);
+    assert_dango_ok(tm_get(st, "u", now, &o));
+    assert_ptr_equal(o->cur, v1);
+    assert_ptr_equal(o->pend, v2);
+    assert_int_equal(o->cur->size, 100);
+    assert_int_equal(tm_exist(st, "u", now), 1);
+
+    /* Busy while it runs; a plain put sees an existing object. */
+    assert_dango_err(DANGO_EBUSY,
+                     tm_put_start_cfg(st, 3, "u", 10, &cfg, 1, now, NULL));
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start(st, 3, "u", 10, now, NULL));
+    assert_dango_err(DANGO_ENOT_READY, tm_remove(st, "u", 1, now));
+
+    /* End: swap; the old regions wait for the lease (now + 10 s). */
+    assert_dango_ok(tm_put_end(st, 2, "u", v2->put_id, 0, now));
+    assert_dango_ok(tm_get_lease(st, "u", 1, now, &o));
+    assert_ptr_equal(o->cur, v2);
+    assert_int_equal(o->cur->size, 5000);
+    assert_int_equal(o->hard_pin, 1); /* kept across upsert */
+    assert_int_equal(st->nparked, 1);
+    assert_int_equal(o->lease_timeout, now + 10000);
+    dango__store_ms_tick(st, now + 9999);
+    assert_int_equal(st->nparked, 1);
+    dango__store_ms_tick(st, now + 10000);
+    assert_int_equal(st->nparked, 0);
+    tm_check(st);
+    assert_int_equal(st->used,
+                     dango_store_rec_size(1, 5000) / 64 * 64 +
+                         ((dango_store_rec_size(1, 5000) % 64) ? 64 : 0));
+
+    /* Upsert of an unleased object: the old value goes at once. */
+    now += 20000;
+    assert_dango_ok(tm_put_start_cfg(st, 2, "u", 64, &cfg, 1, now, &v1));
+    assert_dango_ok(tm_put_end(st, 2, "u", v1->put_id, 0, now));
+    assert_int_equal(st->nparked, 0);
+    assert_int_equal(st->used, 192);
+
+    /* Revoke of an upsert: the old value stays. */
+    assert_dango_ok(tm_put_start_cfg(st, 2, "u", 999, &cfg, 1, now, &v2));
+    assert_dango_ok(tm_put_end(st, 2, "u", v2->put_id, 1, now));
+    assert_dango_ok(tm_get(st, "u", now, &o));
+    assert_ptr_equal(o->cur, v1);
+    assert_null(o->pend);
+    assert_int_equal(st->used, 192);
+
+    /* Upsert of an absent key behaves like a put. */
+    assert_dango_ok(tm_put_start_cfg(st, 2, "new", 64, &cfg, 1, now, &v2));
+    assert_dango_err(DANGO_ENOT_READY, tm_get(st, "new", now, NULL));
+    assert_dango_ok(tm_put_end(st, 2, "new", v2->put_id, 0, now));
+    assert_dango_ok(tm_get(st, "new", now, NULL));
+
+    /* Hard pinned: remove needs force. */
+    assert_dango_err(DANGO_EPERM, tm_remove(st, "u", 0, now + 100000));
+    assert_dango_ok(tm_remove(st, "u", 1, now + 100000));
+    drain(st, now + 200000);
+    dango__store_ms_destroy(st);
+}
+
+static void leases(void **state)
+{
+    ms_state_t *st  = state_one_seg(MiB);
+    uint64_t    now = T0;
+    ms_obj_t   *o;
+
+    (void)state;
+    tm_put(st, 1, "l", 100, now);
+    o = tm_obj(st, "l");
+
+    /* Exist and get extend to now + TTL, never shorten; admin reads do
+     * not lease. */
+    assert_int_equal(tm_exist(st, "l", now + 10), 1);
+    assert_int_equal(o->lease_timeout, now + 10010);
+    assert_dango_ok(tm_get_lease(st, "l", 1, now + 5000, NULL));
+    assert_int_equal(o->lease_timeout, now + 10010);
+    assert_dango_ok(tm_get(st, "l", now + 5000, NULL));
+    assert_int_equal(o->lease_timeout, now + 15000);
+    assert_dango_ok(tm_get(st, "l", now + 4000, NULL)); /* older read */
+    assert_int_equal(o->lease_timeout, now + 15000);
+
+    assert_dango_err(DANGO_ELEASE_HELD, tm_remove(st, "l", 0, now + 14999));
+
+    /* A forced remove under lease parks the regions until it ends. */
+    assert_dango_ok(tm_remove(st, "l", 1, now + 6000));
+    assert_null(tm_obj(st, "l"));
+    assert_int_equal(st->nparked, 1);
+    assert_dango_err(DANGO_ENO_OBJECT, tm_get(st, "l", now + 6000, NULL));
+    dango__store_ms_tick(st, now + 14999);
+    assert_int_equal(st->nparked, 1);
+    dango__store_ms_tick(st, now + 15000);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void report_bad(void **state)
+{
+    ms_state_t  *st = tm_state();
+    ms_put_cfg_t cfg;
+    ms_ver_t    *v;
+    ms_key_t     key = tm_key("r");
+    uint64_t     addr0;
+    uint64_t     addr1;
+    char         seg0[64];
+    char         seg1[64];
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, T0);
+    tm_mount(st, 2, 2, "node-b", MiB, T0);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.replica_num = 2;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "r", 100, &cfg, 0, T0, &v));
+    assert_int_equal(v->nrep, 2);
+    assert_dango_ok(tm_put_end(st, 1, "r", v->put_id, 0, T0));
+    addr0 = ms_rep_addr(&v->rep[0]);
+    addr1 = ms_rep_addr(&v->rep[1]);
+    snprintf(seg0, sizeof(seg0), "%s", v->rep[0].seg->name->name);
+    snprintf(seg1, sizeof(seg1), "%s", v->rep[1].seg->name->name);
+
+    /* Wrong put, wrong address, wrong segment: nothing happens. */
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key,
+                                               v->put_id + 1, seg0, addr0, T0));
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key, v->put_id,
+                                               seg0, addr0 + 64, T0));
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key, v->put_id,
+                                               seg1, addr0, T0));
+    assert_int_equal(v->nlive, 2);
+
+    /* The right one: dropped and freed; readers get the other. */
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key, v->put_id,
+                                               seg0, addr0, T0));
+    assert_int_equal(v->nlive, 1);
+    assert_int_equal(st->c.bad_replicas, 1);
+    tm_check(st);
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key, v->put_id,
+                                               seg0, addr0, T0));
+    assert_int_equal(st->c.bad_replicas, 1);
+
+    /* The last one: the object goes. */
+    assert_dango_ok(dango__store_ms_report_bad(st, tm_cid(3), &key, v->put_id,
+                                               seg1, addr1, T0));
+    assert_null(tm_obj(st, "r"));
+    assert_dango_err(
+        DANGO_ENO_OBJECT,
+        dango__store_ms_report_bad(st, tm_cid(3), &key, 1, seg1, addr1, T0));
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void list_paging(void **state)
+{
+    ms_state_t *st = state_one_seg(16 * MiB);
+    ms_obj_t  **out;
+    ms_key_t    prefix = tm_key("k");
+    ms_key_t    after  = {NULL, 0};
+    char        last[32];
+    char        k[32];
+    size_t      total = 0;
+    int         more;
+
+    (void)state;
+    out = calloc(2600, sizeof(*out));
+    /* Inserted in a scrambled order. */
+    for (int i = 0; i < 2500; i++) {
+        snprintf(k, sizeof(k), "k%05d", (i * 7919) % 2500);
+        tm_put(st, 1, k, 64, T0);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "other%d", i);
+        tm_put(st, 1, k, 64, T0);
+    }
+    assert_dango_ok(tm_put_start(st, 1, "k00000x", 64, T0, NULL)); /* hidden */
+
+    last[0] = '\0';
+    do {
+        size_t n = dango__store_ms_list(st, &prefix, &after, 0, out, &more);
+
+        assert_true(n <= MS_LIST_MAX);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(k, sizeof(k), "k%05zu", total + i);
+            assert_string_equal(out[i]->key, k);
+            assert_int_equal(out[i]->cur->size, 64);
+        }
+        total += n;
+        if (n > 0) {
+            snprintf(last, sizeof(last), "%s", out[n - 1]->key);
+        }
+        after = tm_key(last);
+        assert_int_equal(more, total < 2500);
+    } while (more);
+    assert_int_equal(total, 2500);
+
+    /* Small limit, everything, no prefix. */
+    assert_int_equal(dango__store_ms_list(st, NULL, NULL, 3, out, &more), 3);
+    assert_true(more);
+    assert_string_equal(out[0]->key, "k00000");
+    prefix = tm_key("other");
+    assert_int_equal(dango__store_ms_list(st, &prefix, NULL, 2600, out, &more),
+                     10);
+    assert_false(more);
+    assert_string_equal(out[9]->key, "other9");
+    prefix = tm_key("none");
+    assert_int_equal(dango__store_ms_list(st, &prefix, NULL, 0, out, &more), 0);
+
+    free(out);
+    dango__store_ms_tick(st, T0 + 600000);
+    drain(st, T0 + 700000);
+    dango__store_ms_destroy(st);
+}
+
+static void remove_match(void **state)
+{
+    ms_state_t  *st = state_one_seg(MiB);
+    ms_put_cfg_t cfg;
+    char         k[16];
+    uint64_t     now = T0;
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "a%d", i);
+        tm_put(st, 1, k, 64, now);
+        snprintf(k, sizeof(k), "b%d", i);
+        tm_put(st, 1, k, 64, now);
+    }
+    cfg.hard_pin = 1;
+    assert_dango_ok(
+        tm_put_start_cfg(st, 1, "a-pinned", 64, &cfg, 0, now, NULL));
+    assert_dango_ok(tm_put_end(st, 1, "a-pinned",
+                               tm_obj(st, "a-pinned")->pend->put_id, 0, now));
+    assert_dango_ok(tm_put_start(st, 1, "a-flight", 64, now, NULL));
+    assert_dango_ok(tm_get(st, "a3", now, NULL)); /* leased */
+
+    assert_dango_err(DANGO_EINVAL,
+                     (int)dango__store_ms_remove_match(st, "(", 0, 0, now));
+    assert_dango_err(DANGO_EINVAL,
+                     (int)dango__store_ms_remove_match(st, "", 0, 0, now));
+
+    /* Not leased, not pinned, not in flight. */
+    assert_int_equal(dango__store_ms_remove_match(st, "^a[0-9]$", 0, 0, now),
+                     9);
+    assert_non_null(tm_obj(st, "a3"));
+    assert_int_equal(dango__store_ms_remove_match(st, "^a", 0, 0, now), 0);
+    /* Force takes leased and pinned, never in-flight. */
+    assert_int_equal(dango__store_ms_remove_match(st, "^a", 0, 1, now), 2);
+    assert_non_null(tm_obj(st, "a-flight"));
+
+    /* Remove all: the b keys. */
+    assert_int_equal(dango__store_ms_remove_match(st, NULL, 1, 0, now), 10);
+    assert_int_equal(dango_hmap_count(&st->objs), 1);
+    dango__store_ms_tick(st, now + 10000);
+    assert_dango_ok(tm_put_end(st, 1, "a-flight",
+                               tm_obj(st, "a-flight")->pend->put_id, 1, now));
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void batch_calls(void **state)
+{
+    ms_state_t  *st = state_one_seg(4 * MiB);
+    ms_put_cfg_t cfg;
+    ms_key_t     keys[64];
+    uint64_t     sizes[64];
+    uint64_t     sums[64];
+    uint64_t     ids[64];
+    ms_ver_t    *vers[64];
+    ms_obj_t    *objs[64];
+    int          status[64];
+    char         names[64][16];
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    for (int i = 0; i < 64; i++) {
+        snprintf(names[i], sizeof(names[i]), "batch-%d", i);
+        keys[i]  = tm_key(names[i]);
+        sizes[i] = 100 + (uint64_t)i;
+        sums[i]  = (uint64_t)i;
+    }
+    tm_put(st, 1, "batch-7", 10, T0); /* exists already */
+
+    assert_dango_ok(dango__store_ms_put_start(st, tm_cid(1), 64, keys, sizes,
+                                              sums, &cfg, 0, T0, status, vers));
+    for (int i = 0; i < 64; i++) {
+        if (i == 7) {
+            assert_dango_err(DANGO_EOBJ_EXISTS, status[i]);
+            ids[i] = 0;
+        } else {
+            assert_dango_ok(status[i]);
+            ids[i] = vers[i]->put_id;
+        }
+    }
+
+    assert_dango_ok(
+        dango__store_ms_put_end(st, tm_cid(1), 64, keys, ids, 0, T0, status));
+    for (int i = 0; i < 64; i++) {
+        if (i == 7) {
+            assert_dango_err(DANGO_EINVALID_WRITE, status[i]);
+        } else {
+            assert_dango_ok(status[i]);
+        }
+    }
+
+    keys[63] = tm_key("missing");
+    assert_dango_ok(dango__store_ms_get(st, 64, keys, 0, T0, status, objs));
+    for (int i = 0; i < 63; i++) {
+        assert_dango_ok(status[i]);
+        assert_int_equal(objs[i]->cur->size, (i == 7) ? 10 : 100 + i);
+        assert_int_equal(objs[i]->cur->checksum, (i == 7) ? 0x5eed : i);
+    }
+    assert_dango_err(DANGO_ENO_OBJECT, status[63]);
+    assert_null(objs[63]);
+
+    assert_dango_ok(dango__store_ms_exist(st, 64, keys, T0, status));
+    assert_int_equal(status[0], 1);
+    assert_int_equal(status[63], 0);
+
+    assert_dango_ok(
+        dango__store_ms_remove(st, 64, keys, 0, T0 + 10000, status));
+    assert_dango_ok(status[0]);
+    assert_dango_err(DANGO_ENO_OBJECT, status[63]);
+    keys[63] = tm_key("batch-63");
+    assert_dango_ok(dango__store_ms_remove(st, 64, keys, 0, T0, status));
+    assert_dango_err(DANGO_ENO_OBJECT, status[0]);
+    assert_dango_ok(status[63]);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static void oom_paths(void **state)
+{
+    ms_state_t *st = state_one_seg(MiB);
+    ms_ver_t   *v;
+    long        live;
+
+    (void)state;
+    /* A failed version or object allocation frees the regions. */
+    for (long n = 1; n <= 2; n++) {
+        dango__alloc_fail_after(n);
+        assert_dango_err(DANGO_ENOMEM, tm_put_start(st, 1, "o", 10, T0, &v));
+        dango__alloc_fail_after(-1);
+        tm_check_empty(st);
+        assert_null(tm_obj(st, "o"));
+    }
+
+    live = dango__alloc_live();
+    tm_put(st, 1, "o", 10, T0);
+    assert_dango_ok(tm_remove(st, "o", 0, T0));
+    assert_int_equal(dango__alloc_live(), live);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(put_state_machine, tm_teardown),
+        cmocka_unit_test_teardown(put_validation, tm_teardown),
+        cmocka_unit_test_teardown(stale_put_preempted_then_released,
+                                  tm_teardown),
+        cmocka_unit_test_teardown(unfinished_put_reclaimed, tm_teardown),
+        cmocka_unit_test_teardown(upsert, tm_teardown),
+        cmocka_unit_test_teardown(leases, tm_teardown),
+        cmocka_unit_test_teardown(report_bad, tm_teardown),
+        cmocka_unit_test_teardown(list_paging, tm_teardown),
+        cmocka_unit_test_teardown(remove_match, tm_teardown),
+        cmocka_unit_test_teardown(batch_calls, tm_teardown),
+        cmocka_unit_test_teardown(oom_paths, tm_teardown),
+    };
+
+    dango_test_quiet_logs();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,203 @@
+/*
+ * Helpers of the master state tests: a state with test parameters and a
+ * fixed placement seed, one-key wrappers around the batch calls, and
+ * checks that every allocator is consistent and agrees with the master's
+ * accounting.
+ */
+#ifndef TEST_MASTER_UTIL_H
+#define TEST_MASTER_UTIL_H
+
+#include <string.h>
+
+/* First: it names the log component before dango/log.h is seen. */
+#include "store/store_master_int.h"
+
+#include "dango_test.h"
+
+#include "common/alloc.h"
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+
+/* The fake clock starts here (ms). */
+#define T0 1000000ull
+
+static inline ms_cid_t tm_cid(uint64_t n)
+{
+    ms_cid_t id = {0xc11e0000ull + n, n};
+
+    return id;
+}
+
+static inline ms_state_t *tm_state_with(const ms_params_t *p)
+{
+    ms_state_t *st = NULL;
+
+    assert_dango_ok(dango__store_ms_create(p, &st));
+    return st;
+}
+
+static inline ms_state_t *tm_state(void)
+{
+    ms_params_t p;
+
+    dango__store_ms_params_default(&p);
+    p.seed = 42;
+    return tm_state_with(&p);
+}
+
+/* Mounts segment @idx (id idx/idx) named @name for client @c. */
+static inline void tm_mount(ms_state_t *st, uint64_t c, uint64_t idx,
+                            const char *name, uint64_t size, uint64_t now)
+{
+    ms_seg_desc_t d = {idx, idx, name, 0x100000000ull * idx, size, "host"};
+
+    assert_dango_ok(dango__store_ms_mount(st, tm_cid(c), &d, now));
+}
+
+static inline ms_key_t tm_key(const char *k)
+{
+    ms_key_t key = {k, strlen(k)};
+
+    return key;
+}
+
+static inline int tm_put_start_cfg(ms_state_t *st, uint64_t c, const char *k,
+                                   uint64_t size, const ms_put_cfg_t *cfg,
+                                   int upsert, uint64_t now, ms_ver_t **v_p)
+{
+    ms_key_t  key = tm_key(k);
+    ms_ver_t *v   = NULL;
+    uint64_t  sum = 0x5eed;
+    int       status;
+
+    assert_dango_ok(dango__store_ms_put_start(
+        st, tm_cid(c), 1, &key, &size, &sum, cfg, upsert, now, &status, &v));
+    if (v_p != NULL) {
+        *v_p = v;
+    }
+    return status;
+}
+
+static inline int tm_put_start(ms_state_t *st, uint64_t c, const char *k,
+                               uint64_t size, uint64_t now, ms_ver_t **v_p)
+{
+    ms_put_cfg_t cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    return tm_put_start_cfg(st, c, k, size, &cfg, 0, now, v_p);
+}
+
+static inline int tm_put_end(ms_state_t *st, uint64_t c, const char *k,
+                             uint64_t put_id, int revoke, uint64_t now)
+{
+    ms_key_t key = tm_key(k);
+    int      status;
+
+    assert_dango_ok(dango__store_ms_put_end(st, tm_cid(c), 1, &key, &put_id,
+                                            revoke, now, &status));
+    return status;
+}
+
+/* Put start + end; returns the put id. */
+static inline uint64_t tm_put(ms_state_t *st, uint64_t c, const char *k,
+                              uint64_t size, uint64_t now)
+{
+    ms_ver_t *v;
+    uint64_t  put_id;
+
+    assert_dango_ok(tm_put_start(st, c, k, size, now, &v));
+    put_id = v->put_id;
+    assert_dango_ok(tm_put_end(st, c, k, put_id, 0, now));
+    return put_id;
+}
+
+static inline int tm_get_lease(ms_state_t *st, const char *k, int no_lease,
+                               uint64_t now, ms_obj_t **o_p)
+{
+    ms_key_t  key = tm_key(k);
+    ms_obj_t *o   = NULL;
+    int       status;
+
+    assert_dango_ok(
+        dango__store_ms_get(st, 1, &key, no_lease, now, &status, &o));
+    if (o_p != NULL) {
+        *o_p = o;
+    }
+    return status;
+}
+
+static inline int tm_get(ms_state_t *st, const char *k, uint64_t now,
+                         ms_obj_t **o_p)
+{
+    return tm_get_lease(st, k, 0, now, o_p);
+}
+
+static inline int tm_exist(ms_state_t *st, const char *k, uint64_t now)
+{
+    ms_key_t key = tm_key(k);
+    int      status;
+
+    assert_dango_ok(dango__store_ms_exist(st, 1, &key, now, &status));
+    return status;
+}
+
+static inline int tm_remove(ms_state_t *st, const char *k, int force,
+                            uint64_t now)
+{
+    ms_key_t key = tm_key(k);
+    int      status;
+
+    assert_dango_ok(dango__store_ms_remove(st, 1, &key, force, now, &status));
+    return status;
+}
+
+/* The object of @k in the map, or NULL (no lease, any state). */
+static inline ms_obj_t *tm_obj(ms_state_t *st, const char *k)
+{
+    dango_hmap_node_t *n =
+        dango_hmap_find(&st->objs, k, strlen(k), dango_hmap_hash(k, strlen(k)));
+
+    return (n != NULL) ? dango_container_of(n, ms_obj_t, node) : NULL;
+}
+
+/* Every allocator is consistent and holds what the master accounts. */
+static inline void tm_check(ms_state_t *st)
+{
+    uint64_t used = 0;
+
+    for (size_t i = 0; i < st->nsegs; i++) {
+        dango_store_alloc_stats_t s;
+        ms_seg_t                 *seg = st->segs[i];
+
+        assert_dango_ok(dango__store_alloc_check(seg->alloc));
+        dango__store_alloc_stats(seg->alloc, &s);
+        assert_int_equal(s.allocated_bytes, seg->used);
+        assert_int_equal(seg->idx, i);
+        used += seg->used;
+    }
+    assert_int_equal(used, st->used);
+}
+
+/* Nothing is allocated anywhere (after everything was removed). */
+static inline void tm_check_empty(ms_state_t *st)
+{
+    tm_check(st);
+    for (size_t i = 0; i < st->nsegs; i++) {
+        dango_store_alloc_stats_t s;
+
+        dango__store_alloc_stats(st->segs[i]->alloc, &s);
+        assert_int_equal(s.allocated_count, 0);
+    }
+    assert_int_equal(st->used, 0);
+    assert_int_equal(st->parked_bytes, 0);
+}
+
+static inline int tm_teardown(void **state)
+{
+    (void)state;
+    dango__alloc_fail_after(-1);
+    return 0;
+}
+
+#endif
