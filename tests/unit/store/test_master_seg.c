@@ -143,6 +143,7 @@ static void unmount_drops_replicas(void **state)
     const char  *pa[1] = {"node-a"};
     ms_ver_t    *v;
     ms_ver_t    *pend;
+    uint64_t     pend_id;
     ms_obj_t    *o;
 
     (void)state;
@@ -165,6 +166,7 @@ static void unmount_drops_replicas(void **state)
     assert_dango_ok(tm_put_end(st, 1, "only-a", v->put_id, 0, T0));
     assert_dango_ok(
         tm_put_start_cfg(st, 1, "flight-a", 100, &cfg, 0, T0, &pend));
+    pend_id = pend->put_id; /* pend goes with the node */
     assert_dango_ok(tm_put_start_cfg(st, 1, "upsert", 100, &cfg, 1, T0, &v));
     assert_int_equal(st->ninflight, 2);
 
@@ -181,7 +183,7 @@ static void unmount_drops_replicas(void **state)
     assert_dango_err(DANGO_ENO_OBJECT, tm_get(st, "only-a", T0, NULL));
     assert_dango_err(DANGO_ENO_OBJECT, tm_get(st, "flight-a", T0, NULL));
     assert_dango_err(DANGO_ENO_OBJECT,
-                     tm_put_end(st, 1, "flight-a", pend->put_id, 0, T0));
+                     tm_put_end(st, 1, "flight-a", pend_id, 0, T0));
     /* The upsert lost its only region: the old value stays. */
     o = tm_obj(st, "upsert");
     assert_null(o->pend);
