@@ -1,0 +1,37 @@
+# Store cluster tests: store_peer is the master / node / writer / client
+# process (fork + exec); each group of test_store_cluster is its own CTest
+# entry with its own timeout.
+add_library(dango_it_proc STATIC it_proc.c)
+target_link_libraries(dango_it_proc PUBLIC dango_common)
+
+add_executable(store_peer store_peer_helper.c)
+target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
+
+add_executable(test_store_cluster test_store_cluster.c)
+target_link_libraries(test_store_cluster PRIVATE dango_store dango_it_proc
+                      PkgConfig::CMOCKA Threads::Threads)
+target_include_directories(test_store_cluster PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+target_compile_definitions(test_store_cluster PRIVATE
+                           STORE_PEER_PATH="$<TARGET_FILE:store_peer>")
+add_dependencies(test_store_cluster store_peer)
+
+# group  timeout(s)
+set(DANGO_STORE_IT_GROUPS
+    roundtrip 240
+    replica   120
+    writer    120
+    corrupt   120
+    evict     180
+    restart   120
+    netns     120)
+list(LENGTH DANGO_STORE_IT_GROUPS _n)
+math(EXPR _last "${_n} - 1")
+foreach(_i RANGE 0 ${_last} 2)
+  math(EXPR _j "${_i} + 1")
+  list(GET DANGO_STORE_IT_GROUPS ${_i} _group)
+  list(GET DANGO_STORE_IT_GROUPS ${_j} _timeout)
+  add_test(NAME integration.store.cluster.${_group}
+           COMMAND test_store_cluster "${_group}_*")
+  set_tests_properties(integration.store.cluster.${_group} PROPERTIES
+                       TIMEOUT ${_timeout} RUN_SERIAL TRUE)
+endforeach()
