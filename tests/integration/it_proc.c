@@ -401,6 +401,12 @@ int it_netns_pair(const char *tag, const char *addr_a, const char *addr_b,
         if (it_ip("netns add %s", g_ns[i]) != 0) {
             g_ns[i][0] = '\0';
             it_netns_cleanup();
+            if (i > 0) { /* the first one could be made */
+                printf("netns: ip netns add failed for the second "
+                       "namespace\n");
+                return DANGO_EIO;
+            }
+
             printf("netns: skipped: the kernel refused to create a network "
                    "namespace\n");
             return 1;
@@ -417,14 +423,16 @@ int it_netns_pair(const char *tag, const char *addr_a, const char *addr_b,
     if ((it_ip("-n %s addr add %s dev %s", g_ns[0], addr_a, veth[0]) != 0) ||
         (it_ip("-n %s addr add %s dev %s", g_ns[1], addr_b, veth[1]) != 0)) {
         it_netns_cleanup();
-        return 1;
+        printf("netns: cannot set the veth addresses\n");
+        return DANGO_EIO;
     }
 
     for (int i = 0; i < 2; i++) {
         if ((it_ip("-n %s link set %s up", g_ns[i], veth[i]) != 0) ||
             (it_ip("-n %s link set lo up", g_ns[i]) != 0)) {
             it_netns_cleanup();
-            return 1;
+            printf("netns: cannot bring the links up\n");
+            return DANGO_EIO;
         }
 
         memcpy(ns[i], g_ns[i], sizeof(g_ns[i])); /* 48 <= 64, NUL included */

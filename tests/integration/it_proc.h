@@ -67,8 +67,10 @@ int it_ip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /*
  * Creates namespaces "<tag>-<pid>-a" and "-b" joined by a veth pair with
  * @addr_a / @addr_b (e.g. "192.0.2.1/24"), links and lo up. Names go to
- * @ns. Returns 0, or 1 when this machine cannot do it (the reason is
- * printed; the caller skips).
+ * @ns. Returns 0; 1 when this machine cannot do it (no root, no ip(8), the
+ * kernel refuses a namespace or a veth pair: the reason is printed, the
+ * caller skips); or DANGO_EIO when a step failed after namespaces could be
+ * made (printed; the namespaces are deleted; a caller may skip or fail).
  */
 int it_netns_pair(const char *tag, const char *addr_a, const char *addr_b,
                   char ns[2][64]);

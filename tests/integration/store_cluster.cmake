@@ -1,9 +1,7 @@
 # Store cluster tests: store_peer is the master / node / writer / client
 # process (fork + exec); each group of test_store_cluster is its own CTest
 # entry with its own timeout.
-add_library(dango_it_proc STATIC it_proc.c)
-target_link_libraries(dango_it_proc PUBLIC dango_common)
-
+# (dango_it_proc, the child-process helpers, is in CMakeLists.txt.)
 add_executable(store_peer store_peer_helper.c)
 target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
 

@@ -29,13 +29,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dango_test.h"
+#include "it_proc.h"
 
 #include <dango/dango.h>
 #include "common/alloc.h"
@@ -56,203 +56,34 @@
 #define REPLY_TIMEOUT 30000                  /* ms, one command */
 #define XFER_TIMEOUT  60000                  /* ms, one batch */
 
-extern char **environ;
-
 /* ---------- children ---------- */
 
 #define MAX_NOTES 16
 
 typedef struct target {
-    pid_t    pid;
-    int      in_fd;  /* its stdin */
-    int      out_fd; /* its stdout */
-    char     rx[8192];
-    size_t   rx_len;
-    char     notes[MAX_NOTES][512]; /* NOTIFY lines seen while waiting */
-    unsigned num_notes;
-    char     name[DANGO_XFER_NAME_MAX + 1];
-    char     listen[64];
-    uint64_t buf, len, rbuf, rlen, priv, plen;
+    it_proc_t p;
+    char      notes[MAX_NOTES][512]; /* NOTIFY lines seen while waiting */
+    unsigned  num_notes;
+    char      name[DANGO_XFER_NAME_MAX + 1];
+    char      listen[64];
+    uint64_t  buf, len, rbuf, rlen, priv, plen;
 } target_t;
 
 #define MAX_CHILDREN 8
 
 static target_t            *g_targets[MAX_CHILDREN];
-static pid_t                g_pids[MAX_CHILDREN]; /* helpers not in targets */
 static dango_xfer_engine_t *g_engines[4];
 static dango_md_server_t   *g_srv;
-static char                 g_netns[2][64];
-static char                 g_ip[64];
-
-static void child_track(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            return;
-        }
-    }
-
-    fail_msg("too many children");
-}
-
-static void child_untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        if (g_pids[i] == pid) {
-            g_pids[i] = 0;
-        }
-    }
-}
-
-/* Waits up to @timeout_ms for @pid to exit; then kills it. Returns status. */
-static int reap(pid_t pid, int timeout_ms)
-{
-    uint64_t deadline =
-        dango_time_ns() + (uint64_t)timeout_ms * DANGO_NSEC_PER_MSEC;
-    int status = 0;
-
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-
-        if ((r == pid) || ((r < 0) && (errno != EINTR))) {
-            break;
-        }
-
-        if (dango_time_ns() >= deadline) {
-            kill(pid, SIGKILL);
-            while ((waitpid(pid, &status, 0) < 0) && (errno == EINTR)) {
-            }
-            break;
-        }
-
-        {
-            struct timespec ts = {0, 2 * 1000 * 1000};
-
-            nanosleep(&ts, NULL);
-        }
-    }
-
-    child_untrack(pid);
-    return status;
-}
-
-/* An environment without DANGO_CLUSTER_TOKEN, plus @token when set. */
-static char **child_env(const char *token)
-{
-    size_t n = 0, k = 0;
-    char **env;
-
-    while (environ[n] != NULL) {
-        n++;
-    }
-
-    env = calloc(n + 2, sizeof(*env));
-    assert_non_null(env);
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(environ[i], "DANGO_CLUSTER_TOKEN=", 20) != 0) {
-            env[k++] = environ[i];
-        }
-    }
-
-    if (token != NULL) {
-        static char tok[256];
-
-        snprintf(tok, sizeof(tok), "DANGO_CLUSTER_TOKEN=%s", token);
-        env[k++] = tok;
-    }
-
-    return env;
-}
-
-/*
- * fork + exec of @argv with its stdin/stdout on pipes. Everything the child
- * needs is prepared before the fork: between fork and exec it only makes
- * async-signal-safe calls.
- */
-static pid_t spawn(char *const argv[], const char *token, int *in_fd,
-                   int *out_fd)
-{
-    char **env = child_env(token);
-    int    in[2], out[2];
-    pid_t  pid;
-
-    assert_int_equal(0, pipe2(in, O_CLOEXEC));
-    assert_int_equal(0, pipe2(out, O_CLOEXEC));
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(in[0], STDIN_FILENO);
-        dup2(out[1], STDOUT_FILENO);
-        execve(argv[0], argv, env);
-        _exit(127);
-    }
-
-    child_track(pid);
-    free(env);
-    close(in[0]);
-    close(out[1]);
-    *in_fd  = in[1];
-    *out_fd = out[0];
-    return pid;
-}
-
-/* Reads one line from @fd through @t's buffer. 0, ETIMEDOUT or ECONNRESET. */
-static int read_line(target_t *t, char *line, size_t len, int timeout_ms)
-{
-    uint64_t deadline =
-        dango_time_ns() + (uint64_t)timeout_ms * DANGO_NSEC_PER_MSEC;
-
-    for (;;) {
-        char         *nl  = memchr(t->rx, '\n', t->rx_len);
-        struct pollfd pfd = {t->out_fd, POLLIN, 0};
-        uint64_t      now;
-        ssize_t       n;
-
-        if (nl != NULL) {
-            size_t l = (size_t)(nl - t->rx);
-
-            snprintf(line, len, "%.*s", (int)l, t->rx);
-            t->rx_len -= l + 1;
-            memmove(t->rx, nl + 1, t->rx_len);
-            return 0;
-        }
-
-        now = dango_time_ns();
-        if (now >= deadline) {
-            return DANGO_ETIMEDOUT;
-        }
-
-        if (poll(&pfd, 1, (int)((deadline - now) / DANGO_NSEC_PER_MSEC) + 1) <
-            0) {
-            continue;
-        }
-
-        if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
-            continue;
-        }
-
-        n = read(t->out_fd, t->rx + t->rx_len, sizeof(t->rx) - 1 - t->rx_len);
-        if (n == 0) {
-            return DANGO_ECONNRESET;
-        }
-
-        if (n > 0) {
-            t->rx_len += (size_t)n;
-        }
-    }
-}
 
 /* Reads lines until one starts with @prefix; NOTIFY lines are kept. */
 static void expect_line(target_t *t, const char *prefix, char *line, size_t len,
                         int timeout_ms)
 {
     for (;;) {
-        int rc = read_line(t, line, len, timeout_ms);
+        int rc = it_proc_read_line(&t->p, line, len, timeout_ms);
 
         if (rc != 0) {
-            fail_msg("target %d: no '%s' line: %s", (int)t->pid, prefix,
+            fail_msg("target %d: no '%s' line: %s", (int)t->p.pid, prefix,
                      dango_err_name(rc));
         }
 
@@ -266,7 +97,7 @@ static void expect_line(target_t *t, const char *prefix, char *line, size_t len,
         }
 
         fail_msg("target %d: unexpected line '%s' (waiting for '%s')",
-                 (int)t->pid, line, prefix);
+                 (int)t->p.pid, line, prefix);
     }
 }
 
@@ -299,7 +130,7 @@ static void target_cmd(target_t *t, const char *prefix, char *reply, size_t len,
     n = vsnprintf(cmd, sizeof(cmd) - 1, fmt, ap);
     va_end(ap);
     cmd[n++] = '\n';
-    assert_int_equal(n, write(t->in_fd, cmd, (size_t)n));
+    assert_int_equal(n, write(t->p.in_fd, cmd, (size_t)n));
     expect_line(t, prefix, reply, len, REPLY_TIMEOUT);
 }
 
@@ -338,9 +169,10 @@ typedef struct target_opts {
 /* Starts a target; returns 0 or the reason it did not come up. */
 static int target_try_start(target_t *t, const target_opts_t *o)
 {
-    char  size[32], line[1024];
-    char *argv[24];
-    int   a = 0, rc, slot;
+    char        size[32], line[1024], token[256];
+    char       *argv[24];
+    const char *env_add[] = {token, NULL};
+    int         a         = 0, rc, slot;
 
     memset(t, 0, sizeof(*t));
     for (slot = 0; slot < MAX_CHILDREN; slot++) {
@@ -353,7 +185,7 @@ static int target_try_start(target_t *t, const target_opts_t *o)
     snprintf(size, sizeof(size), "%llu",
              (unsigned long long)(o->size ? o->size : TARGET_SIZE));
     if (o->netns != NULL) {
-        argv[a++] = g_ip;
+        argv[a++] = (char *)it_ip_path();
         argv[a++] = "netns";
         argv[a++] = "exec";
         argv[a++] = (char *)o->netns;
@@ -373,10 +205,12 @@ static int target_try_start(target_t *t, const target_opts_t *o)
         argv[a++] = (char *)o->segment;
     }
 
-    argv[a]         = NULL;
-    t->pid          = spawn(argv, o->token, &t->in_fd, &t->out_fd);
+    argv[a] = NULL;
+    snprintf(token, sizeof(token), "DANGO_CLUSTER_TOKEN=%s",
+             o->token ? o->token : "");
+    assert_int_equal(0, it_proc_spawn(&t->p, argv, o->token ? env_add : NULL));
     g_targets[slot] = t;
-    rc              = read_line(t, line, sizeof(line), START_TIMEOUT);
+    rc = it_proc_read_line(&t->p, line, sizeof(line), START_TIMEOUT);
     if (rc != 0) {
         return rc;
     }
@@ -409,24 +243,13 @@ static void target_forget(target_t *t)
             g_targets[i] = NULL;
         }
     }
-
-    if (t->in_fd >= 0) {
-        close(t->in_fd);
-    }
-
-    close(t->out_fd);
-    t->in_fd = t->out_fd = -1;
-    t->pid               = 0;
 }
 
 /* Closes its stdin and waits for a clean exit. */
 static void target_stop(target_t *t)
 {
-    int status;
+    int status = it_proc_stop(&t->p, 20000);
 
-    close(t->in_fd);
-    t->in_fd = -1;
-    status   = reap(t->pid, 20000);
     target_forget(t);
     assert_true(WIFEXITED(status));
     assert_int_equal(0, WEXITSTATUS(status));
@@ -434,8 +257,7 @@ static void target_stop(target_t *t)
 
 static void target_kill(target_t *t)
 {
-    kill(t->pid, SIGKILL);
-    reap(t->pid, 10000);
+    it_proc_kill(&t->p);
     target_forget(t);
 }
 
@@ -572,8 +394,6 @@ static int test_setup(void **state)
     return 0;
 }
 
-static void netns_cleanup(void);
-
 static int test_teardown(void **state)
 {
     (void)state;
@@ -581,12 +401,9 @@ static int test_teardown(void **state)
         if (g_targets[i] != NULL) {
             target_kill(g_targets[i]);
         }
-
-        if (g_pids[i] != 0) {
-            kill(g_pids[i], SIGKILL);
-            reap(g_pids[i], 10000);
-        }
     }
+
+    it_proc_kill_all(); /* helpers not in targets */
 
     for (int i = 0; i < 4; i++) {
         if (g_engines[i] != NULL) {
@@ -597,7 +414,7 @@ static int test_teardown(void **state)
 
     dango_md_server_stop(g_srv);
     g_srv = NULL;
-    netns_cleanup();
+    it_netns_cleanup();
     unsetenv("DANGO_CLUSTER_TOKEN");
     return 0;
 }
@@ -870,7 +687,7 @@ static void fault_target_killed_tcp(void **state)
     assert_dango_ok(xfer1(eng, DANGO_XFER_OP_WRITE, src, seg, t.buf, 4096));
 
     /* The target cannot acknowledge anything: the batch is in flight. */
-    assert_int_equal(0, kill(t.pid, SIGSTOP));
+    assert_int_equal(0, kill(t.p.pid, SIGSTOP));
     for (size_t i = 0; i < 16; i++) {
         w[i] = (dango_xfer_req_t){DANGO_XFER_OP_WRITE, src + i * 4 * MIB, seg,
                                   t.buf + i * 4 * MIB, 4 * MIB};
@@ -1355,7 +1172,7 @@ static void garbage_on_tcp_listener(void **state)
                   after - before);
 
     /* Alive and serving. */
-    assert_int_equal(0, waitpid(t.pid, NULL, WNOHANG));
+    assert_int_equal(0, waitpid(t.p.pid, NULL, WNOHANG));
     eng = engine_new(NULL, NULL, "tcp", 2, NULL);
     assert_dango_ok(dango_xfer_mem_register(eng, src, 2 * MIB, NULL, 0));
     assert_dango_ok(dango_xfer_segment_open(eng, t.name, &seg));
@@ -1686,138 +1503,23 @@ static void threads_many_batches_shm(void **state)
 
 /* ---------- (i) two emulated hosts ---------- */
 
-/* Runs a command (argv) to completion, quietly; returns its exit status. */
-static int run_cmd(char *const argv[], int quiet)
-{
-    int   in_fd, out_fd, status;
-    pid_t pid;
-    char  buf[512];
-
-    pid = spawn(argv, NULL, &in_fd, &out_fd);
-    close(in_fd);
-    for (;;) {
-        struct pollfd pfd = {out_fd, POLLIN, 0};
-        ssize_t       n;
-
-        if (poll(&pfd, 1, 30000) <= 0) {
-            break;
-        }
-
-        n = read(out_fd, buf, sizeof(buf) - 1);
-        if (n <= 0) {
-            break;
-        }
-
-        buf[n] = '\0';
-        if (!quiet) {
-            print_message("%s", buf);
-        }
-    }
-
-    close(out_fd);
-    status = reap(pid, 30000);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static int ip_cmd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int ip_cmd(const char *fmt, ...)
-{
-    char    line[256];
-    char   *argv[24], *save = NULL, *tok;
-    int     a = 0;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    argv[a++] = g_ip;
-    for (tok = strtok_r(line, " ", &save); (tok != NULL) && (a < 23);
-         tok = strtok_r(NULL, " ", &save)) {
-        argv[a++] = tok;
-    }
-
-    argv[a] = NULL;
-    return run_cmd(argv, 1);
-}
-
-static void netns_cleanup(void)
-{
-    for (int i = 0; i < 2; i++) {
-        if (g_netns[i][0] != '\0') {
-            ip_cmd("netns del %s", g_netns[i]); /* takes its veth end along */
-            g_netns[i][0] = '\0';
-        }
-    }
-}
-
-static int find_ip(void)
-{
-    static const char *paths[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip",
-                                  "/bin/ip"};
-
-    for (size_t i = 0; i < DANGO_ARRAY_SIZE(paths); i++) {
-        if (access(paths[i], X_OK) == 0) {
-            snprintf(g_ip, sizeof(g_ip), "%s", paths[i]);
-            return 0;
-        }
-    }
-
-    return -1;
-}
-
 static void netns_two_hosts(void **state)
 {
-    char     veth[2][16];
-    char     line[512];
-    char    *argv[16];
-    target_t t;
-    int      in_fd, out_fd, status, a = 0, rc;
-    pid_t    pid;
+    char      ns[2][64];
+    char      line[512];
+    char     *argv[16];
+    target_t  t;
+    it_proc_t r;
+    int       status, a = 0, rc;
 
     (void)state;
-    if (geteuid() != 0) {
-        print_message("netns: skipped: needs root to create network "
-                      "namespaces\n");
-        skip();
-    }
-
-    if (find_ip() != 0) {
-        print_message("netns: skipped: no ip(8) command\n");
-        skip();
-    }
-
-    for (int i = 0; i < 2; i++) {
-        snprintf(veth[i], sizeof(veth[i]), "dgx%d%c", (int)getpid() % 100000,
-                 'a' + i);
-    }
-
-    snprintf(g_netns[0], sizeof(g_netns[0]), "dango-xfer-%d-a", (int)getpid());
-    if (ip_cmd("netns add %s", g_netns[0]) != 0) {
-        g_netns[0][0] = '\0';
-        print_message("netns: skipped: the kernel refused to create a network "
-                      "namespace (ip netns add failed)\n");
-        skip();
-    }
-
-    snprintf(g_netns[1], sizeof(g_netns[1]), "dango-xfer-%d-b", (int)getpid());
-    assert_int_equal(0, ip_cmd("netns add %s", g_netns[1]));
-    if (ip_cmd("link add %s netns %s type veth peer name %s netns %s", veth[0],
-               g_netns[0], veth[1], g_netns[1]) != 0) {
-        print_message("netns: skipped: cannot create a veth pair\n");
-        skip();
-    }
-
     /* TEST-NET-1 addresses, only ever inside the two namespaces. */
-    assert_int_equal(
-        0, ip_cmd("-n %s addr add 192.0.2.1/24 dev %s", g_netns[0], veth[0]));
-    assert_int_equal(
-        0, ip_cmd("-n %s addr add 192.0.2.2/24 dev %s", g_netns[1], veth[1]));
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(0,
-                         ip_cmd("-n %s link set %s up", g_netns[i], veth[i]));
-        assert_int_equal(0, ip_cmd("-n %s link set lo up", g_netns[i]));
+    rc = it_netns_pair("dango-xfer", "192.0.2.1/24", "192.0.2.2/24", ns);
+    if (rc > 0) {
+        skip();
     }
+
+    assert_int_equal(0, rc);
 
     /* Target on host A, P2P (no metadata service across hosts needed). */
     {
@@ -1825,7 +1527,7 @@ static void netns_two_hosts(void **state)
 
         o.listen     = "192.0.2.1:0";
         o.transports = "shm,tcp";
-        o.netns      = g_netns[0];
+        o.netns      = ns[0];
         o.size       = 32 * MIB;
         rc           = target_try_start(&t, &o);
         if (rc != 0) {
@@ -1835,10 +1537,10 @@ static void netns_two_hosts(void **state)
 
     assert_true(strncmp(t.name, "192.0.2.1:", 10) == 0);
     /* Initiator on host B: shm must not be chosen (other host id). */
-    argv[a++] = g_ip;
+    argv[a++] = (char *)it_ip_path();
     argv[a++] = "netns";
     argv[a++] = "exec";
-    argv[a++] = g_netns[1];
+    argv[a++] = ns[1];
     argv[a++] = XFER_TARGET_PATH;
     argv[a++] = "--listen";
     argv[a++] = "192.0.2.2:0";
@@ -1847,18 +1549,9 @@ static void netns_two_hosts(void **state)
     argv[a++] = "--initiate";
     argv[a++] = t.name;
     argv[a]   = NULL;
-    pid       = spawn(argv, NULL, &in_fd, &out_fd);
-    {
-        target_t r = {0};
-
-        r.pid    = pid;
-        r.out_fd = out_fd;
-        rc       = read_line(&r, line, sizeof(line), 120000);
-    }
-
-    close(in_fd);
-    close(out_fd);
-    status = reap(pid, 30000);
+    assert_int_equal(0, it_proc_spawn(&r, argv, NULL));
+    rc     = it_proc_read_line(&r, line, sizeof(line), 120000);
+    status = it_proc_stop(&r, 30000);
     if (rc != 0) {
         fail_msg("netns: the initiator said nothing: %s", dango_err_name(rc));
     }
@@ -1867,7 +1560,7 @@ static void netns_two_hosts(void **state)
     assert_string_equal("PASS 7 tcp", line);
     assert_true(WIFEXITED(status) && (WEXITSTATUS(status) == 0));
     target_stop(&t);
-    netns_cleanup();
+    it_netns_cleanup();
 }
 
 int main(int argc, char **argv)
@@ -1895,7 +1588,7 @@ int main(int argc, char **argv)
     };
 
     signal(SIGPIPE, SIG_IGN);
-    find_ip();
+    it_ip_path();
     dango_test_quiet_logs();
     if (argc > 1) {
         cmocka_set_test_filter(argv[1]);
