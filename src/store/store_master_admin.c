@@ -154,7 +154,9 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
         snprintf(name, sizeof(name), "%s_failures_total", on);
         snprintf(help, sizeof(help), "%s requests that failed as a whole", on);
         metric(&t, name, "counter", help, m->ops[op].failures);
-        if (m->ops[op].items > 0) {
+        if ((op == MS_OP_PUT_START) || (op == MS_OP_UPSERT_START) ||
+            (op == MS_OP_PUT_END) || (op == MS_OP_PUT_REVOKE) ||
+            (op == MS_OP_GET) || (op == MS_OP_EXIST) || (op == MS_OP_REMOVE)) {
             snprintf(name, sizeof(name), "batch_%s_items_total", on);
             snprintf(help, sizeof(help), "keys in %s requests", on);
             metric(&t, name, "counter", help, m->ops[op].items);

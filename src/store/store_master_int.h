@@ -180,7 +180,6 @@ struct ms_ver {
     uint64_t          soft_pin_ttl;
     size_t            heap_idx; /* parked: index in st->parked */
     uint32_t          soft_pin; /* dango_store_soft_pin_t for PutEnd */
-    uint8_t           hard_pin; /* requested at PutStart */
     uint8_t           nrep;
     uint8_t           nlive; /* replicas with a region */
     ms_rep_t          rep[];

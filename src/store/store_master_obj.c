@@ -34,6 +34,10 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/log_limit.h"
+
+/* Readers cause these lines at will: a few a second at most. */
+static dango_log_limit_t ms_bad_log_limit = DANGO_LOG_LIMIT_INIT(5);
 
 /* Candidate of an eviction pass. */
 typedef struct ms_cand {
@@ -275,7 +279,6 @@ again:
     v->start        = now;
     v->soft_pin     = cfg->soft_pin;
     v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
-    v->hard_pin     = (cfg->hard_pin != 0);
     v->heap_idx     = SIZE_MAX;
     v->nrep         = (uint8_t)placed;
     v->nlive        = (uint8_t)placed;
@@ -690,11 +693,17 @@ int dango__store_ms_report_bad(ms_state_t *st, ms_cid_t cid,
 
         if ((r->seg != NULL) && (ms_rep_addr(r) == addr) &&
             (strcmp(r->seg->name->name, segment) == 0)) {
-            dango_warn("master: replica of '%s' (put %llu) on %s at %#llx "
-                       "reported bad by %016llx-%016llx",
-                       o->key, (unsigned long long)put_id, segment,
-                       (unsigned long long)addr, (unsigned long long)cid.hi,
-                       (unsigned long long)cid.lo);
+            unsigned dropped;
+
+            if (dango__log_enabled(&DANGO_LOG_COMPONENT, DANGO_LOG_WARN) &&
+                dango__log_limit_allow(&ms_bad_log_limit, &dropped)) {
+                dango_warn("master: replica of '%s' (put %llu) on %s at "
+                           "%#llx reported bad by %016llx-%016llx (%u more "
+                           "not logged)",
+                           o->key, (unsigned long long)put_id, segment,
+                           (unsigned long long)addr, (unsigned long long)cid.hi,
+                           (unsigned long long)cid.lo, dropped);
+            }
             dango__store_ms_rep_drop(st, r);
             st->c.bad_replicas++;
             dango__store_ms_ver_lost(st, v); /* may erase @o */

@@ -227,6 +227,15 @@ static void soft_pin_expiry_and_actions(void **state)
     assert_int_equal(st->soft_pinned, 0);
 
     /* Reads never extend a pin. */
+    assert_dango_ok(tm_get(st, "p", T0 + 33000, NULL));
+    assert_int_equal(tm_obj(st, "p")->soft_pin_timeout, 0);
+    cfg.soft_pin        = DANGO_STORE_SOFT_PIN_ENABLE;
+    cfg.soft_pin_ttl_ms = 5000;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "p", 10, &cfg, 1, T0 + 34000, &v));
+    assert_dango_ok(tm_put_end(st, 1, "p", v->put_id, 0, T0 + 34000));
+    assert_int_equal(tm_obj(st, "p")->soft_pin_timeout, T0 + 39000);
+    assert_dango_ok(tm_get(st, "p", T0 + 38000, NULL));
+    assert_int_equal(tm_obj(st, "p")->soft_pin_timeout, T0 + 39000);
     drain(st, T0 + 40000);
 }
 
