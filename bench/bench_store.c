@@ -191,7 +191,7 @@ static int bs_op_batch_exist(kv_thread_t *t, uint64_t *bytes, uint64_t *keys)
 {
     bs_ctx_t   *x = t->ctx;
     static char kbuf[KV_MAX_THREADS][DANGO_STORE_BATCH_MAX / 16][KV_KEY_MAX];
-    const char *kp[DANGO_STORE_BATCH_MAX / 16];
+    const char *kp[DANGO_STORE_BATCH_MAX / 16] = {NULL};
     int         res[DANGO_STORE_BATCH_MAX / 16];
     unsigned    i, b = kv_o.batch;
     int         rc;

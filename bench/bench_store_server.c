@@ -63,6 +63,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* No admin HTTP port unless asked (--set MASTER_ADMIN_LISTEN=...): its
+     * fixed default port may be taken by another master on the host. */
+    if (set_option(cfg, "MASTER_ADMIN_LISTEN", "") != 0) {
+        return 1;
+    }
     for (i = 1; i < argc; i += 2) {
         const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
 
