@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <regex.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -597,10 +598,33 @@ void dango__sc_buf_put(dango_store_client_t *c, sc_buf_t *b)
     b->kind = SC_BUF_NONE;
 }
 
+/*
+ * Waiting: the engine's wait spins (XFER_WAIT_SPIN) before it sleeps, which
+ * on a host with more busy threads than cores takes the CPU from the very
+ * engine threads that move our bytes. So we first poll for up to
+ * STORE_WAIT_POLL, yielding the CPU between polls, and only then wait in
+ * the engine (spin, then sleep until done).
+ */
 int dango__sc_batch_wait(dango_store_client_t *c, dango_xfer_batch_t *batch)
 {
     uint64_t ms = c->cfg.transfer_timeout / DANGO_NSEC_PER_MSEC;
+    uint64_t t0 = 0;
     int      rc;
+
+    for (;;) {
+        rc = dango_xfer_batch_wait(batch, 0);
+        if (rc != DANGO_ETIMEDOUT) {
+            return rc;
+        }
+
+        if (t0 == 0) {
+            t0 = dango_time_ns();
+        } else if (dango_time_ns() - t0 >= c->cfg.wait_poll) {
+            break;
+        }
+
+        sched_yield();
+    }
 
     rc = dango_xfer_batch_wait(
         batch, (int)DANGO_MIN(DANGO_MAX(ms, 1ull), (uint64_t)INT32_MAX));
@@ -615,6 +639,60 @@ int dango__sc_batch_wait(dango_store_client_t *c, dango_xfer_batch_t *batch)
     }
 
     return rc;
+}
+
+/*
+ * Batches are reused rather than created per call: besides the allocation,
+ * freeing (or resetting) a batch right after its wait returns must wait for
+ * the engine thread that completed it to leave the batch, and that thread
+ * may be preempted on a busy host. Returned batches queue up behind the
+ * others and are reset only when they come round again, long after.
+ */
+int dango__sc_batch_get(dango_store_client_t *c, size_t n,
+                        dango_xfer_batch_t **batch_p)
+{
+    dango_xfer_batch_t *b = NULL;
+
+    if (n <= SC_POOL_CAP) {
+        pthread_mutex_lock(&c->pool_lock);
+        if (c->pool_count > 0) {
+            b            = c->pool[c->pool_head];
+            c->pool_head = (c->pool_head + 1) % SC_POOL_MAX;
+            c->pool_count--;
+        }
+
+        pthread_mutex_unlock(&c->pool_lock);
+        if (b != NULL) {
+            if (dango_xfer_batch_reset(b) == 0) {
+                *batch_p = b;
+                return 0;
+            }
+
+            dango_xfer_batch_destroy(b);
+        }
+
+        n = SC_POOL_CAP;
+    }
+
+    return dango_xfer_batch_create(c->eng, n, batch_p);
+}
+
+void dango__sc_batch_put(dango_store_client_t *c, dango_xfer_batch_t *batch)
+{
+    if (dango_xfer_batch_capacity(batch) == SC_POOL_CAP) {
+        pthread_mutex_lock(&c->pool_lock);
+        if (c->pool_count < SC_POOL_MAX) {
+            c->pool[(c->pool_head + c->pool_count) % SC_POOL_MAX] = batch;
+            c->pool_count++;
+            batch = NULL;
+        }
+
+        pthread_mutex_unlock(&c->pool_lock);
+    }
+
+    if (batch != NULL) {
+        dango_xfer_batch_destroy(batch);
+    }
 }
 
 /* ---------- committer ---------- */
@@ -709,9 +787,9 @@ static void commit_sync(dango_store_client_t *c, const sc_commit_t *w, size_t n)
             return;
         }
 
-        if (dango_xfer_batch_create(c->eng, k, &batch) == 0) {
+        if (dango__sc_batch_get(c, k, &batch) == 0) {
             commit_write(c, batch, w, k, b.ptr);
-            dango_xfer_batch_destroy(batch);
+            dango__sc_batch_put(c, batch);
         }
 
         dango__sc_buf_put(c, &b);
@@ -1014,6 +1092,10 @@ static int sc_own_segment(dango_store_client_t *c)
 
 static void sc_free(dango_store_client_t *c)
 {
+    for (size_t i = 0; i < c->pool_count; i++) {
+        dango_xfer_batch_destroy(c->pool[(c->pool_head + i) % SC_POOL_MAX]);
+    }
+
     seg_cache_free(c);
     if (c->commit_batch != NULL) {
         dango_xfer_batch_destroy(c->commit_batch);
@@ -1036,6 +1118,7 @@ static void sc_free(dango_store_client_t *c)
     dango_free(c->ureg);
     dango_free(c->master_addr);
     pthread_mutex_destroy(&c->staging_lock);
+    pthread_mutex_destroy(&c->pool_lock);
     pthread_rwlock_destroy(&c->seg_lock);
     pthread_mutex_destroy(&c->seg_open_lock);
     pthread_rwlock_destroy(&c->ureg_lock);
@@ -1089,6 +1172,7 @@ int dango_store_client_create(const dango_store_params_t *params,
     }
 
     pthread_mutex_init(&c->staging_lock, NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
     pthread_rwlock_init(&c->seg_lock, NULL);
     pthread_mutex_init(&c->seg_open_lock, NULL);
     pthread_rwlock_init(&c->ureg_lock, NULL);

@@ -29,6 +29,10 @@ static const dango_config_field_t store_client_config_fields[] = {
      offsetof(store_client_config_t, connect_timeout), DANGO_CFG_TIME},
     {"TRANSFER_TIMEOUT", "30s", "bound on the data transfers of one put or get",
      offsetof(store_client_config_t, transfer_timeout), DANGO_CFG_TIME},
+    {"WAIT_POLL", "50us",
+     "a put or get polls its transfers this long, yielding the CPU between "
+     "polls, before it waits for them in the engine",
+     offsetof(store_client_config_t, wait_poll), DANGO_CFG_TIME},
     {"VERIFY_CHECKSUM", "yes",
      "check the xxh3-64 of every value a get fetches (record headers are "
      "always checked)",

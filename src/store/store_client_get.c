@@ -380,7 +380,7 @@ static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
     }
 
     if (total > 0) {
-        rc = dango_xfer_batch_create(c->eng, total, &batch);
+        rc = dango__sc_batch_get(c, total, &batch);
         if (rc != 0) {
             batch = NULL;
         } else if (dango_xfer_batch_submit(batch, reqs, total) == 0) {
@@ -453,7 +453,7 @@ static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
     }
 
     if (batch != NULL) {
-        dango_xfer_batch_destroy(batch);
+        dango__sc_batch_put(c, batch);
     }
 
     if (reqs != stack_reqs) {

@@ -33,6 +33,7 @@ typedef struct store_client_config {
     uint64_t      rpc_timeout;
     uint64_t      connect_timeout;
     uint64_t      transfer_timeout;
+    uint64_t      wait_poll;
     int           verify_checksum;
     size_t        register_threshold;
     unsigned long commit_queue;
@@ -45,6 +46,9 @@ extern dango_config_table_t dango__store_client_config_table;
 #define SC_STAGING_RESERVE (1u << 20)
 /* Commit words written by one committer batch. */
 #define SC_COMMIT_BATCH 256
+/* Transfer batches kept for reuse, and the capacity of each. */
+#define SC_POOL_MAX 64
+#define SC_POOL_CAP 64
 /* Smallest and largest contributed segment (spec store.md §7.3). */
 #define SC_SEGMENT_MIN (1ull << 10)
 #define SC_SEGMENT_MAX (1ull << 40)
@@ -132,6 +136,11 @@ struct dango_store_client {
     sc_ureg_t       *ureg;
     size_t           ureg_count, ureg_cap;
 
+    /* Transfer batches for reuse, oldest first (see dango__sc_batch_get). */
+    pthread_mutex_t     pool_lock;
+    dango_xfer_batch_t *pool[SC_POOL_MAX];
+    size_t              pool_head, pool_count;
+
     /* Ping thread. */
     pthread_t       ping_thread;
     pthread_mutex_t ping_lock;
@@ -184,6 +193,11 @@ int dango__sc_ureg_covers(dango_store_client_t *c, const void *ptr, size_t len);
 /* Queues commit words (or writes them now when the queue is full). */
 void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
                             size_t n);
+
+/* A transfer batch for @n requests (pooled when small) and its return. */
+int  dango__sc_batch_get(dango_store_client_t *c, size_t n,
+                         dango_xfer_batch_t **batch_p);
+void dango__sc_batch_put(dango_store_client_t *c, dango_xfer_batch_t *batch);
 
 /* Waits for a transfer batch with STORE_TRANSFER_TIMEOUT; on a timeout it
  * still waits for the requests to end (bounded by the transports' own

@@ -363,7 +363,7 @@ static void put_transfer(dango_store_client_t *c, put_item_t *items, size_t n)
     }
 
     if (total > 0) {
-        rc = dango_xfer_batch_create(c->eng, total, &batch);
+        rc = dango__sc_batch_get(c, total, &batch);
         if (rc != 0) {
             for (size_t i = 0; i < n; i++) {
                 items[i].rc = (items[i].rc == 0) ? rc : items[i].rc;
@@ -447,7 +447,7 @@ static void put_transfer(dango_store_client_t *c, put_item_t *items, size_t n)
 
 out:
     if (batch != NULL) {
-        dango_xfer_batch_destroy(batch);
+        dango__sc_batch_put(c, batch);
     }
 
     if (reqs != stack_reqs) {
