@@ -664,6 +664,132 @@ static void oom_paths(void **state)
     dango__store_ms_destroy(st);
 }
 
+static uint64_t rnd(uint64_t *s, uint64_t n)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (*s >> 33) % n;
+}
+
+/* Random operations of three clients on four small segments, with every
+ * invariant checked after each step, then everything drained. */
+static void random_operations(void **state)
+{
+    ms_state_t *st  = tm_state();
+    uint64_t    rng = 12345;
+    uint64_t    now = T0;
+    uint64_t    ids[64];
+    int         alive[4] = {1, 1, 1, 1};
+    char        k[16];
+
+    (void)state;
+    memset(ids, 0, sizeof(ids));
+    for (uint64_t c = 1; c <= 3; c++) {
+        char name[16];
+
+        snprintf(name, sizeof(name), "node-%llu", (unsigned long long)c);
+        tm_mount(st, c, c, name, 64 * KiB, now);
+    }
+    tm_mount(st, 3, 4, "node-3", 32 * KiB, now);
+
+#define RND(_n) rnd(&rng, (_n))
+    for (int step = 0; step < 20000; step++) {
+        uint64_t     c  = 1 + RND(3);
+        unsigned     ki = (unsigned)RND(64);
+        unsigned     op = (unsigned)RND(100);
+        ms_put_cfg_t cfg;
+        ms_ver_t    *v;
+        int          rc;
+
+        if (!alive[c] && (op < 84)) {
+            op = 99; /* a quiet client sends nothing: time passes */
+        }
+        snprintf(k, sizeof(k), "key-%u", ki);
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.replica_num = 1 + (unsigned)RND(3);
+        cfg.soft_pin    = (unsigned)RND(3);
+        cfg.hard_pin    = (RND(20) == 0);
+        if (op < 30) {
+            rc = tm_put_start_cfg(st, c, k, 1 + RND(6000), &cfg, RND(3) == 0,
+                                  now, &v);
+            if (rc == 0) {
+                ids[ki] = v->put_id;
+            }
+        } else if (op < 55) {
+            tm_put_end(st, c, k, ids[ki], RND(5) == 0, now);
+        } else if (op < 75) {
+            tm_get(st, k, now, NULL);
+        } else if (op < 80) {
+            tm_remove(st, k, RND(2), now);
+        } else if (op < 82) {
+            ms_key_t key = tm_key(k);
+
+            if (tm_obj(st, k) != NULL && tm_obj(st, k)->cur != NULL &&
+                tm_obj(st, k)->cur->rep[0].seg != NULL) {
+                ms_rep_t *r = &tm_obj(st, k)->cur->rep[0];
+
+                dango__store_ms_report_bad(
+                    st, tm_cid(c), &key, tm_obj(st, k)->cur->put_id,
+                    r->seg->name->name, ms_rep_addr(r), now);
+            }
+        } else if (op < 83) {
+            dango__store_ms_remove_match(st, "^key-1", 0, RND(2), now);
+        } else if (op < 84) {
+            /* A client goes quiet for a while. */
+            alive[c] = 0;
+        } else {
+            now += RND(400);
+            for (uint64_t x = 1; x <= 3; x++) {
+                if (alive[x] ||
+                    (RND(100) == 0)) { /* ... and comes back, remounting */
+                    ms_seg_desc_t d[2];
+                    char          name[16];
+                    size_t        nd = 1;
+
+                    alive[x] = 1;
+                    if (dango__store_ms_ping(st, tm_cid(x), now) ==
+                        DANGO_ENEED_REMOUNT) {
+                        snprintf(name, sizeof(name), "node-%llu",
+                                 (unsigned long long)x);
+                        d[0] = (ms_seg_desc_t){
+                            x, x, name, 0x100000000ull * x, 64 * KiB, "host"};
+                        if (x == 3) {
+                            d[1] = (ms_seg_desc_t){
+                                3, 4, name, 0x400000000ull, 32 * KiB, "host"};
+                            nd = 2;
+                        }
+                        assert_dango_ok(
+                            dango__store_ms_remount(st, tm_cid(x), d, nd, now));
+                    }
+                }
+            }
+            dango__store_ms_monitor(st, now);
+            dango__store_ms_tick(st, now);
+        }
+        tm_invariants(st);
+    }
+#undef RND
+
+    if (getenv("TM_VERBOSE") != NULL) {
+        print_message("evicted %llu expired %llu zombies %llu discards %llu "
+                      "reclaims %llu bad %llu partial %llu allocfail %llu "
+                      "releases %llu\n",
+                      (unsigned long long)st->c.evicted_keys,
+                      (unsigned long long)st->c.clients_expired,
+                      (unsigned long long)st->c.zombie_puts,
+                      (unsigned long long)st->c.discards,
+                      (unsigned long long)st->c.reclaims,
+                      (unsigned long long)st->c.bad_replicas,
+                      (unsigned long long)st->c.partial_allocs,
+                      (unsigned long long)st->c.alloc_failures,
+                      (unsigned long long)st->c.releases);
+    }
+    assert_true(st->c.evicted_keys > 0);
+    assert_true(st->c.clients_expired > 0);
+    assert_true(st->c.zombie_puts > 0);
+    drain(st, now + 1000);
+    dango__store_ms_destroy(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,6 +805,7 @@ int main(void)
         cmocka_unit_test_teardown(remove_match, tm_teardown),
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
+        cmocka_unit_test_teardown(random_operations, tm_teardown),
     };
 
     dango_test_quiet_logs();

@@ -193,6 +193,89 @@ static inline void tm_check_empty(ms_state_t *st)
     assert_int_equal(st->parked_bytes, 0);
 }
 
+/* Every structural invariant of the state (O(everything): tests only). */
+static inline void tm_invariants(ms_state_t *st)
+{
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    ms_ver_t          *v;
+    size_t             live_reps   = 0;
+    size_t             listed_reps = 0;
+    size_t             pinned      = 0;
+    size_t             inflight    = 0;
+    uint64_t           parked      = 0;
+
+    tm_check(st);
+    dango_hmap_iter_begin(&st->objs, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        ms_obj_t *o = dango_container_of(node, ms_obj_t, node);
+
+        assert_true((o->cur != NULL) || (o->pend != NULL));
+        pinned += (o->soft_pin_timeout != 0);
+        for (int w = 0; w < 2; w++) {
+            ms_ver_t *x = (w == 0) ? o->cur : o->pend;
+            unsigned  n = 0;
+
+            if (x == NULL) {
+                continue;
+            }
+            assert_ptr_equal(x->obj, o);
+            assert_int_equal(x->heap_idx, SIZE_MAX);
+            assert_int_equal(x->client != NULL, w == 1);
+            for (unsigned i = 0; i < x->nrep; i++) {
+                if (x->rep[i].seg != NULL) {
+                    n++;
+                    assert_int_equal(x->rep[i].status,
+                                     (w == 0) ? DANGO_STORE_REPLICA_COMPLETE
+                                              : DANGO_STORE_REPLICA_PROCESSING);
+                }
+            }
+            assert_int_equal(n, x->nlive);
+            assert_true(n > 0);
+            live_reps += n;
+        }
+    }
+    dango_hmap_iter_end(&it);
+    assert_int_equal(pinned, st->soft_pinned);
+
+    for (size_t i = 0; i < st->nparked; i++) {
+        v = st->parked[i];
+        assert_int_equal(v->heap_idx, i);
+        assert_null(v->obj);
+        assert_true(v->nlive > 0);
+        if (i > 0) {
+            assert_true(st->parked[(i - 1) / 2]->free_at <= v->free_at);
+        }
+        for (unsigned j = 0; j < v->nrep; j++) {
+            if (v->rep[j].seg != NULL) {
+                parked += (v->rec_len + v->rep[j].seg->granule - 1) /
+                          v->rep[j].seg->granule * v->rep[j].seg->granule;
+                live_reps++;
+            }
+        }
+    }
+    assert_int_equal(parked, st->parked_bytes);
+
+    for (size_t i = 0; i < st->nsegs; i++) {
+        ms_rep_t *r;
+
+        dango_list_for_each(r, &st->segs[i]->replicas, seg_link)
+        {
+            assert_ptr_equal(r->seg, st->segs[i]);
+            listed_reps++;
+        }
+    }
+    assert_int_equal(listed_reps, live_reps);
+
+    dango_list_for_each(v, &st->inflight, inflight_link)
+    {
+        assert_non_null(v->obj);
+        assert_ptr_equal(v->obj->pend, v);
+        inflight++;
+    }
+    assert_int_equal(inflight, st->ninflight);
+}
+
 static inline int tm_teardown(void **state)
 {
     (void)state;
