@@ -162,7 +162,7 @@ static void replica_of(Dango__Store__Replica *out, const ms_ver_t *v,
     out->seg_lo  = r->seg->id_lo;
 }
 
-/* ----- handlers: each replies exactly once and returns the call status */
+/* ----- handlers (each replies exactly once, returns the status) ----- */
 
 static int rpc_service_ready(dango_store_master_t *m, dango_rpc_call_t *call)
 {

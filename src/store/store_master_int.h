@@ -1,6 +1,6 @@
 /*
  * Store master internals, shared by
- *   store_master_state.c  the master state: lifecycle, clients, segments,
+ *   store_master_seg.c    the master state: lifecycle, clients, segments,
  *                         placement, parked regions, timers' work;
  *   store_master_obj.c    the object operations (put, get, remove, list...)
  *                         and eviction;
@@ -243,7 +243,7 @@ struct ms_state {
     size_t    scratch_cap;
 };
 
-/* ---------- state: lifecycle and helpers (store_master_state.c) ---------- */
+/* ---------- state: lifecycle and helpers (store_master_seg.c) ---------- */
 
 int  dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p);
 void dango__store_ms_destroy(ms_state_t *st);
