@@ -554,7 +554,7 @@ void dango__store_ms_destroy(ms_state_t *st)
 
 void *dango__store_ms_scratch(ms_state_t *st, size_t size)
 {
-    if (size > st->scratch_cap) {
+    if ((st->scratch == NULL) || (size > st->scratch_cap)) {
         size_t cap = (st->scratch_cap == 0) ? 65536 : st->scratch_cap;
         void  *buf;
 

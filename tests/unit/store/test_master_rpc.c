@@ -244,6 +244,14 @@ static void rpc_end_to_end(void **state)
     dango__store__service_ready_resp__free_unpacked(ready, NULL);
     dango_free(reply);
 
+    /* An empty batch (the first call to use scratch) is an empty answer. */
+    {
+        Dango__Store__StatusList *resp =
+            keys_call(cli, DANGO_STORE_M_EXIST, NULL, 0, 0);
+
+        dango__store__status_list__free_unpacked(resp, NULL);
+    }
+
     /* Unknown client: remount; after a mount: known. */
     assert_dango_ok(ping(cli, 1, &status));
     assert_int_equal(status, DANGO_ENEED_REMOUNT);
