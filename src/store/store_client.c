@@ -399,6 +399,27 @@ int dango__sc_seg_get(dango_store_client_t *c, const char *name,
     return 0;
 }
 
+sc_seg_t *dango__sc_seg_peek(dango_store_client_t *c, const char *name)
+{
+    uint64_t  h = dango_hash64(name, strlen(name));
+    sc_seg_t *s;
+
+    pthread_rwlock_rdlock(&c->seg_lock);
+    s = seg_lookup(c, name, h);
+    pthread_rwlock_unlock(&c->seg_lock);
+    return s;
+}
+
+void dango__sc_seg_state(dango_store_client_t *c, const sc_seg_t *seg,
+                         int *open_p, int *same_host_p, uint64_t *fail_until_p)
+{
+    pthread_rwlock_rdlock(&c->seg_lock);
+    *open_p       = seg->open;
+    *same_host_p  = seg->same_host;
+    *fail_until_p = seg->fail_until;
+    pthread_rwlock_unlock(&c->seg_lock);
+}
+
 dango_segment_id_t dango__sc_seg_id(dango_store_client_t *c, sc_seg_t *seg)
 {
     dango_segment_id_t id;
@@ -1239,7 +1260,7 @@ int dango_store_client_create(const dango_store_params_t *params,
         goto err_free;
     }
 
-    rc = sc_own_segment(c);
+    rc = (c->seg_base != NULL) ? sc_own_segment(c) : 0;
     if (rc != 0) {
         goto err_free;
     }

@@ -64,19 +64,43 @@ typedef struct get_item {
 
 /* ---------- replica choice ---------- */
 
-static unsigned get_rank(const sc_seg_t *s)
+/*
+ * Preference of a replica: our own segment, then same host (known from an
+ * open handle, else from the host id the master reports), then the rest.
+ * Segments are not opened here: a dead node must not delay a key whose
+ * first choice is alive; it is opened when its turn comes.
+ */
+static unsigned get_rank(dango_store_client_t *c, const sc_seg_t *s,
+                         const Dango__Store__Replica *r)
 {
-    if (s == NULL) {
-        return 3; /* cannot be opened now: last resort */
+    if ((s != NULL) && s->own) {
+        return 0;
     }
 
-    return s->own ? 0 : (s->same_host ? 1 : 2);
+    if (s != NULL) {
+        int      open, same_host;
+        uint64_t fail_until;
+
+        dango__sc_seg_state(c, s, &open, &same_host, &fail_until);
+        if (open) {
+            return same_host ? 1 : 2;
+        }
+
+        if (dango_time_ns() < fail_until) {
+            return 3; /* could not be opened a moment ago */
+        }
+    }
+
+    return ((r->host_id != NULL) && (strcmp(r->host_id, c->host_id) == 0)) ? 1
+                                                                           : 2;
 }
 
 static void get_order(dango_store_client_t *c, get_item_t *g)
 {
     const Dango__Store__GetItem *it = g->it;
-    unsigned                     n  = 0;
+    unsigned                     rank[DANGO_STORE_REPLICA_MAX];
+    uint32_t                     load[DANGO_STORE_REPLICA_MAX];
+    unsigned                     n = 0;
 
     for (size_t j = 0; (j < it->n_replicas) && (j < DANGO_STORE_REPLICA_MAX);
          j++) {
@@ -89,34 +113,23 @@ static void get_order(dango_store_client_t *c, get_item_t *g)
             continue;
         }
 
-        if (dango__sc_seg_get(c, r->segment, &g->segs[j]) != 0) {
-            g->segs[j] = NULL;
-        }
-
+        g->segs[j]    = dango__sc_seg_peek(c, r->segment);
+        rank[j]       = get_rank(c, g->segs[j], r);
+        load[j]       = (g->segs[j] != NULL)
+                            ? __atomic_load_n(&g->segs[j]->inflight, __ATOMIC_RELAXED)
+                            : 0;
         g->order[n++] = (uint8_t)j;
     }
 
     /* Insertion sort by (rank, in flight); stable in master order. */
     for (unsigned a = 1; a < n; a++) {
-        uint8_t  j  = g->order[a];
-        unsigned rj = get_rank(g->segs[j]);
-        uint32_t fj = g->segs[j] ? __atomic_load_n(&g->segs[j]->inflight,
-                                                   __ATOMIC_RELAXED)
-                                 : 0;
-        unsigned b  = a;
+        uint8_t  j = g->order[a];
+        unsigned b = a;
 
-        while (b > 0) {
-            uint8_t  k  = g->order[b - 1];
-            unsigned rk = get_rank(g->segs[k]);
-            uint32_t fk = g->segs[k] ? __atomic_load_n(&g->segs[k]->inflight,
-                                                       __ATOMIC_RELAXED)
-                                     : 0;
-
-            if ((rk < rj) || ((rk == rj) && (fk <= fj))) {
-                break;
-            }
-
-            g->order[b] = k;
+        while ((b > 0) && ((rank[g->order[b - 1]] > rank[j]) ||
+                           ((rank[g->order[b - 1]] == rank[j]) &&
+                            (load[g->order[b - 1]] > load[j])))) {
+            g->order[b] = g->order[b - 1];
             b--;
         }
 
@@ -239,12 +252,13 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
         g->cur   = j;
         g->req_n = 0;
         g->own   = 0;
-        if (s == NULL) {
-            /* Try once more (the open may have been refused moments ago
-             * only), then give the replica up. */
-            if (dango__sc_seg_get(c, r->segment, &g->segs[j]) != 0) {
+        if ((s == NULL) || !s->own) {
+            /* Opens it if needed (cached: a lookup under a read lock). */
+            rc = dango__sc_seg_get(c, r->segment, &g->segs[j]);
+            if (rc != 0) {
                 g->segs[j] = NULL;
-                get_replica_failed(c, g, 0, DANGO_EPEER_GONE);
+                get_replica_failed(
+                    c, g, 0, (rc == DANGO_ENOMEM) ? rc : DANGO_EPEER_GONE);
                 continue;
             }
 

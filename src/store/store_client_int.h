@@ -175,6 +175,11 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
 /* Segment cache: the entry of @name, opened if needed. */
 int dango__sc_seg_get(dango_store_client_t *c, const char *name,
                       sc_seg_t **seg_p);
+/* The cached entry of @name (open or not), or NULL; never opens. */
+sc_seg_t *dango__sc_seg_peek(dango_store_client_t *c, const char *name);
+/* Consistent snapshot of the mutable fields of @seg. */
+void dango__sc_seg_state(dango_store_client_t *c, const sc_seg_t *seg,
+                         int *open_p, int *same_host_p, uint64_t *fail_until_p);
 /* Replaces the handle of @seg if it still is @old_id (peer restarted). */
 int dango__sc_seg_reopen(dango_store_client_t *c, sc_seg_t *seg,
                          dango_segment_id_t old_id);

@@ -669,14 +669,26 @@ static void meta_exist_size_list_remove(void **state)
 
 static void meta_lease_expired(void **state)
 {
-    char buf[16];
+    const char *keys[3] = {"lease/0", "lease/1", "lease/2"};
+    void       *bufs[3];
+    size_t      lens[3];
+    int64_t     res[3];
+    void       *v = make_value(16 * MIB, 1);
 
-    /* A lease of 1 ms ends before any read does. */
-    assert_dango_ok(dango_store_put(K.c[0], "lease/1", "abcdef", 6, NULL));
-    sleep_ms(2);
-    assert_dango_err(
-        DANGO_ELEASE_EXPIRED,
-        (int)dango_store_get(K.c[1], "lease/1", buf, sizeof(buf), NULL));
+    /* A lease of 1 ms ends before 48 MiB can be read and checked. */
+    for (int i = 0; i < 3; i++) {
+        assert_dango_ok(dango_store_put(K.c[i], keys[i], v, 16 * MIB, NULL));
+        bufs[i] = malloc(16 * MIB);
+        lens[i] = 16 * MIB;
+    }
+
+    assert_dango_ok(dango_store_batch_get(K.c[1], 3, keys, bufs, lens, 0, res));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(DANGO_ELEASE_EXPIRED, res[i]);
+        free(bufs[i]);
+    }
+
+    free(v);
 }
 
 /* ---------- Mooncake ---------- */
