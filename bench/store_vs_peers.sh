@@ -105,7 +105,8 @@ start_peers() {
 # start_dango TAG NETNS(or "") ADDR: a master and a segment on ADDR; sets
 # DANGO_MASTER_<TAG>.
 start_dango() {
-    local tag=$1 ns=$2 addr=$3 run=() log=$OUT/dango-$tag.out m
+    local tag=$1 ns=$2 addr=$3 run=() log m
+    log=$OUT/dango-$tag.out
     [ -n "$ns" ] && run=(ip netns exec "$ns")
     "${run[@]}" "$BSS" --segment "$SEGMENT" --master-listen "$addr:0" \
         --xfer-listen "$addr:0" >"$log" 2>"$OUT/dango-$tag.err" &
