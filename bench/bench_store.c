@@ -12,6 +12,7 @@
  *               [--duration 3] [--warmup 0.5] [--working-set 512m]
  *               [--keys N] [--key-len 0] [--where local|netns]
  *               [--put-mode unique|upsert|remove] [--listen HOST:0]
+ *               [--keep]
  *
  * Operations:
  *   get          get_into of a key preloaded before the run;
@@ -24,7 +25,12 @@
  * put_from of the same key; exist        dango_store_exist() of a preloaded
  * key; batch_exist  dango_store_batch_exist() of --batch preloaded keys
  *                (keys_per_s is the figure).
- * Every key the run created is removed before it exits.
+ * Every key the run created is removed before it exits, except the
+ * preloaded key space with --keep: a later run of the same size and key
+ * space then finds it in place. (A forced remove of an object that still
+ * holds read leases, as every key a get run has read does, frees its space
+ * only when the leases end, MASTER_LEASE_TTL later; runs back to back
+ * would otherwise fill the pool with the previous run's values.)
  */
 #define _GNU_SOURCE
 #include <dango/dango.h>
@@ -48,6 +54,7 @@ static dango_store_client_t *bs_clients[BS_MAX_CLIENTS];
 static unsigned              bs_nclients = 1;
 static bs_ctx_t              bs_ctx[KV_MAX_THREADS];
 static const char           *bs_put_mode = "unique";
+static int                   bs_keep;
 
 /* Keys of one put-ring batch; prefix "p<thread>". */
 static void bs_put_key(char *key, unsigned thread, uint64_t seq)
@@ -278,7 +285,8 @@ static void usage(void)
             "       [--duration 3] [--warmup 0.5] [--working-set 512m] "
             "[--keys N]\n"
             "       [--key-len 0] [--where local|netns]\n"
-            "       [--put-mode unique|upsert|remove] [--listen HOST:0]\n");
+            "       [--put-mode unique|upsert|remove] [--listen HOST:0] "
+            "[--keep]\n");
     exit(2);
 }
 
@@ -299,6 +307,11 @@ int main(int argc, char **argv)
 
         if (next != i) {
             i = next;
+            continue;
+        }
+        if (strcmp(argv[i], "--keep") == 0) {
+            bs_keep = 1;
+            i++;
             continue;
         }
         if (i + 1 >= argc) {
@@ -405,7 +418,9 @@ int main(int argc, char **argv)
              bs_nclients, (strcmp(kv_o.op, "put") == 0) ? bs_put_mode : "-");
     rc = kv_run(op, extra);
 
-    bs_cleanup(fixed);
+    if (!(fixed && bs_keep)) {
+        bs_cleanup(fixed);
+    }
     for (k = 0; k < bs_nclients; k++) {
         dango_store_unregister_buffer(bs_clients[k], mem);
         dango_store_client_destroy(bs_clients[k]);
