@@ -10,11 +10,15 @@
  *     others; ties go to the segment with the fewest requests in flight;
  *   - a value lands directly in the caller's memory when that memory is
  *     registered (or can be registered for the call: values of at least
- *     STORE_REGISTER_THRESHOLD bytes); the header and key go to staging.
- *     Smaller values travel as one request of the whole record into
- *     staging and are copied out once verified;
- *   - every record is verified (header against what the master said, and
- *     xxh3-64 of the value against the checksum) before success: a bad
+ *     STORE_REGISTER_THRESHOLD bytes), as one request of the value alone
+ *     (the header is fetched into staging too only when
+ *     STORE_VERIFY_CHECKSUM is off). Smaller values travel as one request
+ *     of the whole record into staging and are copied out once verified;
+ *     so a get is one copy plus one xxh3 pass over the value, plus a copy
+ *     out of staging for small values;
+ *   - every read is verified (the header, when fetched, against what the
+ *     master said; xxh3-64 of the value against the checksum) before
+ *     success: a bad
  *     replica is reported (DANGO_ECORRUPT), an unreachable one too
  *     (DANGO_EPEER_GONE, after one reopen of a stale handle), and the key
  *     moves to its next replica in the next round.
@@ -141,11 +145,15 @@ static void get_order(dango_store_client_t *c, get_item_t *g)
 
 /* ---------- verification ---------- */
 
+/* Checks the record header at @rec (NULL: not fetched) and the value. */
 static int get_verify(dango_store_client_t *c, get_item_t *g, const void *rec,
                       const void *value)
 {
-    int rc = dango_store_rec_check(rec, g->key, (uint16_t)g->klen, g->size,
-                                   g->it->checksum, g->it->put_id);
+    int rc =
+        (rec == NULL)
+            ? 0
+            : dango_store_rec_check(rec, g->key, (uint16_t)g->klen, g->size,
+                                    g->it->checksum, g->it->put_id);
 
     if (rc != 0) {
         return rc;
@@ -228,6 +236,10 @@ static int get_prepare(dango_store_client_t *c, get_item_t *g, unsigned flags)
         g->mode = GET_DIRECT;
     }
 
+    if ((g->mode == GET_DIRECT) && c->cfg.verify_checksum) {
+        return 0; /* the value alone: see get_plan() */
+    }
+
     rc = dango__sc_buf_get(c, g->voff + ((g->mode == GET_STAGED) ? g->size : 0),
                            &g->hdr);
     if (rc != 0) {
@@ -288,6 +300,22 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
         id        = dango__sc_seg_id(c, s);
         g->cur_id = id;
         __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
+        if (g->hdr.kind == SC_BUF_NONE) {
+            /*
+             * The value straight into the caller's memory, without the
+             * header: the checksum the master holds for this put proves
+             * the bytes are the object's value (a region reused by another
+             * object would not match), which is all the header check adds.
+             */
+            reqs[0].op          = DANGO_XFER_OP_READ;
+            reqs[0].segment     = id;
+            reqs[0].local_addr  = g->dst;
+            reqs[0].remote_addr = r->addr + g->voff;
+            reqs[0].length      = g->size;
+            g->req_n            = 1;
+            return 1;
+        }
+
         reqs[0].op          = DANGO_XFER_OP_READ;
         reqs[0].segment     = id;
         reqs[0].local_addr  = g->hdr.ptr;
@@ -453,10 +481,10 @@ static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
         }
 
         if (err == 0) {
-            err = get_verify(c, g, g->hdr.ptr,
-                             (g->mode == GET_STAGED)
-                                 ? (char *)g->hdr.ptr + g->voff
-                                 : g->dst);
+            err = get_verify(
+                c, g, (g->hdr.kind == SC_BUF_NONE) ? NULL : g->hdr.ptr,
+                (g->mode == GET_STAGED) ? (char *)g->hdr.ptr + g->voff
+                                        : g->dst);
             if (err == 0) {
                 get_finish_ok(c, g);
                 continue;
