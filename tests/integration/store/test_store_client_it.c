@@ -16,14 +16,18 @@
  *                remove_by_regex / remove_all, lease expiry
  *   mooncake_*   the Mooncake C API round trip
  *   threads_*    8 threads putting and getting 64 KiB values (ops/s shown)
- *   restart_*    a master restart (remount) and a peer restart (reopen)
+ *   restart_*    a master restart (remount), a peer restart (reopen) and
+ *                a node killed outright (reads fall back to the other
+ *                replica; the node is this program run as "--node")
  * Every test gets a fresh cluster.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -933,6 +937,102 @@ static void restart_peer_reopen(void **state)
     free(v);
 }
 
+/* A node in another process: this program with --node <master>. */
+typedef struct node_proc {
+    pid_t pid;
+    int   in_fd;
+    char  name[128];
+} node_proc_t;
+
+static void node_spawn(node_proc_t *n)
+{
+    int   in[2], out[2];
+    FILE *f;
+
+    assert_int_equal(0, pipe(in));
+    assert_int_equal(0, pipe(out));
+    n->pid = fork();
+    assert_true(n->pid >= 0);
+    if (n->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execl("/proc/self/exe", "node", "--node", K.maddr, (char *)NULL);
+        _exit(127);
+    }
+
+    close(in[0]);
+    close(out[1]);
+    n->in_fd = in[1];
+    f        = fdopen(out[0], "r");
+    assert_non_null(f);
+    assert_non_null(fgets(n->name, sizeof(n->name), f));
+    n->name[strcspn(n->name, "\n")] = '\0';
+    fclose(f);
+}
+
+static int node_main(const char *master)
+{
+    dango_store_params_t  p = {0};
+    dango_store_client_t *c;
+    char                  buf[16];
+
+    p.field_mask   = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE;
+    p.master_addr  = master;
+    p.segment_size = 16 * MIB;
+    if (dango_store_client_create(&p, NULL, &c) != 0) {
+        return 1;
+    }
+
+    printf("%s\n", dango_store_client_name(c));
+    fflush(stdout);
+    while (read(0, buf, sizeof(buf)) > 0) {
+    }
+
+    dango_store_client_destroy(c);
+    return 0;
+}
+
+static void restart_dead_node_fallback(void **state)
+{
+    dango_store_replicate_config_t cfg = {.replica_num = 2};
+    dango_store_object_info_t      info;
+    node_proc_t                    node;
+    const char                    *pref[1];
+    void                          *v       = make_value(200000, 31);
+    int                            on_node = 0;
+
+    node_spawn(&node);
+    wait_segments(K.c[0], NCLIENTS + 1);
+    pref[0]                = node.name;
+    cfg.preferred_segments = pref;
+    cfg.preferred_count    = 1;
+    assert_dango_ok(dango_store_put(K.c[0], "dead/1", v, 200000, &cfg));
+    assert_dango_ok(dango_store_stat(K.c[0], "dead/1", &info));
+    assert_int_equal(2, info.num_replicas);
+    for (unsigned a = 0; a < 2; a++) {
+        on_node += strcmp(info.replicas[a].segment, node.name) == 0;
+    }
+
+    assert_int_equal(1, on_node);
+    check_get(K.c[1], "dead/1", 200000, 31); /* opens the node's segment */
+
+    /* The node dies without a word: reads go to the other replica. */
+    kill(node.pid, SIGKILL);
+    waitpid(node.pid, NULL, 0);
+    close(node.in_fd);
+    for (int i = 0; i < NCLIENTS; i++) {
+        check_get(K.c[i], "dead/1", 200000, 31);
+    }
+
+    /* The preferred (first) replica was tried, reported and dropped. */
+    assert_dango_ok(dango_store_stat(K.c[0], "dead/1", &info));
+    assert_int_equal(1, info.num_replicas);
+    assert_string_not_equal(node.name, info.replicas[0].segment);
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -954,8 +1054,13 @@ int main(int argc, char **argv)
         T(threads_put_get_64k),
         T(restart_master_remount),
         T(restart_peer_reopen),
+        T(restart_dead_node_fallback),
 #undef T
     };
+
+    if ((argc > 2) && (strcmp(argv[1], "--node") == 0)) {
+        return node_main(argv[2]);
+    }
 
     dango_test_quiet_logs();
     if (argc > 1) {
