@@ -205,6 +205,13 @@ int mooncake_store_setup(mooncake_store_t store, const char *local_hostname,
     p.segment_size      = global_segment_size;
     p.local_buffer_size = local_buffer_size;
     p.listen_addr       = listen;
+    if ((strchr(local_hostname, ':') != NULL) &&
+        (strcmp(metadata_server, DANGO_XFER_P2PHANDSHAKE) != 0)) {
+        /* "ip:port" names the segment, as in Mooncake (P2P mode names it
+         * after the listen address anyway). */
+        p.field_mask |= DANGO_STORE_PARAM_LOCAL_NAME;
+        p.local_name = local_hostname;
+    }
     if (master_server_addr != NULL) {
         p.field_mask |= DANGO_STORE_PARAM_MASTER;
         p.master_addr = master_server_addr;
