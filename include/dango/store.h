@@ -89,7 +89,8 @@ typedef enum dango_store_soft_pin {
 
 /** How an object is placed and protected. Zero-initialised = defaults. */
 typedef struct dango_store_replicate_config {
-    /** Memory replicas on distinct segments, best effort (0 = 1). */
+    /** Memory replicas on distinct segments, best effort (0 =
+     *  STORE_REPLICA_NUM, 1 by default). */
     unsigned replica_num;
     /** Never evicted; removable only by a forced remove. */
     int with_hard_pin;
