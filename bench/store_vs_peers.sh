@@ -122,6 +122,7 @@ start_dango() {
     m=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["master"])' "$log" 2>/dev/null) || {
         echo "bench_store_server did not start:" >&2; cat "$OUT/dango-$tag.err" >&2; exit 1; }
     printf -v "DANGO_MASTER_$tag" %s "$m"
+    printf -v "DANGO_PID_$tag" %s "${PIDS[-1]}"
 }
 
 setup_netns() {
@@ -161,8 +162,13 @@ measure() {
     [ "$where" = netns ] && run=(ip netns exec "$NS_B")
     case $sys in
     dango)
-        local m=$DANGO_MASTER_L listen=127.0.0.1:0
-        [ "$where" = netns ] && { m=$DANGO_MASTER_N; listen=192.0.2.2:0; }
+        local m=$DANGO_MASTER_L listen=127.0.0.1:0 pid=$DANGO_PID_L tag=L
+        [ "$where" = netns ] && { m=$DANGO_MASTER_N; listen=192.0.2.2:0; pid=$DANGO_PID_N; tag=N; }
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench_store_server ($where) is gone (out of memory? see dmesg):" >&2
+            tail -n 5 "$OUT/dango-$tag.err" >&2
+            exit 1
+        fi
         line=$(timeout "$LIMIT" "${run[@]}" "$BS" --master "$m" --listen "$listen" \
                    --keep --where "$where" "${COMMON[@]}" "$@" 2>"$OUT/last.err" | tail -n 1) || true ;;
     redis|memcached)
