@@ -37,7 +37,7 @@ static const dango_config_field_t store_client_config_fields[] = {
      "check the xxh3-64 of every value a get fetches (record headers are "
      "always checked)",
      offsetof(store_client_config_t, verify_checksum), DANGO_CFG_BOOL},
-    {"REGISTER_THRESHOLD", "64KiB",
+    {"REGISTER_THRESHOLD", "256KiB",
      "values at least this large in unregistered caller memory are "
      "registered for the call and moved directly; smaller ones are copied "
      "through the staging buffer",
