@@ -350,7 +350,13 @@ static void get_own(dango_store_client_t *c, get_item_t *g)
     const char *src = (const char *)(uintptr_t)r->addr;
     int         rc;
 
-    dango__sc_copy(rec, src, g->voff);
+    /* The commit word may be being stored by the committer: it is not
+     * part of the checks, so it is left out of the copy. */
+    dango__sc_copy(rec, src, offsetof(dango_store_rec_hdr_t, commit));
+    memset(rec + offsetof(dango_store_rec_hdr_t, commit), 0, sizeof(uint64_t));
+    dango__sc_copy(rec + offsetof(dango_store_rec_hdr_t, reserved),
+                   src + offsetof(dango_store_rec_hdr_t, reserved),
+                   g->voff - offsetof(dango_store_rec_hdr_t, reserved));
     dango__sc_copy(g->dst, src + g->voff, g->size);
     rc = get_verify(c, g, rec, g->dst);
     if (rc == 0) {
