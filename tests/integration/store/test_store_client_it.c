@@ -16,9 +16,11 @@
  *                remove_by_regex / remove_all, lease expiry
  *   mooncake_*   the Mooncake C API round trip
  *   threads_*    8 threads putting and getting 64 KiB values (ops/s shown)
- *   restart_*    a master restart (remount), a peer restart (reopen) and
- *                a node killed outright (reads fall back to the other
- *                replica; the node is this program run as "--node")
+ *   restart_*    a master restart (remount), a master that comes up
+ *                after the client (mounted by the ping thread), a peer
+ *                restart (reopen) and a node killed outright (reads fall
+ *                back to the other replica; the node is this program run
+ *                as "--node")
  * Every test gets a fresh cluster.
  */
 #define _GNU_SOURCE
@@ -937,6 +939,38 @@ static void restart_peer_reopen(void **state)
     free(v);
 }
 
+static void restart_master_comes_late(void **state)
+{
+    dango_store_client_t *late = NULL;
+    char                  listen[64];
+    uint64_t              deadline;
+
+    /* Nothing listens at the master address when the client starts. */
+    snprintf(listen, sizeof(listen), "%s", K.maddr);
+    for (int i = 0; i < NCLIENTS; i++) {
+        dango_store_client_destroy(K.c[i]);
+        K.c[i] = NULL;
+    }
+
+    dango_store_master_destroy(K.m);
+    K.m = NULL;
+    assert_dango_ok(client_start("127.0.0.1:0", &late));
+    assert_dango_err(DANGO_EPEER_GONE, dango_store_health(late));
+
+    /* The master comes up: the ping thread mounts the segment. */
+    assert_dango_ok(master_start(listen));
+    wait_segments(late, 1);
+    deadline = now_ns() + 5000000000ull;
+    while (dango_store_health(late) != 0) {
+        assert_true(now_ns() < deadline);
+        sleep_ms(20);
+    }
+
+    assert_dango_ok(dango_store_put(late, "late/1", "v", 1, NULL));
+    assert_int_equal(1, dango_store_size(late, "late/1"));
+    K.c[0] = late;
+}
+
 /* A node in another process: this program with --node <master>. */
 typedef struct node_proc {
     pid_t pid;
@@ -1055,6 +1089,7 @@ int main(int argc, char **argv)
         T(restart_master_remount),
         T(restart_peer_reopen),
         T(restart_dead_node_fallback),
+        T(restart_master_comes_late),
 #undef T
     };
 
