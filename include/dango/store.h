@@ -326,7 +326,10 @@ DANGO_API int64_t dango_store_size(dango_store_client_t *c, const char *key);
 
 /**
  * @brief Removes an object.
- * @param[in] force  Also while it is leased or hard pinned.
+ * @param[in] force  Also while it is leased or hard pinned. A forced remove
+ *                   of a leased object makes it invisible at once but keeps
+ *                   its space allocated until the lease ends (a reader may
+ *                   still be copying it).
  * @return 0, or DANGO_ENO_OBJECT, DANGO_ELEASE_HELD (leased and not
  *         @p force), DANGO_ENOT_READY (a put is in progress), bad key,
  *         master unreachable.
