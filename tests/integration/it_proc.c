@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dango_test.h"
+
 #include <dango/error.h>
 #include "common/time.h"
 #include "it_proc.h"
@@ -41,6 +43,9 @@ static void track(pid_t pid)
             return;
         }
     }
+
+    kill(pid, SIGKILL); /* untracked children would outlive the test */
+    fail_msg("more than %d children", MAX_CHILDREN);
 }
 
 static void untrack(pid_t pid)
@@ -109,7 +114,7 @@ static int env_named(const char *entry, const char *const *env_add)
     return strncmp(entry, "DANGO_CLUSTER_TOKEN=", 20) == 0;
 }
 
-int it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add)
+void it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add)
 {
     size_t n = 0, k = 0, extra = 0;
     char **env;
@@ -127,10 +132,7 @@ int it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add)
     }
 
     env = calloc(n + extra + 1, sizeof(*env));
-    if (env == NULL) {
-        return -ENOMEM;
-    }
-
+    assert_non_null(env);
     for (size_t i = 0; i < n; i++) {
         if (!env_named(environ[i], env_add)) {
             env[k++] = environ[i];
@@ -141,18 +143,8 @@ int it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add)
         env[k++] = (char *)env_add[i];
     }
 
-    if (pipe2(in, O_CLOEXEC) != 0) {
-        free(env);
-        return -errno;
-    }
-
-    if (pipe2(out, O_CLOEXEC) != 0) {
-        close(in[0]);
-        close(in[1]);
-        free(env);
-        return -errno;
-    }
-
+    assert_int_equal(0, pipe2(in, O_CLOEXEC));
+    assert_int_equal(0, pipe2(out, O_CLOEXEC));
     pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -162,20 +154,14 @@ int it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add)
         _exit(127);
     }
 
+    assert_true(pid > 0);
     free(env);
     close(in[0]);
     close(out[1]);
-    if (pid < 0) {
-        close(in[1]);
-        close(out[0]);
-        return -errno;
-    }
-
     track(pid);
     p->pid    = pid;
     p->in_fd  = in[1];
     p->out_fd = out[0];
-    return 0;
 }
 
 int it_proc_read_line(it_proc_t *p, char *line, size_t len, int timeout_ms)
@@ -325,10 +311,7 @@ static int run_quiet(char *const argv[])
     char      buf[512];
     int       status;
 
-    if (it_proc_spawn(&p, argv, NULL) != 0) {
-        return 127;
-    }
-
+    it_proc_spawn(&p, argv, NULL);
     close(p.in_fd);
     p.in_fd = -1;
     for (;;) {

@@ -4,7 +4,8 @@
  * A child is started with fork + exec, its stdin and stdout on pipes: the
  * tests speak a line protocol with it (see each helper program). Every child
  * is registered so the teardown can kill and reap whatever a failed test
- * left behind; every wait is bounded.
+ * left behind; every wait is bounded. Used from cmocka tests only: broken
+ * machinery (no pipe, no fork, too many children) fails the running test.
  *
  * Emulated hosts are network namespaces joined by a veth pair, created by
  * the test itself (root only; skipped elsewhere) and deleted afterwards.
@@ -27,9 +28,11 @@ typedef struct it_proc {
  * Starts @argv[0] with @argv. The environment is ours, minus
  * DANGO_CLUSTER_TOKEN, plus the "NAME=value" strings of @env_add (NULL
  * terminated; may be NULL), which replace variables of the same name.
- * Returns 0 or a negative errno.
+ * Fails the running test (cmocka) when the pipes or the fork cannot be
+ * made; a program that cannot be executed exits 127.
  */
-int it_proc_spawn(it_proc_t *p, char *const argv[], const char *const *env_add);
+void it_proc_spawn(it_proc_t *p, char *const argv[],
+                   const char *const *env_add);
 
 /* Reads one line (without the newline). 0, DANGO_ETIMEDOUT, DANGO_ECONNRESET
  * (the child closed its stdout). */

@@ -208,7 +208,7 @@ static int target_try_start(target_t *t, const target_opts_t *o)
     argv[a] = NULL;
     snprintf(token, sizeof(token), "DANGO_CLUSTER_TOKEN=%s",
              o->token ? o->token : "");
-    assert_int_equal(0, it_proc_spawn(&t->p, argv, o->token ? env_add : NULL));
+    it_proc_spawn(&t->p, argv, o->token ? env_add : NULL);
     g_targets[slot] = t;
     rc = it_proc_read_line(&t->p, line, sizeof(line), START_TIMEOUT);
     if (rc != 0) {
@@ -1549,7 +1549,7 @@ static void netns_two_hosts(void **state)
     argv[a++] = "--initiate";
     argv[a++] = t.name;
     argv[a]   = NULL;
-    assert_int_equal(0, it_proc_spawn(&r, argv, NULL));
+    it_proc_spawn(&r, argv, NULL);
     rc     = it_proc_read_line(&r, line, sizeof(line), 120000);
     status = it_proc_stop(&r, 30000);
     if (rc != 0) {
