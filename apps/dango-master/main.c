@@ -65,7 +65,6 @@ static void help(void)
 static int parse_args(int argc, char **argv, dango_config_t *cfg)
 {
     static const char *const prefixes[] = {"MASTER", NULL};
-    const char              *v;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -81,32 +80,12 @@ static int parse_args(int argc, char **argv, dango_config_t *cfg)
             return 0;
         }
 
-        if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            continue; /* read by app_config_create() */
+        rc = app_common_flag(PROG, cfg, argc, argv, &i);
+        if (rc < 0) {
+            return 2;
         }
 
-        if (!strcmp(a, "-o")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, PROG ": -o needs NAME=VALUE\n");
-                return 2;
-            }
-            if (app_set_option(PROG, cfg, argv[++i]) != 0) {
-                return 2;
-            }
-            continue;
-        }
-
-        if (!strcmp(a, "--log") || !strncmp(a, "--log=", 6)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            if (dango_log_configure(v) != 0) {
-                fprintf(stderr, PROG ": bad log spec '%s'\n", v);
-                return 2;
-            }
+        if (rc == 0) {
             continue;
         }
 

@@ -77,39 +77,21 @@ typedef struct node_args {
     const char *segment_size;
 } node_args_t;
 
-/* The flags that are client parameters; NULL if @a is none of them. */
-static const char **node_param(node_args_t *na, const char *a)
-{
-    static const struct {
-        const char *flag;
-        size_t      offset;
-    } params[] = {
-        {"--master", offsetof(node_args_t, master)},
-        {"--listen", offsetof(node_args_t, listen)},
-        {"--metadata", offsetof(node_args_t, metadata)},
-        {"--name", offsetof(node_args_t, name)},
-        {"--transports", offsetof(node_args_t, transports)},
-        {"--segment-size", offsetof(node_args_t, segment_size)},
-    };
-
-    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
-        size_t len = strlen(params[i].flag);
-
-        if (!strncmp(a, params[i].flag, len) &&
-            ((a[len] == '\0') || (a[len] == '='))) {
-            return (const char **)((char *)na + params[i].offset);
-        }
-    }
-
-    return NULL;
-}
+/* The flags that are client parameters. */
+static const app_param_t node_params[] = {
+    {"--master", offsetof(node_args_t, master)},
+    {"--listen", offsetof(node_args_t, listen)},
+    {"--metadata", offsetof(node_args_t, metadata)},
+    {"--name", offsetof(node_args_t, name)},
+    {"--transports", offsetof(node_args_t, transports)},
+    {"--segment-size", offsetof(node_args_t, segment_size)},
+};
 
 /* Parses argv. Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, dango_config_t *cfg,
                       node_args_t *na)
 {
     static const char *const prefixes[] = {"STORE", "XFER", NULL};
-    const char              *v;
     const char             **param;
 
     for (int i = 1; i < argc; i++) {
@@ -126,38 +108,20 @@ static int parse_args(int argc, char **argv, dango_config_t *cfg,
             return 0;
         }
 
-        if ((param = node_param(na, a)) != NULL) {
+        if ((param = app_param_find(node_params, DANGO_ARRAY_SIZE(node_params),
+                                    na, a)) != NULL) {
             if (app_flag_value(PROG, argc, argv, &i, 1, param) != 0) {
                 return 2;
             }
             continue;
         }
 
-        if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            continue; /* read by app_config_create() */
+        rc = app_common_flag(PROG, cfg, argc, argv, &i);
+        if (rc < 0) {
+            return 2;
         }
 
-        if (!strcmp(a, "-o")) {
-            if ((i + 1 >= argc) || (app_set_option(PROG, cfg, argv[++i]))) {
-                if (i + 1 >= argc) {
-                    fprintf(stderr, PROG ": -o needs NAME=VALUE\n");
-                }
-                return 2;
-            }
-            continue;
-        }
-
-        if (!strcmp(a, "--log") || !strncmp(a, "--log=", 6)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            if (dango_log_configure(v) != 0) {
-                fprintf(stderr, PROG ": bad log spec '%s'\n", v);
-                return 2;
-            }
+        if (rc == 0) {
             continue;
         }
 

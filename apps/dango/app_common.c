@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <dango/error.h>
+#include <dango/log.h>
 
 #define APP_NAME_MAX 128
 
@@ -504,4 +505,56 @@ void app_master_addrs(const dango_config_t *cfg, char *buf, size_t len)
 void app_error(const char *prog, const char *what, int rc)
 {
     fprintf(stderr, "%s: %s: %s\n", prog, what, dango_strerror(rc));
+}
+
+const char **app_param_find(const app_param_t *params, size_t n, void *args,
+                            const char *a)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(params[i].flag);
+
+        if (!strncmp(a, params[i].flag, len) &&
+            ((a[len] == '\0') || (a[len] == '='))) {
+            return (const char **)((char *)args + params[i].offset);
+        }
+    }
+
+    return NULL;
+}
+
+int app_common_flag(const char *prog, dango_config_t *cfg, int argc,
+                    char **argv, int *i)
+{
+    const char *a = argv[*i];
+    const char *v;
+
+    if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
+        /* the file itself is read by app_config_create() */
+        return (app_flag_value(prog, argc, argv, i, 1, &v) != 0) ? -1 : 0;
+    }
+
+    if (!strcmp(a, "-o")) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "%s: -o needs NAME=VALUE\n", prog);
+            return -1;
+        }
+
+        *i += 1;
+        return (app_set_option(prog, cfg, argv[*i]) != 0) ? -1 : 0;
+    }
+
+    if (!strcmp(a, "--log") || !strncmp(a, "--log=", 6)) {
+        if (app_flag_value(prog, argc, argv, i, 1, &v) != 0) {
+            return -1;
+        }
+
+        if (dango_log_configure(v) != 0) {
+            fprintf(stderr, "%s: bad log spec '%s'\n", prog, v);
+            return -1;
+        }
+
+        return 0;
+    }
+
+    return 1;
 }

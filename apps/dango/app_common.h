@@ -113,6 +113,28 @@ void app_bad_arg(const char *prog, const char *arg, const char *help);
  */
 void app_master_addrs(const dango_config_t *cfg, char *buf, size_t len);
 
+/* A flag that sets a string field of a program's argument struct. */
+typedef struct app_param {
+    const char *flag;   /* "--name" */
+    size_t      offset; /* offsetof(struct, field), a const char * field */
+} app_param_t;
+
+/*
+ * The field of @args that the flag @a ("--name" or "--name=V") sets, per
+ * the @n entries of @params; NULL when @a is none of them.
+ */
+const char **app_param_find(const app_param_t *params, size_t n, void *args,
+                            const char *a);
+
+/*
+ * The flags every daemon takes: "--config FILE" (skipped here: read by
+ * app_config_create()), "-o NAME=VALUE" and "--log SPEC". Returns 0 when
+ * argv[*i] was one of them (consumed, *i advanced past its value), 1 when it
+ * is none of them, -1 on a usage error (printed).
+ */
+int app_common_flag(const char *prog, dango_config_t *cfg, int argc,
+                    char **argv, int *i);
+
 /* Error line "<prog>: <what>: <strerror> (<ERRNAME>)" on stderr. */
 void app_error(const char *prog, const char *what, int rc);
 

@@ -93,36 +93,19 @@ static void serve_help(void)
     app_print_option_flags(stdout, "MASTER", NULL);
 }
 
-static const char **serve_param(serve_args_t *sa, const char *a)
-{
-    static const struct {
-        const char *flag;
-        size_t      offset;
-    } params[] = {
-        {"--segment-size", offsetof(serve_args_t, segment_size)},
-        {"--node-listen", offsetof(serve_args_t, node_listen)},
-        {"--name", offsetof(serve_args_t, name)},
-        {"--transports", offsetof(serve_args_t, transports)},
-    };
-
-    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
-        size_t len = strlen(params[i].flag);
-
-        if (!strncmp(a, params[i].flag, len) &&
-            ((a[len] == '\0') || (a[len] == '='))) {
-            return (const char **)((char *)sa + params[i].offset);
-        }
-    }
-
-    return NULL;
-}
+/* The flags that are parameters of the local segment's client. */
+static const app_param_t serve_params[] = {
+    {"--segment-size", offsetof(serve_args_t, segment_size)},
+    {"--node-listen", offsetof(serve_args_t, node_listen)},
+    {"--name", offsetof(serve_args_t, name)},
+    {"--transports", offsetof(serve_args_t, transports)},
+};
 
 /* Returns -1 to go on, else the exit status. */
 static int serve_parse(int argc, char **argv, dango_config_t *cfg,
                        serve_args_t *sa)
 {
     static const char *const prefixes[] = {"MASTER", "STORE", "XFER", NULL};
-    const char              *v;
     const char             **param;
 
     for (int i = 1; i < argc; i++) {
@@ -134,39 +117,21 @@ static int serve_parse(int argc, char **argv, dango_config_t *cfg,
             return 0;
         }
 
-        if ((param = serve_param(sa, a)) != NULL) {
+        if ((param = app_param_find(serve_params,
+                                    DANGO_ARRAY_SIZE(serve_params), sa, a)) !=
+            NULL) {
             if (app_flag_value(PROG, argc, argv, &i, 1, param) != 0) {
                 return 2;
             }
             continue;
         }
 
-        if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            continue; /* read by app_config_create() */
+        rc = app_common_flag(PROG, cfg, argc, argv, &i);
+        if (rc < 0) {
+            return 2;
         }
 
-        if (!strcmp(a, "-o")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, PROG ": -o needs NAME=VALUE\n");
-                return 2;
-            }
-            if (app_set_option(PROG, cfg, argv[++i]) != 0) {
-                return 2;
-            }
-            continue;
-        }
-
-        if (!strcmp(a, "--log") || !strncmp(a, "--log=", 6)) {
-            if (app_flag_value(PROG, argc, argv, &i, 1, &v) != 0) {
-                return 2;
-            }
-            if (dango_log_configure(v) != 0) {
-                fprintf(stderr, PROG ": bad log spec '%s'\n", v);
-                return 2;
-            }
+        if (rc == 0) {
             continue;
         }
 
