@@ -26,58 +26,13 @@
 
 int app_parse_size(const char *s, uint64_t *out)
 {
-    char    *end;
-    double   v;
-    uint64_t mult = 1;
-    char     unit[8];
-    size_t   n = 0;
+    size_t v;
 
-    if ((s == NULL) || (*s == '\0')) {
+    if (dango_parse_size(s, &v) != 0) {
         return -1;
     }
 
-    errno = 0;
-    v     = strtod(s, &end);
-    if ((errno != 0) || (end == s) || (v < 0) || isnan(v)) {
-        return -1;
-    }
-
-    while (*end == ' ') {
-        end++;
-    }
-
-    while ((*end != '\0') && (n < sizeof(unit) - 1)) {
-        unit[n++] = (char)tolower((unsigned char)*end++);
-    }
-
-    unit[n] = '\0';
-    if (*end != '\0') {
-        return -1;
-    }
-
-    if ((n == 0) || !strcmp(unit, "b")) {
-        mult = 1;
-    } else if (!strcmp(unit, "k") || !strcmp(unit, "kb") ||
-               !strcmp(unit, "kib")) {
-        mult = 1ull << 10;
-    } else if (!strcmp(unit, "m") || !strcmp(unit, "mb") ||
-               !strcmp(unit, "mib")) {
-        mult = 1ull << 20;
-    } else if (!strcmp(unit, "g") || !strcmp(unit, "gb") ||
-               !strcmp(unit, "gib")) {
-        mult = 1ull << 30;
-    } else if (!strcmp(unit, "t") || !strcmp(unit, "tb") ||
-               !strcmp(unit, "tib")) {
-        mult = 1ull << 40;
-    } else {
-        return -1;
-    }
-
-    if (v * (double)mult >= 18446744073709551615.0) {
-        return -1;
-    }
-
-    *out = (uint64_t)(v * (double)mult);
+    *out = v;
     return 0;
 }
 

@@ -80,6 +80,29 @@ DANGO_API int dango_config_get(const dango_config_t *cfg, const char *name,
 DANGO_API int dango_config_print(const dango_config_t *cfg, FILE *stream,
                                  unsigned flags);
 
+/**
+ * @brief Parses a size with an optional unit: "4096", "64k", "512MiB",
+ *        "1.5g" (powers of 1024; b, k, kb, kib, m, ... t).
+ * @return 0 with *out set, or DANGO_EINVAL (nothing changed).
+ * @note The parsers below are the ones the option tables use, for programs
+ *       that take values as flags. Thread safety: any thread.
+ */
+DANGO_API int dango_parse_size(const char *s, size_t *out);
+
+/**
+ * @brief Parses a time: "250us", "10ms", "5s", "30min", "24h" (a bare
+ *        number is seconds).
+ * @return 0 with *out in nanoseconds, DANGO_EINVAL (does not parse) or
+ *         DANGO_ERANGE (too long).
+ */
+DANGO_API int dango_parse_time_ns(const char *s, uint64_t *out);
+
+/**
+ * @brief Parses a boolean: y/n, yes/no, true/false, on/off, 1/0.
+ * @return 0 with *out 0 or 1, or DANGO_EINVAL.
+ */
+DANGO_API int dango_parse_bool(const char *s, int *out);
+
 /** @brief Frees @p cfg. NULL is ignored. */
 DANGO_API void dango_config_release(dango_config_t *cfg);
 

@@ -130,6 +130,8 @@ int dango_parse_time_ns(const char *s, uint64_t *out)
         mult = 1;
     } else if (!strcasecmp(end, "m") || !strcasecmp(end, "min")) {
         mult = 60e9;
+    } else if (!strcasecmp(end, "h")) {
+        mult = 3600e9;
     } else {
         return DANGO_EINVAL;
     }

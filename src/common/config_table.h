@@ -59,11 +59,6 @@ DANGO_API int dango__config_parse(const dango_config_t       *cfg,
 /* Frees the strings dango__config_parse() allocated in @dst. */
 DANGO_API void dango__config_free(const dango_config_table_t *table, void *dst);
 
-/* Value parsers, shared with option parsers elsewhere (CLI flags). */
-DANGO_API int dango_parse_size(const char *s, size_t *out);
-DANGO_API int dango_parse_time_ns(const char *s, uint64_t *out);
-DANGO_API int dango_parse_bool(const char *s, int *out);
-
 DANGO_END_DECLS
 
 #endif

@@ -43,7 +43,7 @@ static const dango_config_field_t master_config_fields[] = {
      offsetof(ms_config_t, zombie_grace), DANGO_CFG_TIME},
     {"SOFT_PIN_TTL", "30min", "soft pin length when a put asks for none",
      offsetof(ms_config_t, soft_pin_ttl), DANGO_CFG_TIME},
-    {"MAX_SOFT_PIN_TTL", "86400s", "longest soft pin a put may ask for (24 h)",
+    {"MAX_SOFT_PIN_TTL", "24h", "longest soft pin a put may ask for",
      offsetof(ms_config_t, max_soft_pin_ttl), DANGO_CFG_TIME},
     {"EVICT_HIGH_WATERMARK", "0.90",
      "eviction starts when allocated/capacity exceeds this (0..1]",

@@ -177,15 +177,16 @@ static void config_parse_time_units(void **state)
         {"3sec", 3000000000ull},
         {"7 MS", 7000000ull},
         {"0", 0},
+        {"24h", 86400000000000ull},
     };
     static const struct {
         const char *s;
         int         rc;
     } bad[] = {
         {"x", DANGO_EINVAL},       {"", DANGO_EINVAL},
-        {"-1s", DANGO_EINVAL},     {"10h", DANGO_EINVAL},
+        {"-1s", DANGO_EINVAL},     {"10d", DANGO_EINVAL},
         {"5 s x", DANGO_EINVAL},   {"nan", DANGO_EINVAL},
-        {"1e12min", DANGO_ERANGE},
+        {"1e12min", DANGO_ERANGE}, {"1e10h", DANGO_ERANGE},
     };
     uint64_t v;
 
@@ -403,7 +404,7 @@ static void config_set_errors(void **state)
         {"TEST_COUNT", ""},       {"TEST_COUNT", "99999999999999999999"},
         {"TEST_LIMIT", "-1"},     {"TEST_LIMIT", "1.5"},
         {"TEST_BUF", "12q"},      {"TEST_BUF", "-1"},
-        {"TEST_TIMEOUT", "x"},    {"TEST_TIMEOUT", "1h"},
+        {"TEST_TIMEOUT", "x"},    {"TEST_TIMEOUT", "1d"},
         {"TEST_ENABLE", "maybe"}, {"TEST_RATIO", "1.5.2"},
         {"TEST_RATIO", ""},
     };
