@@ -149,17 +149,40 @@ static void seg_desc_of(ms_seg_desc_t *d, const Dango__Store__Segment *s)
     d->host_id = s->host_id;
 }
 
-static void replica_of(Dango__Store__Replica *out, const ms_ver_t *v,
-                       const ms_rep_t *r)
+/*
+ * Describes the placed replicas of @v in reps[*nrep...] (pointers in
+ * repp[*nrep...]), advancing *nrep; returns the start of its pointer list
+ * and sets *count_p. reps/repp hold DANGO_STORE_REPLICA_MAX per item.
+ */
+static Dango__Store__Replica **replicas_of(const ms_ver_t         *v,
+                                           Dango__Store__Replica  *reps,
+                                           Dango__Store__Replica **repp,
+                                           size_t *nrep, size_t *count_p)
 {
-    dango__store__replica__init(out);
-    out->segment = r->seg->name->name;
-    out->addr    = ms_rep_addr(r);
-    out->length  = v->rec_len;
-    out->status  = r->status;
-    out->host_id = r->seg->host_id;
-    out->seg_hi  = r->seg->id_hi;
-    out->seg_lo  = r->seg->id_lo;
+    Dango__Store__Replica **first = &repp[*nrep];
+
+    *count_p = 0;
+    for (unsigned j = 0; j < v->nrep; j++) {
+        const ms_rep_t        *r   = &v->rep[j];
+        Dango__Store__Replica *out = &reps[*nrep];
+
+        if (r->seg == NULL) {
+            continue;
+        }
+
+        dango__store__replica__init(out);
+        out->segment    = r->seg->name->name;
+        out->addr       = ms_rep_addr(r);
+        out->length     = v->rec_len;
+        out->status     = r->status;
+        out->host_id    = r->seg->host_id;
+        out->seg_hi     = r->seg->id_hi;
+        out->seg_lo     = r->seg->id_lo;
+        repp[(*nrep)++] = out;
+        (*count_p)++;
+    }
+
+    return first;
 }
 
 /* ----- handlers (each replies exactly once, returns the status) ----- */
@@ -351,16 +374,9 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
             continue;
         }
 
-        items[i].put_id   = v->put_id;
-        items[i].replicas = &repp[nrep];
-        for (unsigned j = 0; j < v->nrep; j++) {
-            if (v->rep[j].seg != NULL) {
-                replica_of(&reps[nrep], v, &v->rep[j]);
-                repp[nrep] = &reps[nrep];
-                nrep++;
-                items[i].n_replicas++;
-            }
-        }
+        items[i].put_id = v->put_id;
+        items[i].replicas =
+            replicas_of(v, reps, repp, &nrep, &items[i].n_replicas);
     }
 
     count_items(&m->ops[*op_p], status, n, 0);
@@ -492,15 +508,8 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         items[i].hard_pin         = o->hard_pin;
         items[i].soft_pin_ms_left = ms_ms_left(o->soft_pin_timeout, now);
         items[i].lease_ms_left    = ms_ms_left(o->lease_timeout, now);
-        items[i].replicas         = &repp[nrep];
-        for (unsigned j = 0; j < v->nrep; j++) {
-            if (v->rep[j].seg != NULL) {
-                replica_of(&reps[nrep], v, &v->rep[j]);
-                repp[nrep] = &reps[nrep];
-                nrep++;
-                items[i].n_replicas++;
-            }
-        }
+        items[i].replicas =
+            replicas_of(v, reps, repp, &nrep, &items[i].n_replicas);
     }
 
     count_items(&m->ops[MS_OP_GET], status, n, 0);
