@@ -29,6 +29,10 @@ PACKAGES=(
     memcached             # same
     libhiredis-dev        # bench_kv_peer (Redis client)
     libmemcached-dev      # bench_kv_peer (memcached client)
+    python3-dev           # the Python extension module (python/)
+    python3-numpy         # Python tests: numpy round trips
+    python3-pytest        # Python tests (Debian /usr/bin/python3)
+    gnuplot-nox           # dango replay --plot
 )
 
 missing=()
