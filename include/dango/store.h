@@ -41,6 +41,30 @@ typedef struct dango_store_client dango_store_client_t;
 #define DANGO_STORE_PREFERRED_MAX 8
 /** Most keys in one batch call. */
 #define DANGO_STORE_BATCH_MAX 4096
+/** Most parts or ranges of one key in the _parts / _ranges calls. */
+#define DANGO_STORE_PARTS_MAX 1024
+
+/** Flags of the _parts / _ranges calls. */
+enum dango_store_flag {
+    /** Every part lies in memory registered with
+     *  dango_store_register_buffer() (no intermediate copy). */
+    DANGO_STORE_REGISTERED = 1u << 0,
+    /** Replace an existing object (as dango_store_upsert()). */
+    DANGO_STORE_UPSERT = 1u << 1
+};
+
+/** One piece of a gathered (put) or scattered (get) value. */
+typedef struct dango_store_iov {
+    void  *base; /**< First byte. */
+    size_t len;  /**< Bytes; 0 is allowed and skipped. */
+} dango_store_iov_t;
+
+/** One piece of an object copied out by dango_store_batch_get_ranges(). */
+typedef struct dango_store_range {
+    uint64_t src_offset; /**< Offset in the object's value. */
+    void    *dst;        /**< Destination of @c len bytes. */
+    size_t   len;        /**< Bytes; 0 is allowed and skipped. */
+} dango_store_range_t;
 
 /** Bits of dango_store_params_t::field_mask. Append only. */
 enum dango_store_params_field {
@@ -303,6 +327,64 @@ DANGO_API int dango_store_batch_get(dango_store_client_t *c, size_t n,
                                     const char *const *keys, void *const *bufs,
                                     const size_t *lens, int registered,
                                     int64_t *results);
+
+/**
+ * @brief Puts @p n objects whose values are each gathered from several
+ *        parts (the value is the parts' concatenation, in order).
+ *
+ * The scatter-gather form of dango_store_batch_put(): one master round trip
+ * per phase and one transfer batch; with DANGO_STORE_REGISTERED the parts
+ * go to the replicas without an intermediate copy.
+ *
+ * @param[in] parts    parts[i] lists n_parts[i] pieces of key i's value
+ *                     (1 <= n_parts[i] <= DANGO_STORE_PARTS_MAX; the total
+ *                     must be > 0).
+ * @param[in] flags    DANGO_STORE_REGISTERED, DANGO_STORE_UPSERT.
+ * @param[out] results Per key: 0 or an error of dango_store_put()
+ *                     (DANGO_ENOTREG for a part outside registered memory
+ *                     when DANGO_STORE_REGISTERED is given).
+ * @return As dango_store_batch_put().
+ */
+DANGO_API int dango_store_batch_put_parts(
+    dango_store_client_t *c, size_t n, const char *const *keys,
+    const dango_store_iov_t *const *parts, const size_t *n_parts,
+    unsigned flags, const dango_store_replicate_config_t *cfg, int *results);
+
+/**
+ * @brief Gets @p n objects, each scattered over several destination parts
+ *        (filled in order; a part left over keeps its bytes).
+ *
+ * @param[in] flags    DANGO_STORE_REGISTERED (the parts are registered).
+ * @param[out] results Per key: the object's size, or an error of
+ *                     dango_store_get() (DANGO_ERANGE when the parts hold
+ *                     fewer bytes than the object).
+ * @return As dango_store_batch_put().
+ */
+DANGO_API int dango_store_batch_get_parts(dango_store_client_t *c, size_t n,
+                                          const char *const *keys,
+                                          const dango_store_iov_t *const *parts,
+                                          const size_t *n_parts, unsigned flags,
+                                          int64_t *results);
+
+/**
+ * @brief Copies chosen byte ranges of @p n objects.
+ *
+ * With STORE_VERIFY_CHECKSUM on (the default) the whole value is read and
+ * verified before any range is copied out, so no byte of a corrupt replica
+ * is ever returned; with it off only the ranges travel.
+ *
+ * @param[in] ranges   ranges[i] lists n_ranges[i] pieces of key i
+ *                     (1 <= n_ranges[i] <= DANGO_STORE_PARTS_MAX).
+ * @param[in] flags    DANGO_STORE_REGISTERED (every dst is registered).
+ * @param[out] results Per key: the bytes copied (the sum of the lengths),
+ *                     or an error of dango_store_get() (DANGO_ERANGE when a
+ *                     range ends past the object).
+ * @return As dango_store_batch_put().
+ */
+DANGO_API int dango_store_batch_get_ranges(
+    dango_store_client_t *c, size_t n, const char *const *keys,
+    const dango_store_range_t *const *ranges, const size_t *n_ranges,
+    unsigned flags, int64_t *results);
 
 /**
  * @brief 1 if the object exists and is readable, 0 if not, or an error
