@@ -361,7 +361,7 @@ DANGO_API int dango_store_batch_put_parts(
  * @return As dango_store_batch_put().
  */
 DANGO_API int dango_store_batch_get_parts(dango_store_client_t *c, size_t n,
-                                          const char *const *keys,
+                                          const char *const              *keys,
                                           const dango_store_iov_t *const *parts,
                                           const size_t *n_parts, unsigned flags,
                                           int64_t *results);

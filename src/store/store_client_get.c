@@ -46,8 +46,14 @@ typedef enum get_mode {
 typedef struct get_item {
     const char                  *key;
     size_t                       klen;
-    void                        *dst;
+    void                        *dst; /* one destination of cap bytes, or: */
     size_t                       cap;
+    const dango_store_iov_t     *parts; /* nparts pieces filled in order */
+    size_t                       nparts;
+    const dango_store_range_t   *ranges; /* nranges pieces of the value */
+    size_t                       nranges;
+    uint64_t                     rsum;   /* bytes of all ranges */
+    unsigned                     maxreq; /* most requests of one read */
     const Dango__Store__GetItem *it;
     uint64_t                     size, voff, deadline;
     uint8_t                      order[DANGO_STORE_REPLICA_MAX];
@@ -145,35 +151,87 @@ static void get_order(dango_store_client_t *c, get_item_t *g)
 
 /* ---------- verification ---------- */
 
-/* Checks the record header at @rec (NULL: not fetched) and the value. */
-static int get_verify(dango_store_client_t *c, get_item_t *g, const void *rec,
-                      const void *value)
+/* xxh3-64 of the value as it lies in the destination parts. */
+static int get_hash_parts(const get_item_t *g, uint64_t *sum_p)
 {
-    int rc =
-        (rec == NULL)
-            ? 0
-            : dango_store_rec_check(rec, g->key, (uint16_t)g->klen, g->size,
-                                    g->it->checksum, g->it->put_id);
+    dango_hash_state_t st;
+    uint64_t           left = g->size;
+    int                rc   = dango_hash_init(&st, 0);
 
     if (rc != 0) {
         return rc;
     }
 
-    if (c->cfg.verify_checksum &&
-        (dango_hash64(value, g->size) != g->it->checksum)) {
-        return DANGO_ECORRUPT;
+    for (size_t k = 0; (k < g->nparts) && (left > 0); k++) {
+        size_t l = (size_t)DANGO_MIN((uint64_t)g->parts[k].len, left);
+
+        dango_hash_update(&st, g->parts[k].base, l);
+        left -= l;
     }
 
+    *sum_p = dango_hash_final(&st);
+    dango_hash_cleanup(&st);
     return 0;
+}
+
+/* Checks the record header at @rec (NULL: not fetched) and the value, at
+ * @value (NULL: in the destination parts). */
+static int get_verify(dango_store_client_t *c, get_item_t *g, const void *rec,
+                      const void *value)
+{
+    uint64_t sum;
+    int      rc =
+        (rec == NULL)
+                 ? 0
+                 : dango_store_rec_check(rec, g->key, (uint16_t)g->klen, g->size,
+                                         g->it->checksum, g->it->put_id);
+
+    if ((rc != 0) || !c->cfg.verify_checksum) {
+        return rc;
+    }
+
+    if (value != NULL) {
+        sum = dango_hash64(value, g->size);
+    } else {
+        rc = get_hash_parts(g, &sum);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    return (sum == g->it->checksum) ? 0 : DANGO_ECORRUPT;
+}
+
+/* Copies the value, whole at @value, to where the caller wants it. */
+static void get_scatter(const get_item_t *g, const char *value)
+{
+    if (g->parts != NULL) {
+        uint64_t off = 0;
+
+        for (size_t k = 0; (k < g->nparts) && (off < g->size); k++) {
+            size_t l =
+                (size_t)DANGO_MIN((uint64_t)g->parts[k].len, g->size - off);
+
+            dango__sc_copy(g->parts[k].base, value + off, l);
+            off += l;
+        }
+    } else if (g->ranges != NULL) {
+        for (size_t k = 0; k < g->nranges; k++) {
+            dango__sc_copy(g->ranges[k].dst, value + g->ranges[k].src_offset,
+                           g->ranges[k].len);
+        }
+    } else {
+        dango__sc_copy(g->dst, value, g->size);
+    }
 }
 
 static void get_finish_ok(dango_store_client_t *c, get_item_t *g)
 {
     if (g->mode == GET_STAGED && !g->own) {
-        dango__sc_copy(g->dst, (char *)g->hdr.ptr + g->voff, g->size);
+        get_scatter(g, (char *)g->hdr.ptr + g->voff);
     }
 
-    g->rc      = (int64_t)g->size;
+    g->rc      = (int64_t)((g->ranges != NULL) ? g->rsum : g->size);
     g->pending = 0;
     if ((g->deadline != 0) && (dango_time_ns() >= g->deadline)) {
         g->rc = DANGO_ELEASE_EXPIRED;
@@ -229,10 +287,17 @@ static int get_prepare(dango_store_client_t *c, get_item_t *g, unsigned flags)
     }
 
     g->mode = GET_STAGED;
-    if ((flags & SC_GET_REGISTERED) ||
-        dango__sc_ureg_covers(c, g->dst, g->size) ||
-        ((g->size >= c->cfg.register_threshold) &&
-         (dango__sc_buf_user(c, g->dst, g->size, &g->user) == 0))) {
+    if ((g->parts != NULL) || (g->ranges != NULL)) {
+        /* Ranges land directly only when no checksum needs the whole
+         * value. */
+        if ((flags & SC_GET_REGISTERED) &&
+            ((g->parts != NULL) || !c->cfg.verify_checksum)) {
+            g->mode = GET_DIRECT;
+        }
+    } else if ((flags & SC_GET_REGISTERED) ||
+               dango__sc_ureg_covers(c, g->dst, g->size) ||
+               ((g->size >= c->cfg.register_threshold) &&
+                (dango__sc_buf_user(c, g->dst, g->size, &g->user) == 0))) {
         g->mode = GET_DIRECT;
     }
 
@@ -247,6 +312,56 @@ static int get_prepare(dango_store_client_t *c, get_item_t *g, unsigned flags)
     }
 
     return rc;
+}
+
+/* Appends the reads of the value straight into the caller's memory. */
+static unsigned get_direct_reqs(const get_item_t *g, dango_segment_id_t id,
+                                uint64_t value_addr, dango_xfer_req_t *reqs)
+{
+    unsigned k = 0;
+
+    if (g->parts != NULL) {
+        uint64_t off = 0;
+
+        for (size_t p = 0; (p < g->nparts) && (off < g->size); p++) {
+            size_t l =
+                (size_t)DANGO_MIN((uint64_t)g->parts[p].len, g->size - off);
+
+            if (l == 0) {
+                continue;
+            }
+
+            reqs[k].op          = DANGO_XFER_OP_READ;
+            reqs[k].segment     = id;
+            reqs[k].local_addr  = g->parts[p].base;
+            reqs[k].remote_addr = value_addr + off;
+            reqs[k].length      = l;
+            off += l;
+            k++;
+        }
+    } else if (g->ranges != NULL) {
+        for (size_t p = 0; p < g->nranges; p++) {
+            if (g->ranges[p].len == 0) {
+                continue;
+            }
+
+            reqs[k].op          = DANGO_XFER_OP_READ;
+            reqs[k].segment     = id;
+            reqs[k].local_addr  = g->ranges[p].dst;
+            reqs[k].remote_addr = value_addr + g->ranges[p].src_offset;
+            reqs[k].length      = g->ranges[p].len;
+            k++;
+        }
+    } else {
+        reqs[0].op          = DANGO_XFER_OP_READ;
+        reqs[0].segment     = id;
+        reqs[0].local_addr  = g->dst;
+        reqs[0].remote_addr = value_addr;
+        reqs[0].length      = g->size;
+        k                   = 1;
+    }
+
+    return k;
 }
 
 /* Plans the next read of @g: 1 with requests in @reqs (count in req_n),
@@ -307,12 +422,7 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
              * the bytes are the object's value (a region reused by another
              * object would not match), which is all the header check adds.
              */
-            reqs[0].op          = DANGO_XFER_OP_READ;
-            reqs[0].segment     = id;
-            reqs[0].local_addr  = g->dst;
-            reqs[0].remote_addr = r->addr + g->voff;
-            reqs[0].length      = g->size;
-            g->req_n            = 1;
+            g->req_n = get_direct_reqs(g, id, r->addr + g->voff, reqs);
             return 1;
         }
 
@@ -325,12 +435,7 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
             reqs[0].length = g->voff + g->size;
             g->req_n       = 1;
         } else {
-            reqs[1].op          = DANGO_XFER_OP_READ;
-            reqs[1].segment     = id;
-            reqs[1].local_addr  = g->dst;
-            reqs[1].remote_addr = r->addr + g->voff;
-            reqs[1].length      = g->size;
-            g->req_n            = 2;
+            g->req_n = 1 + get_direct_reqs(g, id, r->addr + g->voff, reqs + 1);
         }
 
         return 1;
@@ -357,8 +462,18 @@ static void get_own(dango_store_client_t *c, get_item_t *g)
     dango__sc_copy(rec + offsetof(dango_store_rec_hdr_t, reserved),
                    src + offsetof(dango_store_rec_hdr_t, reserved),
                    g->voff - offsetof(dango_store_rec_hdr_t, reserved));
-    dango__sc_copy(g->dst, src + g->voff, g->size);
-    rc = get_verify(c, g, rec, g->dst);
+    if (g->ranges != NULL) {
+        /* The whole value is checked where it lies (the lease keeps it
+         * there), then only the ranges are copied. */
+        rc = get_verify(c, g, rec, src + g->voff);
+        if (rc == 0) {
+            get_scatter(g, src + g->voff);
+        }
+    } else {
+        get_scatter(g, src + g->voff);
+        rc = get_verify(c, g, rec, (g->parts != NULL) ? NULL : g->dst);
+    }
+
     if (rc == 0) {
         get_finish_ok(c, g);
     } else {
@@ -395,15 +510,15 @@ static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
     int                 rc;
 
     for (size_t i = 0; i < n; i++) {
-        pending += items[i].pending;
+        pending += items[i].pending ? items[i].maxreq : 0;
     }
 
     if (pending == 0) {
         return 0;
     }
 
-    if (2 * pending > GET_STACK_REQS) {
-        reqs = dango_malloc(2 * pending * sizeof(*reqs), "store_get_reqs");
+    if (pending > GET_STACK_REQS) {
+        reqs = dango_malloc(pending * sizeof(*reqs), "store_get_reqs");
         if (reqs == NULL) {
             for (size_t i = 0; i < n; i++) {
                 if (items[i].pending) {
@@ -490,6 +605,7 @@ static int get_round(dango_store_client_t *c, get_item_t *items, size_t n,
             err = get_verify(
                 c, g, (g->hdr.kind == SC_BUF_NONE) ? NULL : g->hdr.ptr,
                 (g->mode == GET_STAGED) ? (char *)g->hdr.ptr + g->voff
+                : (g->parts != NULL)    ? NULL
                                         : g->dst);
             if (err == 0) {
                 get_finish_ok(c, g);
@@ -558,10 +674,81 @@ static int get_replicas(dango_store_client_t *c, get_item_t *items, size_t n,
     return rc;
 }
 
+/* Takes key @i's destination from @dsts and checks it. */
+static int get_dst_init(dango_store_client_t *c, get_item_t *g,
+                        const sc_dsts_t *dsts, size_t i, unsigned flags)
+{
+    size_t n;
+
+    g->maxreq = 2;
+    if (dsts->parts != NULL) {
+        g->parts  = dsts->parts[i];
+        g->nparts = n = dsts->n_parts[i];
+    } else if (dsts->ranges != NULL) {
+        g->ranges  = dsts->ranges[i];
+        g->nranges = n = dsts->n_ranges[i];
+    } else {
+        g->dst = dsts->bufs[i];
+        g->cap = dsts->lens[i];
+        if (g->dst == NULL) {
+            return DANGO_EINVAL;
+        }
+
+        if ((flags & SC_GET_REGISTERED) &&
+            !dango__sc_ureg_covers(c, g->dst, g->cap)) {
+            return DANGO_ENOTREG;
+        }
+
+        return 0;
+    }
+
+    if (((g->parts == NULL) && (g->ranges == NULL)) || (n == 0) ||
+        (n > DANGO_STORE_PARTS_MAX)) {
+        return DANGO_EINVAL;
+    }
+
+    g->maxreq = 1 + (unsigned)n;
+    for (size_t k = 0; k < n; k++) {
+        void  *p = (g->parts != NULL) ? g->parts[k].base : g->ranges[k].dst;
+        size_t l = (g->parts != NULL) ? g->parts[k].len : g->ranges[k].len;
+
+        if ((p == NULL) && (l > 0)) {
+            return DANGO_EINVAL;
+        }
+
+        if ((l > 0) && (flags & SC_GET_REGISTERED) &&
+            !dango__sc_ureg_covers(c, p, l)) {
+            return DANGO_ENOTREG;
+        }
+
+        if (g->parts != NULL) {
+            g->cap += l;
+        } else {
+            g->rsum += l;
+        }
+    }
+
+    return 0;
+}
+
+/* 0 if the object of @size fits the destination of @g, else DANGO_ERANGE. */
+static int get_dst_fits(const get_item_t *g, uint64_t size)
+{
+    for (size_t k = 0; k < g->nranges; k++) {
+        const dango_store_range_t *r = &g->ranges[k];
+
+        if ((r->src_offset > size) || (r->len > size - r->src_offset)) {
+            return DANGO_ERANGE;
+        }
+    }
+
+    return ((g->ranges == NULL) && (size > g->cap)) ? DANGO_ERANGE : 0;
+}
+
 int dango__sc_get_many(dango_store_client_t *c, size_t n,
-                       const char *const *keys, void *const *bufs,
-                       const size_t *lens, unsigned flags, int64_t *results,
-                       uint64_t *sizes, void **allocs)
+                       const char *const *keys, const sc_dsts_t *dsts,
+                       unsigned flags, int64_t *results, uint64_t *sizes,
+                       void **allocs)
 {
     Dango__Store__GetResp *resp = NULL;
     get_item_t             one;
@@ -587,17 +774,11 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
         get_item_t *g = &items[i];
         int         krc;
 
-        g->key = keys[i];
-        krc    = dango__sc_key_check(g->key, &g->klen);
+        g->key    = keys[i];
+        g->maxreq = 2;
+        krc       = dango__sc_key_check(g->key, &g->klen);
         if ((krc == 0) && (allocs == NULL)) {
-            g->dst = bufs[i];
-            g->cap = lens[i];
-            if (g->dst == NULL) {
-                krc = DANGO_EINVAL;
-            } else if ((flags & SC_GET_REGISTERED) &&
-                       !dango__sc_ureg_covers(c, g->dst, g->cap)) {
-                krc = DANGO_ENOTREG;
-            }
+            krc = get_dst_init(c, g, dsts, i, flags);
         }
 
         g->rc = krc;
@@ -652,8 +833,7 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                 g->rc = DANGO_ENOMEM;
                 continue;
             }
-        } else if (g->size > g->cap) {
-            g->rc = DANGO_ERANGE;
+        } else if ((g->rc = get_dst_fits(g, g->size)) != 0) {
             continue;
         }
 
@@ -700,14 +880,15 @@ out:
 int64_t dango_store_get(dango_store_client_t *c, const char *key, void *buf,
                         size_t len, uint64_t *size_p)
 {
-    int64_t  res;
-    uint64_t size;
+    sc_dsts_t dsts = {.bufs = &buf, .lens = &len};
+    int64_t   res;
+    uint64_t  size;
 
     if (c == NULL) {
         return DANGO_EINVAL;
     }
 
-    dango__sc_get_many(c, 1, &key, &buf, &len, 0, &res, &size, NULL);
+    dango__sc_get_many(c, 1, &key, &dsts, 0, &res, &size, NULL);
     if (size_p != NULL) {
         *size_p = size;
     }
@@ -718,14 +899,14 @@ int64_t dango_store_get(dango_store_client_t *c, const char *key, void *buf,
 int64_t dango_store_get_into(dango_store_client_t *c, const char *key,
                              void *buf, size_t len)
 {
-    int64_t res;
+    sc_dsts_t dsts = {.bufs = &buf, .lens = &len};
+    int64_t   res;
 
     if (c == NULL) {
         return DANGO_EINVAL;
     }
 
-    dango__sc_get_many(c, 1, &key, &buf, &len, SC_GET_REGISTERED, &res, NULL,
-                       NULL);
+    dango__sc_get_many(c, 1, &key, &dsts, SC_GET_REGISTERED, &res, NULL, NULL);
     return res;
 }
 
@@ -740,7 +921,7 @@ int dango_store_get_alloc(dango_store_client_t *c, const char *key,
         return DANGO_EINVAL;
     }
 
-    dango__sc_get_many(c, 1, &key, NULL, NULL, 0, &res, &size, &val);
+    dango__sc_get_many(c, 1, &key, NULL, 0, &res, &size, &val);
     if (res < 0) {
         return (int)res;
     }
@@ -759,13 +940,69 @@ int dango_store_batch_get(dango_store_client_t *c, size_t n,
                           const char *const *keys, void *const *bufs,
                           const size_t *lens, int registered, int64_t *results)
 {
+    sc_dsts_t dsts = {.bufs = bufs, .lens = lens};
+
     if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
         (keys == NULL) || (bufs == NULL) || (lens == NULL) ||
         (results == NULL)) {
         return DANGO_EINVAL;
     }
 
-    return dango__sc_get_many(c, n, keys, bufs, lens,
+    return dango__sc_get_many(c, n, keys, &dsts,
                               registered ? SC_GET_REGISTERED : 0, results, NULL,
                               NULL);
+}
+
+/* Checks the common arguments of the _parts / _ranges calls. */
+static int get_batch_args(dango_store_client_t *c, size_t n,
+                          const char *const *keys, const void *lists,
+                          const size_t *counts, unsigned flags,
+                          const int64_t *results)
+{
+    if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
+        (keys == NULL) || (lists == NULL) || (counts == NULL) ||
+        (results == NULL) ||
+        ((flags & ~(unsigned)DANGO_STORE_REGISTERED) != 0)) {
+        return DANGO_EINVAL;
+    }
+
+    return 0;
+}
+
+int dango_store_batch_get_parts(dango_store_client_t *c, size_t n,
+                                const char *const              *keys,
+                                const dango_store_iov_t *const *parts,
+                                const size_t *n_parts, unsigned flags,
+                                int64_t *results)
+{
+    sc_dsts_t dsts = {.parts = parts, .n_parts = n_parts};
+    int       rc   = get_batch_args(c, n, keys, parts, n_parts, flags, results);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return dango__sc_get_many(
+        c, n, keys, &dsts,
+        (flags & DANGO_STORE_REGISTERED) ? SC_GET_REGISTERED : 0, results, NULL,
+        NULL);
+}
+
+int dango_store_batch_get_ranges(dango_store_client_t *c, size_t n,
+                                 const char *const                *keys,
+                                 const dango_store_range_t *const *ranges,
+                                 const size_t *n_ranges, unsigned flags,
+                                 int64_t *results)
+{
+    sc_dsts_t dsts = {.ranges = ranges, .n_ranges = n_ranges};
+    int       rc = get_batch_args(c, n, keys, ranges, n_ranges, flags, results);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return dango__sc_get_many(
+        c, n, keys, &dsts,
+        (flags & DANGO_STORE_REGISTERED) ? SC_GET_REGISTERED : 0, results, NULL,
+        NULL);
 }

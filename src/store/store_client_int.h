@@ -227,25 +227,46 @@ void dango__sc_copy(void *dst, const void *src, size_t len);
 #define SC_PUT_REGISTERED (1u << 0) /* bufs are registered memory */
 #define SC_PUT_UPSERT     (1u << 1)
 
+/* The values of a put: one buffer per key (bufs/lens), or several parts
+ * per key (parts/n_parts, when parts is not NULL). */
+typedef struct sc_vals {
+    const void *const              *bufs;
+    const size_t                   *lens;
+    const dango_store_iov_t *const *parts;
+    const size_t                   *n_parts;
+} sc_vals_t;
+
 int dango__sc_put_many(dango_store_client_t *c, size_t n,
-                       const char *const *keys, const void *const *bufs,
-                       const size_t *lens, unsigned flags,
+                       const char *const *keys, const sc_vals_t *vals,
+                       unsigned                              flags,
                        const dango_store_replicate_config_t *cfg, int *results);
 
 /* ---------- store_client_get.c ---------- */
 
 #define SC_GET_REGISTERED (1u << 0) /* bufs are registered memory */
 
+/* Where the values of a get go: one buffer per key (bufs/lens), parts
+ * filled in order (parts/n_parts) or ranges (ranges/n_ranges); the first
+ * non-NULL of parts and ranges wins over bufs. */
+typedef struct sc_dsts {
+    void *const                      *bufs;
+    const size_t                     *lens;
+    const dango_store_iov_t *const   *parts;
+    const size_t                     *n_parts;
+    const dango_store_range_t *const *ranges;
+    const size_t                     *n_ranges;
+} sc_dsts_t;
+
 /*
- * Gets @n objects. With @allocs the values go to memory allocated here
- * (allocs[i], freed with dango_free(); NULL on failure) and @bufs / @lens
- * are ignored. @sizes (may be NULL) receives each object's size when known.
+ * Gets @n objects into @dsts. With @allocs (and @dsts NULL) the values go
+ * to memory allocated here (allocs[i], freed with dango_free(); NULL on
+ * failure). @sizes (may be NULL) receives each object's size when known.
  * Returns 0 or an error of the whole call.
  */
 int dango__sc_get_many(dango_store_client_t *c, size_t n,
-                       const char *const *keys, void *const *bufs,
-                       const size_t *lens, unsigned flags, int64_t *results,
-                       uint64_t *sizes, void **allocs);
+                       const char *const *keys, const sc_dsts_t *dsts,
+                       unsigned flags, int64_t *results, uint64_t *sizes,
+                       void **allocs);
 
 /* ---------- store_mooncake.c ---------- */
 

@@ -35,48 +35,101 @@
 typedef struct put_item {
     const char *key;
     size_t      klen;
-    const void *val;
-    size_t      len;
-    uint64_t    voff; /* value offset in the record */
-    uint64_t    checksum;
-    uint64_t    put_id;
-    sc_buf_t    hdr;  /* header + key (+ the value when copied) */
-    sc_buf_t    user; /* the caller's buffer, registered for the call */
-    const void *src;  /* registered bytes of the value */
-    int         copied;
-    int         rc;
-    int         started; /* PutStart succeeded: End or Revoke follows */
-    unsigned    nrep;
-    sc_seg_t   *segs[DANGO_STORE_REPLICA_MAX];
-    uint64_t    addrs[DANGO_STORE_REPLICA_MAX];
-    size_t      req_first, req_n; /* in the batch, in submission order */
+    /* The value: nparts pieces, registered once prepared (a single piece
+     * points at one). */
+    const dango_store_iov_t *parts;
+    size_t                   nparts;
+    dango_store_iov_t        one;
+    size_t                   len;  /* sum of the parts */
+    uint64_t                 voff; /* value offset in the record */
+    uint64_t                 checksum;
+    uint64_t                 put_id;
+    sc_buf_t                 hdr;  /* header + key (+ the value when copied) */
+    sc_buf_t                 user; /* the caller's buffer, registered */
+    unsigned                 per;  /* requests per remote replica */
+    int                      copied;
+    int                      rc;
+    int       started; /* PutStart succeeded: End or Revoke follows */
+    unsigned  nrep;
+    sc_seg_t *segs[DANGO_STORE_REPLICA_MAX];
+    uint64_t  addrs[DANGO_STORE_REPLICA_MAX];
+    size_t    req_first, req_n; /* in the batch, in submission order */
 } put_item_t;
 
 /* ---------- phase 1 ---------- */
 
+/* xxh3-64 of the concatenation of @n parts. */
+static int put_checksum(const dango_store_iov_t *parts, size_t n,
+                        uint64_t *sum_p)
+{
+    dango_hash_state_t st;
+    int                rc;
+
+    if (n == 1) {
+        *sum_p = dango_hash64(parts[0].base, parts[0].len);
+        return 0;
+    }
+
+    rc = dango_hash_init(&st, 0);
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (size_t k = 0; k < n; k++) {
+        dango_hash_update(&st, parts[k].base, parts[k].len);
+    }
+
+    *sum_p = dango_hash_final(&st);
+    dango_hash_cleanup(&st);
+    return 0;
+}
+
+/*
+ * Makes the value's bytes registered: the caller's registered parts as they
+ * are; one unregistered buffer of at least STORE_REGISTER_THRESHOLD bytes
+ * registered for the call; anything else gathered into staging right
+ * behind the record header (one copy), so the record leaves in one request.
+ */
 static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
 {
-    int rc;
+    size_t nonzero = 0;
+    int    rc;
 
     it->voff = dango_store_rec_value_off(it->klen);
-    if (flags & SC_PUT_REGISTERED) {
-        if (!dango__sc_ureg_covers(c, it->val, it->len)) {
+    for (size_t k = 0; k < it->nparts; k++) {
+        if (it->parts[k].len == 0) {
+            continue;
+        }
+
+        if ((flags & SC_PUT_REGISTERED) &&
+            !dango__sc_ureg_covers(c, it->parts[k].base, it->parts[k].len)) {
             return DANGO_ENOTREG;
         }
 
-        it->src = it->val;
+        nonzero++;
+    }
+
+    if ((flags & SC_PUT_REGISTERED) ||
+        ((it->nparts == 1) && (it->len >= c->cfg.register_threshold) &&
+         (dango__sc_buf_user(c, it->parts[0].base, it->len, &it->user) == 0))) {
         rc      = dango__sc_buf_get(c, it->voff, &it->hdr);
-    } else if ((it->len >= c->cfg.register_threshold) &&
-               (dango__sc_buf_user(c, (void *)it->val, it->len, &it->user) ==
-                0)) {
-        it->src = it->val;
-        rc      = dango__sc_buf_get(c, it->voff, &it->hdr);
+        it->per = 1 + (unsigned)nonzero;
     } else {
         rc = dango__sc_buf_get(c, it->voff + it->len, &it->hdr);
         if (rc == 0) {
-            dango__sc_copy((char *)it->hdr.ptr + it->voff, it->val, it->len);
-            it->src    = (char *)it->hdr.ptr + it->voff;
-            it->copied = 1;
+            char *at = (char *)it->hdr.ptr + it->voff;
+
+            for (size_t k = 0; k < it->nparts; k++) {
+                dango__sc_copy(at, it->parts[k].base, it->parts[k].len);
+                at += it->parts[k].len;
+            }
+
+            it->one.base = (char *)it->hdr.ptr + it->voff;
+            it->one.len  = it->len;
+            it->parts    = &it->one;
+            it->nparts   = 1;
+            it->copied   = 1;
+            it->per      = 1;
         }
     }
 
@@ -84,8 +137,7 @@ static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
         return rc;
     }
 
-    it->checksum = dango_hash64(it->src, it->len);
-    return 0;
+    return put_checksum(it->parts, it->nparts, &it->checksum);
 }
 
 /* ---------- phase 2 ---------- */
@@ -246,12 +298,18 @@ static size_t put_add_reqs(dango_store_client_t *c, put_item_t *it,
         reqs[k].remote_addr = it->addrs[j];
         reqs[k].length      = it->copied ? it->voff + it->len : it->voff;
         k++;
-        if (!it->copied) {
+        for (size_t p = 0, off = it->voff; !it->copied && (p < it->nparts);
+             p++) {
+            if (it->parts[p].len == 0) {
+                continue;
+            }
+
             reqs[k].op          = DANGO_XFER_OP_WRITE;
             reqs[k].segment     = id;
-            reqs[k].local_addr  = (void *)it->src;
-            reqs[k].remote_addr = it->addrs[j] + it->voff;
-            reqs[k].length      = it->len;
+            reqs[k].local_addr  = it->parts[p].base;
+            reqs[k].remote_addr = it->addrs[j] + off;
+            reqs[k].length      = it->parts[p].len;
+            off += it->parts[p].len;
             k++;
         }
     }
@@ -270,9 +328,14 @@ static void put_own_copies(dango_store_client_t *c, put_item_t *it)
 
         if (it->copied) {
             dango__sc_copy(dst, it->hdr.ptr, it->voff + it->len);
-        } else {
-            dango__sc_copy(dst, it->hdr.ptr, it->voff);
-            dango__sc_copy(dst + it->voff, it->src, it->len);
+            continue;
+        }
+
+        dango__sc_copy(dst, it->hdr.ptr, it->voff);
+        dst += it->voff;
+        for (size_t p = 0; p < it->nparts; p++) {
+            dango__sc_copy(dst, it->parts[p].base, it->parts[p].len);
+            dst += it->parts[p].len;
         }
     }
 }
@@ -280,7 +343,7 @@ static void put_own_copies(dango_store_client_t *c, put_item_t *it)
 /* Replica j of @it that request @k (relative to the item) went to. */
 static unsigned put_req_replica(const put_item_t *it, size_t k)
 {
-    size_t per = it->copied ? 1 : 2;
+    size_t per = it->per;
 
     for (unsigned j = 0; j < it->nrep; j++) {
         if (it->segs[j]->own) {
@@ -346,7 +409,7 @@ static void put_transfer(dango_store_client_t *c, put_item_t *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (items[i].rc == 0) {
             for (unsigned j = 0; j < items[i].nrep; j++) {
-                total += items[i].segs[j]->own ? 0 : (items[i].copied ? 1 : 2);
+                total += items[i].segs[j]->own ? 0 : items[i].per;
             }
         }
     }
@@ -561,8 +624,8 @@ out:
 /* ---------- entry ---------- */
 
 int dango__sc_put_many(dango_store_client_t *c, size_t n,
-                       const char *const *keys, const void *const *bufs,
-                       const size_t *lens, unsigned flags,
+                       const char *const *keys, const sc_vals_t *vals,
+                       unsigned                              flags,
                        const dango_store_replicate_config_t *cfg, int *results)
 {
     Dango__Store__ReplicateConfig wire;
@@ -590,10 +653,31 @@ int dango__sc_put_many(dango_store_client_t *c, size_t n,
         put_item_t *it = &items[i];
 
         it->key = keys[i];
-        it->val = bufs[i];
-        it->len = lens[i];
         it->rc  = dango__sc_key_check(it->key, &it->klen);
-        if ((it->rc == 0) && ((it->val == NULL) || (it->len == 0))) {
+        if (vals->parts == NULL) {
+            it->one.base = (void *)vals->bufs[i];
+            it->one.len  = vals->lens[i];
+            it->parts    = &it->one;
+            it->nparts   = 1;
+        } else {
+            it->parts  = vals->parts[i];
+            it->nparts = vals->n_parts[i];
+        }
+
+        if ((it->rc == 0) && ((it->parts == NULL) || (it->nparts == 0) ||
+                              (it->nparts > DANGO_STORE_PARTS_MAX))) {
+            it->rc = DANGO_EINVAL;
+        }
+
+        for (size_t k = 0; (it->rc == 0) && (k < it->nparts); k++) {
+            if ((it->parts[k].base == NULL) && (it->parts[k].len > 0)) {
+                it->rc = DANGO_EINVAL;
+            }
+
+            it->len += it->parts[k].len;
+        }
+
+        if ((it->rc == 0) && (it->len == 0)) {
             it->rc = DANGO_EINVAL;
         }
 
@@ -644,13 +728,14 @@ static int put_one(dango_store_client_t *c, const char *key, const void *value,
                    size_t len, unsigned flags,
                    const dango_store_replicate_config_t *cfg)
 {
-    int res;
+    sc_vals_t vals = {.bufs = &value, .lens = &len};
+    int       res;
 
     if (c == NULL) {
         return DANGO_EINVAL;
     }
 
-    dango__sc_put_many(c, 1, &key, &value, &len, flags, cfg, &res);
+    dango__sc_put_many(c, 1, &key, &vals, flags, cfg, &res);
     return res;
 }
 
@@ -680,12 +765,37 @@ int dango_store_batch_put(dango_store_client_t *c, size_t n,
                           const dango_store_replicate_config_t *cfg,
                           int                                  *results)
 {
+    sc_vals_t vals = {.bufs = bufs, .lens = lens};
+
     if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
         (keys == NULL) || (bufs == NULL) || (lens == NULL) ||
         (results == NULL)) {
         return DANGO_EINVAL;
     }
 
-    return dango__sc_put_many(c, n, keys, bufs, lens,
+    return dango__sc_put_many(c, n, keys, &vals,
                               registered ? SC_PUT_REGISTERED : 0, cfg, results);
+}
+
+int dango_store_batch_put_parts(dango_store_client_t *c, size_t n,
+                                const char *const              *keys,
+                                const dango_store_iov_t *const *parts,
+                                const size_t *n_parts, unsigned flags,
+                                const dango_store_replicate_config_t *cfg,
+                                int                                  *results)
+{
+    sc_vals_t vals = {.parts = parts, .n_parts = n_parts};
+    unsigned  f    = 0;
+
+    if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
+        (keys == NULL) || (parts == NULL) || (n_parts == NULL) ||
+        (results == NULL) ||
+        ((flags & ~(unsigned)(DANGO_STORE_REGISTERED | DANGO_STORE_UPSERT)) !=
+         0)) {
+        return DANGO_EINVAL;
+    }
+
+    f |= (flags & DANGO_STORE_REGISTERED) ? SC_PUT_REGISTERED : 0;
+    f |= (flags & DANGO_STORE_UPSERT) ? SC_PUT_UPSERT : 0;
+    return dango__sc_put_many(c, n, keys, &vals, f, cfg, results);
 }

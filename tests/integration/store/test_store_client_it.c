@@ -9,6 +9,8 @@
  *                get_alloc, ERANGE, EOBJ_EXISTS, upsert, remove
  *   batch_*      batch put/get with per-key results
  *   registered_* put_from / get_into and registered batches
+ *   parts_*      scatter-gather put/get (batch_put_parts / get_parts) and
+ *                ranged gets, registered or not, checksum on and off
  *   replicas_*   replica_num 2 and 3 on distinct segments; commit words
  *   corrupt_*    a flipped byte in one replica (fallback to the other) and
  *                in all of them (DANGO_ECORRUPT, never wrong bytes)
@@ -140,13 +142,19 @@ static int master_start(const char *listen)
     return rc;
 }
 
-static int client_start(const char *listen, dango_store_client_t **c_p)
+/* A client with one option set beyond the test defaults (@opt NULL: none). */
+static int client_start_opt(const char *listen, const char *opt,
+                            const char *val, dango_store_client_t **c_p)
 {
     dango_store_params_t p = {0};
     dango_config_t      *cfg;
     int                  rc;
 
     assert_dango_ok(dango_config_read(NULL, &cfg));
+    if (opt != NULL) {
+        assert_dango_ok(dango_config_set(cfg, opt, val));
+    }
+
     assert_dango_ok(dango_config_set(cfg, "STORE_LOCAL_BUFFER_SIZE", "16MiB"));
     assert_dango_ok(dango_config_set(cfg, "STORE_PING_INTERVAL", "100ms"));
     assert_dango_ok(dango_config_set(cfg, "STORE_RPC_TIMEOUT", "10s"));
@@ -158,6 +166,11 @@ static int client_start(const char *listen, dango_store_client_t **c_p)
     rc             = dango_store_client_create(&p, cfg, c_p);
     dango_config_release(cfg);
     return rc;
+}
+
+static int client_start(const char *listen, dango_store_client_t **c_p)
+{
+    return client_start_opt(listen, NULL, NULL, c_p);
 }
 
 static int cluster_setup(void **state)
@@ -456,6 +469,220 @@ static void registered_put_from_get_into(void **state)
     assert_dango_ok(dango_store_unregister_buffer(K.c[2], dst));
     free(src);
     free(dst);
+}
+
+/* ---------- parts and ranges ---------- */
+
+/* Splits @len bytes at @base into parts of the lengths in @cut (repeated
+ * until @len is used up; zero lengths included); returns the count. */
+static size_t split(char *base, size_t len, const size_t *cut, size_t ncut,
+                    dango_store_iov_t *parts, size_t max)
+{
+    size_t n = 0, off = 0;
+
+    while ((off < len) && (n < max)) {
+        size_t l = cut[n % ncut];
+
+        l        = (l > len - off) ? len - off : l;
+        parts[n] = (dango_store_iov_t){base + off, l};
+        off += l;
+        n++;
+    }
+
+    assert_int_equal(len, off);
+    return n;
+}
+
+static void parts_put_get_every_client(void **state)
+{
+    static const size_t      put_cut[] = {1, 0, 4095, 65543, 1000000};
+    static const size_t      get_cut[] = {77777, 0, 3, 500000};
+    size_t                   len = 3 * MIB + 11, blen = len + 4096;
+    char                    *v = make_value(len, 31), *reg = malloc(blen);
+    char                    *out = malloc(blen);
+    dango_store_iov_t        pp[64], gp[64];
+    const char              *keys[2] = {"parts/copied", "parts/registered"};
+    const dango_store_iov_t *pl[2]   = {pp, pp};
+    size_t                   pn[2], gn;
+    int                      res[2];
+    int64_t                  gres;
+
+    assert_non_null(reg);
+    assert_non_null(out);
+    memcpy(reg, v, len);
+    assert_dango_ok(dango_store_register_buffer(K.c[0], reg, blen));
+
+    /* Gathered through staging, then from registered memory. */
+    pn[0] = split(v, len, put_cut, DANGO_ARRAY_SIZE(put_cut), pp, 64);
+    assert_dango_ok(
+        dango_store_batch_put_parts(K.c[0], 1, keys, pl, pn, 0, NULL, res));
+    assert_dango_ok(res[0]);
+    pn[1] = split(reg, len, put_cut, DANGO_ARRAY_SIZE(put_cut), pp, 64);
+    assert_dango_ok(dango_store_batch_put_parts(
+        K.c[0], 1, keys + 1, pl, pn + 1, DANGO_STORE_REGISTERED, NULL, res));
+    assert_dango_ok(res[0]);
+    for (int k = 0; k < 2; k++) {
+        check_get(K.c[1], keys[k], len, 31);
+    }
+
+    /* Scattered into unregistered parts through every client (own
+     * replica, shared memory); then into registered ones. */
+    for (int i = 0; i < NCLIENTS; i++) {
+        for (int k = 0; k < 2; k++) {
+            const dango_store_iov_t *gl = gp;
+
+            memset(out, 0, blen);
+            gn = split(out, blen, get_cut, DANGO_ARRAY_SIZE(get_cut), gp, 64);
+            assert_dango_ok(dango_store_batch_get_parts(K.c[i], 1, keys + k,
+                                                        &gl, &gn, 0, &gres));
+            assert_int_equal((int64_t)len, gres);
+            assert_memory_equal(v, out, len);
+        }
+    }
+
+    assert_dango_ok(dango_store_register_buffer(K.c[2], out, blen));
+    for (int i = 0; i < NCLIENTS; i += 2) {
+        const dango_store_iov_t *gl = gp;
+
+        memset(out, 0, blen);
+        gn   = split(out, blen, get_cut, DANGO_ARRAY_SIZE(get_cut), gp, 64);
+        gres = 0;
+        assert_dango_ok(dango_store_batch_get_parts(
+            K.c[i], 1, keys, &gl, &gn, (i == 2) ? DANGO_STORE_REGISTERED : 0,
+            &gres));
+        assert_int_equal((int64_t)len, gres);
+        assert_memory_equal(v, out, len);
+    }
+
+    /* Parts too small for the object; unregistered parts with the flag. */
+    {
+        const dango_store_iov_t *gl = gp;
+
+        gn = split(out, len - 1, get_cut, DANGO_ARRAY_SIZE(get_cut), gp, 64);
+        assert_dango_ok(
+            dango_store_batch_get_parts(K.c[1], 1, keys, &gl, &gn, 0, &gres));
+        assert_int_equal(DANGO_ERANGE, gres);
+        assert_dango_ok(dango_store_batch_get_parts(
+            K.c[1], 1, keys, &gl, &gn, DANGO_STORE_REGISTERED, &gres));
+        assert_int_equal(DANGO_ENOTREG, gres);
+    }
+
+    /* Bad arguments: no parts, all-empty value, unknown flag, NULL base;
+     * and an upsert replaces the value. */
+    pn[0] = 0;
+    assert_dango_ok(
+        dango_store_batch_put_parts(K.c[0], 1, keys, pl, pn, 0, NULL, res));
+    assert_dango_err(DANGO_EINVAL, res[0]);
+    pp[0] = (dango_store_iov_t){v, 0};
+    pn[0] = 1;
+    assert_dango_ok(
+        dango_store_batch_put_parts(K.c[0], 1, keys, pl, pn, 0, NULL, res));
+    assert_dango_err(DANGO_EINVAL, res[0]);
+    pp[0] = (dango_store_iov_t){NULL, 5};
+    assert_dango_ok(
+        dango_store_batch_put_parts(K.c[0], 1, keys, pl, pn, 0, NULL, res));
+    assert_dango_err(DANGO_EINVAL, res[0]);
+    assert_dango_err(DANGO_EINVAL,
+                     dango_store_batch_put_parts(K.c[0], 1, keys, pl, pn,
+                                                 1u << 7, NULL, res));
+    pp[0] = (dango_store_iov_t){v + 5, 1000};
+    pp[1] = (dango_store_iov_t){v + 9, 24};
+    pn[0] = 2;
+    assert_dango_ok(
+        dango_store_batch_put_parts(K.c[2], 1, keys, pl, pn, 0, NULL, res));
+    assert_dango_err(DANGO_EOBJ_EXISTS, res[0]);
+    assert_dango_ok(dango_store_batch_put_parts(K.c[2], 1, keys, pl, pn,
+                                                DANGO_STORE_UPSERT, NULL, res));
+    assert_dango_ok(res[0]);
+    memset(out, 0, 1024);
+    assert_int_equal(1024, dango_store_get(K.c[1], keys[0], out, blen, NULL));
+    assert_memory_equal(v + 5, out, 1000);
+    assert_memory_equal(v + 9, out + 1000, 24);
+
+    assert_dango_ok(dango_store_unregister_buffer(K.c[0], reg));
+    assert_dango_ok(dango_store_unregister_buffer(K.c[2], out));
+    free(v);
+    free(reg);
+    free(out);
+}
+
+/* Ranges of @key through @c into @out (registered when @flags says so),
+ * checked against @v. */
+static void check_ranges(dango_store_client_t *c, const char *key,
+                         const char *v, size_t len, char *out, unsigned flags)
+{
+    dango_store_range_t r[5] = {
+        {0, out, 1},
+        {len - 1, out + 16, 1},
+        {4096, out + 64, 0},
+        {1000, out + 128, 70000},
+        {1000, out + 128 + 70000, 3}, /* overlaps the one before */
+    };
+    const dango_store_range_t *rl = r;
+    size_t                     rn = 5;
+    int64_t                    res;
+
+    memset(out, 0, 128 + 70003);
+    assert_dango_ok(
+        dango_store_batch_get_ranges(c, 1, &key, &rl, &rn, flags, &res));
+    assert_int_equal(1 + 1 + 70000 + 3, res);
+    assert_int_equal(v[0], out[0]);
+    assert_int_equal(v[len - 1], out[16]);
+    assert_memory_equal(v + 1000, out + 128, 70000);
+    assert_memory_equal(v + 1000, out + 128 + 70000, 3);
+
+    /* A range that ends past the object. */
+    r[1].len = 2;
+    assert_dango_ok(
+        dango_store_batch_get_ranges(c, 1, &key, &rl, &rn, flags, &res));
+    assert_int_equal(DANGO_ERANGE, res);
+}
+
+static void parts_ranges(void **state)
+{
+    size_t                    len = 200000;
+    char                     *v = make_value(len, 32), *out = malloc(MIB);
+    dango_store_client_t     *nv = NULL;
+    dango_store_object_info_t info;
+    const char               *key = "ranges/1";
+
+    assert_non_null(out);
+    assert_dango_ok(dango_store_put(K.c[1], key, v, len, NULL));
+    for (int i = 0; i < NCLIENTS; i++) {
+        check_ranges(K.c[i], key, v, len, out, 0);
+    }
+
+    assert_dango_ok(dango_store_register_buffer(K.c[2], out, MIB));
+    check_ranges(K.c[2], key, v, len, out, DANGO_STORE_REGISTERED);
+
+    /* Checksums off: only the ranges travel (straight into registered
+     * memory). */
+    assert_dango_ok(
+        client_start_opt("127.0.0.1:0", "STORE_VERIFY_CHECKSUM", "no", &nv));
+    check_ranges(nv, key, v, len, out + MIB / 2, 0);
+    assert_dango_ok(dango_store_unregister_buffer(K.c[2], out));
+    assert_dango_ok(dango_store_register_buffer(nv, out, MIB));
+    check_ranges(nv, key, v, len, out, DANGO_STORE_REGISTERED);
+    dango_store_client_destroy(nv);
+
+    /* A flipped byte outside every range still fails the whole read. */
+    assert_dango_ok(dango_store_stat(K.c[0], key, &info));
+    assert_int_equal(1, info.num_replicas);
+    ((char *)(uintptr_t)info.replicas[0]
+         .addr)[rec_value_off(strlen(key)) + len / 2] ^= 0x40;
+    {
+        dango_store_range_t        r  = {0, out, 10};
+        const dango_store_range_t *rl = &r;
+        size_t                     rn = 1;
+        int64_t                    res;
+
+        assert_dango_ok(
+            dango_store_batch_get_ranges(K.c[0], 1, &key, &rl, &rn, 0, &res));
+        assert_int_equal(DANGO_ECORRUPT, res);
+    }
+
+    free(v);
+    free(out);
 }
 
 /* ---------- replicas ---------- */
@@ -1077,6 +1304,8 @@ int main(int argc, char **argv)
         T(data_upsert_and_remove),
         T(batch_put_get),
         T(registered_put_from_get_into),
+        T(parts_put_get_every_client),
+        T(parts_ranges),
         T(replicas_on_distinct_segments),
         T(replicas_commit_words),
         T(corrupt_one_replica_falls_back),
