@@ -37,7 +37,10 @@
  * anything else), then hands the memcpy to one of the engine loops,
  * round-robin, using the slice's tp_priv as the loop task: copies of
  * different slices run on different cores in parallel and post() returns
- * at once. The copy task completes the slice and only then drops the
+ * at once. A slice of at most SHM_INLINE_MAX bytes is instead copied and
+ * completed inside post(), on the submitting thread: for small transfers
+ * the two thread hand-offs (to the loop and back to the waiter) cost more
+ * than the copy. The copy task completes the slice and only then drops the
  * endpoint's in-flight count, so ep_destroy() (which waits, bounded, for
  * the count to reach zero before unmapping) also guarantees that no
  * completion for the endpoint runs after it returns.
@@ -102,6 +105,7 @@ DANGO_LOG_COMPONENT_DEFINE(dango__log_shm, "shm");
 
 typedef struct shm_config {
     size_t   max_slice;
+    size_t   inline_max;
     uint64_t timeout_ns;
 } shm_config_t;
 
@@ -190,6 +194,11 @@ static const dango_config_field_t shm_config_fields[] = {
      "Preferred slice size for same-host copies; each slice is one memcpy "
      "on one engine loop.",
      offsetof(shm_config_t, max_slice), DANGO_CFG_SIZE},
+    {"INLINE_MAX", "64k",
+     "Slices up to this size are copied by the thread that submits them, "
+     "at once, instead of on an engine loop: no thread hand-off for small "
+     "transfers. 0 sends every slice to the loops.",
+     offsetof(shm_config_t, inline_max), DANGO_CFG_SIZE},
     {"TIMEOUT", "5s",
      "Time allowed for connecting to a same-host peer and for each control "
      "exchange (handshake, buffer mapping).",
@@ -1622,6 +1631,11 @@ static int shm_post(dango_tp_ep_t *ep, dango_tp_slice_t *slice)
     op->ep      = ep;
     op->mapped  = map->base + (slice->remote - map->remote);
     __atomic_add_fetch(&ep->inflight, 1, __ATOMIC_RELAXED);
+    if (slice->length <= iface->cfg.inline_max) {
+        shm_copy_task(&op->task);
+        return 0;
+    }
+
     idx = __atomic_fetch_add(&iface->next_loop, 1, __ATOMIC_RELAXED) %
           iface->num_loops;
     dango_loop_post(iface->loops[idx], &op->task);
