@@ -2,12 +2,19 @@
  * RPC client: many calling threads, one connection, one private loop thread.
  *
  * DESIGN
- * - The connection (socket, receive buffer, write queue, handshake state)
- *   belongs to the client's loop thread. Callers never touch it: a call
- *   copies its request into a frame, registers a waiter and queues the frame
- *   under the client lock, posts the loop's kick task unless one is already
- *   pending (one wake-up for a burst of calls), and sleeps. The loop moves
- *   every queued frame to the socket with one sendmsg().
+ * - The connection (socket, receive buffer, handshake state) belongs to the
+ *   client's loop thread, except for writing: a call copies its request
+ *   into a frame and registers a waiter under the client lock; then, when
+ *   the connection is ready and nothing is waiting to be written, it writes
+ *   its frame to the socket itself (one sendmsg() on the calling thread,
+ *   under tx_lock, taken with trylock so a caller never waits for another
+ *   one's write) and sleeps. Otherwise it queues the frame and posts the
+ *   loop's kick task unless one is already pending (one wake-up for a burst
+ *   of calls); the loop moves every queued frame to the socket with one
+ *   sendmsg(). A direct write that fills the socket or fails leaves its
+ *   frame in the write queue and kicks the loop, which finishes it or
+ *   fails the connection. tx_lock guards the write queue, the fd while it
+ *   is written and closed, and direct_ok; lock order: lock, then tx_lock.
  * - The lock guards only the waiter table (call id -> waiter, chained
  *   buckets; ids are sequential so chains stay short), the send queue and
  *   the flags; critical sections are a few pointer operations and never
@@ -106,15 +113,19 @@ struct dango_rpc_client {
     int               closing;
     int               kick_pending;
 
-    /* loop thread only (state is read under the lock by the kick task) */
-    cli_state_t       state;
-    int               fd;
-    unsigned          events;
-    rpc_rx_t          rx;
+    /* under tx_lock: the write queue, and whether callers may write */
+    pthread_mutex_t   tx_lock;
     dango_list_link_t txq;
-    uint64_t          state_since;
-    int               timer_id;
-    uint8_t           nonce[DANGO_AUTH_NONCE_LEN];
+    int               direct_ok; /* ready, fd open: callers may write */
+
+    /* loop thread only (state is read under the lock by the kick task) */
+    cli_state_t state;
+    int         fd; /* written by callers under tx_lock */
+    unsigned    events;
+    rpc_rx_t    rx;
+    uint64_t    state_since;
+    int         timer_id;
+    uint8_t     nonce[DANGO_AUTH_NONCE_LEN];
 };
 
 /* ---------- waiters ---------- */
@@ -240,7 +251,9 @@ static void client_take_sendq(dango_rpc_client_t *cli)
         req->w->req = NULL; /* the loop owns the frame now */
     }
 
+    pthread_mutex_lock(&cli->tx_lock);
     dango_list_splice_tail(&cli->txq, &cli->sendq);
+    pthread_mutex_unlock(&cli->tx_lock);
 }
 
 /* Closes the connection and fails every registered call. */
@@ -266,16 +279,20 @@ static void client_fail(dango_rpc_client_t *cli, int err)
                     dango_strerror(err));
     }
 
+    /* No caller writes from here on; one writing now finishes first. */
+    pthread_mutex_lock(&cli->tx_lock);
+    cli->direct_ok = 0;
     if (cli->fd >= 0) {
         dango_loop_fd_del(cli->loop, cli->fd);
         close(cli->fd);
         cli->fd = -1;
     }
 
+    dango__rpc_tx_drop(&cli->txq, req_done, cli);
+    pthread_mutex_unlock(&cli->tx_lock);
     cli->events = 0;
     cli->state  = CLI_IDLE;
     dango__rpc_rx_reset(&cli->rx);
-    dango__rpc_tx_drop(&cli->txq, req_done, cli);
     pthread_mutex_lock(&cli->lock);
     all = table_take_all(cli);
     pthread_mutex_unlock(&cli->lock);
@@ -287,12 +304,15 @@ static int client_flush(dango_rpc_client_t *cli)
 {
     int rc = 0, wrote;
 
+    pthread_mutex_lock(&cli->tx_lock);
     if (!dango_list_is_empty(&cli->txq)) {
         rc = dango__rpc_tx_flush(cli->fd, &cli->txq, req_done, cli, &wrote);
-        if (rc < 0) {
-            client_fail(cli, rc);
-            return rc;
-        }
+    }
+
+    pthread_mutex_unlock(&cli->tx_lock);
+    if (rc < 0) {
+        client_fail(cli, rc);
+        return rc;
     }
 
     client_set_events(cli, DANGO_LOOP_READ | (rc == 1 ? DANGO_LOOP_WRITE : 0));
@@ -314,7 +334,9 @@ static int client_queue_ctl(dango_rpc_client_t *cli, uint8_t type,
     dango_frame_init(&req->tx.hdr, type, 0, 0, len, 0);
     req->tx.data     = (const char *)req->data;
     req->tx.data_len = len;
+    pthread_mutex_lock(&cli->tx_lock);
     dango_list_add_tail(&cli->txq, &req->tx.link);
+    pthread_mutex_unlock(&cli->tx_lock);
     return 0;
 }
 
@@ -422,6 +444,9 @@ out:
         pthread_mutex_lock(&cli->lock);
         client_take_sendq(cli);
         pthread_mutex_unlock(&cli->lock);
+        pthread_mutex_lock(&cli->tx_lock);
+        cli->direct_ok = 1;
+        pthread_mutex_unlock(&cli->tx_lock);
     }
 
     return rc;
@@ -631,7 +656,7 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
     rpc_waiter_t w = {0};
     rpc_req_t   *req;
     uint64_t     deadline;
-    int          kick, rc;
+    int          kick, direct, rc;
 
     if (len > DANGO_FRAME_RPC_MAX) {
         return DANGO_EMSGSIZE;
@@ -664,12 +689,39 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
 
     w.id = cli->next_id++;
     dango_frame_init(&req->tx.hdr, DANGO_FRAME_RPC_REQ, w.id, method, len, 0);
-    w.req = req;
     table_insert(cli, &w);
-    dango_list_add_tail(&cli->sendq, &req->tx.link);
-    kick              = !cli->kick_pending;
-    cli->kick_pending = 1;
+    direct = pthread_mutex_trylock(&cli->tx_lock) == 0;
+    if (direct && !(cli->direct_ok && dango_list_is_empty(&cli->txq))) {
+        pthread_mutex_unlock(&cli->tx_lock);
+        direct = 0;
+    }
+
+    kick = 0;
+    if (!direct) {
+        w.req = req;
+        dango_list_add_tail(&cli->sendq, &req->tx.link);
+        kick              = !cli->kick_pending;
+        cli->kick_pending = 1;
+    }
+
     pthread_mutex_unlock(&cli->lock);
+    if (direct) {
+        int wrote;
+
+        /* The frame belongs to the write queue from here on (w.req stays
+         * NULL): sent and freed now, or left for the loop. */
+        dango_list_add_tail(&cli->txq, &req->tx.link);
+        kick =
+            dango__rpc_tx_flush(cli->fd, &cli->txq, req_done, cli, &wrote) != 0;
+        pthread_mutex_unlock(&cli->tx_lock);
+        if (kick) {
+            pthread_mutex_lock(&cli->lock);
+            kick              = !cli->kick_pending;
+            cli->kick_pending = 1;
+            pthread_mutex_unlock(&cli->lock);
+        }
+    }
+
     if (kick) {
         dango_loop_post(cli->loop, &cli->kick);
     }
@@ -808,6 +860,7 @@ int dango_rpc_client_create(const char *addr, const char *token,
     }
 
     pthread_mutex_init(&cli->lock, NULL);
+    pthread_mutex_init(&cli->tx_lock, NULL);
     rc = dango_loop_start(cli->loop);
     if (rc != 0) {
         dango_error("rpc client %s: cannot start its thread: %s", addr,
@@ -820,6 +873,7 @@ int dango_rpc_client_create(const char *addr, const char *token,
 
 err_lock:
     pthread_mutex_destroy(&cli->lock);
+    pthread_mutex_destroy(&cli->tx_lock);
 err_loop:
     dango_loop_destroy(cli->loop);
 err_rx:
@@ -854,6 +908,7 @@ void dango_rpc_client_destroy(dango_rpc_client_t *cli)
     dango_loop_run_sync(cli->loop, client_shutdown, cli);
     dango_loop_destroy(cli->loop);
     pthread_mutex_destroy(&cli->lock);
+    pthread_mutex_destroy(&cli->tx_lock);
     dango__rpc_rx_cleanup(&cli->rx);
     dango_free(cli->token);
     dango_free(cli->table);

@@ -822,6 +822,23 @@ static void commit_sync(dango_store_client_t *c, const sc_commit_t *w, size_t n)
 void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
                             size_t n)
 {
+    int local = 1;
+
+    /* Words for this host are plain copies (own memory, or shm slices
+     * copied inline): cheaper written now than handed to the committer. */
+    for (size_t i = 0; (i < n) && local; i++) {
+        int      open, same_host;
+        uint64_t fail_until;
+
+        dango__sc_seg_state(c, w[i].seg, &open, &same_host, &fail_until);
+        local = w[i].seg->own || (open && same_host);
+    }
+
+    if (local) {
+        commit_sync(c, w, n);
+        return;
+    }
+
     pthread_mutex_lock(&c->commit_lock);
     if (c->commit_started && !c->commit_stop &&
         (c->commit_count + n <= c->commit_cap)) {
