@@ -12,5 +12,6 @@ int cli_get(int argc, char **argv);
 int cli_ls(int argc, char **argv);
 int cli_stat(int argc, char **argv);
 int cli_rm(int argc, char **argv);
+int cli_replay(int argc, char **argv);
 
 #endif /* DANGO_CLI_H */

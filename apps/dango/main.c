@@ -3,6 +3,7 @@
  *   dango serve [flags]                   master + one segment (cmd_serve.c)
  *   dango put KEY FILE|-, get KEY [FILE], ls [PREFIX], stat [KEY],
  *         rm KEY... | --regex RE | --all  the store from the shell (cmd_kv.c)
+ *   dango replay cache|sim --trace FILE   trace replay (cmd_replay.c)
  *   dango info [-c|--config] [-d|--doc]   build, transports and options
  *   dango version
  * docs/cli.md describes every command and flag.
@@ -26,6 +27,8 @@ static void usage(FILE *f)
             "       dango ls [PREFIX]\n"
             "       dango stat [KEY]\n"
             "       dango rm KEY... [--force] | --regex REGEX | --all\n"
+            "       dango replay cache|sim --trace FILE ...  (trace "
+            "replay)\n"
             "       dango info [-c|--config] [-d|--doc]\n"
             "       dango version\n"
             "Store commands take --master HOST:PORT (default "
@@ -104,6 +107,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         {"serve", cli_serve}, {"put", cli_put},   {"get", cli_get},
         {"ls", cli_ls},       {"stat", cli_stat}, {"rm", cli_rm},
+        {"replay", cli_replay},
     };
 
     if (argc < 2) {

@@ -6,6 +6,7 @@
 #define DANGO_H
 
 #include <dango/common.h>
+#include <dango/conductor.h>
 #include <dango/config.h>
 #include <dango/error.h>
 #include <dango/log.h>

@@ -1,0 +1,130 @@
+/*
+ * Private declarations of the conductor module: the scheduler's state, the
+ * global index and the option table. Unit tests may include this file.
+ */
+#ifndef DANGO_CONDUCTOR_INT_H
+#define DANGO_CONDUCTOR_INT_H
+
+#define DANGO_LOG_COMPONENT dango__conductor_log
+
+#include <stdint.h>
+
+#include <dango/conductor.h>
+#include <dango/error.h>
+
+#include "common/config_table.h"
+#include "common/hmap.h"
+#include "common/mpool.h"
+#include <dango/log.h>
+
+extern dango_log_component_t dango__conductor_log;
+
+/* Words of an instance bitset. */
+#define CD_SET_WORDS (DANGO_CONDUCTOR_MAX_INSTANCES / 64)
+
+typedef struct cd_set {
+    uint64_t w[CD_SET_WORDS];
+} cd_set_t;
+
+static inline void cd_set_add(cd_set_t *s, int i)
+{
+    s->w[i >> 6] |= 1ull << (i & 63);
+}
+
+static inline void cd_set_del(cd_set_t *s, int i)
+{
+    s->w[i >> 6] &= ~(1ull << (i & 63));
+}
+
+static inline int cd_set_has(const cd_set_t *s, int i)
+{
+    return (s->w[i >> 6] >> (i & 63)) & 1;
+}
+
+/* One key of the global index: which prefill instances hold it. */
+typedef struct cd_index_entry {
+    dango_hmap_node_t node;
+    uint64_t          key;
+    cd_set_t          holders;
+    unsigned          replicas; /* popcount of holders */
+} cd_index_entry_t;
+
+/* A decode reservation made by a predicting commit. */
+typedef struct cd_reservation {
+    uint64_t tokens;
+    double   expires_s;
+} cd_reservation_t;
+
+typedef struct cd_instance {
+    int                    used;
+    int                    id;
+    dango_conductor_role_t role;
+    char                   name[DANGO_CONDUCTOR_NAME_MAX];
+    uint64_t               requests;
+    /* prefill */
+    dango_conductor_lru_t *lru;
+    double                 busy_until_s;
+    /* decode */
+    uint64_t          vram_tokens;
+    uint64_t          load_tokens;     /* reported */
+    uint64_t          reserved_tokens; /* sum of resv[] */
+    cd_reservation_t *resv;
+    size_t            n_resv, cap_resv;
+} cd_instance_t;
+
+/* Evict callback argument: the instance the LRU belongs to. */
+typedef struct cd_evict_arg {
+    struct dango_conductor *c;
+    int                     id;
+} cd_evict_arg_t;
+
+struct dango_conductor {
+    dango_conductor_params_t p;
+    cd_instance_t            inst[DANGO_CONDUCTOR_MAX_INSTANCES];
+    cd_evict_arg_t           evict_arg[DANGO_CONDUCTOR_MAX_INSTANCES];
+    int                      n_inst; /* highest used id + 1 */
+    unsigned                 n_prefill, n_decode;
+    cd_set_t                 prefill_set;
+    dango_hmap_t             index;
+    dango_mpool_t            index_pool;
+    uint64_t                 rng;
+    dango_conductor_stats_t  st;
+};
+
+/* The CONDUCTOR_* option table (conductor_config.c). */
+typedef struct cd_config {
+    char         *listen;
+    char         *policy;
+    double        threshold;
+    uint64_t      ttft_slo;       /* ns; 0 = off */
+    uint64_t      tbt_slo;        /* ns; 0 = off */
+    double        bandwidth_gbps; /* GB/s */
+    size_t        kv_bytes_per_token;
+    double        prefill_alpha, prefill_beta;
+    uint64_t      decode_t0; /* ns */
+    double        decode_t_kv;
+    unsigned long decode_vram_tokens;
+    unsigned long block_size;
+    unsigned long seed;
+    int           predict;
+    uint64_t      decode_lifetime; /* ns */
+    unsigned long max_tokens;
+    size_t        max_body;
+    unsigned long max_instances;
+} cd_config_t;
+
+extern dango_config_table_t dango__conductor_config_table;
+
+/* Loads and checks the options; frees nothing on error. */
+int  dango__conductor_config_load(const dango_config_t *cfg, cd_config_t *c);
+void dango__conductor_config_free(cd_config_t *c);
+/* Fills scheduler params from a loaded config. */
+int dango__conductor_params_from(const cd_config_t        *cc,
+                                 dango_conductor_params_t *p);
+
+/* The n-th most replicated key's replica count (rank 1 = top). */
+void dango__conductor_replica_ranks(const dango_conductor_t *c,
+                                    const size_t *ranks, unsigned *out,
+                                    size_t n);
+
+#endif /* DANGO_CONDUCTOR_INT_H */
