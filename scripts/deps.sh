@@ -27,8 +27,9 @@ PACKAGES=(
     ucx-utils             # ucx_perftest, same
     redis-server          # bench/store_vs_peers.sh peers
     memcached             # same
-    libhiredis-dev        # bench_kv_peer (Redis client)
+    libhiredis-dev        # bench_kv_peer, redis:// metadata backend (Redis client)
     libmemcached-dev      # bench_kv_peer (memcached client)
+    etcd-server           # etcd:// metadata tests (a real etcd on loopback)
     python3-dev           # the Python extension module (python/)
     python3-numpy         # Python tests: numpy round trips
     python3-pytest        # Python tests (Debian /usr/bin/python3)
