@@ -675,6 +675,62 @@ DANGO_API int dango_conductor_sim_run(const dango_conductor_trace_t      *t,
                                       const dango_conductor_sim_params_t *p,
                                       dango_conductor_sim_result_t       *res);
 
+/* ---------- the HTTP service (dango-conductor) ---------- */
+
+/** A running conductor service. Opaque. */
+typedef struct dango_conductor_server dango_conductor_server_t;
+
+/**
+ * "Replicate these blocks from @p src_node to @p dst_node": the service's
+ * form of dango_conductor_replicate_cb, with the instances' names and the
+ * store nodes they registered ("node", NULL when none). Called on the
+ * service's HTTP thread; must not block for long (queue the copy).
+ */
+typedef void (*dango_conductor_server_replicate_cb)(
+    void *arg, const char *src_instance, const char *src_node,
+    const char *dst_instance, const char *dst_node, const uint64_t *keys,
+    size_t n);
+
+/**
+ * @brief Starts the HTTP service on CONDUCTOR_LISTEN with the CONDUCTOR_*
+ *        options of @p cfg (or the environment and defaults when NULL).
+ *
+ * Routes (JSON bodies; errors are {"error": "..."} with a 4xx status):
+ *   - POST /register    {"instance_id", "role": "prefill"|"decode",
+ *                        "cache_blocks"?, "vram_tokens"?, "node"?}
+ *   - POST /deregister  {"instance_id"}
+ *   - POST /schedule    {"token_ids": [...]} or {"block_hashes": [...],
+ *                        "input_length"}, "output_length"? → the choice,
+ *                        or 429 {"error": "rejected", "reason"}
+ *   - POST /complete    {"decode", "tokens"}: releases a reservation
+ *   - POST /kv_events   {"instance_id", "events": [{"type":
+ *                        "stored"|"removed"|"cleared", "block_hashes"}]}
+ *   - GET /instances, GET /metrics (Prometheus text), GET /health
+ * docs/design/conductor.md describes every field.
+ *
+ * @param[in]  cfg    Options, or NULL.
+ * @param[in]  cb     Replication hook, or NULL (replications are then only
+ *                    counted in /metrics).
+ * @param[in]  arg    Passed to @p cb.
+ * @param[out] srv_p  Set on success only.
+ * @return 0, or DANGO_ECONFIG (an option is out of range), DANGO_EINVAL
+ *         (the listen address does not parse), DANGO_EADDRINUSE,
+ *         DANGO_EIO (the HTTP server did not start), DANGO_ENOMEM.
+ * @note Thread safety: create and destroy from one thread; requests are
+ *       served on the service's own thread.
+ */
+DANGO_API int
+dango_conductor_server_create(const dango_config_t               *cfg,
+                              dango_conductor_server_replicate_cb cb, void *arg,
+                              dango_conductor_server_t **srv_p);
+
+/** @brief Stops serving and frees everything. NULL is a no-op. */
+DANGO_API void dango_conductor_server_destroy(dango_conductor_server_t *srv);
+
+/** @brief The address served, "host:port" with the real port. */
+DANGO_API const char *
+dango_conductor_server_addr(const dango_conductor_server_t *srv);
+
 DANGO_END_DECLS
 
 #endif /* DANGO_CONDUCTOR_H */
