@@ -13,7 +13,8 @@ Checked trees:
   include/dango/*.h            only <dango/...> and system headers, and only
                                public headers of the header's own or a lower
                                module
-  apps/ bench/ tools/ tests/   (everything else) no module-private header
+  apps/ bench/ tools/ tests/   (everything else, and python/, the Python
+                               extension) no module-private header
                                (*_int.h, *.inl.h) of any module
 
 Rules for a file of module M:
@@ -282,8 +283,8 @@ class Checker:
                         self.check_module_file(path, entry, backend)
 
         self.check_public_headers()
-        for sub in ("apps", "bench", "tools", os.path.join("tests",
-                                                           "integration")):
+        for sub in ("apps", "bench", "tools", "python",
+                    os.path.join("tests", "integration")):
             top = os.path.join(self.root, sub)
             if os.path.isdir(top):
                 self.check_outside(top)
