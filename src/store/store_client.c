@@ -51,6 +51,7 @@
 #include "common/time.h"
 #include "net/auth.h"
 #include "store/store_client_int.h"
+#include "store/store_records.h"
 #include "store/store_proto.h"
 
 DANGO_LOG_COMPONENT_DEFINE(dango__log_store_client, "store");
@@ -885,23 +886,99 @@ static int sc_mount(dango_store_client_t *c, uint64_t timeout_ns)
                           timeout_ns);
 }
 
-static int sc_remount(dango_store_client_t *c, uint64_t timeout_ns)
-{
-    Dango__Store__RemountReq req = DANGO__STORE__REMOUNT_REQ__INIT;
-    Dango__Store__ClientId   id;
-    Dango__Store__Segment    seg;
-    Dango__Store__Segment   *segs[1] = {&seg};
+/* A remount in progress: the request and the chunk of records being
+ * filled by the segment scan. */
+typedef struct sc_report {
+    dango_store_client_t    *c;
+    uint64_t                 timeout_ns;
+    Dango__Store__RemountReq req;
+    Dango__Store__Record     recs[SC_REPORT_CHUNK];
+    Dango__Store__Record    *ptrs[SC_REPORT_CHUNK];
+    size_t                   bytes; /* of keys in the chunk */
+    size_t                   sent;  /* records sent so far */
+    int                      rc;
+} sc_report_t;
 
-    sc_client_id(c, &id);
-    req.client = &id;
-    if (c->seg_base != NULL) {
-        sc_segment_msg(c, &seg);
-        req.n_segments = 1;
-        req.segments   = segs;
+/* Sends the request with the records gathered so far. */
+static int sc_report_send(sc_report_t *r, int more)
+{
+    r->req.more    = more != 0;
+    r->req.records = r->ptrs;
+    r->rc = dango__sc_call(r->c, DANGO_STORE_M_REMOUNT, &r->req.base, NULL,
+                           NULL, r->timeout_ns);
+    r->sent += r->req.n_records;
+    r->req.n_records = 0;
+    r->bytes         = 0;
+    return r->rc;
+}
+
+static int sc_report_rec(void *arg, const dango_store_rec_hdr_t *h,
+                         const char *key, uint64_t off)
+{
+    sc_report_t          *r   = arg;
+    Dango__Store__Record *rec = &r->recs[r->req.n_records];
+
+    dango__store__record__init(rec);
+    rec->key.data               = (uint8_t *)key;
+    rec->key.len                = h->key_len;
+    rec->size                   = h->value_len;
+    rec->checksum               = h->checksum;
+    rec->put_id                 = h->put_id;
+    rec->addr                   = (uint64_t)(uintptr_t)r->c->seg_base + off;
+    r->ptrs[r->req.n_records++] = rec;
+    r->bytes += h->key_len;
+    if ((r->req.n_records == SC_REPORT_CHUNK) ||
+        (r->bytes >= SC_REPORT_CHUNK_BYTES)) {
+        return sc_report_send(r, 1);
     }
 
-    return dango__sc_call(c, DANGO_STORE_M_REMOUNT, &req.base, NULL, NULL,
-                          timeout_ns);
+    return 0;
+}
+
+/*
+ * Registers our segment again with a master that does not know it (a new
+ * or restarted master, or one that expired us). With it go the committed
+ * records the segment holds, found by a scan, in chunks: a master that is
+ * rebuilding serves them again as they were (others ignore them), and the
+ * segment takes no new objects until the last chunk has arrived.
+ */
+static int sc_remount(dango_store_client_t *c, uint64_t timeout_ns)
+{
+    sc_report_t           *r;
+    Dango__Store__ClientId id;
+    Dango__Store__Segment  seg;
+    Dango__Store__Segment *segs[1] = {&seg};
+    int                    rc;
+
+    r = dango_calloc(1, sizeof(*r), "store_remount");
+    if (r == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    dango__store__remount_req__init(&r->req);
+    sc_client_id(c, &id);
+    r->c          = c;
+    r->timeout_ns = timeout_ns;
+    r->req.client = &id;
+    if (c->seg_base != NULL) {
+        sc_segment_msg(c, &seg);
+        r->req.n_segments = 1;
+        r->req.segments   = segs;
+        dango__store_rec_scan(c->seg_base, c->seg_size, sc_report_rec, r);
+    }
+
+    rc = r->rc;
+    if (rc == 0) {
+        rc = sc_report_send(r, 0);
+    }
+
+    if ((rc == 0) && (r->sent > 0)) {
+        dango_info("store client %s: reported %zu objects held in its segment",
+                   c->name, r->sent);
+    }
+
+    dango_free(r);
+    return rc;
 }
 
 static int sc_ping(dango_store_client_t *c, uint64_t timeout_ns, int *status_p)
@@ -921,6 +998,25 @@ static int sc_ping(dango_store_client_t *c, uint64_t timeout_ns, int *status_p)
     }
 
     *status_p = resp->status;
+    for (size_t i = 0; (i < resp->n_tombs) && (c->seg_base != NULL); i++) {
+        uint64_t addr = resp->tombs[i]->addr;
+        uint64_t base = (uint64_t)(uintptr_t)c->seg_base;
+        uint64_t want = resp->tombs[i]->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+
+        /* Cleared only while it still is the removed put's record: a new
+         * object in the same place has another commit word. */
+        if ((addr >= base) &&
+            (addr - base <= c->seg_size - DANGO_STORE_REC_HDR_SIZE) &&
+            (addr % DANGO_STORE_REC_ALIGN == 0)) {
+            uint64_t *commit =
+                (uint64_t *)(uintptr_t)(addr + offsetof(dango_store_rec_hdr_t,
+                                                        commit));
+
+            __atomic_compare_exchange_n(commit, &want, 0, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+    }
+
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }

@@ -49,6 +49,9 @@ extern dango_config_table_t dango__store_client_config_table;
 /* Transfer batches kept for reuse, and the capacity of each. */
 #define SC_POOL_MAX 64
 #define SC_POOL_CAP 64
+/* Records of one remount report chunk, and the key bytes that end one. */
+#define SC_REPORT_CHUNK       2048
+#define SC_REPORT_CHUNK_BYTES (1u << 20)
 /* Smallest and largest contributed segment (spec store.md §7.3). */
 #define SC_SEGMENT_MIN (1ull << 10)
 #define SC_SEGMENT_MAX (1ull << 40)

@@ -202,6 +202,10 @@ static int rpc_ping(dango_store_master_t *m, dango_rpc_call_t *call,
 {
     Dango__Store__PingResp resp = DANGO__STORE__PING_RESP__INIT;
     Dango__Store__PingReq *msg;
+    ms_tomb_t             *tombs = NULL;
+    Dango__Store__Tomb    *tm    = NULL;
+    Dango__Store__Tomb   **tp    = NULL;
+    size_t                 nt    = 0;
     int                    rc;
 
     msg = dango__store__ping_req__unpack(NULL, len, req);
@@ -217,11 +221,33 @@ static int rpc_ping(dango_store_master_t *m, dango_rpc_call_t *call,
             resp.status = rc;
             rc          = 0;
         }
+
+        nt = dango__store_ms_tombs_take(m->st, cid_of(msg->client), &tombs);
+    }
+
+    if (nt > 0) {
+        tm = dango_malloc(nt * sizeof(*tm), "master_ping_tombs");
+        tp = dango_malloc(nt * sizeof(*tp), "master_ping_tombs");
+        for (size_t i = 0; (tm != NULL) && (tp != NULL) && (i < nt); i++) {
+            dango__store__tomb__init(&tm[i]);
+            tm[i].addr   = tombs[i].addr;
+            tm[i].put_id = tombs[i].put_id;
+            tp[i]        = &tm[i];
+        }
+
+        if ((tm != NULL) && (tp != NULL)) {
+            resp.n_tombs = nt;
+            resp.tombs   = tp;
+        }
     }
 
     resp.view_version = m->view_version;
     dango__store__ping_req__free_unpacked(msg, NULL);
-    return reply(call, rc, &resp.base);
+    rc = reply(call, rc, &resp.base);
+    dango_free(tombs);
+    dango_free(tm);
+    dango_free(tp);
+    return rc;
 }
 
 static int rpc_mount(dango_store_master_t *m, dango_rpc_call_t *call,
@@ -245,6 +271,33 @@ static int rpc_mount(dango_store_master_t *m, dango_rpc_call_t *call,
     return reply(call, rc, NULL);
 }
 
+/* The records of a remount report, and whether more chunks follow. */
+static void remount_records(dango_store_master_t           *m,
+                            const Dango__Store__RemountReq *msg,
+                            const ms_seg_desc_t *d, uint64_t now)
+{
+    ms_cid_t cid  = cid_of(msg->client);
+    size_t   used = 0;
+
+    for (size_t i = 0; i < msg->n_records; i++) {
+        const Dango__Store__Record *rec = msg->records[i];
+        ms_record_t r = {.key  = {(const char *)rec->key.data, rec->key.len},
+                         .size = rec->size,
+                         .checksum = rec->checksum,
+                         .put_id   = rec->put_id,
+                         .addr     = rec->addr};
+
+        used += dango__store_ms_restore(m->st, cid, &r, now) == 0;
+    }
+
+    if (used > 0) {
+        dango_debug("master: %zu of %zu reported objects taken back", used,
+                    msg->n_records);
+    }
+
+    dango__store_ms_seg_recovering(m->st, cid, d, msg->n_segments, msg->more);
+}
+
 static int rpc_remount(dango_store_master_t *m, dango_rpc_call_t *call,
                        const void *req, size_t len, uint64_t now)
 {
@@ -266,6 +319,10 @@ static int rpc_remount(dango_store_master_t *m, dango_rpc_call_t *call,
             }
             rc = dango__store_ms_remount(m->st, cid_of(msg->client), d,
                                          msg->n_segments, now);
+        }
+
+        if (rc == 0) {
+            remount_records(m, msg, d, now);
         }
     }
 
@@ -851,6 +908,7 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->put_discard_ms       = ns_to_ms(c->put_discard_timeout);
     p->put_release_ms       = ns_to_ms(c->put_release_timeout);
     p->zombie_grace_ms      = ns_to_ms(c->zombie_grace);
+    p->rebuild_window_ms    = ns_to_ms(c->rebuild_window);
     p->soft_pin_ttl_ms      = ns_to_ms(c->soft_pin_ttl);
     p->max_soft_pin_ttl_ms  = ns_to_ms(c->max_soft_pin_ttl);
     p->evict_high_watermark = c->evict_high_watermark;

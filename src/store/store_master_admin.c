@@ -193,6 +193,12 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
            "puts revoked because their client expired", st->c.zombie_puts);
     metric(&t, "bad_replicas_total", "counter",
            "replicas dropped after a reader reported them", st->c.bad_replicas);
+    metric(&t, "objects_rebuilt_total", "counter",
+           "objects taken back from node reports after a restart",
+           st->restored);
+    metric(&t, "tombs_dropped_total", "counter",
+           "removed records not passed to their node (too many at once)",
+           st->c.tombs_dropped);
     metric(&t, "leases_granted_total", "counter", "read leases granted",
            st->c.leases_granted);
 

@@ -41,6 +41,11 @@ static const dango_config_field_t master_config_fields[] = {
      "regions of puts revoked by client expiry are freed after this long "
      "(the writer may still be writing)",
      offsetof(ms_config_t, zombie_grace), DANGO_CFG_TIME},
+    {"REBUILD_WINDOW", "60s",
+     "after the first segment (re)mount, how long the objects nodes report "
+     "on remount are taken back into the object table (a restarted master "
+     "rebuilds from them)",
+     offsetof(ms_config_t, rebuild_window), DANGO_CFG_TIME},
     {"SOFT_PIN_TTL", "30min", "soft pin length when a put asks for none",
      offsetof(ms_config_t, soft_pin_ttl), DANGO_CFG_TIME},
     {"MAX_SOFT_PIN_TTL", "24h", "longest soft pin a put may ask for",
@@ -91,6 +96,7 @@ int dango__master_config_load(const dango_config_t *cfg, ms_config_t *c)
         !time_ok("PUT_DISCARD_TIMEOUT", c->put_discard_timeout) ||
         !time_ok("PUT_RELEASE_TIMEOUT", c->put_release_timeout) ||
         !time_ok("ZOMBIE_GRACE", c->zombie_grace) ||
+        !time_ok("REBUILD_WINDOW", c->rebuild_window) ||
         !time_ok("SOFT_PIN_TTL", c->soft_pin_ttl) ||
         !time_ok("MAX_SOFT_PIN_TTL", c->max_soft_pin_ttl) ||
         !time_ok("EVICT_INTERVAL", c->evict_interval)) {

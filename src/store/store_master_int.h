@@ -62,6 +62,7 @@ typedef struct ms_config {
     uint64_t put_discard_timeout;
     uint64_t put_release_timeout;
     uint64_t zombie_grace;
+    uint64_t rebuild_window;
     uint64_t soft_pin_ttl;
     uint64_t max_soft_pin_ttl;
     double   evict_high_watermark;
@@ -84,6 +85,7 @@ typedef struct ms_params {
     uint64_t put_discard_ms;
     uint64_t put_release_ms;
     uint64_t zombie_grace_ms;
+    uint64_t rebuild_window_ms;
     uint64_t soft_pin_ttl_ms;
     uint64_t max_soft_pin_ttl_ms;
     double   evict_high_watermark;
@@ -127,7 +129,18 @@ typedef struct ms_client {
     uint64_t          last_seen; /* ms of the last ping, mount or put */
     dango_list_link_t segs;      /* ms_seg_t.client_link */
     dango_list_link_t puts;      /* ms_ver_t.client_link, in flight */
+    struct ms_tomb   *tombs;     /* removed records in its segments */
+    size_t            ntombs, tombs_cap;
 } ms_client_t;
+
+/* A removed object's record, for its node to clear (see PingResp). */
+typedef struct ms_tomb {
+    uint64_t addr;
+    uint64_t put_id;
+} ms_tomb_t;
+
+/* Tombs kept per client between two pings; more are dropped (counted). */
+#define MS_TOMB_MAX 65536
 
 struct ms_seg {
     dango_hmap_node_t    node; /* in st->segs_by_id, key = id_key */
@@ -147,6 +160,7 @@ struct ms_seg {
     uint64_t             granule;
     uint64_t             used; /* bytes allocated (granule-rounded) */
     size_t               idx;  /* in st->segs */
+    int recovering; /* its node is still reporting records: no new objects */
 };
 
 /* One region of one version. seg == NULL once dropped (region gone). */
@@ -181,7 +195,8 @@ struct ms_ver {
     size_t            heap_idx; /* parked: index in st->parked */
     uint32_t          soft_pin; /* dango_store_soft_pin_t for PutEnd */
     uint8_t           nrep;
-    uint8_t           nlive; /* replicas with a region */
+    uint8_t           nlive;    /* replicas with a region */
+    uint8_t           restored; /* rebuilt from node reports */
     ms_rep_t          rep[];
 };
 
@@ -207,8 +222,9 @@ typedef struct ms_counters {
     uint64_t releases; /* parked or reclaimed versions freed */
     uint64_t reclaims; /* puts freed after PUT_RELEASE_TIMEOUT */
     uint64_t clients_expired;
-    uint64_t zombie_puts;  /* puts revoked by client expiry */
-    uint64_t bad_replicas; /* replicas dropped by ReportBad */
+    uint64_t zombie_puts;   /* puts revoked by client expiry */
+    uint64_t bad_replicas;  /* replicas dropped by ReportBad */
+    uint64_t tombs_dropped; /* tombs beyond MS_TOMB_MAX */
     uint64_t leases_granted;
 } ms_counters_t;
 
@@ -228,6 +244,8 @@ struct ms_state {
     size_t            parked_cap;
     uint64_t          parked_bytes;
     uint64_t          next_put_id;
+    uint64_t          rebuild_until; /* ms: node reports accepted before */
+    uint64_t          restored;      /* objects rebuilt from reports */
     uint64_t          rng;
     uint64_t          capacity;
     uint64_t          used;
@@ -277,9 +295,21 @@ int dango__store_ms_mount(ms_state_t *st, ms_cid_t cid, const ms_seg_desc_t *d,
 /* Remount: mounts what is missing, marks the client ok. Errors of mount. */
 int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
                             const ms_seg_desc_t *d, size_t n, uint64_t now);
+/* Marks the client's segments among @d as still reporting records (no new
+ * objects on them) or done. */
+void dango__store_ms_seg_recovering(ms_state_t *st, ms_cid_t cid,
+                                    const ms_seg_desc_t *d, size_t n, int on);
+
 /* Unmount: 0 (also when unknown); DANGO_EINVAL when another client's. */
 int dango__store_ms_unmount(ms_state_t *st, ms_cid_t cid, uint64_t id_hi,
                             uint64_t id_lo, uint64_t now);
+/* Notes that the record of removed @v in @seg's node is to be cleared. */
+void dango__store_ms_tomb_add(ms_state_t *st, ms_seg_t *seg, uint64_t addr,
+                              uint64_t put_id);
+/* Hands over the client's tombs (*@tombs_p from dango_malloc(), to free). */
+size_t dango__store_ms_tombs_take(ms_state_t *st, ms_cid_t cid,
+                                  ms_tomb_t **tombs_p);
+
 /* Ping: 0 when the client is ok, DANGO_ENEED_REMOUNT otherwise. */
 int dango__store_ms_ping(ms_state_t *st, ms_cid_t cid, uint64_t now);
 
@@ -327,6 +357,27 @@ typedef struct ms_key {
     const char *s;
     size_t      len;
 } ms_key_t;
+
+/* A committed record a node reported on remount. */
+typedef struct ms_record {
+    ms_key_t key;
+    uint64_t size;
+    uint64_t checksum;
+    uint64_t put_id;
+    uint64_t addr;
+} ms_record_t;
+
+/*
+ * Rebuilds an object from a record reported by client @cid (whose segments
+ * were just remounted): the record becomes a COMPLETE replica of the
+ * object's version with the same put id, or a new object; a record older
+ * than what the master holds for its key is ignored (its region stays
+ * free). Only while rebuilding (until rebuild_until, MASTER_REBUILD_WINDOW
+ * after the start). Returns 0 (used), 1 (ignored: stale, outside the
+ * window, overlapping), or DANGO_EINVAL / DANGO_ENOMEM.
+ */
+int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
+                            uint64_t now);
 
 /*
  * PutStart of @n keys. Per key i: status[i] and, on 0, vers[i] (the new

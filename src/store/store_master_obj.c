@@ -104,10 +104,25 @@ static void obj_grant_lease(ms_state_t *st, ms_obj_t *o, uint64_t now)
     st->c.leases_granted++;
 }
 
+/* The records of @v, a value that no longer is the object's (removed or
+ * replaced), are to be cleared by their nodes: a rebuild must not bring
+ * them back. */
+static void ver_tomb(ms_state_t *st, const ms_ver_t *v)
+{
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg != NULL) {
+            dango__store_ms_tomb_add(st, v->rep[i].seg, ms_rep_addr(&v->rep[i]),
+                                     v->put_id);
+        }
+    }
+}
+
 /* Removes @o and its committed value (no put in flight). */
 static void obj_drop(ms_state_t *st, ms_obj_t *o, uint64_t now)
 {
     ms_ver_t *v = o->cur;
+
+    ver_tomb(st, v);
 
     o->cur = NULL;
     if (o->lease_timeout > now) {
@@ -353,6 +368,7 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     o->cur = v;
     if (old != NULL) {
         /* Readers of the old value hold it until the lease ends. */
+        ver_tomb(st, old);
         old->obj = NULL;
         dango__store_ms_ver_park(st, old, o->lease_timeout, now);
     }
@@ -914,4 +930,149 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
                     base, used_ratio);
     }
     return evicted;
+}
+
+/* ---------- rebuild from node reports ---------- */
+
+/*
+ * A copy of @v with room for one more replica, taking @v's place in its
+ * object and segment lists; @v's struct is freed (not its regions).
+ */
+static ms_ver_t *ver_grow(ms_ver_t *v)
+{
+    ms_ver_t *n = dango_calloc(
+        1, sizeof(*n) + (v->nrep + 1u) * sizeof(n->rep[0]), "master_ver");
+
+    if (n == NULL) {
+        return NULL;
+    }
+
+    memcpy(n, v, sizeof(*v));
+    for (unsigned i = 0; i < v->nrep; i++) {
+        n->rep[i]     = v->rep[i];
+        n->rep[i].ver = n;
+        if (v->rep[i].seg != NULL) {
+            dango_list_del(&v->rep[i].seg_link);
+            dango_list_add_tail(&v->rep[i].seg->replicas, &n->rep[i].seg_link);
+        }
+    }
+
+    n->obj->cur = n;
+    dango_free(v);
+    return n;
+}
+
+int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
+                            uint64_t now)
+{
+    ms_client_t *c   = dango__store_ms_client_find(st, cid);
+    ms_seg_t    *seg = NULL, *s;
+    ms_obj_t    *o;
+    ms_ver_t    *v, *old = NULL;
+    uint64_t     rec_len, off, asz;
+    ms_rep_t    *rep;
+    int          rc = key_check(&r->key);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    if ((c == NULL) || (r->size == 0) || (r->size > MS_SEG_MAX)) {
+        return DANGO_EINVAL;
+    }
+
+    if ((st->rebuild_until == 0) || (now >= st->rebuild_until)) {
+        return 1;
+    }
+
+    dango_list_for_each(s, &c->segs, client_link)
+    {
+        if ((r->addr >= s->base) && (r->addr - s->base < s->size)) {
+            seg = s;
+            break;
+        }
+    }
+
+    rec_len = dango_store_rec_size(r->key.len, r->size);
+    if ((seg == NULL) || (rec_len > seg->size - (r->addr - seg->base))) {
+        return DANGO_EINVAL;
+    }
+
+    off = r->addr - seg->base;
+    o   = obj_lookup(st, &r->key);
+    if ((o != NULL) && (o->cur == NULL)) {
+        return 1; /* a put of this key started since: it wins */
+    }
+
+    if ((o != NULL) &&
+        ((o->cur->put_id > r->put_id) || !o->cur->restored ||
+         ((o->cur->put_id == r->put_id) &&
+          ((o->cur->size != r->size) || (o->cur->checksum != r->checksum) ||
+           (o->cur->nrep >= DANGO_STORE_REPLICA_MAX))))) {
+        return 1; /* older, or not the same put after all */
+    }
+
+    asz = (rec_len + seg->granule - 1) / seg->granule * seg->granule;
+    if ((off % seg->granule != 0) ||
+        (dango__store_alloc_reserve(seg->alloc, off, asz) != 0)) {
+        return 1; /* overlaps what is already there */
+    }
+
+    seg->used += asz;
+    st->used += asz;
+    if ((o != NULL) && (o->cur->put_id == r->put_id)) {
+        v = ver_grow(o->cur); /* another replica of the same put */
+        if (v == NULL) {
+            dango__store_ms_region_free(st, seg, off, rec_len);
+            return DANGO_ENOMEM;
+        }
+    } else {
+        v = dango_calloc(1, sizeof(*v) + sizeof(v->rep[0]), "master_ver");
+        if ((v == NULL) ||
+            ((o == NULL) && ((o = dango_calloc(1, sizeof(*o) + r->key.len + 1,
+                                               "master_obj")) == NULL))) {
+            dango_free(v);
+            dango__store_ms_region_free(st, seg, off, rec_len);
+            return DANGO_ENOMEM;
+        }
+
+        if (o->node.key == NULL) {
+            memcpy(o->key, r->key.s, r->key.len);
+            o->node.key     = o->key;
+            o->node.key_len = r->key.len;
+            o->node.hash    = dango_hmap_hash(r->key.s, r->key.len);
+            dango_hmap_insert(&st->objs, &o->node);
+            st->restored++;
+        }
+
+        old         = o->cur;
+        v->obj      = o;
+        v->cid      = cid;
+        v->put_id   = r->put_id;
+        v->size     = r->size;
+        v->checksum = r->checksum;
+        v->rec_len  = rec_len;
+        v->start    = now;
+        v->heap_idx = SIZE_MAX;
+        v->restored = 1;
+        o->cur      = v;
+        if (old != NULL) {
+            /* A newer put of the key than the one reported before. */
+            old->obj = NULL;
+            dango__store_ms_ver_free(st, old);
+        }
+    }
+
+    rep         = &v->rep[v->nrep++];
+    rep->seg    = seg;
+    rep->ver    = v;
+    rep->off    = off;
+    rep->status = DANGO_STORE_REPLICA_COMPLETE;
+    dango_list_add_tail(&seg->replicas, &rep->seg_link);
+    v->nlive++;
+    if (st->next_put_id <= r->put_id) {
+        st->next_put_id = r->put_id + 1;
+    }
+
+    return 0;
 }

@@ -430,6 +430,7 @@ static void client_expire(ms_state_t *st, ms_client_t *c, uint64_t now)
     st->c.zombie_puts += nputs;
     st->c.clients_expired++;
     dango_hmap_remove(&st->clients, &c->node);
+    dango_free(c->tombs);
     dango_free(c);
 }
 
@@ -443,6 +444,7 @@ void dango__store_ms_params_default(ms_params_t *p)
     p->put_discard_ms       = 30000;
     p->put_release_ms       = 600000;
     p->zombie_grace_ms      = 30000;
+    p->rebuild_window_ms    = 60000;
     p->soft_pin_ttl_ms      = 30ull * 60 * 1000;
     p->max_soft_pin_ttl_ms  = 24ull * 3600 * 1000;
     p->evict_high_watermark = 0.90;
@@ -536,8 +538,11 @@ void dango__store_ms_destroy(ms_state_t *st)
 
     dango_hmap_iter_begin(&st->clients, &it);
     while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        ms_client_t *c = dango_container_of(node, ms_client_t, node);
+
         dango_hmap_remove(&st->clients, node);
-        dango_free(dango_container_of(node, ms_client_t, node));
+        dango_free(c->tombs);
+        dango_free(c);
     }
     dango_hmap_iter_end(&it);
 
@@ -681,6 +686,12 @@ int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
         return DANGO_ENOMEM;
     }
 
+    /* Node reports are taken from the first (re)mount on for a while: a
+     * master that just started rebuilds from them. */
+    if (st->rebuild_until == 0) {
+        st->rebuild_until = now + st->p.rebuild_window_ms;
+    }
+
     for (size_t i = 0; i < n; i++) {
         ms_seg_t *seg = seg_find(st, d[i].id_hi, d[i].id_lo);
 
@@ -703,6 +714,66 @@ int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
     }
     c->ok = 1;
     return 0;
+}
+
+void dango__store_ms_tomb_add(ms_state_t *st, ms_seg_t *seg, uint64_t addr,
+                              uint64_t put_id)
+{
+    ms_client_t *c = seg->client;
+
+    if (c->ntombs == c->tombs_cap) {
+        size_t     cap = c->tombs_cap ? 2 * c->tombs_cap : 64;
+        ms_tomb_t *t;
+
+        if (cap > MS_TOMB_MAX) {
+            st->c.tombs_dropped++;
+            return;
+        }
+
+        t = dango_realloc(c->tombs, cap * sizeof(*t), "master_tombs");
+        if (t == NULL) {
+            st->c.tombs_dropped++;
+            return;
+        }
+
+        c->tombs     = t;
+        c->tombs_cap = cap;
+    }
+
+    c->tombs[c->ntombs].addr   = addr;
+    c->tombs[c->ntombs].put_id = put_id;
+    c->ntombs++;
+}
+
+size_t dango__store_ms_tombs_take(ms_state_t *st, ms_cid_t cid,
+                                  ms_tomb_t **tombs_p)
+{
+    ms_client_t *c = dango__store_ms_client_find(st, cid);
+    size_t       n;
+
+    *tombs_p = NULL;
+    if ((c == NULL) || (c->ntombs == 0)) {
+        return 0;
+    }
+
+    *tombs_p     = c->tombs;
+    n            = c->ntombs;
+    c->tombs     = NULL;
+    c->ntombs    = 0;
+    c->tombs_cap = 0;
+    return n;
+}
+
+void dango__store_ms_seg_recovering(ms_state_t *st, ms_cid_t cid,
+                                    const ms_seg_desc_t *d, size_t n, int on)
+{
+    for (size_t i = 0; i < n; i++) {
+        ms_seg_t *seg = seg_find(st, d[i].id_hi, d[i].id_lo);
+
+        if ((seg != NULL) && cid_eq(seg->client->id, cid)) {
+            seg->recovering = on;
+        }
+    }
 }
 
 int dango__store_ms_unmount(ms_state_t *st, ms_cid_t cid, uint64_t id_hi,
@@ -929,7 +1000,7 @@ unsigned dango__store_ms_place(ms_state_t *st, uint64_t len, unsigned want,
         {
             uint64_t asz;
 
-            if ((seg->capacity - seg->used >= len) &&
+            if (!seg->recovering && (seg->capacity - seg->used >= len) &&
                 (dango__store_alloc_alloc(seg->alloc, len, &offs[placed],
                                           &asz) == 0)) {
                 seg->used += asz;
@@ -950,7 +1021,8 @@ unsigned dango__store_ms_place(ms_state_t *st, uint64_t len, unsigned want,
         ms_seg_t *seg = st->segs[(start + k) % st->nsegs];
         uint64_t  asz;
 
-        if ((seg->capacity - seg->used < len) || MS_NAME_USED(seg->name)) {
+        if (seg->recovering || (seg->capacity - seg->used < len) ||
+            MS_NAME_USED(seg->name)) {
             continue;
         }
 

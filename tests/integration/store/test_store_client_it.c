@@ -18,7 +18,8 @@
  *                remove_by_regex / remove_all, lease expiry
  *   mooncake_*   the Mooncake C API round trip
  *   threads_*    8 threads putting and getting 64 KiB values (ops/s shown)
- *   restart_*    a master restart (remount), a master that comes up
+ *   restart_*    a master restart (remount, and the object table rebuilt
+ *                from the nodes' reports), a master that comes up
  *                after the client (mounted by the ping thread), a peer
  *                restart (reopen) and a node killed outright (reads fall
  *                back to the other replica; the node is this program run
@@ -1088,17 +1089,52 @@ static void threads_put_get_64k(void **state)
 
 /* ---------- restarts ---------- */
 
-static void restart_master_remount(void **state)
+#define NREB 40
+
+static size_t reb_len(int i)
 {
-    char listen[64];
+    return 1 + (size_t)i * 12347 + ((i % 7 == 0) ? MIB : 0);
+}
+
+/*
+ * A restarted master rebuilds its object table from what the nodes report
+ * on remount: every committed object comes back with its bytes and its
+ * replicas, the value an upsert replaced and removed objects do not, and
+ * new puts (whose ids must stay above the old ones) work as before.
+ */
+static void restart_master_rebuilds(void **state)
+{
+    dango_store_replicate_config_t cfg = {.replica_num = 2};
+    dango_store_object_info_t      info;
+    dango_store_pool_info_t        pi;
+    char                           listen[64], key[32];
+    void                          *v1 = make_value(5000, 1);
+    void                          *v2 = make_value(70000, 2);
 
     wait_segments(K.c[0], NCLIENTS);
-    assert_dango_ok(dango_store_put(K.c[0], "r/1", "before", 6, NULL));
+    for (int i = 0; i < NREB; i++) {
+        void *v = make_value(reb_len(i), 500 + i);
+
+        snprintf(key, sizeof(key), "reb/%d", i);
+        cfg.replica_num = 1 + (i % 2);
+        assert_dango_ok(
+            dango_store_put(K.c[i % NCLIENTS], key, v, reb_len(i), &cfg));
+        free(v);
+    }
+
+    assert_dango_ok(dango_store_put(K.c[0], "reb/upsert", v1, 5000, NULL));
+    assert_dango_ok(dango_store_upsert(K.c[1], "reb/upsert", v2, 70000, NULL));
+    assert_dango_ok(dango_store_put(K.c[2], "reb/gone", v1, 5000, &cfg));
+    assert_dango_ok(dango_store_remove(K.c[0], "reb/gone", 1));
+    assert_dango_ok(dango_store_put(K.c[0], "reb/ugone", v1, 5000, NULL));
+    assert_dango_ok(dango_store_upsert(K.c[0], "reb/ugone", v2, 70000, NULL));
+    assert_dango_ok(dango_store_remove(K.c[2], "reb/ugone", 1));
+
+    /* Pings carry the removed records to their nodes (100 ms period). */
+    sleep_ms(500);
     snprintf(listen, sizeof(listen), "%s", K.maddr);
     dango_store_master_destroy(K.m);
     K.m = NULL;
-
-    /* Clients notice, and mount again on the new master. */
     sleep_ms(300);
     assert_true(dango_store_health(K.c[1]) != 0);
     assert_dango_ok(master_start(listen));
@@ -1107,18 +1143,30 @@ static void restart_master_remount(void **state)
         assert_dango_ok(dango_store_health(K.c[i]));
     }
 
-    /* The metadata is new: the old object is gone; new ones work. */
-    assert_int_equal(0, dango_store_exist(K.c[0], "r/1"));
-    {
-        void *v = make_value(2 * MIB, 77);
-
-        assert_dango_ok(dango_store_put(K.c[1], "r/2", v, 2 * MIB, NULL));
-        for (int i = 0; i < NCLIENTS; i++) {
-            check_get(K.c[i], "r/2", 2 * MIB, 77);
-        }
-
-        free(v);
+    for (int i = 0; i < NREB; i++) {
+        snprintf(key, sizeof(key), "reb/%d", i);
+        check_get(K.c[(i + 1) % NCLIENTS], key, reb_len(i), 500 + i);
+        assert_dango_ok(dango_store_stat(K.c[0], key, &info));
+        assert_int_equal(1 + (i % 2), info.num_replicas);
     }
+
+    check_get(K.c[2], "reb/upsert", 70000, 2);
+    assert_int_equal(0, dango_store_exist(K.c[0], "reb/gone"));
+    assert_int_equal(0, dango_store_exist(K.c[1], "reb/ugone"));
+    assert_dango_ok(dango_store_pool_stat(K.c[0], &pi));
+    assert_int_equal(NREB + 1, pi.keys);
+
+    /* The rebuilt table takes new puts, upserts and removes. */
+    assert_dango_ok(dango_store_put(K.c[1], "reb/new", v2, 70000, &cfg));
+    check_get(K.c[0], "reb/new", 70000, 2);
+    assert_dango_ok(dango_store_upsert(K.c[2], "reb/0", v1, 5000, NULL));
+    check_get(K.c[1], "reb/0", 5000, 1);
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     dango_store_put(K.c[0], "reb/1", v1, 5000, NULL));
+    assert_dango_ok(dango_store_remove(K.c[0], "reb/2", 1));
+    assert_int_equal(0, dango_store_exist(K.c[1], "reb/2"));
+    free(v1);
+    free(v2);
 }
 
 static void restart_peer_reopen(void **state)
@@ -1315,7 +1363,7 @@ int main(int argc, char **argv)
             meta_lease_expired, cluster_setup_short_lease, cluster_teardown),
         T(mooncake_round_trip),
         T(threads_put_get_64k),
-        T(restart_master_remount),
+        T(restart_master_rebuilds),
         T(restart_peer_reopen),
         T(restart_dead_node_fallback),
         T(restart_master_comes_late),

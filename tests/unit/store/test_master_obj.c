@@ -659,8 +659,77 @@ static void oom_paths(void **state)
     live = dango__alloc_live();
     tm_put(st, 1, "o", 10, T0);
     assert_dango_ok(tm_remove(st, "o", 0, T0));
+    /* The removed record waits for its node's next ping as a tomb. */
+    {
+        ms_tomb_t *t;
+
+        assert_int_equal(1, dango__store_ms_tombs_take(st, tm_cid(1), &t));
+        assert_int_equal(0x100000000ull, t[0].addr);
+        dango_free(t);
+        assert_int_equal(0, dango__store_ms_tombs_take(st, tm_cid(1), &t));
+        assert_null(t);
+    }
     assert_int_equal(dango__alloc_live(), live);
     tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+/* Records reported on remount rebuild objects, while the window lasts. */
+static void restore_from_reports(void **state)
+{
+    ms_state_t   *st   = tm_state();
+    uint64_t      base = 0x100000000ull;
+    ms_seg_desc_t d    = {1, 1, "node-a", base, MiB, "host"};
+    ms_record_t   r    = {tm_key("k"), 100, 7, 5, base};
+    ms_obj_t     *o;
+    ms_ver_t     *v;
+
+    (void)state;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(1), &d, 1, T0));
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 1);
+    assert_dango_err(DANGO_ENOSPC, tm_put_start(st, 1, "x", 10, T0, &v));
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    o = tm_obj(st, "k");
+    assert_non_null(o);
+    assert_non_null(o->cur);
+    assert_int_equal(5, o->cur->put_id);
+    assert_int_equal(1, o->cur->nrep);
+    assert_int_equal(DANGO_STORE_REPLICA_COMPLETE, o->cur->rep[0].status);
+    assert_true(st->next_put_id > 5);
+
+    /* The same put elsewhere is one more replica; an older one, one that
+     * overlaps, a bad address or a late report is ignored. */
+    r.addr = base + 4096;
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    assert_int_equal(2, tm_obj(st, "k")->cur->nrep);
+    r.put_id = 4;
+    r.addr   = base + 8192;
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    r.key  = tm_key("k2");
+    r.addr = base + 64;
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    r.addr = base + MiB - 64;
+    assert_dango_err(DANGO_EINVAL,
+                     dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    r.addr = base + 8192;
+    assert_dango_err(DANGO_EINVAL,
+                     dango__store_ms_restore(st, tm_cid(2), &r, T0));
+    assert_int_equal(
+        1, dango__store_ms_restore(st, tm_cid(1), &r, T0 + 60 * 1000));
+    assert_null(tm_obj(st, "k2"));
+
+    /* A newer put of the key replaces the reported one. */
+    r.key    = tm_key("k");
+    r.put_id = 9;
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    assert_int_equal(9, tm_obj(st, "k")->cur->put_id);
+    assert_int_equal(1, tm_obj(st, "k")->cur->nrep);
+
+    /* Done reporting: the segment takes puts again, with larger ids. */
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 0);
+    tm_put(st, 1, "x", 10, T0);
+    assert_true(tm_obj(st, "x")->cur->put_id > 9);
+    drain(st, T0);
     dango__store_ms_destroy(st);
 }
 
@@ -805,6 +874,7 @@ int main(void)
         cmocka_unit_test_teardown(remove_match, tm_teardown),
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
+        cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
         cmocka_unit_test_teardown(random_operations, tm_teardown),
     };
 
