@@ -229,8 +229,9 @@ enum dango_conductor_params_field {
  * "Copy these blocks from instance @p src to instance @p dst": called by
  * dango_conductor_commit() when Algorithm 1 chose to fetch a prefix (this
  * is how hot blocks are replicated). @p keys are valid during the call
- * only. The conductor has already recorded the blocks on @p dst in its
- * model; a failed copy should be reported back with
+ * only. With params.predict the commit then records the blocks on @p dst
+ * in its model (otherwise the caller reports them stored when the copy
+ * lands); a failed copy should be reported back with
  * dango_conductor_kv_removed().
  */
 typedef void (*dango_conductor_replicate_cb)(void *arg, int src, int dst,
