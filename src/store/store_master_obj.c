@@ -152,8 +152,10 @@ static int cfg_check(const ms_state_t *st, const ms_put_cfg_t *cfg)
     return 0;
 }
 
-/* Duplicate detection for one put batch: a table of index + 1. */
-static int dup_prepare(ms_state_t *st, size_t n)
+/* Duplicate detection for one put batch: a table of index + 1, of *@cap_p
+ * slots (the table may be larger, left from a bigger batch: only these
+ * are cleared, so only these may be probed). */
+static int dup_prepare(ms_state_t *st, size_t n, size_t *cap_p)
 {
     size_t cap = 16;
 
@@ -173,6 +175,7 @@ static int dup_prepare(ms_state_t *st, size_t n)
     }
 
     memset(st->dup_tab, 0, cap * sizeof(*st->dup_tab));
+    *cap_p = cap;
     return 0;
 }
 
@@ -492,6 +495,7 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
                               int *status, ms_ver_t **vers)
 {
     ms_client_t *c;
+    size_t       dup_cap = 0;
     int          evicted = 0;
     int          rc;
 
@@ -505,7 +509,7 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
     }
 
     if (n > 1) {
-        rc = dup_prepare(st, n);
+        rc = dup_prepare(st, n, &dup_cap);
         if (rc != 0) {
             return rc;
         }
@@ -526,7 +530,7 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
         }
 
         hash = dango_hmap_hash(keys[i].s, keys[i].len);
-        if ((n > 1) && dup_check(st, st->dup_cap, keys, i, hash)) {
+        if ((n > 1) && dup_check(st, dup_cap, keys, i, hash)) {
             status[i] = DANGO_EINVAL;
             continue;
         }
