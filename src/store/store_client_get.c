@@ -953,11 +953,11 @@ int dango_store_batch_get(dango_store_client_t *c, size_t n,
                               NULL);
 }
 
-/* Checks the common arguments of the _parts / _ranges calls. */
-static int get_batch_args(dango_store_client_t *c, size_t n,
-                          const char *const *keys, const void *lists,
-                          const size_t *counts, unsigned flags,
-                          const int64_t *results)
+/* The _parts / _ranges calls: common checks, then the gets into @dsts. */
+static int get_batch_lists(dango_store_client_t *c, size_t n,
+                           const char *const *keys, const sc_dsts_t *dsts,
+                           const void *lists, const size_t *counts,
+                           unsigned flags, int64_t *results)
 {
     if ((c == NULL) || (n == 0) || (n > DANGO_STORE_BATCH_MAX) ||
         (keys == NULL) || (lists == NULL) || (counts == NULL) ||
@@ -966,7 +966,10 @@ static int get_batch_args(dango_store_client_t *c, size_t n,
         return DANGO_EINVAL;
     }
 
-    return 0;
+    return dango__sc_get_many(
+        c, n, keys, dsts,
+        (flags & DANGO_STORE_REGISTERED) ? SC_GET_REGISTERED : 0, results, NULL,
+        NULL);
 }
 
 int dango_store_batch_get_parts(dango_store_client_t *c, size_t n,
@@ -976,16 +979,8 @@ int dango_store_batch_get_parts(dango_store_client_t *c, size_t n,
                                 int64_t *results)
 {
     sc_dsts_t dsts = {.parts = parts, .n_parts = n_parts};
-    int       rc   = get_batch_args(c, n, keys, parts, n_parts, flags, results);
 
-    if (rc != 0) {
-        return rc;
-    }
-
-    return dango__sc_get_many(
-        c, n, keys, &dsts,
-        (flags & DANGO_STORE_REGISTERED) ? SC_GET_REGISTERED : 0, results, NULL,
-        NULL);
+    return get_batch_lists(c, n, keys, &dsts, parts, n_parts, flags, results);
 }
 
 int dango_store_batch_get_ranges(dango_store_client_t *c, size_t n,
@@ -995,14 +990,6 @@ int dango_store_batch_get_ranges(dango_store_client_t *c, size_t n,
                                  int64_t *results)
 {
     sc_dsts_t dsts = {.ranges = ranges, .n_ranges = n_ranges};
-    int       rc = get_batch_args(c, n, keys, ranges, n_ranges, flags, results);
 
-    if (rc != 0) {
-        return rc;
-    }
-
-    return dango__sc_get_many(
-        c, n, keys, &dsts,
-        (flags & DANGO_STORE_REGISTERED) ? SC_GET_REGISTERED : 0, results, NULL,
-        NULL);
+    return get_batch_lists(c, n, keys, &dsts, ranges, n_ranges, flags, results);
 }
