@@ -44,6 +44,8 @@ typedef struct md_scheme {
 static const md_scheme_t md_schemes[] = {
     {"mem", dango__md_mem_open},
     {"http", dango__md_http_open},
+    {"etcd", dango__md_etcd_open},
+    {"redis", dango__md_redis_open},
 };
 
 /* One key as seen by the previous scan of a polling watch. */

@@ -4,8 +4,8 @@
  * A dango_md_t is the first member of a backend's own handle struct; md.c
  * validates arguments and dispatches every call through the backend's ops
  * table, so a new backend (etcd, Redis) is one more file and one more row in
- * md.c's scheme table. The key/value table behind mem:// is also used by the
- * embedded HTTP server, so its API lives here too.
+ * md.c's scheme table (mem, http, etcd, redis). The key/value table behind
+ * mem:// is also used by the embedded HTTP server, so its API lives here too.
  */
 #ifndef DANGO_MD_INT_H
 #define DANGO_MD_INT_H
@@ -30,6 +30,13 @@ typedef struct dango__md_config {
     uint64_t connect_timeout_ns; /* MD_CONNECT_TIMEOUT */
     uint64_t timeout_ns;         /* MD_TIMEOUT: whole request */
     uint64_t watch_interval_ns;  /* MD_WATCH_INTERVAL: polling watch period */
+    /*
+     * Backend options. Strings belong to the parsed table and are freed
+     * right after open: a backend that keeps one copies it.
+     */
+    char    *etcd_prefix;         /* MD_ETCD_PREFIX */
+    uint64_t etcd_session_ttl_ns; /* MD_ETCD_SESSION_TTL */
+    char    *redis_prefix;        /* MD_REDIS_PREFIX */
 } dango__md_config_t;
 
 extern dango_config_table_t dango__md_config_table;
@@ -82,6 +89,10 @@ int dango__md_mem_open(const char *rest, const dango__md_config_t *config,
                        dango_md_t **md_p);
 int dango__md_http_open(const char *rest, const dango__md_config_t *config,
                         dango_md_t **md_p);
+int dango__md_etcd_open(const char *rest, const dango__md_config_t *config,
+                        dango_md_t **md_p);
+int dango__md_redis_open(const char *rest, const dango__md_config_t *config,
+                         dango_md_t **md_p);
 
 /* 0 when @key is a valid key (non-empty, at most DANGO_MD_KEY_MAX bytes). */
 int dango__md_key_check(const char *key);

@@ -1,14 +1,20 @@
 /*
  * Unit tests of the metadata module.
  *
- * One suite of key/value tests runs twice: against mem:// and against an
- * embedded server on 127.0.0.1 (port picked by the kernel) through http://.
+ * One suite of key/value tests runs against every backend: mem://, an
+ * embedded server on 127.0.0.1 (port picked by the kernel) through http://,
+ * a real etcd through etcd:// and a real redis-server through redis://
+ * (both started on free loopback ports by tests/fixtures/md_servers.c and
+ * stopped after). Plus Redis connection specifics: credentials, database
+ * index, a server restart under a live handle.
  * Around it: every argument error, OOM injection on mem://, the server's
  * listen errors, an unreachable server (closed port) and a silent one
  * (listening, never answering), and raw malformed HTTP that must leave the
  * server answering /health.
  *
  * Network: only 127.0.0.1. Every wait is bounded in count and time.
+ *
+ * Usage: test_md [base|etcd|redis]... (no argument: all of them).
  */
 #include "dango_test.h"
 
@@ -26,14 +32,16 @@
 #include <dango/metadata.h>
 
 #include "common/alloc.h"
+#include "fixtures/md_servers.h"
 
 #define WAIT_MS      5000 /* bound on every wait for an event */
 #define CONC_THREADS 4
 #define CONC_ITERS   100
 
-static char               g_conn[128]; /* backend under test */
-static dango_md_server_t *g_srv;       /* for the http suite */
-static int                g_srv_port;
+static char                g_conn[256]; /* backend under test */
+static dango_md_server_t  *g_srv;       /* for the http suite */
+static int                 g_srv_port;
+static dango_test_server_t g_daemon; /* etcd or redis-server */
 
 /* ---------- helpers ---------- */
 
@@ -688,6 +696,24 @@ static void test_open_errors(void **state)
         "http://host:80/p#frag",
         "http://user@host:80/",
         "http://host:123456/",
+        "etcd://",
+        "etcd://host",
+        "etcd://host:0",
+        "etcd://host:2379,",
+        "etcd://,host:2379",
+        "etcd://host:2379/path",
+        "etcd://ho st:2379",
+        "etcd://[::1:2379",
+        "redis://",
+        "redis://host:0",
+        "redis://host:70000",
+        "redis://host:1/x",
+        "redis://host:1/",
+        "redis://user@host:1",
+        "redis://:pw@",
+        "redis://:p%zz@host",
+        "redis://:p%00@host",
+        "redis://ho st",
     };
     static const char *const good[] = {
         "mem://x",
@@ -697,6 +723,12 @@ static void test_open_errors(void **state)
         "http://localhost:8080",
         "HTTP://h-1.b_c:80/a/b",
         "http://[::1]:8080/metadata",
+        "etcd://127.0.0.1:2379",
+        "ETCD://localhost:1,127.0.0.1:2,[::1]:3",
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:6379/3",
+        "redis://:pw@localhost:1",
+        "redis://user:p%40ss@[::1]:6379/0",
     };
     dango_md_t *md = (dango_md_t *)state; /* a sentinel that must survive */
 
@@ -1226,10 +1258,193 @@ static int http_group_teardown(void **state)
     return 0;
 }
 
+static int etcd_group_setup(void **state)
+{
+    if (dango_test_server_start(&g_daemon, DANGO_TEST_ETCD) != 0) {
+        dango_test_server_destroy(&g_daemon);
+        return -1;
+    }
+
+    snprintf(g_conn, sizeof(g_conn), "etcd://127.0.0.1:%d", g_daemon.port);
+    return 0;
+}
+
+static int redis_group_setup(void **state)
+{
+    if (dango_test_server_start(&g_daemon, DANGO_TEST_REDIS) != 0) {
+        dango_test_server_destroy(&g_daemon);
+        return -1;
+    }
+
+    snprintf(g_conn, sizeof(g_conn), "redis://127.0.0.1:%d", g_daemon.port);
+    return 0;
+}
+
+static int daemon_group_teardown(void **state)
+{
+    dango_test_server_destroy(&g_daemon);
+    return 0;
+}
+
+/* ---------- redis connection specifics ---------- */
+
+static void test_redis_auth(void **state)
+{
+    dango_test_server_t srv = {.password = "s3:c@r"};
+    dango_md_t         *md;
+    char                conn[256];
+    char               *value;
+
+    assert_int_equal(dango_test_server_start(&srv, DANGO_TEST_REDIS), 0);
+
+    /* Password only, percent-encoded ':' and '@'. */
+    snprintf(conn, sizeof(conn), "redis://:s3%%3Ac%%40r@127.0.0.1:%d",
+             srv.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &md));
+    assert_dango_ok(dango_md_put(md, "k", "v", 1, 0));
+    check_value(md, "k", "v", 1);
+    dango_md_close(md);
+
+    /* The ACL form with the default user. */
+    snprintf(conn, sizeof(conn), "redis://default:s3%%3Ac%%40r@127.0.0.1:%d",
+             srv.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &md));
+    check_value(md, "k", "v", 1);
+    dango_md_close(md);
+
+    /* Wrong password, and none at all: refused, clearly. */
+    snprintf(conn, sizeof(conn), "redis://:wrong@127.0.0.1:%d", srv.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &md));
+    assert_dango_err(DANGO_EACCES, dango_md_get(md, "k", &value, NULL));
+    assert_dango_err(DANGO_EACCES, dango_md_put(md, "k", "x", 1, 0));
+    dango_md_close(md);
+
+    snprintf(conn, sizeof(conn), "redis://127.0.0.1:%d", srv.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &md));
+    assert_dango_err(DANGO_EACCES, dango_md_get(md, "k", &value, NULL));
+    dango_md_close(md);
+
+    dango_test_server_destroy(&srv);
+}
+
+static void test_redis_db(void **state)
+{
+    dango_md_t *db0;
+    dango_md_t *db1;
+    dango_md_t *bad;
+    char        conn[256];
+    char       *value;
+
+    snprintf(conn, sizeof(conn), "redis://127.0.0.1:%d/0", g_daemon.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &db0));
+    snprintf(conn, sizeof(conn), "redis://127.0.0.1:%d/1", g_daemon.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &db1));
+
+    assert_dango_ok(dango_md_put(db1, "only-in-1", "v", 1, 0));
+    check_value(db1, "only-in-1", "v", 1);
+    assert_dango_err(DANGO_ENOENT,
+                     dango_md_get(db0, "only-in-1", &value, NULL));
+    assert_dango_ok(dango_md_delete(db1, "only-in-1"));
+
+    /* A database the server does not have. */
+    snprintf(conn, sizeof(conn), "redis://127.0.0.1:%d/99999", g_daemon.port);
+    assert_dango_ok(dango_md_open(conn, NULL, &bad));
+    assert_dango_err(DANGO_EINVAL, dango_md_get(bad, "k", &value, NULL));
+    dango_md_close(bad);
+
+    dango_md_close(db0);
+    dango_md_close(db1);
+}
+
+static void test_redis_prefix(void **state)
+{
+    static const char *const want[] = {"a*b", "a?c", "a[d]", "axe"};
+    dango_md_t              *plain;
+    dango_md_t              *spaced;
+    char                    *value;
+
+    assert_dango_ok(open_with(g_conn, "MD_REDIS_PREFIX", "", &plain));
+    assert_dango_ok(open_with(g_conn, "MD_REDIS_PREFIX", "ns*1/", &spaced));
+
+    assert_dango_ok(dango_md_put(spaced, "a*b", "1", 1, 0));
+    assert_dango_ok(dango_md_put(spaced, "a?c", "2", 1, 0));
+    assert_dango_ok(dango_md_put(spaced, "a[d]", "3", 1, 0));
+    assert_dango_ok(dango_md_put(plain, "ns*1/axe", "4", 1, 0));
+    assert_dango_ok(dango_md_put(plain, "nsX1/a*b", "5", 1, 0));
+
+    /* Glob characters in prefixes match only themselves. */
+    check_list(spaced, "a", want, 4);
+    check_list(spaced, "a*", want, 1);
+    check_value(plain, "ns*1/a*b", "1", 1);
+    check_value(spaced, "axe", "4", 1);
+    assert_dango_err(DANGO_ENOENT, dango_md_get(spaced, "a", &value, NULL));
+
+    delete_all(plain);
+    check_list(spaced, "", NULL, 0);
+    dango_md_close(plain);
+    dango_md_close(spaced);
+}
+
+static void test_redis_restart(void **state)
+{
+    dango_md_t *md;
+    char       *value;
+    int         rc;
+
+    assert_dango_ok(open_with(g_conn, "MD_TIMEOUT", "1s", &md));
+    assert_dango_ok(dango_md_put(md, "r/1", "before", 6, 0));
+
+    /* Down: a clear error, quickly. */
+    dango_test_server_stop(&g_daemon, 1);
+    rc = dango_md_get(md, "r/1", &value, NULL);
+    assert_true((rc == DANGO_EMETADATA) || (rc == DANGO_ETIMEDOUT));
+
+    /* Back (empty: no persistence): the same handle just works. */
+    assert_int_equal(dango_test_server_start(&g_daemon, DANGO_TEST_REDIS), 0);
+    assert_dango_err(DANGO_ENOENT, dango_md_get(md, "r/1", &value, NULL));
+    assert_dango_ok(dango_md_put(md, "r/1", "after", 5, 0));
+    check_value(md, "r/1", "after", 5);
+    assert_dango_ok(dango_md_delete(md, "r/1"));
+    dango_md_close(md);
+}
+
+static void test_redis_unreachable(void **state)
+{
+    dango_md_t *md;
+    char        conn[64];
+    char      **keys;
+    size_t      count;
+    uint64_t    start = now_ms();
+    int         rc;
+
+    snprintf(conn, sizeof(conn), "redis://127.0.0.1:%d", closed_port());
+    assert_dango_ok(open_with(conn, "MD_TIMEOUT", "1s", &md));
+    rc = dango_md_put(md, "k", "v", 1, 0);
+    assert_dango_err(DANGO_EMETADATA, rc);
+    rc = dango_md_list(md, "", &keys, &count);
+    assert_dango_err(DANGO_EMETADATA, rc);
+    assert_true(now_ms() - start < 3000);
+    dango_md_close(md);
+}
 #define SUITE_TEST(_f)                                                         \
     cmocka_unit_test_setup_teardown(_f, md_setup, md_teardown)
 
-int main(void)
+static int want_group(int argc, char **argv, const char *name)
+{
+    if (argc < 2) {
+        return 1;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], name) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     const struct CMUnitTest suite[] = {
         SUITE_TEST(test_put_get),    SUITE_TEST(test_get_missing),
@@ -1251,17 +1466,40 @@ int main(void)
         cmocka_unit_test(test_http_protocol_errors),
         cmocka_unit_test(test_server_raw),
     };
+    const struct CMUnitTest redis[] = {
+        cmocka_unit_test(test_redis_auth),
+        cmocka_unit_test(test_redis_db),
+        cmocka_unit_test(test_redis_prefix),
+        cmocka_unit_test(test_redis_restart),
+        cmocka_unit_test(test_redis_unreachable),
+    };
     long live   = dango__alloc_live();
     int  failed = 0;
 
     dango_test_quiet_logs();
-    failed += cmocka_run_group_tests_name("metadata_local", local, NULL, NULL);
-    failed += cmocka_run_group_tests_name("metadata_mem", suite,
-                                          mem_group_setup, NULL);
-    failed += cmocka_run_group_tests_name(
-        "metadata_http", suite, http_group_setup, http_group_teardown);
-    failed += cmocka_run_group_tests_name(
-        "metadata_server", server, http_group_setup, http_group_teardown);
+    if (want_group(argc, argv, "base")) {
+        failed +=
+            cmocka_run_group_tests_name("metadata_local", local, NULL, NULL);
+        failed += cmocka_run_group_tests_name("metadata_mem", suite,
+                                              mem_group_setup, NULL);
+        failed += cmocka_run_group_tests_name(
+            "metadata_http", suite, http_group_setup, http_group_teardown);
+        failed += cmocka_run_group_tests_name(
+            "metadata_server", server, http_group_setup, http_group_teardown);
+    }
+
+    if (want_group(argc, argv, "etcd")) {
+        failed += cmocka_run_group_tests_name(
+            "metadata_etcd", suite, etcd_group_setup, daemon_group_teardown);
+    }
+
+    if (want_group(argc, argv, "redis")) {
+        failed += cmocka_run_group_tests_name(
+            "metadata_redis", suite, redis_group_setup, daemon_group_teardown);
+        failed += cmocka_run_group_tests_name("metadata_redis_conn", redis,
+                                              redis_group_setup,
+                                              daemon_group_teardown);
+    }
 
     if (dango__alloc_live() != live) {
         fprintf(stderr, "leak: %ld dango allocations still live\n",
