@@ -14,9 +14,27 @@
  *   - `mem://<name>` — an in-process table shared by every handle opened with
  *     the same name (tests, single-process deployments). The table lives
  *     while at least one handle with that name is open.
+ *   - `etcd://host:port[,host:port...]` — an etcd v3 cluster (3.4 or later; the
+ * /v3beta gateway of 3.3 is detected) through its JSON gateway on the client
+ * port. Requests go to the endpoint that answered last and fail over to the
+ * next one when it cannot be reached. Keys live under MD_ETCD_PREFIX (default
+ * "/dango/"). A TTL becomes an etcd lease (whole seconds): the key lives at
+ * least
+ *     @c ttl_ms and vanishes at most about 2 s later. A key put without TTL
+ *     is tied to the handle's session lease when MD_ETCD_SESSION_TTL > 0
+ *     (default 10 s): it is deleted when the handle is closed, and within
+ *     that TTL when the process dies; if etcd loses the session while the
+ *     process lives (an outage longer than the TTL) the handle grants a new
+ *     one and writes its keys again. Watches are native (etcd watch).
+ *   - `redis://[user:password@]host[:port][/db]` — a Redis server (port 6379
+ *     and database 0 by default; user and password percent-encoded; an
+ *     empty user authenticates with the password alone). Keys live under
+ *     MD_REDIS_PREFIX (default "dango/"); a TTL is Redis' own expiry (SET
+ *     PX). Watches poll (MD_WATCH_INTERVAL); keyspace notifications are not
+ *     used (they need server configuration and are lost while reconnecting).
  * (`P2PHANDSHAKE` is not a backend: the transfer engine handles it by
- * exchanging descriptors with peers directly.) etcd and Redis backends plug
- * into the same interface.
+ * exchanging descriptors with peers directly.) docs/design/metadata.md
+ * describes the backends in detail.
  *
  * Values are opaque byte strings (descriptors are JSON). Keys are non-empty
  * strings of at most DANGO_MD_KEY_MAX bytes; values at most DANGO_MD_VALUE_MAX.
@@ -60,10 +78,13 @@ DANGO_BEGIN_DECLS
  * @param[in]  cfg   Configuration (MD_* options: timeouts), or NULL.
  * @param[out] md_p  Set on success only.
  * @return 0, or DANGO_EINVAL (unknown scheme, malformed string),
- *         DANGO_ENOMEM, DANGO_ECONFIG (an MD_* value does not parse),
+ *         DANGO_ENOMEM, DANGO_ECONFIG (an MD_* value does not parse, or a
+ *         key prefix is longer than DANGO_MD_KEY_MAX),
  *         DANGO_EMETADATA (libcurl could not be initialised).
  *         Opening does not contact the server: an unreachable server shows
- *         up as DANGO_EMETADATA / DANGO_ETIMEDOUT on the first call.
+ *         up as DANGO_EMETADATA / DANGO_ETIMEDOUT on the first call, refused
+ *         Redis credentials as DANGO_EACCES and a Redis database index the
+ *         server does not have as DANGO_EINVAL.
  * @note Thread safety: a handle may be used from several threads at once.
  */
 DANGO_API int dango_md_open(const char *conn, const dango_config_t *cfg,
@@ -87,7 +108,7 @@ DANGO_API void dango_md_close(dango_md_t *md);
  * @param[out] len_p    Set to the value length (without the NUL); may be NULL.
  * @return 0, DANGO_ENOENT (no such key), DANGO_EINVAL (bad key),
  *         DANGO_ETIMEDOUT, DANGO_EMETADATA (server error or unreachable),
- *         DANGO_ENOMEM.
+ *         DANGO_EACCES (redis: credentials refused), DANGO_ENOMEM.
  */
 DANGO_API int dango_md_get(dango_md_t *md, const char *key, char **value_p,
                            size_t *len_p);
@@ -95,9 +116,11 @@ DANGO_API int dango_md_get(dango_md_t *md, const char *key, char **value_p,
 /**
  * @brief Writes a key, replacing any previous value (and its TTL).
  * @param[in] value   @p len bytes, copied; may be NULL when @p len is 0.
- * @param[in] ttl_ms  Time to live in milliseconds; 0 = until deleted. An
+ * @param[in] ttl_ms  Time to live in milliseconds; 0 = until deleted (on
+ *                    etcd with sessions on: until deleted or until this
+ *                    handle's session ends, see the file comment). An
  *                    expired key is invisible to every call at once and
- *                    freed lazily.
+ *                    freed lazily. etcd rounds TTLs up to whole seconds.
  * @return 0, DANGO_EINVAL (bad key), DANGO_EMSGSIZE (value too large),
  *         DANGO_ETIMEDOUT, DANGO_EMETADATA, DANGO_ENOMEM.
  */
@@ -132,13 +155,17 @@ DANGO_API void dango_md_free(void *value);
 /**
  * @brief Watches keys under @p prefix, calling @p cb on every change.
  *
- * Backends without native watch poll (MD_WATCH_INTERVAL, default 1 s): each
- * scan lists the prefix, reads every key and compares it with the previous
- * scan, so changes between two scans are coalesced (a key written twice is
- * reported once, with its last value) and a key written and deleted within
- * one interval may go unreported. The first scan reports every existing
- * key. Callbacks for one watch run one at a time on the watch's thread; a
- * failed scan (server down) reports nothing and is retried, it never
+ * etcd:// watches natively: the keys that exist are reported first, then
+ * every change in order (each write, not coalesced), across etcd restarts
+ * and endpoint failover. Only a compaction of etcd's history while the
+ * watch was disconnected can hide deletions (existing keys are then
+ * reported again). Other backends without native watch poll (MD_WATCH_INTERVAL,
+ * default 1 s): each scan lists the prefix, reads every key and compares it
+ * with the previous scan, so changes between two scans are coalesced (a key
+ * written twice is reported once, with its last value) and a key written and
+ * deleted within one interval may go unreported. The first scan reports every
+ * existing key. Callbacks for one watch run one at a time on the watch's
+ * thread; a failed scan (server down) reports nothing and is retried, it never
  * reports keys as deleted.
  * @return 0, DANGO_EINVAL, DANGO_ENOMEM, DANGO_EAGAIN (no thread).
  */
