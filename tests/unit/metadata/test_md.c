@@ -870,22 +870,35 @@ static void test_oom(void **state)
     assert_true(n > 5);
     assert_int_equal(dango__alloc_live(), live);
 
-    /* Same for opening an http:// handle (no request is made). */
-    for (n = 1; n < 100; n++) {
-        dango_md_t *md;
+    /* Same for opening remote handles (no request is made). */
+    {
+        static const char *const conns[] = {
+            "http://127.0.0.1:1/metadata",
+            "etcd://127.0.0.1:1,[::1]:2,localhost:3",
+            "redis://user:p%40ss@127.0.0.1:1/2",
+        };
 
-        dango__alloc_fail_after(n);
-        rc = dango_md_open("http://127.0.0.1:1/metadata", NULL, &md);
-        dango__alloc_fail_after(-1);
-        if (rc == 0) {
-            dango_md_close(md);
-            break;
+        for (size_t c = 0; c < DANGO_ARRAY_SIZE(conns); c++) {
+            for (n = 1; n < 100; n++) {
+                dango_md_t *md;
+
+                dango__alloc_fail_after(n);
+                rc = dango_md_open(conns[c], NULL, &md);
+                dango__alloc_fail_after(-1);
+                if (rc == 0) {
+                    dango_md_close(md);
+                    break;
+                }
+                if (rc != DANGO_ENOMEM) {
+                    fail_msg("'%s', allocation %ld failing: %s", conns[c], n,
+                             dango_err_name(rc));
+                }
+                assert_int_equal(dango__alloc_live(), live);
+            }
+            assert_dango_ok(rc);
+            assert_int_equal(dango__alloc_live(), live);
         }
-        assert_dango_err(DANGO_ENOMEM, rc);
-        assert_int_equal(dango__alloc_live(), live);
     }
-    assert_dango_ok(rc);
-    assert_int_equal(dango__alloc_live(), live);
 }
 
 /* ---------- server and http error paths ---------- */
