@@ -105,8 +105,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int argc, char **argv);
     } cmds[] = {
-        {"serve", cli_serve}, {"put", cli_put},   {"get", cli_get},
-        {"ls", cli_ls},       {"stat", cli_stat}, {"rm", cli_rm},
+        {"serve", cli_serve},   {"put", cli_put},   {"get", cli_get},
+        {"ls", cli_ls},         {"stat", cli_stat}, {"rm", cli_rm},
         {"replay", cli_replay},
     };
 
