@@ -98,11 +98,11 @@ static void hash_long_inputs_every_path(void **state)
 {
     static const size_t lens[] = {1024 + 1,   4096 - 1,        65536,
                                   65536 + 63, (1u << 20) + 17, (4u << 20) + 5};
-    uint8_t            *buf    = malloc((4u << 20) + 64);
+    uint8_t            *buf    = malloc((4u << 20) + 128);
 
     (void)state;
     assert_non_null(buf);
-    for (size_t i = 0; i < (4u << 20) + 64; i++) {
+    for (size_t i = 0; i < (4u << 20) + 128; i++) {
         buf[i] = (uint8_t)((i * 2654435761u) >> 11);
     }
 
