@@ -114,6 +114,54 @@ static void keys_of(ms_key_t *out, char **keys, size_t n)
     }
 }
 
+/*
+ * The scratch of one keyed batch call, carved from the state's scratch:
+ * the keys, a status per key and, for replies that list replicas, a state
+ * pointer per key (version or object), reply items of @item_size bytes and
+ * their pointers, and room for every key's replicas.
+ */
+typedef struct ms_batch {
+    ms_key_t *keys;
+    int      *status;
+    union {
+        ms_ver_t **vers;
+        ms_obj_t **objs;
+    };
+    void                   *items;
+    void                  **itemp;
+    Dango__Store__Replica  *reps;
+    Dango__Store__Replica **repp;
+} ms_batch_t;
+
+static int batch_begin(ms_state_t *st, char **keys, size_t n, size_t item_size,
+                       ms_batch_t *bt)
+{
+    size_t    nrep = (item_size != 0) ? n * DANGO_STORE_REPLICA_MAX : 0;
+    size_t    nptr = (item_size != 0) ? n : 0;
+    ms_bump_t b;
+    int       rc;
+
+    rc = bump_init(
+        &b, st,
+        bump_size(n * sizeof(*bt->keys)) + bump_size(n * sizeof(*bt->status)) +
+            2 * bump_size(nptr * sizeof(void *)) + bump_size(n * item_size) +
+            bump_size(nrep * sizeof(*bt->reps)) +
+            bump_size(nrep * sizeof(*bt->repp)));
+    if (rc != 0) {
+        return rc;
+    }
+
+    bt->keys   = bump(&b, n * sizeof(*bt->keys));
+    bt->status = bump(&b, n * sizeof(*bt->status));
+    bt->vers   = bump(&b, nptr * sizeof(void *));
+    bt->items  = bump(&b, n * item_size);
+    bt->itemp  = bump(&b, nptr * sizeof(void *));
+    bt->reps   = bump(&b, nrep * sizeof(*bt->reps));
+    bt->repp   = bump(&b, nrep * sizeof(*bt->repp));
+    keys_of(bt->keys, keys, n);
+    return 0;
+}
+
 static int reply(dango_rpc_call_t *call, int rc, const ProtobufCMessage *msg)
 {
     dango_rpc_reply_pb(call, rc, (rc == 0) ? msg : NULL);
@@ -354,20 +402,14 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
                          const void *req, size_t len, uint64_t now,
                          ms_op_t *op_p)
 {
-    Dango__Store__PutStartResp   resp = DANGO__STORE__PUT_START_RESP__INIT;
-    Dango__Store__PutStartReq   *msg;
-    Dango__Store__PutStartItem  *items;
-    Dango__Store__PutStartItem **itemp;
-    Dango__Store__Replica       *reps;
-    Dango__Store__Replica      **repp;
-    ms_put_cfg_t                 cfg;
-    ms_key_t                    *keys;
-    ms_ver_t                   **vers;
-    ms_bump_t                    b;
-    int                         *status;
-    size_t                       n;
-    size_t                       nrep = 0;
-    int                          rc;
+    Dango__Store__PutStartResp  resp = DANGO__STORE__PUT_START_RESP__INIT;
+    Dango__Store__PutStartReq  *msg;
+    Dango__Store__PutStartItem *items;
+    ms_put_cfg_t                cfg;
+    ms_batch_t                  bt;
+    size_t                      n;
+    size_t                      nrep = 0;
+    int                         rc;
 
     msg = dango__store__put_start_req__unpack(NULL, len, req);
     if (msg == NULL) {
@@ -393,52 +435,38 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         cfg.npreferred      = msg->config->n_preferred;
     }
 
-    rc = bump_init(&b, m->st,
-                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)) +
-                       bump_size(n * sizeof(*vers)) +
-                       bump_size(n * sizeof(*items)) +
-                       bump_size(n * sizeof(*itemp)) +
-                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*reps)) +
-                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*repp)));
+    rc = batch_begin(m->st, msg->keys, n, sizeof(*items), &bt);
     if (rc != 0) {
         goto out;
     }
-
-    keys   = bump(&b, n * sizeof(*keys));
-    status = bump(&b, n * sizeof(int));
-    vers   = bump(&b, n * sizeof(*vers));
-    items  = bump(&b, n * sizeof(*items));
-    itemp  = bump(&b, n * sizeof(*itemp));
-    reps   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*reps));
-    repp   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*repp));
-    keys_of(keys, msg->keys, n);
 
     rc = dango__store_ms_put_start(
-        m->st, cid_of(msg->client), n, keys, msg->sizes,
+        m->st, cid_of(msg->client), n, bt.keys, msg->sizes,
         (msg->n_checksums != 0) ? msg->checksums : NULL, &cfg, msg->upsert, now,
-        status, vers);
+        bt.status, bt.vers);
     if (rc != 0) {
         goto out;
     }
 
+    items = bt.items;
     for (size_t i = 0; i < n; i++) {
-        ms_ver_t *v = vers[i];
+        ms_ver_t *v = bt.vers[i];
 
         dango__store__put_start_item__init(&items[i]);
-        itemp[i]        = &items[i];
-        items[i].status = status[i];
+        bt.itemp[i]     = &items[i];
+        items[i].status = bt.status[i];
         if (v == NULL) {
             continue;
         }
 
         items[i].put_id = v->put_id;
         items[i].replicas =
-            replicas_of(v, reps, repp, &nrep, &items[i].n_replicas);
+            replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
     }
 
-    count_items(&m->ops[*op_p], status, n, 0);
+    count_items(&m->ops[*op_p], bt.status, n, 0);
     resp.n_items = n;
-    resp.items   = itemp;
+    resp.items   = (Dango__Store__PutStartItem **)bt.itemp;
 
 out:
     rc = reply(call, rc, &resp.base);
@@ -451,9 +479,7 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
 {
     Dango__Store__StatusList resp = DANGO__STORE__STATUS_LIST__INIT;
     Dango__Store__PutEndReq *msg;
-    ms_key_t                *keys;
-    ms_bump_t                b;
-    int                     *status;
+    ms_batch_t               bt;
     size_t                   n;
     int                      rc;
 
@@ -470,21 +496,17 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
-    rc = bump_init(&b, m->st,
-                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)));
+    rc = batch_begin(m->st, msg->keys, n, 0, &bt);
     if (rc != 0) {
         goto out;
     }
 
-    keys   = bump(&b, n * sizeof(*keys));
-    status = bump(&b, n * sizeof(int));
-    keys_of(keys, msg->keys, n);
-    rc = dango__store_ms_put_end(m->st, cid_of(msg->client), n, keys,
-                                 msg->put_ids, msg->revoke, now, status);
+    rc = dango__store_ms_put_end(m->st, cid_of(msg->client), n, bt.keys,
+                                 msg->put_ids, msg->revoke, now, bt.status);
     if (rc == 0) {
-        count_items(&m->ops[*op_p], status, n, 0);
+        count_items(&m->ops[*op_p], bt.status, n, 0);
         resp.n_status = n;
-        resp.status   = status;
+        resp.status   = bt.status;
     }
 
 out:
@@ -496,19 +518,13 @@ out:
 static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
                    const void *req, size_t len, uint64_t now)
 {
-    Dango__Store__GetResp   resp = DANGO__STORE__GET_RESP__INIT;
-    Dango__Store__KeysReq  *msg;
-    Dango__Store__GetItem  *items;
-    Dango__Store__GetItem **itemp;
-    Dango__Store__Replica  *reps;
-    Dango__Store__Replica **repp;
-    ms_key_t               *keys;
-    ms_obj_t              **objs;
-    ms_bump_t               b;
-    int                    *status;
-    size_t                  n;
-    size_t                  nrep = 0;
-    int                     rc;
+    Dango__Store__GetResp  resp = DANGO__STORE__GET_RESP__INIT;
+    Dango__Store__KeysReq *msg;
+    Dango__Store__GetItem *items;
+    ms_batch_t             bt;
+    size_t                 n;
+    size_t                 nrep = 0;
+    int                    rc;
 
     msg = dango__store__keys_req__unpack(NULL, len, req);
     if (msg == NULL) {
@@ -521,38 +537,25 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
-    rc = bump_init(&b, m->st,
-                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)) +
-                       bump_size(n * sizeof(*objs)) +
-                       bump_size(n * sizeof(*items)) +
-                       bump_size(n * sizeof(*itemp)) +
-                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*reps)) +
-                       bump_size(n * DANGO_STORE_REPLICA_MAX * sizeof(*repp)));
+    rc = batch_begin(m->st, msg->keys, n, sizeof(*items), &bt);
     if (rc != 0) {
         goto out;
     }
 
-    keys   = bump(&b, n * sizeof(*keys));
-    status = bump(&b, n * sizeof(int));
-    objs   = bump(&b, n * sizeof(*objs));
-    items  = bump(&b, n * sizeof(*items));
-    itemp  = bump(&b, n * sizeof(*itemp));
-    reps   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*reps));
-    repp   = bump(&b, n * DANGO_STORE_REPLICA_MAX * sizeof(*repp));
-    keys_of(keys, msg->keys, n);
-
-    rc = dango__store_ms_get(m->st, n, keys, msg->no_lease, now, status, objs);
+    rc = dango__store_ms_get(m->st, n, bt.keys, msg->no_lease, now, bt.status,
+                             bt.objs);
     if (rc != 0) {
         goto out;
     }
 
+    items = bt.items;
     for (size_t i = 0; i < n; i++) {
-        ms_obj_t *o = objs[i];
+        ms_obj_t *o = bt.objs[i];
         ms_ver_t *v;
 
         dango__store__get_item__init(&items[i]);
-        itemp[i]        = &items[i];
-        items[i].status = status[i];
+        bt.itemp[i]     = &items[i];
+        items[i].status = bt.status[i];
         if (o == NULL) {
             continue;
         }
@@ -566,12 +569,12 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         items[i].soft_pin_ms_left = ms_ms_left(o->soft_pin_timeout, now);
         items[i].lease_ms_left    = ms_ms_left(o->lease_timeout, now);
         items[i].replicas =
-            replicas_of(v, reps, repp, &nrep, &items[i].n_replicas);
+            replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
     }
 
-    count_items(&m->ops[MS_OP_GET], status, n, 0);
+    count_items(&m->ops[MS_OP_GET], bt.status, n, 0);
     resp.n_items = n;
-    resp.items   = itemp;
+    resp.items   = (Dango__Store__GetItem **)bt.itemp;
 
 out:
     rc = reply(call, rc, &resp.base);
@@ -586,9 +589,7 @@ static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
 {
     Dango__Store__StatusList resp = DANGO__STORE__STATUS_LIST__INIT;
     Dango__Store__KeysReq   *msg;
-    ms_key_t                *keys;
-    ms_bump_t                b;
-    int                     *status;
+    ms_batch_t               bt;
     size_t                   n;
     int                      exist = (method == DANGO_STORE_M_EXIST);
     int                      rc;
@@ -604,23 +605,19 @@ static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
-    rc = bump_init(&b, m->st,
-                   bump_size(n * sizeof(*keys)) + bump_size(n * sizeof(int)));
+    rc = batch_begin(m->st, msg->keys, n, 0, &bt);
     if (rc != 0) {
         goto out;
     }
 
-    keys   = bump(&b, n * sizeof(*keys));
-    status = bump(&b, n * sizeof(int));
-    keys_of(keys, msg->keys, n);
-    rc = exist
-             ? dango__store_ms_exist(m->st, n, keys, now, status)
-             : dango__store_ms_remove(m->st, n, keys, msg->force, now, status);
+    rc = exist ? dango__store_ms_exist(m->st, n, bt.keys, now, bt.status)
+               : dango__store_ms_remove(m->st, n, bt.keys, msg->force, now,
+                                        bt.status);
     if (rc == 0) {
-        count_items(&m->ops[exist ? MS_OP_EXIST : MS_OP_REMOVE], status, n,
+        count_items(&m->ops[exist ? MS_OP_EXIST : MS_OP_REMOVE], bt.status, n,
                     exist);
         resp.n_status = n;
-        resp.status   = status;
+        resp.status   = bt.status;
     }
 
 out:
