@@ -173,6 +173,14 @@ DANGO_API const char *
 dango_xfer_engine_segment_name(const dango_xfer_engine_t *eng);
 
 /**
+ * @brief The identity of the host the engine runs on (XFER_HOST_ID, else
+ *        derived from the machine id, boot id and network namespace): two
+ *        engines with the same one can use same-host transports.
+ * @return A string valid until dango_xfer_engine_destroy().
+ */
+DANGO_API const char *dango_xfer_engine_host_id(const dango_xfer_engine_t *eng);
+
+/**
  * @brief The address the engine listens on, "host:port".
  * @return 0, or DANGO_ERANGE when @p len is too small.
  */

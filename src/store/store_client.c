@@ -155,60 +155,6 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
     return 0;
 }
 
-/* Host identity as the transfer engine derives it (machine id, boot id,
- * network namespace), so that master and engines agree on "same host". */
-static size_t read_small_file(const char *path, char *buf, size_t len)
-{
-    int     fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n;
-
-    if ((fd < 0) || (len < 2)) {
-        if (fd >= 0) {
-            close(fd);
-        }
-
-        return 0;
-    }
-
-    n = read(fd, buf, len - 1);
-    close(fd);
-    if (n <= 0) {
-        return 0;
-    }
-
-    buf[n] = '\0';
-    return (size_t)n;
-}
-
-static void sc_host_id(dango_store_client_t *c, const dango_config_t *config)
-{
-    char    buf[512] = {0};
-    size_t  n        = 0;
-    ssize_t l;
-
-    if ((dango_config_get(config, "XFER_HOST_ID", c->host_id,
-                          sizeof(c->host_id)) == 0) &&
-        (c->host_id[0] != '\0')) {
-        return;
-    }
-
-    n += read_small_file("/etc/machine-id", buf + n, sizeof(buf) - n);
-    if (n == 0) {
-        gethostname(buf, sizeof(buf) - 1);
-        n = strlen(buf);
-    }
-
-    n += read_small_file("/proc/sys/kernel/random/boot_id", buf + n,
-                         sizeof(buf) - n);
-    l = readlink("/proc/self/ns/net", buf + n, sizeof(buf) - n - 1);
-    if (l > 0) {
-        n += (size_t)l;
-    }
-
-    snprintf(c->host_id, sizeof(c->host_id), "%016llx",
-             (unsigned long long)dango_hash64(buf, n));
-}
-
 int dango__sc_fill_config(dango_store_client_t                 *c,
                           const dango_store_replicate_config_t *cfg,
                           Dango__Store__ReplicateConfig        *wire)
@@ -1339,14 +1285,15 @@ int dango_store_client_create(const dango_store_params_t *params,
     c->id_lo  = ids[1];
     c->seg_hi = ids[2];
     c->seg_lo = ids[3];
-    sc_host_id(c, config);
-
-    rc = dango_xfer_engine_create(&xp, config, &c->eng);
+    rc        = dango_xfer_engine_create(&xp, config, &c->eng);
     if (rc != 0) {
         c->eng = NULL;
         goto err_free;
     }
 
+    /* The master compares it to pick same-host replicas. */
+    snprintf(c->host_id, sizeof(c->host_id), "%s",
+             dango_xfer_engine_host_id(c->eng));
     c->name = dango_xfer_engine_segment_name(c->eng);
     if (c->seg_size != 0) {
         rc = dango_xfer_mem_alloc(c->eng, c->seg_size, NULL,

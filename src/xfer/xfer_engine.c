@@ -666,6 +666,11 @@ const char *dango_xfer_engine_segment_name(const dango_xfer_engine_t *eng)
     return eng->name;
 }
 
+const char *dango_xfer_engine_host_id(const dango_xfer_engine_t *eng)
+{
+    return eng->host_id;
+}
+
 static void engine_free(dango_xfer_engine_t *eng)
 {
     dango__xfer_segments_cleanup(eng);
