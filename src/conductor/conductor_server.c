@@ -573,13 +573,16 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                             srv_reply_t *r)
 {
     const char   *name   = get_string(b, "instance_id");
+    const char   *node   = get_string(b, "node");
     const json_t *evs    = json_object_get(b, "events");
     uint64_t      stored = 0, removed = 0;
     char          why[160];
-    int           id;
+    int           ids[DANGO_CONDUCTOR_MAX_INSTANCES];
+    int           nids = 0;
 
-    if (name == NULL) {
-        reply_error(r, MHD_HTTP_BAD_REQUEST, "instance_id must be a string");
+    if ((name == NULL) == (node == NULL)) {
+        reply_error(r, MHD_HTTP_BAD_REQUEST,
+                    "exactly one of instance_id and node must be a string");
         return;
     }
     if (!json_is_array(evs) || (json_array_size(evs) == 0)) {
@@ -588,10 +591,28 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
         return;
     }
 
-    id = dango_conductor_instance_find(srv->c, name);
-    if ((id < 0) || (srv->c->inst[id].role != DANGO_CONDUCTOR_PREFILL)) {
-        reply_error(r, MHD_HTTP_NOT_FOUND, "unknown prefill instance %s", name);
-        return;
+    if (name != NULL) {
+        int id = dango_conductor_instance_find(srv->c, name);
+
+        if ((id < 0) || (srv->c->inst[id].role != DANGO_CONDUCTOR_PREFILL)) {
+            reply_error(r, MHD_HTTP_NOT_FOUND, "unknown prefill instance %s",
+                        name);
+            return;
+        }
+        ids[nids++] = id;
+    } else {
+        /* A store node's events: every prefill instance on that node. */
+        for (int id = 0; id < srv->c->n_inst; id++) {
+            if ((srv->node[id] != NULL) && !strcmp(srv->node[id], node) &&
+                (srv->c->inst[id].role == DANGO_CONDUCTOR_PREFILL)) {
+                ids[nids++] = id;
+            }
+        }
+        if (nids == 0) {
+            reply_error(r, MHD_HTTP_NOT_FOUND,
+                        "no prefill instance registered with node %s", node);
+            return;
+        }
     }
 
     /* Check every event first: a bad batch changes nothing. */
@@ -619,8 +640,8 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                 return;
             }
             if (!strcmp(type, "cleared")) {
-                if (pass == 1) {
-                    dango_conductor_kv_cleared(srv->c, id);
+                for (int j = 0; (pass == 1) && (j < nids); j++) {
+                    dango_conductor_kv_cleared(srv->c, ids[j]);
                 }
                 continue;
             }
@@ -629,12 +650,12 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                 reply_error(r, MHD_HTTP_BAD_REQUEST, "events[%zu]: %s", i, why);
                 return;
             }
-            if (pass == 1) {
+            for (int j = 0; (pass == 1) && (j < nids); j++) {
                 if (!strcmp(type, "stored")) {
-                    dango_conductor_kv_stored(srv->c, id, keys, n);
+                    dango_conductor_kv_stored(srv->c, ids[j], keys, n);
                     stored += n;
                 } else {
-                    dango_conductor_kv_removed(srv->c, id, keys, n);
+                    dango_conductor_kv_removed(srv->c, ids[j], keys, n);
                     removed += n;
                 }
             }
@@ -1105,6 +1126,25 @@ void dango_conductor_server_destroy(dango_conductor_server_t *srv)
     pthread_mutex_destroy(&srv->lock);
     dango__conductor_config_free(&srv->cfg);
     dango_free(srv);
+}
+
+int dango_conductor_server_kv_removed(dango_conductor_server_t *srv,
+                                      const char               *instance,
+                                      const uint64_t *keys, size_t n)
+{
+    int id;
+
+    if ((srv == NULL) || (instance == NULL) || ((n > 0) && (keys == NULL))) {
+        return DANGO_EINVAL;
+    }
+
+    pthread_mutex_lock(&srv->lock);
+    id = dango_conductor_instance_find(srv->c, instance);
+    if ((id >= 0) && (srv->c->inst[id].role == DANGO_CONDUCTOR_PREFILL)) {
+        dango_conductor_kv_removed(srv->c, id, keys, n);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return (id < 0) ? DANGO_ENOENT : 0;
 }
 
 const char *dango_conductor_server_addr(const dango_conductor_server_t *srv)

@@ -1212,6 +1212,7 @@ static void sc_free(dango_store_client_t *c)
 
 static void sc_threads_stop(dango_store_client_t *c)
 {
+    dango__sc_events_stop(c);
     if (c->ping_started) {
         pthread_mutex_lock(&c->ping_lock);
         c->ping_stop = 1;
@@ -1367,6 +1368,11 @@ int dango_store_client_create(const dango_store_params_t *params,
     }
 
     c->ping_started = 1;
+    rc              = dango__sc_events_start(c);
+    if (rc != 0) {
+        goto err_threads;
+    }
+
     dango_info("store client %s: segment %" PRIu64 " bytes, staging %zu "
                "bytes, master %s",
                c->name, c->seg_size, c->cfg.local_buffer_size, c->master_addr);

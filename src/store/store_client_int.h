@@ -37,6 +37,9 @@ typedef struct store_client_config {
     int           verify_checksum;
     size_t        register_threshold;
     unsigned long commit_queue;
+    char         *kv_events_url;
+    char         *kv_events_prefix;
+    uint64_t      kv_events_interval;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -161,6 +164,9 @@ struct dango_store_client {
     int                 commit_started;
     uint64_t           *commit_words; /* registered, SC_COMMIT_BATCH entries */
     dango_xfer_batch_t *commit_batch;
+
+    /* KV event publisher (store_client_events.c), or NULL. */
+    struct sc_events *events;
 };
 
 /* ---------- store_client.c ---------- */
@@ -225,6 +231,14 @@ int dango__sc_fill_config(dango_store_client_t                 *c,
 
 /* Byte copy of @len bytes, used for same-host reads and writes. */
 void dango__sc_copy(void *dst, const void *src, size_t len);
+
+/* ---------- store_client_events.c ---------- */
+
+/* Starts the KV event publisher when STORE_KV_EVENTS_URL is set (after the
+ * ping thread). 0, DANGO_ECONFIG (bad URL), DANGO_ENOMEM or a thread
+ * error. Stop is a no-op when it never started. */
+int  dango__sc_events_start(dango_store_client_t *c);
+void dango__sc_events_stop(dango_store_client_t *c);
 
 /* ---------- store_client_put.c ---------- */
 
