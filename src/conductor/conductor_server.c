@@ -62,6 +62,7 @@ struct dango_conductor_server {
     unsigned                            n_instances;
     dango_conductor_server_replicate_cb cb;
     void                               *cb_arg;
+    cd_repl_t                          *repl; /* with CONDUCTOR_STORE_MASTER */
     srv_metrics_t                       m;
 };
 
@@ -228,6 +229,14 @@ static void srv_replicate(void *arg, int src, int dst, const uint64_t *keys,
     if (srv->cb != NULL) {
         srv->cb(srv->cb_arg, si.name, srv->node[src], di.name, srv->node[dst],
                 keys, n);
+    } else if (srv->repl != NULL) {
+        if ((srv->node[dst] == NULL) ||
+            (dango__cd_repl_enqueue(srv->repl, di.name, srv->node[dst], keys,
+                                    n) != 0)) {
+            /* Nowhere to copy to, or no room to queue: the destination
+             * will not hold the blocks, so the index must not say so. */
+            dango_conductor_kv_removed(srv->c, dst, keys, n);
+        }
     }
 }
 
@@ -779,6 +788,28 @@ static void route_metrics(dango_conductor_server_t *srv, srv_reply_t *r)
               (unsigned long long)srv->m.replications);
     CD_METRIC("replication_blocks_total", "counter", "blocks to replicate",
               "%llu", (unsigned long long)srv->m.replication_blocks);
+    if (srv->repl != NULL) {
+        cd_repl_stats_t rs;
+
+        dango__cd_repl_stats(srv->repl, &rs);
+        CD_METRIC("store_copy_jobs_total", "counter",
+                  "replications run against the store", "%llu",
+                  (unsigned long long)rs.jobs_done);
+        CD_METRIC("store_copy_jobs_dropped_total", "counter",
+                  "replications dropped (queue full)", "%llu",
+                  (unsigned long long)rs.jobs_dropped);
+        CD_METRIC("store_copy_queue", "gauge", "replications waiting", "%llu",
+                  (unsigned long long)rs.queued);
+        CD_METRIC("store_copied_blocks_total", "counter",
+                  "blocks copied to the destination node", "%llu",
+                  (unsigned long long)rs.blocks_copied);
+        CD_METRIC("store_present_blocks_total", "counter",
+                  "blocks the destination node already held", "%llu",
+                  (unsigned long long)rs.blocks_present);
+        CD_METRIC("store_failed_blocks_total", "counter",
+                  "blocks not copied (taken back out of the index)", "%llu",
+                  (unsigned long long)rs.blocks_failed);
+    }
     CD_METRIC("http_requests_total", "counter", "HTTP requests", "%llu",
               (unsigned long long)srv->m.http_requests);
     CD_METRIC("http_client_errors_total", "counter", "4xx replies", "%llu",
@@ -1071,6 +1102,14 @@ int dango_conductor_server_create(const dango_config_t               *cfg,
     srv->cb     = cb;
     srv->cb_arg = arg;
     pthread_mutex_init(&srv->lock, NULL);
+    if ((cb == NULL) && (srv->cfg.store_master[0] != '\0')) {
+        rc = dango__cd_repl_create(srv, cfg, srv->cfg.store_master,
+                                   srv->cfg.store_key_prefix,
+                                   srv->cfg.replicate_queue, &srv->repl);
+        if (rc != 0) {
+            goto err_conductor;
+        }
+    }
     fd = dango_sock_listen(srv->cfg.listen, 128);
     if (fd < 0) {
         dango_error("conductor: cannot listen on %s: %s", srv->cfg.listen,
@@ -1104,6 +1143,7 @@ int dango_conductor_server_create(const dango_config_t               *cfg,
     return 0;
 
 err_conductor:
+    dango__cd_repl_destroy(srv->repl);
     pthread_mutex_destroy(&srv->lock);
     dango_conductor_destroy(srv->c);
 err_cfg:
@@ -1119,6 +1159,7 @@ void dango_conductor_server_destroy(dango_conductor_server_t *srv)
     }
 
     MHD_stop_daemon(srv->mhd);
+    dango__cd_repl_destroy(srv->repl); /* may still take blocks back */
     for (int i = 0; i < DANGO_CONDUCTOR_MAX_INSTANCES; i++) {
         dango_free(srv->node[i]);
     }

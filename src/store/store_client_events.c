@@ -15,7 +15,9 @@
  *    "block_hashes": ["<hex>", ...]}, ...]}
  *
  * with runs of one type grouped and the order kept (a removed-then-stored
- * block ends stored). A POST that fails is retried on the next polls;
+ * block ends stored). A POST that fails for want of a conductor (no
+ * connection, 5xx) is retried on the next polls; one the conductor
+ * refuses (4xx: e.g. no instance registered with this node) is dropped;
  * at most SC_EV_PENDING bodies wait, older ones are dropped and counted
  * (events are scheduling hints: a lost one costs a cache miss, never a
  * wrong byte).
@@ -152,7 +154,8 @@ out:
     return body;
 }
 
-/* POSTs @body; 0 when the conductor took it (2xx). */
+/* POSTs @body; 0 when done with it (taken, or refused for good: 4xx),
+ * -1 to try again later (no connection, 5xx). */
 static int ev_post(struct sc_events *ev, const char *body)
 {
     struct curl_slist *hdr  = curl_slist_append(NULL, "Content-Type: "
@@ -173,10 +176,20 @@ static int ev_post(struct sc_events *ev, const char *body)
     }
     curl_slist_free_all(hdr);
 
+    if ((cc == CURLE_OK) && (code >= 400) && (code < 500)) {
+        /* Refused for good (e.g. no instance registered with this node
+         * yet): sending the same body again cannot succeed. */
+        dango_error_limited(&sc_ev_log_limit,
+                            "store: KV events to %s refused (HTTP %ld): "
+                            "batch dropped",
+                            ev->url, code);
+        ev->bodies_dropped++;
+        return 0;
+    }
     if ((cc != CURLE_OK) || (code < 200) || (code > 299)) {
         dango_error_limited(
             &sc_ev_log_limit, "store: KV events to %s: %s (HTTP %ld)", ev->url,
-            (cc != CURLE_OK) ? curl_easy_strerror(cc) : "refused", code);
+            (cc != CURLE_OK) ? curl_easy_strerror(cc) : "server error", code);
         return -1;
     }
     return 0;
