@@ -286,9 +286,4 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs);
 
-/* ---------- store_mooncake.c ---------- */
-
-/* Mooncake ErrorCode number of a Dango code (0 stays 0). */
-int dango__store_mooncake_errno(int err);
-
 #endif
