@@ -87,6 +87,7 @@ static void repl_run(cd_repl_t *r, cd_job_t *j)
             } else if (res[i] == DANGO_EOBJ_EXISTS) {
                 there++;
             } else {
+                why         = (nbad == 0) ? res[i] : why;
                 bad[nbad++] = j->keys[i];
             }
         }
@@ -98,7 +99,7 @@ static void repl_run(cd_repl_t *r, cd_job_t *j)
     if (nbad > 0) {
         dango_debug("conductor: %zu of %zu blocks not copied to %s (%s): %s",
                     nbad, j->n, j->dst_node, j->dst_instance,
-                    dango_strerror(rc != 0 ? rc : res[0]));
+                    dango_strerror(why));
         (void)dango_conductor_server_kv_removed(r->srv, j->dst_instance, bad,
                                                 nbad);
     }

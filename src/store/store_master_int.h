@@ -466,8 +466,11 @@ typedef struct ms_kv_q {
     uint64_t    dropped;
 } ms_kv_q_t;
 
-/* Events queued per client between two polls; more are dropped (counted). */
-#define MS_KV_EVENTS_MAX 65536
+/* Events, and bytes of their keys, queued per client between two polls;
+ * more are dropped (counted). The bytes bound keeps a reply well inside
+ * one RPC frame. */
+#define MS_KV_EVENTS_MAX       65536
+#define MS_KV_EVENTS_BYTES_MAX (16u << 20)
 
 /* Notes that value @v of object @o was stored on (or removed from) each
  * segment holding a live replica of it, for clients that poll events. */

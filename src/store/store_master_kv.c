@@ -3,7 +3,8 @@
  * client. A node that publishes them (STORE_KV_EVENTS_URL, e.g. to the
  * conductor's global KV index) polls with KvEvents; its first poll turns
  * its queue on, so clients that never ask cost nothing. The queue is
- * bounded (MS_KV_EVENTS_MAX events between two polls); beyond that events
+ * bounded (MS_KV_EVENTS_MAX events, MS_KV_EVENTS_BYTES_MAX bytes of keys
+ * between two polls); beyond that events
  * are dropped and the drop count travels with the next reply, so the
  * consumer knows its view may have gaps (events are hints for scheduling,
  * never a source of truth for reads).
@@ -18,7 +19,8 @@ static void kv_push(ms_client_t *c, const char *key, size_t len, int stored)
 {
     ms_kv_q_t *q = c->kv;
 
-    if (q->n == MS_KV_EVENTS_MAX) {
+    if ((q->n == MS_KV_EVENTS_MAX) ||
+        (q->keys_len + len > MS_KV_EVENTS_BYTES_MAX)) {
         q->dropped++;
         return;
     }
