@@ -62,7 +62,7 @@ static void repl_run(cd_repl_t *r, cd_job_t *j)
     int      *res  = dango_malloc(j->n * sizeof(*res), "conductor_repl_res");
     uint64_t *bad  = dango_malloc(j->n * sizeof(*bad), "conductor_repl_bad");
     size_t    nbad = 0, copied = 0, there = 0;
-    int       rc = DANGO_ENOMEM;
+    int       rc = DANGO_ENOMEM, why = DANGO_ENOMEM;
 
     if ((kbuf != NULL) && (keys != NULL) && (res != NULL) && (bad != NULL)) {
         for (size_t i = 0; i < j->n; i++) {
