@@ -16,6 +16,10 @@
  * - Replies come back in request order, so they are matched against the
  *   head of the in-flight FIFO; a reply that does not match is a protocol
  *   error and closes the connection.
+ * - Request connections are closed abortively (SO_LINGER 0, also when the
+ *   process dies): what the kernel still holds of failed requests is
+ *   discarded, so a WRITE reported failed never lands later, e.g. in a
+ *   region the store has given to another put after a partition healed.
  * - A failed connection (reset, EOF, protocol error, no progress within
  *   TCP_IO_TIMEOUT) hands every slice it held back to the endpoint, which
  *   re-posts it on another connection, at most TCP_RETRIES times; then the
@@ -229,6 +233,18 @@ static void conn_connect(tcp_conn_t *conn)
     }
 
     dango_sock_tune(fd);
+
+    /* Every close of a request connection is abortive (RST), by us or by
+     * the kernel when the process dies: the bytes of requests still in
+     * the send queue are discarded, never delivered late. A WRITE that
+     * failed here (and whose put was revoked, its region given to another
+     * put) must not land in that region once a partition heals. */
+    {
+        struct linger lg = {1, 0};
+
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+
     if (conn->iface->cfg.sndbuf > 0) {
         int v = (int)conn->iface->cfg.sndbuf;
 
