@@ -57,6 +57,11 @@ static const dango_config_field_t store_client_config_fields[] = {
      "changes (retries with backoff; each attempt is bounded by "
      "RPC_TIMEOUT)",
      offsetof(store_client_config_t, ha_timeout), DANGO_CFG_TIME},
+    {"SYNC_COMMIT", "no",
+     "a put returns only once its commit words are acknowledged by the "
+     "nodes (acknowledged puts survive a master and writer crash); always "
+     "on with an etcd:// master",
+     offsetof(store_client_config_t, sync_commit), DANGO_CFG_BOOL},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__store_client_config_table = {

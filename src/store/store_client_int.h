@@ -39,6 +39,7 @@ typedef struct store_client_config {
     unsigned long commit_queue;
     char         *cluster_id;
     uint64_t      ha_timeout;
+    int           sync_commit;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -306,6 +307,13 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
                       const ProtobufCMessage           *req,
                       const ProtobufCMessageDescriptor *reply_desc,
                       ProtobufCMessage **reply_p, uint64_t timeout_ns);
+
+/* 1 when puts write their commit words before they return (HA mode or
+ * STORE_SYNC_COMMIT). */
+int dango__sc_commit_durable_mode(const dango_store_client_t *c);
+/* Writes commit words now and waits; ok[i]: word i is in place. */
+void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
+                              size_t n, int *ok);
 
 /* The current leader's term (0: none known) and address into @buf. */
 int64_t dango__sc_ha_leader(dango_store_client_t *c, char *buf, size_t len);
