@@ -975,6 +975,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     ms_ver_t    *v, *old = NULL;
     uint64_t     rec_len, off, asz;
     ms_rep_t    *rep;
+    int          same;
     int          rc = key_check(&r->key);
 
     if (rc != 0) {
@@ -985,7 +986,17 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         return DANGO_EINVAL;
     }
 
-    if ((st->rebuild_until == 0) || (now >= st->rebuild_until)) {
+    o = obj_lookup(st, &r->key);
+    /*
+     * A record of the very put the object holds now (a node back from a
+     * partition or a pause whose replica was dropped when it expired) is
+     * taken back as a replica at any time: it brings nothing old back.
+     * Anything else only within the rebuild window.
+     */
+    same = (o != NULL) && (o->cur != NULL) && (o->cur->put_id == r->put_id) &&
+           (o->cur->size == r->size) && (o->cur->checksum == r->checksum) &&
+           (o->cur->nrep < DANGO_STORE_REPLICA_MAX);
+    if (!same && ((st->rebuild_until == 0) || (now >= st->rebuild_until))) {
         return 1;
     }
 
@@ -1003,12 +1014,11 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     }
 
     off = r->addr - seg->base;
-    o   = obj_lookup(st, &r->key);
     if ((o != NULL) && (o->cur == NULL)) {
         return 1; /* a put of this key started since: it wins */
     }
 
-    if ((o != NULL) &&
+    if ((o != NULL) && !same &&
         ((o->cur->put_id > r->put_id) || !o->cur->restored ||
          ((o->cur->put_id == r->put_id) &&
           ((o->cur->size != r->size) || (o->cur->checksum != r->checksum) ||
