@@ -41,6 +41,7 @@
 #include "metadata/etcd.h"
 #include "net/auth.h"
 #include "store/store_ha.h"
+#include "store/store_proto.h"
 
 #define BACKOFF_MIN_MS 20ull
 #define BACKOFF_MAX_MS 500ull
@@ -423,9 +424,16 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
                     c->name, method, attempt + 1, dango_strerror(rc));
     }
 
-    dango_error("store client %s: no master leader answered call %u in "
-                "time: %s",
-                c->name, method, dango_strerror(rc));
+    /* The ping thread reports lost pings itself (STORE_PING_FAILURES). */
+    if (method == DANGO_STORE_M_PING) {
+        dango_debug("store client %s: no master leader answered a ping in "
+                    "time: %s",
+                    c->name, dango_strerror(rc));
+    } else {
+        dango_error("store client %s: no master leader answered call %u in "
+                    "time: %s",
+                    c->name, method, dango_strerror(rc));
+    }
     return rc;
 }
 
