@@ -527,7 +527,9 @@ out:
  * survives the death of the writer and the master as long as one replica
  * lives (the node reports the record on remount). A key none of whose
  * words could be written fails with DANGO_EREPLICA_UNAVAIL: its nodes are
- * unreachable, and no rebuild would find it.
+ * unreachable, and no rebuild would find it. A replica whose word could
+ * not be written is reported to the master (dropped), so that the
+ * replicas it lists are the durable ones.
  */
 static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
                            int rc, Dango__Store__StatusList *resp)
@@ -578,7 +580,15 @@ static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
         for (size_t k = 0; k < nw; k++) {
             if (ok[k]) {
                 got[owner[k]] = 1;
+                continue;
             }
+
+            /* Not durable there: the master must not count that replica
+             * (a rebuild would not find it). */
+            dango__sc_report_bad(
+                c, items[owner[k]].key, items[owner[k]].put_id, w[k].seg->name,
+                w[k].addr - offsetof(dango_store_rec_hdr_t, commit),
+                DANGO_EPEER_GONE);
         }
     }
 

@@ -199,6 +199,20 @@ static int dup_check(ms_state_t *st, size_t cap, const ms_key_t *keys, size_t i,
     }
 }
 
+/* 1 while a node is still reporting its records (after a restart or a
+ * takeover): its segment takes no objects, which makes placements fail
+ * although the pool is not full. */
+static int rebuild_in_progress(const ms_state_t *st)
+{
+    for (size_t i = 0; i < st->nsegs; i++) {
+        if (st->segs[i]->recovering) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
 static int put_start_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
                          uint64_t hash, uint64_t size, uint64_t checksum,
                          const ms_put_cfg_t *cfg, int upsert, uint64_t now,
@@ -235,6 +249,13 @@ again:
     placed = dango__store_ms_place(st, rec_len, want, cfg->preferred,
                                    cfg->npreferred, segs, offs);
     if (placed == 0) {
+        if (rebuild_in_progress(st)) {
+            /* Not a full pool: nodes are still reporting their records,
+             * and evicting would free regions that hold them. */
+            st->c.alloc_failures++;
+            return DANGO_ENOSPC;
+        }
+
         /* One synchronous eviction pass per call, then one more try. */
         if (!*evicted && (now >= st->evict_idle_until)) {
             *evicted = 1;

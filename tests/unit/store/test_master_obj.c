@@ -755,6 +755,37 @@ static void restore_from_reports(void **state)
 }
 
 /*
+ * A put that finds no room while a node is still reporting its records
+ * (its segment takes nothing yet) fails with ENOSPC without evicting: the
+ * objects already taken back from that node stay (before the fix, the
+ * eviction pass erased them and freed regions holding their records).
+ */
+static void restore_no_evict_while_reporting(void **state)
+{
+    ms_state_t   *st   = tm_state();
+    uint64_t      base = 0x100000000ull;
+    ms_seg_desc_t d    = {1, 1, "node-a", base, MiB, "host"};
+    ms_record_t   r    = {tm_key("k"), 100, 7, 5, base};
+    ms_ver_t     *v;
+
+    (void)state;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(1), &d, 1, T0));
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 1);
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    assert_dango_err(DANGO_ENOSPC, tm_put_start(st, 2, "x", 10, T0, &v));
+    dango__store_ms_tick(st, T0 + 1000);
+    assert_non_null(tm_obj(st, "k"));
+    assert_non_null(tm_obj(st, "k")->cur);
+
+    /* Reported: the segment takes puts, "k" is still there. */
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 0);
+    tm_put(st, 2, "x", 10, T0 + 1000);
+    assert_non_null(tm_obj(st, "k"));
+    drain(st, T0 + 1000);
+    dango__store_ms_destroy(st);
+}
+
+/*
  * A node back from a partition (expired, its replicas dropped) reports a
  * record of the put the object still holds: it becomes a replica again
  * (before the fix it was ignored because this master, not a report, had
@@ -964,6 +995,8 @@ int main(void)
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
         cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
+        cmocka_unit_test_teardown(restore_no_evict_while_reporting,
+                                  tm_teardown),
         cmocka_unit_test_teardown(random_operations, tm_teardown),
     };
 
