@@ -143,8 +143,11 @@ static void ha_apply(sc_ha_t *ha, const char *addr, size_t addr_len,
     }
 
     pthread_mutex_lock(&ha->lock);
-    if ((conn != NULL) && (term < ha->max_term)) {
-        pthread_mutex_unlock(&ha->lock); /* overtaken meanwhile */
+    if ((conn != NULL) && ((term < ha->max_term) ||
+                           ((ha->cur != NULL) && (ha->cur->term == term) &&
+                            (strcmp(ha->cur->addr, conn->addr) == 0)))) {
+        /* Overtaken meanwhile, or another thread applied the same. */
+        pthread_mutex_unlock(&ha->lock);
         conn_put(ha, conn);
         return;
     }
