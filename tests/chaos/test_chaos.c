@@ -21,9 +21,10 @@
  * segments its replicas were placed on. At the end every fault is healed
  * and every acknowledged key is read back by this process. Printed, one
  * JSON object: operations attempted, succeeded, failed (each failure a
- * DANGO_E* code), the faults injected and survived (a write was
- * acknowledged after the fault within 30 s), the failover times, and the
- * two numbers that must be zero:
+ * DANGO_E* code), the faults injected and survived (within 30 s a write
+ * begun after the fault was acknowledged, or, once the put budget is
+ * spent, a read succeeded), the failover times, and the two numbers that
+ * must be zero:
  *   wrong_bytes                  a get returned success with other bytes
  *   lost_acked_with_live_replica an acknowledged key that cannot be read
  *                                although one of its replicas' nodes was
@@ -115,6 +116,7 @@ static uint64_t g_fo_kill; /* pending failover measurement: kill time */
 static uint64_t g_samples[MAX_SAMPLES];
 static size_t   g_nsamples;
 static uint64_t g_last_ack_start;
+static uint64_t g_last_read_ok; /* when the last READ OK line came */
 
 /* ---------- helpers ---------- */
 
@@ -298,6 +300,7 @@ static void on_line(char *line)
         g_attempted++;
         if (strcmp(res, "OK") == 0) {
             g_succeeded++;
+            g_last_read_ok = dango_time_ns();
         } else if (strcmp(res, "WRONG") == 0) {
             g_wrong++;
             printf("chaos: WRONG BYTES for %s\n", key);
@@ -463,13 +466,19 @@ static int wait_leader(int64_t *term_p)
     return l;
 }
 
-/* 1 when a write begun after @since was acknowledged within SURVIVE_MS. */
+/*
+ * 1 when, within SURVIVE_MS, a write begun after @since was acknowledged,
+ * or (once the put budget is spent and the clients only read) a read
+ * succeeded at least 500 ms after @since.
+ */
 static int survived(uint64_t since)
 {
     uint64_t deadline = dango_time_ns() + SURVIVE_MS * DANGO_NSEC_PER_MSEC;
 
     while (dango_time_ns() < deadline) {
-        if (g_last_ack_start > since) {
+        if ((g_last_ack_start > since) ||
+            ((g_nacked + g_failed_puts >= PUT_BUDGET) &&
+             (g_last_read_ok > since + 500 * DANGO_NSEC_PER_MSEC))) {
             return 1;
         }
 
