@@ -78,7 +78,8 @@ static const dango_config_field_t master_config_fields[] = {
      offsetof(ms_config_t, cluster_id), DANGO_CFG_STRING},
     {"HA_LEASE_TTL", "5s",
      "etcd lease of the leader (whole seconds, 1s..60s): a dead leader is "
-     "replaced after at most twice this (lease expiry, then warm-up)",
+     "replaced within less than twice this (lease expiry, then a warm-up "
+     "of 2/3 of it)",
      offsetof(ms_config_t, ha_lease_ttl), DANGO_CFG_TIME},
     {"ADVERTISE", "",
      "RPC address host:port published for clients when leader; empty: the "

@@ -11,14 +11,19 @@
  *   leader's lease expired or was revoked) it campaigns again. A poll of
  *   the key every FOLLOW_POLL_MS backs the watch up, so a watch that is
  *   reconnecting never delays a takeover by more than that.
- * - Won: a keeper thread renews the lease every TTL/3. The new leader
- *   first warms up for one full TTL, renewing all along, before it
- *   serves. Why that suffices: the old leader stops serving at its own
- *   deadline, the send time of its last successful renewal plus the TTL
- *   (etcd counts from the arrival, which is later). That renewal was sent
- *   before the old key went away, hence before our create: after one TTL
- *   from our create the old leader has stopped, whether its lease expired
- *   or was revoked behind its back. Then the state is replaced by an
+ * - Won: a keeper thread renews the lease every TTL/3. A leader holds
+ *   its leadership for HOLD = 2/3 of the TTL from the send time of its
+ *   last successful renewal (not the whole TTL etcd grants: it gives up
+ *   its claim early), and a new leader warms up for HOLD, renewing all
+ *   along, before it serves. Why that suffices: the old leader's last
+ *   successful renewal was sent before the old key went away (etcd
+ *   processed it), hence before our create, so its deadline, that send
+ *   time plus HOLD, is before our create plus HOLD, when we start:
+ *   whether its lease expired or was revoked behind its back, it has
+ *   stopped. The failover after a leader dies is thus at most one TTL
+ *   (the lease expires) plus HOLD plus the nodes' remount, under 2 TTL;
+ *   a renewal may take up to HOLD - TTL/3 = TTL/3 before a healthy
+ *   leader steps down. Then the state is replaced by an
  *   empty one whose view version is the term (put ids grow with it), the
  *   term is stamped on every reply, and the nodes, told ENEED_REMOUNT by
  *   their next ping, remount and report their records: the object table
@@ -202,11 +207,24 @@ static int ha_follow(ms_ha_t *ha)
     return stop;
 }
 
-/* Refreshes valid_until from the keeper; 1 while still leader. */
-static int ha_refresh(ms_ha_t *ha, dango__etcd_keeper_t *keeper)
+/* How long a renewal holds leadership: HOLD_NUM/HOLD_DEN of the TTL. */
+#define HOLD_NUM 2
+#define HOLD_DEN 3
+
+static uint64_t ha_hold_ns(int64_t ttl_s)
+{
+    return (uint64_t)ttl_s * DANGO_NSEC_PER_SEC * HOLD_NUM / HOLD_DEN;
+}
+
+/* Refreshes valid_until from the keeper (its deadline, renewal send time
+ * plus the TTL, cut to plus HOLD); 1 while still leader. */
+static int ha_refresh(ms_ha_t *ha, dango__etcd_keeper_t *keeper, int64_t ttl_s)
 {
     uint64_t until = dango__etcd_keeper_valid_until(keeper);
+    uint64_t cut   = (uint64_t)ttl_s * DANGO_NSEC_PER_SEC - ha_hold_ns(ttl_s);
     int      lost;
+
+    until = (until > cut) ? until - cut : 0;
 
     pthread_mutex_lock(&ha->lock);
     lost = ha->lost;
@@ -242,17 +260,18 @@ static int ha_lead(ms_ha_t *ha, int64_t lease, int64_t ttl_s, int64_t term)
         return ha_stopping(ha);
     }
 
-    /* Warm-up: one full TTL (see DESIGN), renewing all along. */
-    dango_info("master: elected (term %lld), warming up for %llds",
-               (long long)term, (long long)ttl_s);
-    warm_end = dango_time_ns() + (uint64_t)ttl_s * DANGO_NSEC_PER_SEC;
+    /* Warm-up: HOLD (see DESIGN), renewing all along. */
+    dango_info("master: elected (term %lld), warming up for %llu ms",
+               (long long)term,
+               (unsigned long long)(ha_hold_ns(ttl_s) / DANGO_NSEC_PER_MSEC));
+    warm_end = dango_time_ns() + ha_hold_ns(ttl_s);
     leading  = 1;
     while (leading && (dango_time_ns() < warm_end)) {
         if (ha_sleep(ha, LEADER_POLL_MS)) {
             stop = 1;
             break;
         }
-        leading = ha_refresh(ha, keeper);
+        leading = ha_refresh(ha, keeper, ttl_s);
     }
 
     if (leading && !stop) {
@@ -269,7 +288,7 @@ static int ha_lead(ms_ha_t *ha, int64_t lease, int64_t ttl_s, int64_t term)
         __atomic_store_n(&ha->serving, 1, __ATOMIC_RELEASE);
         dango_info("master: leader of term %lld, serving on %s",
                    (long long)term, ha->addr);
-        while (ha_refresh(ha, keeper)) {
+        while (ha_refresh(ha, keeper, ttl_s)) {
             if (ha_sleep(ha, LEADER_POLL_MS)) {
                 stop = 1;
                 break;
