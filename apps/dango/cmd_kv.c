@@ -74,7 +74,9 @@ static int kv_usage(const kv_args_t *a, FILE *out)
     }
 
     fprintf(out, "common flags: --master HOST:PORT ($DANGO_STORE_MASTER, "
-                 "default 127.0.0.1:50051),\n"
+                 "default 127.0.0.1:50051;\n"
+                 "              etcd://HOST:PORT[,...] follows elected "
+                 "masters),\n"
                  "              --config FILE, -o NAME=VALUE, --log SPEC; "
                  "-- ends flags\n");
     return (out == stdout) ? 0 : 2;

@@ -79,7 +79,10 @@
     XX(EINVALID_WRITE, -10308, "no put of this key in progress")               \
     XX(ENEED_REMOUNT, -10309, "master does not know this client: remount")     \
     XX(ENO_SEGMENT, -10310, "segment not found")                               \
-    XX(ESEGMENT_EXISTS, -10311, "segment already mounted by another client")
+    XX(ESEGMENT_EXISTS, -10311, "segment already mounted by another client")   \
+    XX(ENOT_LEADER, -10380,                                                    \
+       "master is not the leader (standby or stepped down)")                   \
+    XX(ESTALE_TERM, -10381, "reply from a master of an older term")
 
 /** Dango error codes (all negative). */
 typedef enum dango_errno {

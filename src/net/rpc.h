@@ -13,7 +13,8 @@
  *   2. any number of DANGO_FRAME_RPC_REQ frames (id = call id, addr = method
  *      id, payload = request), pipelined without waiting;
  *   3. one DANGO_FRAME_RPC_RESP per request (same id, status = 0 or a
- *      DANGO_E* code, payload = reply when status is 0), in any order.
+ *      DANGO_E* code, addr = the server's epoch, payload = reply when
+ *      status is 0), in any order.
  * Payloads are opaque bytes here (normally packed protobuf-c messages; the
  * _pb helpers pack and unpack them) of at most DANGO_FRAME_RPC_MAX bytes.
  *
@@ -146,6 +147,19 @@ DANGO_API const char *dango_rpc_server_addr(const dango_rpc_server_t *srv);
 DANGO_API void dango_rpc_server_destroy(dango_rpc_server_t *srv);
 
 /**
+ * @brief Sets the epoch stamped on every reply from now on (the frame's
+ *        addr field of DANGO_FRAME_RPC_RESP; 0 at creation).
+ *
+ * A store master leader sets its term here so that clients can refuse the
+ * answers of a deposed leader (see dango_rpc_client_fence()). NULL is a
+ * no-op.
+ *
+ * @note Threading: any thread.
+ */
+DANGO_API void dango_rpc_server_set_epoch(dango_rpc_server_t *srv,
+                                          uint64_t            epoch);
+
+/**
  * @brief Answers @p call and gives it back to the server.
  *
  * @param[in] call     A call received by the handler, not yet answered.
@@ -266,6 +280,8 @@ DANGO_API void dango_rpc_client_destroy(dango_rpc_client_t *cli);
  *           @p len > 0.
  *         - DANGO_ENOMEM        out of memory for the request or the reply.
  *         - DANGO_ECANCELED     the client is being destroyed.
+ *         - DANGO_ESTALE_TERM   the reply carries an epoch below the
+ *           client's (dango_rpc_client_fence()); it was discarded.
  *
  * @note Threading: any number of threads at once, except the client's own.
  */
@@ -289,6 +305,21 @@ DANGO_API int dango_rpc_call_pb(dango_rpc_client_t *cli, uint32_t method,
                                 const ProtobufCMessageDescriptor *reply_desc,
                                 ProtobufCMessage                **reply_p,
                                 uint64_t                          timeout_ns);
+
+/**
+ * @brief The highest reply epoch this client has seen or been fenced at.
+ * @note Threading: any thread.
+ */
+DANGO_API uint64_t dango_rpc_client_epoch(dango_rpc_client_t *cli);
+
+/**
+ * @brief Raises the client's epoch to at least @p epoch: from now on a
+ *        reply stamped with a lower epoch fails its call with
+ *        DANGO_ESTALE_TERM (the reply is discarded). Replies with a higher
+ *        epoch raise it further. Epochs never go down. NULL is a no-op.
+ * @note Threading: any thread.
+ */
+DANGO_API void dango_rpc_client_fence(dango_rpc_client_t *cli, uint64_t epoch);
 
 DANGO_END_DECLS
 

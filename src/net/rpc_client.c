@@ -104,6 +104,7 @@ struct dango_rpc_client {
     dango_loop_t           *loop;
     dango_loop_task_t       kick;
     unsigned                users; /* atomic: threads inside the client */
+    uint64_t                epoch; /* atomic: highest reply epoch seen */
 
     /* under lock */
     pthread_mutex_t   lock;
@@ -452,6 +453,21 @@ out:
     return rc;
 }
 
+/* Raises the client's epoch to @epoch; 0 when @epoch is below it. */
+static int client_epoch_accept(dango_rpc_client_t *cli, uint64_t epoch)
+{
+    uint64_t cur = __atomic_load_n(&cli->epoch, __ATOMIC_ACQUIRE);
+
+    while (epoch > cur) {
+        if (__atomic_compare_exchange_n(&cli->epoch, &cur, epoch, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            return 1;
+        }
+    }
+
+    return epoch >= cur;
+}
+
 static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
 {
     rpc_waiter_t *w;
@@ -470,6 +486,21 @@ static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
 
     if (rc > 0) {
         rc = DANGO_EPROTO; /* not a code of ours */
+    }
+
+    /*
+     * Epoch fencing: a reply stamped with an epoch older than one already
+     * seen (or fenced) comes from a server that has been superseded (a
+     * deposed master leader); its answer must not be acted upon.
+     */
+    if (!client_epoch_accept(cli, f->hdr.addr)) {
+        dango_debug(
+            "rpc client %s: reply %lu of epoch %lu below %lu: "
+            "rejected",
+            cli->addr, (unsigned long)f->hdr.id, (unsigned long)f->hdr.addr,
+            (unsigned long)__atomic_load_n(&cli->epoch, __ATOMIC_ACQUIRE));
+        waiter_done(w, DANGO_ESTALE_TERM, NULL, 0);
+        return;
     }
 
     if ((rc == 0) && (f->len > 0)) {
@@ -914,4 +945,16 @@ void dango_rpc_client_destroy(dango_rpc_client_t *cli)
     dango_free(cli->table);
     dango_free(cli->addr);
     dango_free(cli);
+}
+
+uint64_t dango_rpc_client_epoch(dango_rpc_client_t *cli)
+{
+    return (cli != NULL) ? __atomic_load_n(&cli->epoch, __ATOMIC_ACQUIRE) : 0;
+}
+
+void dango_rpc_client_fence(dango_rpc_client_t *cli, uint64_t epoch)
+{
+    if (cli != NULL) {
+        (void)client_epoch_accept(cli, epoch);
+    }
 }

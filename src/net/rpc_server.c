@@ -122,6 +122,7 @@ struct dango_rpc_server {
     unsigned             submitting;    /* atomic: threads in call_submit() */
     dango_loop_task_t    flush_task;
     dango_mpool_t        call_pool;
+    uint64_t             epoch; /* atomic: stamped on every reply */
 };
 
 static void sconn_close(rpc_sconn_t *conn);
@@ -411,7 +412,8 @@ static int sconn_request(rpc_sconn_t *conn, const rpc_frame_t *f)
     }
 
     memset(&call->tx, 0, sizeof(call->tx));
-    dango_frame_init(&call->tx.hdr, DANGO_FRAME_RPC_RESP, f->hdr.id, 0, 0, 0);
+    dango_frame_init(&call->tx.hdr, DANGO_FRAME_RPC_RESP, f->hdr.id,
+                     __atomic_load_n(&srv->epoch, __ATOMIC_ACQUIRE), 0, 0);
     call->conn  = conn;
     call->owned = NULL;
     conn->live_calls++;
@@ -943,4 +945,11 @@ void dango_rpc_server_destroy(dango_rpc_server_t *srv)
     }
 
     dango_loop_run_sync(srv->loop, server_shutdown, srv);
+}
+
+void dango_rpc_server_set_epoch(dango_rpc_server_t *srv, uint64_t epoch)
+{
+    if (srv != NULL) {
+        __atomic_store_n(&srv->epoch, epoch, __ATOMIC_RELEASE);
+    }
 }

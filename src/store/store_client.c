@@ -51,6 +51,7 @@
 #include "common/time.h"
 #include "net/auth.h"
 #include "store/store_client_int.h"
+#include "store/store_ha.h"
 #include "store/store_records.h"
 #include "store/store_proto.h"
 
@@ -103,6 +104,20 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
                    const ProtobufCMessageDescriptor *reply_desc,
                    ProtobufCMessage **reply_p, uint64_t timeout_ns)
 {
+    if (c->ha != NULL) {
+        return dango__sc_ha_call(c, method, req, reply_desc, reply_p,
+                                 timeout_ns);
+    }
+
+    return dango__sc_call_rpc(c, c->rpc, method, req, reply_desc, reply_p,
+                              timeout_ns);
+}
+
+int dango__sc_call_rpc(dango_store_client_t *c, dango_rpc_client_t *rpc,
+                       uint32_t method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *reply_desc,
+                       ProtobufCMessage **reply_p, uint64_t timeout_ns)
+{
     ProtobufCMessage *reply = NULL;
     int               rc;
 
@@ -114,7 +129,7 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
         void  *buf = NULL;
         size_t len = 0;
 
-        rc = dango_rpc_call(c->rpc, method, NULL, 0, &buf, &len, timeout_ns);
+        rc = dango_rpc_call(rpc, method, NULL, 0, &buf, &len, timeout_ns);
         if (rc != 0) {
             return rc;
         }
@@ -138,7 +153,7 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
     }
 
     /* An empty reply unpacks as any message: StatusList stands in. */
-    rc = dango_rpc_call_pb(c->rpc, method, req,
+    rc = dango_rpc_call_pb(rpc, method, req,
                            reply_desc ? reply_desc
                                       : &dango__store__status_list__descriptor,
                            &reply, timeout_ns);
@@ -1337,8 +1352,12 @@ int dango_store_client_create(const dango_store_params_t *params,
         DANGO_MIN(c->cfg.connect_timeout, c->cfg.rpc_timeout);
     rp.call_timeout_ns = c->cfg.rpc_timeout;
     rp.name            = "store-rpc";
-    rc = dango_rpc_client_create(c->master_addr, dango_auth_env_token(), &rp,
-                                 &c->rpc);
+    if (dango__store_ha_is_url(c->master_addr)) {
+        rc = dango__sc_ha_create(c); /* follows the elected leader */
+    } else {
+        rc = dango_rpc_client_create(c->master_addr, dango_auth_env_token(),
+                                     &rp, &c->rpc);
+    }
     if (rc != 0) {
         c->rpc = NULL;
         goto err_free;
@@ -1382,6 +1401,7 @@ int dango_store_client_create(const dango_store_params_t *params,
 err_threads:
     sc_threads_stop(c);
 err_rpc:
+    dango__sc_ha_destroy(c);
     dango_rpc_client_destroy(c->rpc);
 err_free:
     sc_free(c);
@@ -1414,6 +1434,7 @@ void dango_store_client_destroy(dango_store_client_t *c)
         }
     }
 
+    dango__sc_ha_destroy(c);
     dango_rpc_client_destroy(c->rpc);
     dango_info("store client %s: destroyed", c->name);
     sc_free(c);

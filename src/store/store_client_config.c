@@ -4,7 +4,9 @@
 #include "store/store_client_int.h"
 
 static const dango_config_field_t store_client_config_fields[] = {
-    {"MASTER", "127.0.0.1:50051", "store master RPC address host:port",
+    {"MASTER", "127.0.0.1:50051",
+     "store master RPC address host:port, or etcd://host:port[,...] to "
+     "follow the leader of masters elected through etcd",
      offsetof(store_client_config_t, master), DANGO_CFG_STRING},
     {"SEGMENT_SIZE", "0",
      "bytes of DRAM a client contributes to the pool (0: a pure client; "
@@ -57,6 +59,20 @@ static const dango_config_field_t store_client_config_fields[] = {
     {"KV_EVENTS_INTERVAL", "200ms",
      "period of the KV event publisher (poll the master, post the batch)",
      offsetof(store_client_config_t, kv_events_interval), DANGO_CFG_TIME},
+    /* Following an elected master (store_client_ha.c). */
+    {"CLUSTER_ID", "dango",
+     "with an etcd:// master: the masters' MASTER_CLUSTER_ID",
+     offsetof(store_client_config_t, cluster_id), DANGO_CFG_STRING},
+    {"HA_TIMEOUT", "30s",
+     "with an etcd:// master: bound on one master call across leader "
+     "changes (retries with backoff; each attempt is bounded by "
+     "RPC_TIMEOUT)",
+     offsetof(store_client_config_t, ha_timeout), DANGO_CFG_TIME},
+    {"SYNC_COMMIT", "no",
+     "a put returns only once its commit words are acknowledged by the "
+     "nodes (acknowledged puts survive a master and writer crash); always "
+     "on with an etcd:// master",
+     offsetof(store_client_config_t, sync_commit), DANGO_CFG_BOOL},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__store_client_config_table = {

@@ -40,6 +40,9 @@ typedef struct store_client_config {
     char         *kv_events_url;
     char         *kv_events_prefix;
     uint64_t      kv_events_interval;
+    char         *cluster_id;
+    uint64_t      ha_timeout;
+    int           sync_commit;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -167,6 +170,8 @@ struct dango_store_client {
 
     /* KV event publisher (store_client_events.c), or NULL. */
     struct sc_events *events;
+    /* Leader following (store_client_ha.c); NULL with a plain address. */
+    struct sc_ha *ha;
 };
 
 /* ---------- store_client.c ---------- */
@@ -180,6 +185,12 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
                    const ProtobufCMessage           *req,
                    const ProtobufCMessageDescriptor *reply_desc,
                    ProtobufCMessage **reply_p, uint64_t timeout_ns);
+
+/* dango__sc_call() on one given RPC client (one attempt). */
+int dango__sc_call_rpc(dango_store_client_t *c, dango_rpc_client_t *rpc,
+                       uint32_t method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *reply_desc,
+                       ProtobufCMessage **reply_p, uint64_t timeout_ns);
 
 /* Segment cache: the entry of @name, opened if needed. */
 int dango__sc_seg_get(dango_store_client_t *c, const char *name,
@@ -285,5 +296,39 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs);
+
+/* ---------- store_client_ha.c: following an elected master ---------- */
+
+/*
+ * With an etcd:// master address: reads the leader from etcd, watches it
+ * and connects to each new leader (c->ha set; c->rpc stays NULL). 0,
+ * DANGO_EINVAL (bad endpoints or cluster id), DANGO_ENOMEM, a thread
+ * error. No leader need exist yet.
+ */
+int  dango__sc_ha_create(dango_store_client_t *c);
+void dango__sc_ha_destroy(dango_store_client_t *c);
+
+/*
+ * dango__sc_call() through the current leader: retried with backoff on
+ * another leader (or the same one once it serves) after DANGO_ENOT_LEADER,
+ * DANGO_ESTALE_TERM, a refused or lost connection, and a timeout when the
+ * leader changed meanwhile; bounded by @timeout_ns in all (0:
+ * STORE_HA_TIMEOUT), each attempt by STORE_RPC_TIMEOUT. Then the last
+ * error, or DANGO_ENOT_LEADER when no leader was known at all.
+ */
+int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
+                      const ProtobufCMessage           *req,
+                      const ProtobufCMessageDescriptor *reply_desc,
+                      ProtobufCMessage **reply_p, uint64_t timeout_ns);
+
+/* 1 when puts write their commit words before they return (HA mode or
+ * STORE_SYNC_COMMIT). */
+int dango__sc_commit_durable_mode(const dango_store_client_t *c);
+/* Writes commit words now and waits; ok[i]: word i is in place. */
+void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
+                              size_t n, int *ok);
+
+/* The current leader's term (0: none known) and address into @buf. */
+int64_t dango__sc_ha_leader(dango_store_client_t *c, char *buf, size_t len);
 
 #endif

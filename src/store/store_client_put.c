@@ -520,6 +520,94 @@ out:
 
 /* ---------- phase 3 ---------- */
 
+/*
+ * The end of a put whose commit words must be durable before it returns
+ * (HA mode or STORE_SYNC_COMMIT): every word of the call is written from
+ * this thread and acknowledged by its node, so an acknowledged put
+ * survives the death of the writer and the master as long as one replica
+ * lives (the node reports the record on remount). A key none of whose
+ * words could be written fails with DANGO_EREPLICA_UNAVAIL: its nodes are
+ * unreachable, and no rebuild would find it. A replica whose word could
+ * not be written is reported to the master (dropped), so that the
+ * replicas it lists are the durable ones.
+ */
+static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
+                           int rc, Dango__Store__StatusList *resp)
+{
+    size_t       cap = 1, m = 0, nw = 0;
+    sc_commit_t *w;
+    size_t      *owner; /* item of each word */
+    int         *ok, *got;
+
+    for (size_t i = 0; i < n; i++) {
+        cap += (items[i].started && (items[i].rc == 0)) ? items[i].nrep : 0;
+    }
+
+    w     = dango_malloc(cap * sizeof(*w), "store_commit");
+    owner = dango_malloc(cap * sizeof(*owner), "store_commit");
+    ok    = dango_malloc(cap * sizeof(*ok), "store_commit");
+    got   = dango_calloc(n, sizeof(*got), "store_commit");
+    for (size_t i = 0; i < n; i++) {
+        put_item_t *it = &items[i];
+
+        if (!it->started || (it->rc != 0)) {
+            continue;
+        }
+
+        it->rc      = (rc != 0) ? rc : resp->status[m];
+        it->started = 0; /* ended (or its end failed): no revoke */
+        m++;
+        if (it->rc != 0) {
+            continue;
+        }
+
+        if ((w == NULL) || (owner == NULL) || (ok == NULL) || (got == NULL)) {
+            it->rc = DANGO_ENOMEM;
+            continue;
+        }
+
+        got[i] = -1; /* ended: needs one durable word */
+        for (unsigned j = 0; j < it->nrep; j++, nw++) {
+            w[nw].seg  = it->segs[j];
+            w[nw].addr = it->addrs[j] + offsetof(dango_store_rec_hdr_t, commit);
+            w[nw].value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+            owner[nw]   = i;
+        }
+    }
+
+    if (nw > 0) {
+        dango__sc_commit_durable(c, w, nw, ok);
+        for (size_t k = 0; k < nw; k++) {
+            if (ok[k]) {
+                got[owner[k]] = 1;
+                continue;
+            }
+
+            /* Not durable there: the master must not count that replica
+             * (a rebuild would not find it). */
+            dango__sc_report_bad(
+                c, items[owner[k]].key, items[owner[k]].put_id, w[k].seg->name,
+                w[k].addr - offsetof(dango_store_rec_hdr_t, commit),
+                DANGO_EPEER_GONE);
+        }
+    }
+
+    for (size_t i = 0; (i < n) && (got != NULL); i++) {
+        if (got[i] == -1) {
+            dango_warn("store client %s: put of %s ended but no commit word "
+                       "reached a replica",
+                       c->name, items[i].key);
+            items[i].rc = DANGO_EREPLICA_UNAVAIL;
+        }
+    }
+
+    dango_free(w);
+    dango_free(owner);
+    dango_free(ok);
+    dango_free(got);
+    return rc;
+}
+
 static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
                    int revoke)
 {
@@ -580,6 +668,11 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
                         dango_strerror(rc));
         }
 
+        goto out;
+    }
+
+    if (dango__sc_commit_durable_mode(c)) {
+        rc = put_end_durable(c, items, n, rc, resp);
         goto out;
     }
 

@@ -905,6 +905,13 @@ static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
     ms_op_t               op  = MS_OP_UNKNOWN;
     int                   rc;
 
+    /* A standby or deposed master serves nothing but ServiceReady. */
+    if ((m->ha != NULL) && (method != DANGO_STORE_M_SERVICE_READY) &&
+        !dango__store_master_ha_serving(m)) {
+        reply(call, DANGO_ENOT_LEADER, NULL);
+        return;
+    }
+
     switch (method) {
     case DANGO_STORE_M_SERVICE_READY:
         op = MS_OP_SERVICE_READY;
@@ -1165,6 +1172,11 @@ int dango_store_master_create(const dango_config_t  *config,
         md_url_of(m);
     }
 
+    rc = dango__store_master_ha_start(m);
+    if (rc != 0) {
+        goto err_md;
+    }
+
     dango_info("master: serving on %s (admin %s, metadata %s), view %lld",
                dango_rpc_server_addr(m->rpc),
                (m->admin != NULL) ? m->admin_addr : "off",
@@ -1172,6 +1184,8 @@ int dango_store_master_create(const dango_config_t  *config,
     *master_p = m;
     return 0;
 
+err_md:
+    dango_md_server_stop(m->md);
 err_admin:
     dango__store_master_admin_stop(m);
 err_timers:
@@ -1195,12 +1209,14 @@ void dango_store_master_destroy(dango_store_master_t *m)
         return;
     }
 
-    /* The admin threads use the loop: stop them while it still runs. */
+    /* The election and admin threads use the loop: stop them first. */
+    dango__store_master_ha_stop(m);
     dango__store_master_admin_stop(m);
     dango_md_server_stop(m->md);
     dango_rpc_server_destroy(m->rpc);
     dango_loop_run_sync(m->loop, timers_del, m);
     dango_loop_stop(m->loop);
+    dango__store_master_ha_free(m);
     dango__store_ms_destroy(m->st);
     dango_loop_destroy(m->loop);
     dango_info("master: stopped");
@@ -1221,4 +1237,38 @@ const char *dango_store_master_admin_addr(const dango_store_master_t *m)
 const char *dango_store_master_metadata_url(const dango_store_master_t *m)
 {
     return ((m != NULL) && (m->md != NULL)) ? m->md_url : NULL;
+}
+
+/* ---------- high availability (see store_master_ha.c) ---------- */
+
+typedef struct ms_reset_op {
+    dango_store_master_t *m;
+    int64_t               view;
+    int                   rc;
+} ms_reset_op_t;
+
+static void reset_on_loop(void *arg)
+{
+    ms_reset_op_t *op = arg;
+    ms_params_t    p;
+    ms_state_t    *st;
+
+    params_of(&p, &op->m->cfg, op->view);
+    op->rc = dango__store_ms_create(&p, &st);
+    if (op->rc != 0) {
+        return;
+    }
+
+    dango__store_ms_destroy(op->m->st);
+    op->m->st           = st;
+    op->m->view_version = op->view;
+    dango_rpc_server_set_epoch(op->m->rpc, (uint64_t)op->view);
+}
+
+int dango__store_master_reset(dango_store_master_t *m, int64_t view)
+{
+    ms_reset_op_t op = {m, view, 0};
+
+    dango_loop_run_sync(m->loop, reset_on_loop, &op);
+    return op.rc;
 }

@@ -2,6 +2,7 @@
 #include <stddef.h>
 
 #include "common/time.h"
+#include "store/store_ha.h"
 #include "store/store_master_int.h"
 
 /* Bounds of the time options. */
@@ -66,6 +67,24 @@ static const dango_config_field_t master_config_fields[] = {
     {"VIEW_VERSION", "0",
      "view version reported to clients (0: derived from the start time)",
      offsetof(ms_config_t, view_version), DANGO_CFG_INT},
+    /* High availability (store_master_ha.c). */
+    {"HA", "",
+     "leader election through etcd: etcd://host:port[,host:port...]; only "
+     "the leader serves (the others answer ENOT_LEADER); empty: off",
+     offsetof(ms_config_t, ha), DANGO_CFG_STRING},
+    {"CLUSTER_ID", "dango",
+     "cluster id: masters and clients of one store use the same (election "
+     "key dango/<id>/master)",
+     offsetof(ms_config_t, cluster_id), DANGO_CFG_STRING},
+    {"HA_LEASE_TTL", "5s",
+     "etcd lease of the leader (whole seconds, 1s..60s): a dead leader is "
+     "replaced within less than twice this (lease expiry, then a warm-up "
+     "of 2/3 of it)",
+     offsetof(ms_config_t, ha_lease_ttl), DANGO_CFG_TIME},
+    {"ADVERTISE", "",
+     "RPC address host:port published for clients when leader; empty: the "
+     "RPC address (0.0.0.0 as 127.0.0.1)",
+     offsetof(ms_config_t, advertise), DANGO_CFG_STRING},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__master_config_table = {"MASTER", "store master",
@@ -124,6 +143,26 @@ int dango__master_config_load(const dango_config_t *cfg, ms_config_t *c)
     if (c->view_version < 0) {
         dango_error("master: MASTER_VIEW_VERSION is negative");
         goto err;
+    }
+    if ((c->ha_lease_ttl < DANGO_NSEC_PER_SEC) ||
+        (c->ha_lease_ttl > 60 * DANGO_NSEC_PER_SEC)) {
+        dango_error("master: MASTER_HA_LEASE_TTL out of range (1s..60s)");
+        goto err;
+    }
+    if ((c->ha != NULL) && (c->ha[0] != '\0') &&
+        !dango__store_ha_is_url(c->ha)) {
+        dango_error("master: MASTER_HA must be etcd://host:port[,...]");
+        goto err;
+    }
+    if ((c->ha != NULL) && (c->ha[0] != '\0')) {
+        char key[DANGO_STORE_HA_CLUSTER_MAX + 32];
+
+        if (dango__store_ha_key(c->cluster_id, key, sizeof(key)) == 0) {
+            dango_error("master: MASTER_CLUSTER_ID must be 1..%d bytes "
+                        "without '/'",
+                        DANGO_STORE_HA_CLUSTER_MAX);
+            goto err;
+        }
     }
     if ((c->listen == NULL) || (c->listen[0] == '\0')) {
         dango_error("master: MASTER_LISTEN is empty");

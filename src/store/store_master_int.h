@@ -70,6 +70,11 @@ typedef struct ms_config {
     uint64_t evict_interval;
     int      evict_soft_pinned;
     long     view_version;
+    /* High availability (store_master_ha.c). */
+    char    *ha;
+    char    *cluster_id;
+    uint64_t ha_lease_ttl;
+    char    *advertise;
 } ms_config_t;
 
 extern dango_config_table_t dango__master_config_table;
@@ -545,6 +550,7 @@ struct dango_store_master {
     char                admin_addr[64];
     dango_md_server_t  *md;
     char                md_url[96];
+    struct ms_ha       *ha; /* leader election; NULL without MASTER_HA */
 };
 
 /* Starts the admin HTTP server on cfg.admin_listen. 0 or an error. */
@@ -557,6 +563,32 @@ void dango__store_master_admin_stop(dango_store_master_t *m);
  */
 int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
                                 size_t *len_p);
+
+/* ---------- store_master_ha.c: leader election ---------- */
+
+/*
+ * Starts the election thread when MASTER_HA is set (else does nothing):
+ * from then on the master answers DANGO_ENOT_LEADER until it has won and
+ * warmed up. 0, DANGO_EINVAL (bad endpoints), DANGO_ENOMEM or a thread
+ * error.
+ */
+int dango__store_master_ha_start(dango_store_master_t *m);
+/*
+ * Stops the election; a leader gives its lease back (revoked). The master
+ * answers DANGO_ENOT_LEADER from then on; _ha_free() frees the election
+ * once the loop no longer runs.
+ */
+void dango__store_master_ha_stop(dango_store_master_t *m);
+void dango__store_master_ha_free(dango_store_master_t *m);
+/* 1 while this master may serve requests (always without HA). */
+int dango__store_master_ha_serving(dango_store_master_t *m);
+
+/*
+ * From any thread but the loop's (runs there): replaces the state by an empty
+ * one whose view version is @view (a new leader's term) and stamps @view on
+ * every reply. 0 or DANGO_ENOMEM (the old state is kept).
+ */
+int dango__store_master_reset(dango_store_master_t *m, int64_t view);
 
 /* Lease and pin figures of @o at @now. */
 static inline uint64_t ms_ms_left(uint64_t deadline, uint64_t now)

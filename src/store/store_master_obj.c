@@ -200,6 +200,20 @@ static int dup_check(ms_state_t *st, size_t cap, const ms_key_t *keys, size_t i,
     }
 }
 
+/* 1 while a node is still reporting its records (after a restart or a
+ * takeover): its segment takes no objects, which makes placements fail
+ * although the pool is not full. */
+static int rebuild_in_progress(const ms_state_t *st)
+{
+    for (size_t i = 0; i < st->nsegs; i++) {
+        if (st->segs[i]->recovering) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
 static int put_start_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
                          uint64_t hash, uint64_t size, uint64_t checksum,
                          const ms_put_cfg_t *cfg, int upsert, uint64_t now,
@@ -236,6 +250,13 @@ again:
     placed = dango__store_ms_place(st, rec_len, want, cfg->preferred,
                                    cfg->npreferred, segs, offs);
     if (placed == 0) {
+        if (rebuild_in_progress(st)) {
+            /* Not a full pool: nodes are still reporting their records,
+             * and evicting would free regions that hold them. */
+            st->c.alloc_failures++;
+            return DANGO_ENOSPC;
+        }
+
         /* One synchronous eviction pass per call, then one more try. */
         if (!*evicted && (now >= st->evict_idle_until)) {
             *evicted = 1;
@@ -982,6 +1003,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     ms_ver_t    *v, *old = NULL;
     uint64_t     rec_len, off, asz;
     ms_rep_t    *rep;
+    int          same;
     int          rc = key_check(&r->key);
 
     if (rc != 0) {
@@ -992,7 +1014,17 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         return DANGO_EINVAL;
     }
 
-    if ((st->rebuild_until == 0) || (now >= st->rebuild_until)) {
+    o = obj_lookup(st, &r->key);
+    /*
+     * A record of the very put the object holds now (a node back from a
+     * partition or a pause whose replica was dropped when it expired) is
+     * taken back as a replica at any time: it brings nothing old back.
+     * Anything else only within the rebuild window.
+     */
+    same = (o != NULL) && (o->cur != NULL) && (o->cur->put_id == r->put_id) &&
+           (o->cur->size == r->size) && (o->cur->checksum == r->checksum) &&
+           (o->cur->nrep < DANGO_STORE_REPLICA_MAX);
+    if (!same && ((st->rebuild_until == 0) || (now >= st->rebuild_until))) {
         return 1;
     }
 
@@ -1010,12 +1042,11 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     }
 
     off = r->addr - seg->base;
-    o   = obj_lookup(st, &r->key);
     if ((o != NULL) && (o->cur == NULL)) {
         return 1; /* a put of this key started since: it wins */
     }
 
-    if ((o != NULL) &&
+    if ((o != NULL) && !same &&
         ((o->cur->put_id > r->put_id) || !o->cur->restored ||
          ((o->cur->put_id == r->put_id) &&
           ((o->cur->size != r->size) || (o->cur->checksum != r->checksum) ||

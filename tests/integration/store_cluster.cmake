@@ -33,3 +33,20 @@ foreach(_i RANGE 0 ${_last} 2)
   set_tests_properties(integration.store.cluster.${_group} PROPERTIES
                        TIMEOUT ${_timeout} RUN_SERIAL TRUE)
 endforeach()
+
+# Master high availability against a real etcd (test_store_ha.c).
+add_executable(test_store_ha test_store_ha.c)
+target_link_libraries(test_store_ha PRIVATE dango_store dango_metadata
+                      dango_it_proc dango_test_md_servers
+                      PkgConfig::CMOCKA Threads::Threads)
+target_include_directories(test_store_ha PRIVATE ${CMAKE_SOURCE_DIR}/tests
+                           ${CMAKE_SOURCE_DIR}/src)
+target_compile_definitions(test_store_ha PRIVATE
+                           STORE_PEER_PATH="$<TARGET_FILE:store_peer>")
+add_dependencies(test_store_ha store_peer)
+foreach(_group failover revoked bad)
+  add_test(NAME integration.store.ha.${_group}
+           COMMAND test_store_ha "ha_${_group}_*")
+  set_tests_properties(integration.store.ha.${_group} PROPERTIES
+                       TIMEOUT 120 RUN_SERIAL TRUE)
+endforeach()

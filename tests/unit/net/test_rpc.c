@@ -1171,6 +1171,56 @@ static void rpc_server_create_oom(void **state)
     dango_loop_destroy(loop);
 }
 
+/*
+ * Epoch fencing (the store master's terms): replies carry the server's
+ * epoch; a client refuses replies older than the highest it has seen or
+ * been fenced at, with DANGO_ESTALE_TERM.
+ */
+static void rpc_stale_epoch_rejected(void **state)
+{
+    test_server_t      *ts  = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli = test_client(ts->addr, NULL);
+    dango_rpc_client_t *old = test_client(ts->addr, NULL);
+
+    (void)state;
+    /* Epoch 0 (a server that never sets one) is accepted by default. */
+    test_echo(cli, M_ECHO, 16, 1);
+    assert_int_equal(dango_rpc_client_epoch(cli), 0);
+
+    /* A newer epoch is accepted and remembered. */
+    dango_rpc_server_set_epoch(ts->srv, 7);
+    test_echo(cli, M_ECHO, 16, 2);
+    assert_int_equal(dango_rpc_client_epoch(cli), 7);
+    test_echo(cli, M_WORKER, 16, 3); /* deferred replies are stamped too */
+
+    /* The server goes back to an older term: its replies are refused. */
+    dango_rpc_server_set_epoch(ts->srv, 5);
+    assert_dango_err(DANGO_ESTALE_TERM,
+                     dango_rpc_call(cli, M_ECHO, "abc", 3, NULL, NULL, 0));
+    assert_dango_err(DANGO_ESTALE_TERM,
+                     dango_rpc_call(cli, M_WORKER, "abc", 3, NULL, NULL, 0));
+    assert_int_equal(dango_rpc_client_epoch(cli), 7);
+
+    /* A client that never saw 7 accepts 5 until it is fenced above it. */
+    test_echo(old, M_ECHO, 16, 4);
+    assert_int_equal(dango_rpc_client_epoch(old), 5);
+    dango_rpc_client_fence(old, 6);
+    assert_dango_err(DANGO_ESTALE_TERM,
+                     dango_rpc_call(old, M_ECHO, "abc", 3, NULL, NULL, 0));
+    dango_rpc_client_fence(old, 2); /* never goes down */
+    assert_int_equal(dango_rpc_client_epoch(old), 6);
+
+    /* The connection stays usable once the server's term is current. */
+    dango_rpc_server_set_epoch(ts->srv, 9);
+    test_echo(cli, M_ECHO, 16, 5);
+    test_echo(old, M_ECHO, 16, 6);
+    assert_int_equal(dango_rpc_client_epoch(cli), 9);
+
+    dango_rpc_client_destroy(old);
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -1198,6 +1248,7 @@ int main(void)
         T(rpc_limits),
         T(rpc_client_create_oom),
         T(rpc_server_create_oom),
+        T(rpc_stale_epoch_rejected),
     };
 #undef T
 

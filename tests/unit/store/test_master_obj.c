@@ -754,6 +754,104 @@ static void restore_from_reports(void **state)
     dango__store_ms_destroy(st);
 }
 
+/*
+ * A put that finds no room while a node is still reporting its records
+ * (its segment takes nothing yet) fails with ENOSPC without evicting: the
+ * objects already taken back from that node stay (before the fix, the
+ * eviction pass erased them and freed regions holding their records).
+ */
+static void restore_no_evict_while_reporting(void **state)
+{
+    ms_state_t   *st   = tm_state();
+    uint64_t      base = 0x100000000ull;
+    ms_seg_desc_t d    = {1, 1, "node-a", base, MiB, "host"};
+    ms_record_t   r    = {tm_key("k"), 100, 7, 5, base};
+    ms_ver_t     *v;
+
+    (void)state;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(1), &d, 1, T0));
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 1);
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(1), &r, T0));
+    assert_dango_err(DANGO_ENOSPC, tm_put_start(st, 2, "x", 10, T0, &v));
+    dango__store_ms_tick(st, T0 + 1000);
+    assert_non_null(tm_obj(st, "k"));
+    assert_non_null(tm_obj(st, "k")->cur);
+
+    /* Reported: the segment takes puts, "k" is still there. */
+    dango__store_ms_seg_recovering(st, tm_cid(1), &d, 1, 0);
+    tm_put(st, 2, "x", 10, T0 + 1000);
+    assert_non_null(tm_obj(st, "k"));
+    drain(st, T0 + 1000);
+    dango__store_ms_destroy(st);
+}
+
+/*
+ * A node back from a partition (expired, its replicas dropped) reports a
+ * record of the put the object still holds: it becomes a replica again
+ * (before the fix it was ignored because this master, not a report, had
+ * committed the object), while other records are ignored.
+ */
+static void restore_readopts_same_put(void **state)
+{
+    ms_state_t   *st = tm_state();
+    ms_seg_desc_t d  = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
+    ms_put_cfg_t  cfg;
+    ms_record_t   r;
+    ms_ver_t     *v;
+    uint64_t      now = T0, addr_b = 0, put_id;
+    unsigned      live;
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", MiB, now);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.replica_num = 2;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "k", 100, &cfg, 0, now, &v));
+    put_id = v->put_id;
+    assert_int_equal(2, v->nrep);
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg->id_hi == 2) {
+            addr_b = ms_rep_addr(&v->rep[i]);
+        }
+    }
+    assert_dango_ok(tm_put_end(st, 1, "k", put_id, 0, now));
+
+    /* Only client 1 pings: client 2 (node-b) expires, its replica goes. */
+    now += 2 * 60 * 1000;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    live = 0;
+    for (unsigned i = 0; i < tm_obj(st, "k")->cur->nrep; i++) {
+        live += tm_obj(st, "k")->cur->rep[i].seg != NULL;
+    }
+    assert_int_equal(1, live);
+
+    /* It remounts and reports: the same put is taken back... */
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 1);
+    r = (ms_record_t){tm_key("k"), 100, 0x5eed, put_id, addr_b};
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(2), &r, now));
+    live = 0;
+    for (unsigned i = 0; i < tm_obj(st, "k")->cur->nrep; i++) {
+        live += tm_obj(st, "k")->cur->rep[i].seg != NULL;
+    }
+    assert_int_equal(2, live);
+    /* ...but not twice, nor another checksum, nor a key it does not know. */
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    r.checksum = 1;
+    r.addr     = addr_b + 4096;
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    /* Past the rebuild window (60 s from that first remount). */
+    r.key      = tm_key("gone");
+    r.checksum = 0x5eed;
+    assert_int_equal(
+        1, dango__store_ms_restore(st, tm_cid(2), &r, now + 61 * 1000));
+    assert_null(tm_obj(st, "gone"));
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 0);
+    drain(st, now);
+    dango__store_ms_destroy(st);
+}
+
 static uint64_t rnd(uint64_t *s, uint64_t n)
 {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -896,6 +994,9 @@ int main(void)
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
+        cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
+        cmocka_unit_test_teardown(restore_no_evict_while_reporting,
+                                  tm_teardown),
         cmocka_unit_test_teardown(random_operations, tm_teardown),
     };
 
