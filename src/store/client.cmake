@@ -5,4 +5,5 @@ list(APPEND DANGO_STORE_SOURCES
   store_client_get.c
   store_client_put.c
   store_records.c
+  store_disk.c
   store_mooncake.c)
