@@ -5,4 +5,5 @@ list(APPEND DANGO_STORE_SOURCES
   store_master_seg.c
   store_master_obj.c
   store_master_admin.c
-  store_master_config.c)
+  store_master_config.c
+  store_master_disk.c)

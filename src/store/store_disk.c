@@ -201,8 +201,8 @@ typedef struct sd_io {
 static void io_run(sd_disk_t *d, sd_io_t *io, size_t n, int write)
 {
     size_t   inflight = 0, ci = 0;
-    unsigned queued   = 0;
-    uint64_t cpos     = 0;
+    unsigned queued = 0;
+    uint64_t cpos   = 0;
 
     for (size_t i = 0; i < n; i++) {
         io[i].done = 0;
@@ -226,10 +226,12 @@ static void io_run(sd_disk_t *d, sd_io_t *io, size_t n, int write)
             }
 
             if (write) {
-                io_uring_prep_write_fixed(sqe, d->fd, d->buf + io[ci].boff + cpos,
+                io_uring_prep_write_fixed(sqe, d->fd,
+                                          d->buf + io[ci].boff + cpos,
                                           (unsigned)l, io[ci].foff + cpos, 0);
             } else {
-                io_uring_prep_read_fixed(sqe, d->fd, d->buf + io[ci].boff + cpos,
+                io_uring_prep_read_fixed(sqe, d->fd,
+                                         d->buf + io[ci].boff + cpos,
                                          (unsigned)l, io[ci].foff + cpos, 0);
             }
             io_uring_sqe_set_data64(sqe, ((uint64_t)ci << 32) | (l >> 12));
@@ -286,8 +288,8 @@ static void block_kill(sd_disk_t *d, uint64_t off)
     memset(d->buf, 0, SD_BLOCK);
     io_run(d, &io, 1, 1);
     if (io.res != 0) {
-        dango_warn("store_disk %s: clearing record at %" PRIu64 ": %s",
-                   d->path, off, dango_strerror(io.res));
+        dango_warn("store_disk %s: clearing record at %" PRIu64 ": %s", d->path,
+                   off, dango_strerror(io.res));
     }
 }
 
@@ -295,8 +297,8 @@ static void block_kill(sd_disk_t *d, uint64_t off)
 static void scan(sd_disk_t *d)
 {
     uint64_t off = 0, cap = d->p.capacity;
-    uint64_t chunk = (d->p.buf_size < SD_SCAN_STEP) ? d->p.buf_size
-                                                    : SD_SCAN_STEP;
+    uint64_t chunk =
+        (d->p.buf_size < SD_SCAN_STEP) ? d->p.buf_size : SD_SCAN_STEP;
 
     while (off < cap) {
         uint64_t len = (cap - off < chunk) ? cap - off : chunk;
@@ -327,8 +329,8 @@ static void scan(sd_disk_t *d)
 
                 io_run(d, &r, 1, 0);
                 ok = (r.res == 0) && (rec_valid(d->buf, rlen) != 0);
-                if (ok && (dango__store_alloc_reserve(d->alloc, off + b, asz) ==
-                           0)) {
+                if (ok &&
+                    (dango__store_alloc_reserve(d->alloc, off + b, asz) == 0)) {
                     if (ent_add(d, d->buf, off + b, asz) == 0) {
                         d->s.scanned++;
                     }
@@ -449,10 +451,9 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
 
     d->s.capacity = d->p.capacity;
     scan(d);
-    dango_info("store_disk %s: %" PRIu64 " bytes%s, %" PRIu64
-               " records taken back",
-               d->path, d->p.capacity, d->direct ? " (O_DIRECT)" : "",
-               d->s.scanned);
+    dango_info(
+        "store_disk %s: %" PRIu64 " bytes%s, %" PRIu64 " records taken back",
+        d->path, d->p.capacity, d->direct ? " (O_DIRECT)" : "", d->s.scanned);
     *d_p = d;
     return 0;
 
@@ -527,8 +528,8 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 
             memcpy(d->buf + boff, recs[i], len);
             memset(d->buf + boff + len, 0, asz - len);
-            io[m]  = (sd_io_t){boff, off, asz, 0, 0};
-            idx[m] = i;
+            io[m]   = (sd_io_t){boff, off, asz, 0, 0};
+            idx[m]  = i;
             offs[i] = off;
             boff += asz;
             m++;
@@ -539,8 +540,7 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
             size_t j = idx[k];
 
             if ((io[k].res == 0) &&
-                (ent_add(d, d->buf + io[k].boff, io[k].foff, io[k].len) ==
-                 0)) {
+                (ent_add(d, d->buf + io[k].boff, io[k].foff, io[k].len) == 0)) {
                 d->s.writes++;
                 d->s.write_bytes += io[k].len;
                 continue;
@@ -548,10 +548,9 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 
             status[j] = (io[k].res != 0) ? io[k].res : DANGO_ENOMEM;
             d->s.write_errors++;
-            dango_warn("store_disk %s: writing %" PRIu64 " bytes at %" PRIu64
-                       ": %s",
-                       d->path, io[k].len, io[k].foff,
-                       dango_strerror(status[j]));
+            dango_warn(
+                "store_disk %s: writing %" PRIu64 " bytes at %" PRIu64 ": %s",
+                d->path, io[k].len, io[k].foff, dango_strerror(status[j]));
             dango__store_alloc_free(d->alloc, io[k].foff);
         }
     }
@@ -625,7 +624,7 @@ int dango__sd_drop(sd_disk_t *d, uint64_t off)
     return 0;
 }
 
-size_t dango__sd_make_room(sd_disk_t *d, uint64_t need,
+size_t dango__sd_make_room(sd_disk_t *d, uint64_t                          need,
                            void (*cb)(void *arg, const sd_rec_t *r), void *arg)
 {
     uint64_t limit = (uint64_t)((double)d->p.capacity * d->p.high_wm);
@@ -648,7 +647,7 @@ size_t dango__sd_make_room(sd_disk_t *d, uint64_t need,
 }
 
 void dango__sd_foreach(sd_disk_t *d, void (*cb)(void *arg, const sd_rec_t *r),
-                       void *arg)
+                       void      *arg)
 {
     sd_ent_t *e;
 

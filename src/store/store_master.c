@@ -462,6 +462,8 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         items[i].put_id = v->put_id;
         items[i].replicas =
             replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
+        /* A new value of a key on a disk tier: the disk copy is stale. */
+        dango__store_ms_disk_forget(m->st, bt.keys[i].s, bt.keys[i].len);
     }
 
     count_items(&m->ops[*op_p], bt.status, n, 0);
@@ -557,6 +559,10 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         bt.itemp[i]     = &items[i];
         items[i].status = bt.status[i];
         if (o == NULL) {
+            /* Disk tier: the reader loads it with DiskLoad. */
+            items[i].on_disk =
+                (bt.status[i] == DANGO_ENO_OBJECT) &&
+                dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len);
             continue;
         }
 
@@ -613,6 +619,19 @@ static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
     rc = exist ? dango__store_ms_exist(m->st, n, bt.keys, now, bt.status)
                : dango__store_ms_remove(m->st, n, bt.keys, msg->force, now,
                                         bt.status);
+    /* Disk tier: exists there too; a remove drops the disk record. */
+    for (size_t i = 0; (rc == 0) && (i < n); i++) {
+        if (exist && (bt.status[i] == 0)) {
+            bt.status[i] =
+                dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len);
+        } else if (!exist &&
+                   ((bt.status[i] == 0) ||
+                    (bt.status[i] == DANGO_ENO_OBJECT)) &&
+                   dango__store_ms_disk_forget(m->st, bt.keys[i].s,
+                                               bt.keys[i].len)) {
+            bt.status[i] = 0;
+        }
+    }
     if (rc == 0) {
         count_items(&m->ops[exist ? MS_OP_EXIST : MS_OP_REMOVE], bt.status, n,
                     exist);
@@ -740,6 +759,17 @@ static int rpc_pool_stat(dango_store_master_t *m, dango_rpc_call_t *call)
     resp.segments     = st->nsegs;
     resp.clients      = dango_hmap_count(&st->clients);
     resp.evicted_keys = st->c.evicted_keys;
+    {
+        ms_disk_stats_t ds;
+
+        dango__store_ms_disk_stats(st, &ds);
+        resp.disk_capacity   = ds.capacity;
+        resp.disk_used       = ds.used;
+        resp.disk_keys       = ds.keys;
+        resp.disk_offloads   = ds.offloads;
+        resp.disk_loads      = ds.loads;
+        resp.disk_promotions = ds.promotions;
+    }
     return reply(call, 0, &resp.base);
 }
 
@@ -750,6 +780,12 @@ static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
     uint64_t              now = now_ms();
     ms_op_t               op  = MS_OP_UNKNOWN;
     int                   rc;
+
+    if ((method >= DANGO_STORE_M_DISK_FIRST) &&
+        (method <= DANGO_STORE_M_DISK_LAST)) {
+        dango__store_master_disk_rpc(m, call, method, req, len, now);
+        return;
+    }
 
     switch (method) {
     case DANGO_STORE_M_SERVICE_READY:
@@ -913,6 +949,9 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->evict_soft_pinned    = c->evict_soft_pinned;
     p->view_version         = view;
     p->seed                 = 0;
+    p->disk_no_offload      = !c->disk_offload;
+    p->disk_promote_hits    = (unsigned)c->disk_promote_hits;
+    p->disk_queue           = (unsigned)c->disk_queue;
 }
 
 /* ---------- public API ---------- */

@@ -64,8 +64,7 @@ static void write_read_reopen(void **state)
     for (int i = 0; i < 3; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         r[i]    = mkrec(key, (i == 2) ? (1u << 20) + 5 : 100u + (unsigned)i,
-                        (unsigned)i, 7u + (unsigned)i,
-                        &lens[i]);
+                        (unsigned)i, 7u + (unsigned)i, &lens[i]);
         recs[i] = r[i];
     }
     dango__sd_write(d, 3, recs, lens, st, offs);
@@ -76,12 +75,12 @@ static void write_read_reopen(void **state)
 
     assert_dango_ok(dango__sd_read(d, offs[2], "k2", 2, 9, out, 2u << 20));
     assert_memory_equal(out, r[2], lens[2]);
-    assert_dango_err(DANGO_ENOENT, dango__sd_read(d, offs[2], "k2", 2, 8, out,
-                                                  2u << 20));
-    assert_dango_err(DANGO_ENOENT, dango__sd_read(d, offs[2], "k1", 2, 9, out,
-                                                  2u << 20));
-    assert_dango_err(DANGO_ERANGE, dango__sd_read(d, offs[2], "k2", 2, 9, out,
-                                                  100));
+    assert_dango_err(DANGO_ENOENT,
+                     dango__sd_read(d, offs[2], "k2", 2, 8, out, 2u << 20));
+    assert_dango_err(DANGO_ENOENT,
+                     dango__sd_read(d, offs[2], "k1", 2, 9, out, 2u << 20));
+    assert_dango_err(DANGO_ERANGE,
+                     dango__sd_read(d, offs[2], "k2", 2, 9, out, 100));
     assert_dango_ok(dango__sd_drop(d, offs[1]));
     assert_dango_err(DANGO_ENOENT, dango__sd_drop(d, offs[1]));
     dango__sd_close(d);
@@ -104,15 +103,16 @@ static void write_read_reopen(void **state)
     unlink(path);
 }
 
-/* A flipped byte in the value: not served, dropped; a torn one not rescanned. */
+/* A flipped byte in the value: not served, dropped; a torn one not rescanned.
+ */
 static void corrupt_and_torn(void **state)
 {
     sd_params_t p = {.capacity = 8u << 20};
     sd_disk_t  *d;
     uint64_t    len, off[2], lens[2];
     int         st[2], fd;
-    char       *r0 = mkrec("c0", 50000, 1, 3, &lens[0]);
-    char       *r1 = mkrec("c1", 70000, 2, 4, &lens[1]);
+    char       *r0      = mkrec("c0", 50000, 1, 3, &lens[0]);
+    char       *r1      = mkrec("c1", 70000, 2, 4, &lens[1]);
     const void *recs[2] = {r0, r1};
     char       *out = malloc(1u << 20), path[256], b = 0x5a;
     sd_stats_t  s;
@@ -132,10 +132,10 @@ static void corrupt_and_torn(void **state)
     {
         static char z[SD_BLOCK];
 
-        assert_int_equal(pwrite(fd, z, sizeof(z),
-                                (off_t)(off[1] + (lens[1] / SD_BLOCK - 1) *
-                                                     SD_BLOCK)),
-                         (ssize_t)sizeof(z));
+        assert_int_equal(
+            pwrite(fd, z, sizeof(z),
+                   (off_t)(off[1] + (lens[1] / SD_BLOCK - 1) * SD_BLOCK)),
+            (ssize_t)sizeof(z));
     }
     close(fd);
 
@@ -176,7 +176,8 @@ static void lru_full_and_bad_input(void **state)
     sd_stats_t  s;
 
     path_of(path, sizeof(path), "l.data");
-    assert_dango_err(DANGO_EINVAL, dango__sd_open(path, &(sd_params_t){.capacity = 100}, &d));
+    assert_dango_err(DANGO_EINVAL,
+                     dango__sd_open(path, &(sd_params_t){.capacity = 100}, &d));
     assert_dango_err(DANGO_EINVAL, dango__sd_open("", &p, &d));
     assert_dango_ok(dango__sd_open(path, &p, &d));
 
@@ -186,7 +187,8 @@ static void lru_full_and_bad_input(void **state)
         const void *recs[1];
 
         snprintf(key, sizeof(key), "l%d", i);
-        r       = mkrec(key, 7 * SD_BLOCK + 100, (unsigned)i, 10u + (unsigned)i, &lens[0]);
+        r       = mkrec(key, 7 * SD_BLOCK + 100, (unsigned)i, 10u + (unsigned)i,
+                        &lens[0]);
         recs[0] = r;
         dango__sd_write(d, 1, recs, lens, st, off);
         if (i < 8) {
@@ -242,7 +244,8 @@ static void fs_full(void **state)
     rc = dango__sd_open(path, &p, &d);
     assert_dango_ok(rc);
     for (int i = 0; i < 8; i++) {
-        char       *r = mkrec("f", 512u << 10, (unsigned)i, 1u + (unsigned)i, &lens[0]);
+        char *r =
+            mkrec("f", 512u << 10, (unsigned)i, 1u + (unsigned)i, &lens[0]);
         const void *recs[1] = {r};
 
         dango__sd_write(d, 1, recs, lens, st, off);
