@@ -636,6 +636,24 @@ static int stat_pool(kv_args_t *a, dango_store_client_t *c)
     printf("%-10s %llu\n", "segments", (unsigned long long)info.segments);
     printf("%-10s %llu\n", "clients", (unsigned long long)info.clients);
     printf("%-10s %llu\n", "evicted", (unsigned long long)info.evicted_keys);
+    if ((info.disk_capacity > 0) || (info.disk_keys > 0)) {
+        printf("%-10s %llu (%s)\n", "disk",
+               (unsigned long long)info.disk_capacity,
+               app_format_size(info.disk_capacity, sz, sizeof(sz)));
+        printf("%-10s %llu (%s, %.1f%%)\n", "disk used",
+               (unsigned long long)info.disk_used,
+               app_format_size(info.disk_used, sz, sizeof(sz)),
+               (info.disk_capacity > 0)
+                   ? 100.0 * (double)info.disk_used / (double)info.disk_capacity
+                   : 0.0);
+        printf("%-10s %llu\n", "disk keys", (unsigned long long)info.disk_keys);
+        printf("%-10s %llu\n", "offloads",
+               (unsigned long long)info.disk_offloads);
+        printf("%-10s %llu\n", "disk hits",
+               (unsigned long long)info.disk_loads);
+        printf("%-10s %llu\n", "promoted",
+               (unsigned long long)info.disk_promotions);
+    }
     return 0;
 }
 

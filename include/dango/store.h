@@ -153,6 +153,13 @@ typedef struct dango_store_pool_info {
     uint64_t segments;     /**< Mounted segments. */
     uint64_t clients;      /**< Clients alive. */
     uint64_t evicted_keys; /**< Objects evicted since the master started. */
+    /* Disk tiers of the nodes (0 when none is mounted). */
+    uint64_t disk_capacity;   /**< Bytes of all nodes' disk tiers. */
+    uint64_t disk_used;       /**< Bytes used on them. */
+    uint64_t disk_keys;       /**< Objects held on a disk tier. */
+    uint64_t disk_offloads;   /**< Objects moved to disk on eviction. */
+    uint64_t disk_loads;      /**< Reads served from disk. */
+    uint64_t disk_promotions; /**< Disk objects brought back to memory. */
 } dango_store_pool_info_t;
 
 /**

@@ -6,4 +6,5 @@ list(APPEND DANGO_STORE_SOURCES
   store_client_put.c
   store_records.c
   store_disk.c
+  store_client_disk.c
   store_mooncake.c)

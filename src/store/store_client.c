@@ -1367,6 +1367,11 @@ int dango_store_client_create(const dango_store_params_t *params,
     }
 
     c->ping_started = 1;
+    rc              = dango__sc_disk_start(c);
+    if (rc != 0) {
+        goto err_threads;
+    }
+
     dango_info("store client %s: segment %" PRIu64 " bytes, staging %zu "
                "bytes, master %s",
                c->name, c->seg_size, c->cfg.local_buffer_size, c->master_addr);
@@ -1388,6 +1393,7 @@ void dango_store_client_destroy(dango_store_client_t *c)
         return;
     }
 
+    dango__sc_disk_stop(c);
     sc_threads_stop(c);
     if ((c->seg_base != NULL) &&
         __atomic_load_n(&c->mounted, __ATOMIC_RELAXED)) {
@@ -1826,12 +1832,18 @@ int dango_store_pool_stat(dango_store_client_t    *c,
         return rc;
     }
 
-    info->capacity     = resp->capacity;
-    info->used         = resp->used;
-    info->keys         = resp->keys;
-    info->segments     = resp->segments;
-    info->clients      = resp->clients;
-    info->evicted_keys = resp->evicted_keys;
+    info->capacity        = resp->capacity;
+    info->used            = resp->used;
+    info->keys            = resp->keys;
+    info->segments        = resp->segments;
+    info->clients         = resp->clients;
+    info->evicted_keys    = resp->evicted_keys;
+    info->disk_capacity   = resp->disk_capacity;
+    info->disk_used       = resp->disk_used;
+    info->disk_keys       = resp->disk_keys;
+    info->disk_offloads   = resp->disk_offloads;
+    info->disk_loads      = resp->disk_loads;
+    info->disk_promotions = resp->disk_promotions;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }

@@ -37,6 +37,11 @@ typedef struct store_client_config {
     int           verify_checksum;
     size_t        register_threshold;
     unsigned long commit_queue;
+    char         *disk_path;
+    size_t        disk_size;
+    size_t        disk_buffer;
+    size_t        disk_staging;
+    double        disk_high_watermark;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -161,6 +166,9 @@ struct dango_store_client {
     int                 commit_started;
     uint64_t           *commit_words; /* registered, SC_COMMIT_BATCH entries */
     dango_xfer_batch_t *commit_batch;
+
+    /* Disk tier and its thread (store_client_disk.c); NULL without one. */
+    struct sc_disk *disk;
 };
 
 /* ---------- store_client.c ---------- */
@@ -276,5 +284,16 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
 
 /* Mooncake ErrorCode number of a Dango code (0 stays 0). */
 int dango__store_mooncake_errno(int err);
+
+/* ---------- store_client_disk.c ---------- */
+
+/*
+ * Opens the disk tier (STORE_DISK_PATH, STORE_DISK_SIZE) and starts its
+ * thread; 0 when none is configured. DANGO_EINVAL without a segment or
+ * size, or the errors of dango__sd_open().
+ */
+int dango__sc_disk_start(dango_store_client_t *c);
+/* Stops the thread and closes the tier (no-op without one). */
+void dango__sc_disk_stop(dango_store_client_t *c);
 
 #endif

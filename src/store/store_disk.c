@@ -526,7 +526,14 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
                 continue;
             }
 
+            /* Verified in the copy that is written: the source region may
+             * have been freed and reused since the task was queued. */
             memcpy(d->buf + boff, recs[i], len);
+            if (rec_valid(d->buf + boff, len) != len) {
+                dango__store_alloc_free(d->alloc, off);
+                status[i] = DANGO_EINVAL;
+                continue;
+            }
             memset(d->buf + boff + len, 0, asz - len);
             io[m]   = (sd_io_t){boff, off, asz, 0, 0};
             idx[m]  = i;

@@ -67,6 +67,8 @@
 /* Tasks handed out per DiskPoll reply, and drops per reply. */
 #define MS_DISK_TASKS_PER_POLL 256
 #define MS_DISK_DROPS_PER_POLL 4096
+/* How long a node keeps a record it staged for a reader (its lease). */
+#define MS_DISK_STAGE_MS 1000
 /* Records accepted per DiskPoll report. */
 #define MS_DISK_REPORT_MAX 65536
 
@@ -91,7 +93,8 @@ typedef struct ms_dtask {
     uint64_t          put_id, rec_len, off, deadline;
     ms_seg_t         *seg; /* load: the region's segment (NULL once gone) */
     uint64_t          seg_off;
-    ms_dwait_t       *w; /* load: the waiting DiskLoad */
+    int               nstage; /* load into the node's staging buffer */
+    ms_dwait_t       *w;      /* load: the waiting DiskLoad */
     size_t            wi;
     size_t            klen;
     char              key[];
@@ -120,6 +123,8 @@ typedef struct ms_dwait_item {
     uint64_t  off, rec_len, size, checksum, put_id;
     int       staged;  /* the region is ours to hand over */
     int       promote; /* reached the hit threshold */
+    int       nstage;  /* read into the node's staging buffer, at addr */
+    uint64_t  addr;
     char     *key;
     size_t    klen;
 } ms_dwait_item_t;
@@ -460,16 +465,16 @@ static void task_end(ms_state_t *st, ms_dnode_t *dn, ms_dtask_t *t, int status,
             ((r == NULL) || (r->put_id != t->put_id) || (r->dn != dn))) {
             status = DANGO_ENO_OBJECT; /* removed meanwhile */
         }
-        if ((status == 0) && (o != NULL)) {
-            status = DANGO_EAGAIN; /* in memory again (put or promoted) */
-        }
 
         if (status == 0) {
             it->staged = 1;
+            it->addr   = off; /* node staging: where the node put it */
             d->c.loads++;
             d->c.load_bytes += t->rec_len;
         } else {
-            region_free(st, t->seg, t->seg_off, t->rec_len);
+            if (!it->nstage) {
+                region_free(st, t->seg, t->seg_off, t->rec_len);
+            }
             it->seg = NULL;
             d->c.load_failures++;
             if ((status == DANGO_ECORRUPT) || (status == DANGO_ENOENT)) {
@@ -505,7 +510,7 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
         "disk_load_reply");
     if (items == NULL) {
         for (size_t i = 0; i < w->n; i++) {
-            if (w->items[i].staged) {
+            if (w->items[i].staged && !w->items[i].nstage) {
                 region_free(st, w->items[i].seg, w->items[i].off,
                             w->items[i].rec_len);
             }
@@ -531,6 +536,26 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
         itemp[i]        = &items[i];
         items[i].status = it->status;
         if (!it->staged) {
+            continue;
+        }
+
+        if (it->nstage) {
+            /* In the node's staging buffer for MS_DISK_STAGE_MS. */
+            items[i].size     = it->size;
+            items[i].checksum = it->checksum;
+            items[i].put_id   = it->put_id;
+            items[i].lease_ms = MS_DISK_STAGE_MS / 2;
+            dango__store__replica__init(&reps[i]);
+            reps[i].segment     = seg->name->name;
+            reps[i].addr        = it->addr;
+            reps[i].length      = it->rec_len;
+            reps[i].status      = DANGO_STORE_REPLICA_COMPLETE;
+            reps[i].host_id     = seg->host_id;
+            reps[i].seg_hi      = seg->id_hi;
+            reps[i].seg_lo      = seg->id_lo;
+            repp[i]             = &reps[i];
+            items[i].n_replicas = 1;
+            items[i].replicas   = &repp[i];
             continue;
         }
 
@@ -639,7 +664,9 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
         o->put_id   = t->put_id;
         o->length   = t->rec_len;
         o->off      = t->off;
-        o->addr     = (t->seg != NULL) ? t->seg->base + t->seg_off : 0;
+        o->addr     = ((t->seg != NULL) && !t->nstage)
+                          ? t->seg->base + t->seg_off
+                          : 0; /* 0: into the node's staging buffer */
         if (t->kind == DANGO_STORE_DISK_OFFLOAD) {
             o->addr = t->seg_off; /* absolute address, see on_evict */
         }
@@ -869,6 +896,7 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
         const char      *key  = msg->keys[i];
         size_t           klen = strlen(key);
         ms_dobj_t       *r    = NULL;
+        ms_client_t     *c;
         ms_dtask_t      *t;
         ms_obj_t        *o;
 
@@ -894,33 +922,49 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
         it->size     = r->size;
         it->checksum = r->checksum;
         it->rec_len  = r->rec_len;
-        it->status =
-            region_in_client(st, dango__store_ms_client_find(st, r->dn->cid),
-                             r->rec_len, &it->seg, &it->off);
-        if (it->status != 0) {
-            if (it->status == DANGO_ENOSPC) {
-                st->need_evict = 1;
+
+        /*
+         * Promotion: a region of the node's segment, filled by the node,
+         * becomes the object's memory replica. Otherwise (or when the
+         * segment is full) the node reads into its own staging buffer and
+         * keeps it there for MS_DISK_STAGE_MS.
+         */
+        c = dango__store_ms_client_find(st, r->dn->cid);
+        it->promote =
+            (r->hits + 1 >= st->p.disk_promote_hits) &&
+            (region_in_client(st, c, r->rec_len, &it->seg, &it->off) == 0);
+        if (!it->promote) {
+            it->nstage = 1;
+            it->seg    = NULL;
+            if ((c != NULL) && !dango_list_is_empty(&c->segs)) {
+                it->seg = dango_list_head_elem(&c->segs, ms_seg_t, client_link);
             }
-            continue;
+            if (it->seg == NULL) {
+                it->status = DANGO_EREPLICA_UNAVAIL;
+                continue;
+            }
         }
+        it->status = 0;
 
         t = task_new(d, DANGO_STORE_DISK_LOAD, key, klen);
         if (t == NULL) {
-            region_free(st, it->seg, it->off, it->rec_len);
+            if (!it->nstage) {
+                region_free(st, it->seg, it->off, it->rec_len);
+            }
             it->seg    = NULL;
             it->status = DANGO_ENOMEM;
             continue;
         }
 
         r->hits++;
-        it->promote = r->hits >= st->p.disk_promote_hits;
-        t->put_id   = r->put_id;
-        t->rec_len  = r->rec_len;
-        t->off      = r->off;
-        t->seg      = it->seg;
-        t->seg_off  = it->off;
-        t->w        = w;
-        t->wi       = i;
+        t->nstage  = it->nstage;
+        t->put_id  = r->put_id;
+        t->rec_len = r->rec_len;
+        t->off     = r->off;
+        t->seg     = it->seg;
+        t->seg_off = it->off;
+        t->w       = w;
+        t->wi      = i;
         w->pending++;
         task_queue(r->dn, t, now);
     }
