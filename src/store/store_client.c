@@ -1832,12 +1832,14 @@ int dango_store_pool_stat(dango_store_client_t    *c,
         return rc;
     }
 
-    info->capacity        = resp->capacity;
-    info->used            = resp->used;
-    info->keys            = resp->keys;
-    info->segments        = resp->segments;
-    info->clients         = resp->clients;
-    info->evicted_keys    = resp->evicted_keys;
+    info->capacity     = resp->capacity;
+    info->used         = resp->used;
+    info->keys         = resp->keys;
+    info->segments     = resp->segments;
+    info->clients      = resp->clients;
+    info->evicted_keys = resp->evicted_keys;
+
+    /* Disk tiers. */
     info->disk_capacity   = resp->disk_capacity;
     info->disk_used       = resp->disk_used;
     info->disk_keys       = resp->disk_keys;

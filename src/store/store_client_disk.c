@@ -188,32 +188,43 @@ static void stage_reclaim(sc_disk_t *sd, uint64_t now)
     }
 }
 
-/* Reads a record into the staging buffer for a reader. */
-static int stage_load(sc_disk_t *sd, const Dango__Store__DiskTask *t,
-                      uint64_t *addr_p)
+/* A reader is done with the staged record at @addr: free it now. */
+static void stage_release(sc_disk_t *sd, uint64_t addr)
 {
-    uint64_t now = dango_time_ns(), off;
-    int      rc;
+    uint64_t base = (uint64_t)(uintptr_t)sd->stage;
 
-    stage_reclaim(sd, now);
+    if ((addr < base) || (addr - base >= sd->stage_size)) {
+        return;
+    }
+
+    for (size_t k = 0; k < sd->nslots; k++) {
+        sc_stage_slot_t *s = &sd->slots[(sd->slots_head + k) % sd->slots_cap];
+
+        if (s->off == addr - base) {
+            dango__store_alloc_free(sd->stage_alloc, s->off);
+            s->off = UINT64_MAX; /* the ring skips it */
+            return;
+        }
+    }
+}
+
+/* A slot of @len bytes in the staging buffer: 0 or DANGO_ENOSPC. */
+static int stage_alloc(sc_disk_t *sd, uint64_t len, uint64_t *off_p)
+{
+    stage_reclaim(sd, dango_time_ns());
     if ((sd->nslots == sd->slots_cap) ||
-        (dango__store_alloc_alloc(sd->stage_alloc, t->length, &off, NULL) !=
-         0)) {
+        (dango__store_alloc_alloc(sd->stage_alloc, len, off_p, NULL) != 0)) {
         return DANGO_ENOSPC; /* too many reads in flight for the buffer */
     }
+    return 0;
+}
 
-    rc = dango__sd_read(sd->d, t->off, (const char *)t->key.data, t->key.len,
-                        t->put_id, sd->stage + off, t->length);
-    if (rc != 0) {
-        dango__store_alloc_free(sd->stage_alloc, off);
-        return rc;
-    }
-
+/* Keeps staged slot @off until a reader releases it or its time is up. */
+static void stage_keep(sc_disk_t *sd, uint64_t off)
+{
     sd->slots[(sd->slots_head + sd->nslots) % sd->slots_cap] =
         (sc_stage_slot_t){off, dango_time_ns() + SC_DISK_STAGE_NS};
     sd->nslots++;
-    *addr_p = (uint64_t)(uintptr_t)(sd->stage + off);
-    return 0;
 }
 
 /* 1 if [addr, addr + len) lies in our segment. */
@@ -233,6 +244,10 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
     uint64_t             *lens, *offs, need = 0;
     int                  *status;
     size_t               *idx;
+
+    for (size_t i = 0; i < resp->n_released; i++) {
+        stage_release(sd, resp->released[i]);
+    }
 
     for (size_t i = 0; i < resp->n_drops; i++) {
         const Dango__Store__DiskRecord *r = resp->drops[i];
@@ -287,33 +302,71 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
         }
     }
 
-    /* Loads: straight into the region the master gave us. */
-    for (size_t i = 0; i < n; i++) {
-        const Dango__Store__DiskTask *t = resp->tasks[i];
-        int                           rc;
+    /* Loads, all in flight together: into the region the master gave us
+     * (promotion), or into our staging buffer for a reader (addr 0). */
+    {
+        sd_read_req_t *rq   = (sd_read_req_t *)dango_calloc(
+            n, sizeof(*rq), "disk_task_reads");
+        size_t         nr   = 0;
+        uint64_t      *soff = offs; /* reused: staging slot per read */
 
-        if (t->kind != DANGO_STORE_DISK_LOAD) {
-            if (t->kind != DANGO_STORE_DISK_OFFLOAD) {
-                done_add(sd, t->id, DANGO_ENOTSUP, 0);
+        if (rq == NULL) {
+            for (size_t i = 0; i < n; i++) {
+                if (resp->tasks[i]->kind == DANGO_STORE_DISK_LOAD) {
+                    done_add(sd, resp->tasks[i]->id, DANGO_ENOMEM, 0);
+                }
             }
-            continue;
+            goto out;
         }
-        if (t->addr == 0) {
+
+        for (size_t i = 0; i < n; i++) {
+            const Dango__Store__DiskTask *t = resp->tasks[i];
+            void                         *dst;
+            int                           rc;
+
+            if (t->kind != DANGO_STORE_DISK_LOAD) {
+                if (t->kind != DANGO_STORE_DISK_OFFLOAD) {
+                    done_add(sd, t->id, DANGO_ENOTSUP, 0);
+                }
+                continue;
+            }
+
+            if (t->addr == 0) {
+                rc  = stage_alloc(sd, t->length, &soff[nr]);
+                dst = sd->stage + soff[nr];
+            } else {
+                rc = in_segment(c, t->addr, t->length) ? 0 : DANGO_EINVAL;
+                soff[nr] = UINT64_MAX;
+                dst      = (void *)(uintptr_t)t->addr;
+            }
+            if (rc != 0) {
+                done_add(sd, t->id, rc, 0);
+                continue;
+            }
+
+            rq[nr]  = (sd_read_req_t){t->off,    (const char *)t->key.data,
+                                      t->key.len, t->put_id,
+                                      dst,       t->length,
+                                      0};
+            idx[nr] = i;
+            nr++;
+        }
+
+        dango__sd_read_many(sd->d, nr, rq);
+        for (size_t k = 0; k < nr; k++) {
             uint64_t addr = 0;
 
-            rc = stage_load(sd, t, &addr);
-            done_add(sd, t->id, rc, addr);
-            continue;
+            if (soff[k] != UINT64_MAX) {
+                if (rq[k].status == 0) {
+                    stage_keep(sd, soff[k]);
+                    addr = (uint64_t)(uintptr_t)(sd->stage + soff[k]);
+                } else {
+                    dango__store_alloc_free(sd->stage_alloc, soff[k]);
+                }
+            }
+            done_add(sd, resp->tasks[idx[k]]->id, rq[k].status, addr);
         }
-        if (!in_segment(c, t->addr, t->length)) {
-            done_add(sd, t->id, DANGO_EINVAL, 0);
-            continue;
-        }
-
-        rc =
-            dango__sd_read(sd->d, t->off, (const char *)t->key.data, t->key.len,
-                           t->put_id, (void *)(uintptr_t)t->addr, t->length);
-        done_add(sd, t->id, rc, 0);
+        dango_free(rq);
     }
 
 out:

@@ -883,6 +883,53 @@ static void get_disk(dango_store_client_t *c, get_item_t *items, size_t n,
     }
 }
 
+/*
+ * Records a node staged for us (DiskLoad without promotion) are read: the
+ * node may reuse their space now (best effort: it also frees them after a
+ * second).
+ */
+static void get_disk_release(dango_store_client_t *c, get_item_t *items,
+                             size_t n)
+{
+    Dango__Store__DiskReleaseReq req = DANGO__STORE__DISK_RELEASE_REQ__INIT;
+    Dango__Store__DiskStaged    *st;
+    Dango__Store__DiskStaged   **stp;
+    size_t                       m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        m += (items[i].it != NULL) && items[i].it->disk_staged &&
+             (items[i].it->n_replicas == 1);
+    }
+    if (m == 0) {
+        return;
+    }
+
+    st = dango_calloc(m, sizeof(*st) + sizeof(*stp), "store_get_release");
+    if (st == NULL) {
+        return;
+    }
+    stp = (Dango__Store__DiskStaged **)(st + m);
+    m   = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Dango__Store__GetItem *it = items[i].it;
+
+        if ((it != NULL) && it->disk_staged && (it->n_replicas == 1)) {
+            dango__store__disk_staged__init(&st[m]);
+            st[m].seg_hi = it->replicas[0]->seg_hi;
+            st[m].seg_lo = it->replicas[0]->seg_lo;
+            st[m].addr   = it->replicas[0]->addr;
+            stp[m]       = &st[m];
+            m++;
+        }
+    }
+
+    req.n_staged = m;
+    req.staged   = stp;
+    (void)dango__sc_call(c, DANGO_STORE_M_DISK_RELEASE, &req.base, NULL, NULL,
+                         0);
+    dango_free(st);
+}
+
 int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
@@ -964,6 +1011,7 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
     get_disk(c, items, n, sizes, allocs, disk_resp);
     while (get_round(c, items, n, flags)) {
     }
+    get_disk_release(c, items, n);
 
 out:
     for (size_t i = 0; i < n; i++) {

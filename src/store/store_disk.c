@@ -191,99 +191,133 @@ typedef struct sd_io {
     uint64_t boff, foff, len;
     uint64_t done;
     int      res;
+    unsigned pending; /* extents in the kernel */
+    uint64_t queued;  /* bytes handed to the kernel */
 } sd_io_t;
 
 /*
- * Runs @n transfers in extents of up to SD_EXTENT with up to `depth` in
- * flight; io[i].res is 0 or the first error of transfer i, io[i].done the
- * bytes moved.
+ * A queue of transfers in flight: ioq_add() submits every extent of one
+ * transfer at once (at most SD_EXTENT each, at most `depth` in flight,
+ * reaping completions when full); @on_done runs for a transfer as soon as
+ * its last extent completed, while others are still in flight (so copying
+ * or verifying one record overlaps the I/O of the next).
  */
-static void io_run(sd_disk_t *d, sd_io_t *io, size_t n, int write)
+typedef struct sd_ioq {
+    sd_io_t *io;
+    unsigned inflight;
+    int      write;
+    void (*on_done)(sd_disk_t *d, struct sd_ioq *q, size_t i);
+    void *arg;
+} sd_ioq_t;
+
+/* Reaps completions: at least one if @wait, else what is there. */
+static void ioq_reap(sd_disk_t *d, sd_ioq_t *q, int wait)
 {
-    size_t   inflight = 0, ci = 0;
-    unsigned queued = 0;
-    uint64_t cpos   = 0;
+    struct io_uring_cqe *cqe;
 
-    for (size_t i = 0; i < n; i++) {
-        io[i].done = 0;
-        io[i].res  = 0;
+    while (q->inflight > 0) {
+        uint64_t ud;
+        size_t   i;
+        uint64_t len;
+        int      rc = wait ? io_uring_wait_cqe(&d->ring, &cqe)
+                           : io_uring_peek_cqe(&d->ring, &cqe);
+
+        if (rc != 0) {
+            if (wait && (rc == -EINTR)) {
+                continue;
+            }
+            return;
+        }
+
+        ud  = io_uring_cqe_get_data64(cqe);
+        i   = (size_t)(ud >> 32);
+        len = (ud & 0xffffffffu) << 12;
+        if (cqe->res < 0) {
+            if (q->io[i].res == 0) {
+                q->io[i].res = DANGO__ERR(-cqe->res);
+            }
+        } else if ((uint64_t)cqe->res != len) {
+            /* Short transfer: end of file or a full device. */
+            if (q->io[i].res == 0) {
+                q->io[i].res = q->write ? DANGO_ENOSPC : DANGO_ERANGE;
+            }
+        } else {
+            q->io[i].done += len;
+        }
+        io_uring_cqe_seen(&d->ring, cqe);
+        q->inflight--;
+        if ((--q->io[i].pending == 0) && (q->io[i].queued == q->io[i].len) &&
+            (q->on_done != NULL)) {
+            q->on_done(d, q, i);
+        }
+        wait = 0;
     }
+}
 
-    /* Each SQE moves one extent: (index, length in blocks) in user_data. */
-    while ((ci < n) || (inflight > 0)) {
-        struct io_uring_cqe *cqe;
+/* Submits every extent of transfer @i. */
+static void ioq_add(sd_disk_t *d, sd_ioq_t *q, size_t i)
+{
+    sd_io_t *io = &q->io[i];
 
-        while ((ci < n) && (inflight < d->p.depth)) {
-            struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
-            uint64_t             l   = io[ci].len - cpos;
+    io->done    = 0;
+    io->res     = 0;
+    io->pending = 0;
+    io->queued  = 0;
+    while (io->queued < io->len) {
+        struct io_uring_sqe *sqe;
+        uint64_t             l = io->len - io->queued;
 
-            if (sqe == NULL) {
-                break;
-            }
-
-            if (l > SD_EXTENT) {
-                l = SD_EXTENT;
-            }
-
-            if (write) {
-                io_uring_prep_write_fixed(sqe, d->fd,
-                                          d->buf + io[ci].boff + cpos,
-                                          (unsigned)l, io[ci].foff + cpos, 0);
-            } else {
-                io_uring_prep_read_fixed(sqe, d->fd,
-                                         d->buf + io[ci].boff + cpos,
-                                         (unsigned)l, io[ci].foff + cpos, 0);
-            }
-            io_uring_sqe_set_data64(sqe, ((uint64_t)ci << 32) | (l >> 12));
-            inflight++;
-            queued++;
-            cpos += l;
-            if (cpos == io[ci].len) {
-                ci++;
-                cpos = 0;
-            }
-        }
-
-        if (queued > 0) {
+        if (q->inflight >= d->p.depth) {
             io_uring_submit(&d->ring);
-            queued = 0;
+            ioq_reap(d, q, 1);
+            continue;
         }
-
-        if (inflight == 0) {
-            break;
-        }
-
-        if (io_uring_wait_cqe(&d->ring, &cqe) != 0) {
+        sqe = io_uring_get_sqe(&d->ring);
+        if (sqe == NULL) {
+            io_uring_submit(&d->ring);
             continue;
         }
 
-        {
-            uint64_t ud  = io_uring_cqe_get_data64(cqe);
-            size_t   i   = (size_t)(ud >> 32);
-            uint64_t len = (ud & 0xffffffffu) << 12;
-
-            if (cqe->res < 0) {
-                if (io[i].res == 0) {
-                    io[i].res = DANGO__ERR(-cqe->res);
-                }
-            } else if ((uint64_t)cqe->res != len) {
-                /* Short transfer: end of file or a full device. */
-                if (io[i].res == 0) {
-                    io[i].res = write ? DANGO_ENOSPC : DANGO_ERANGE;
-                }
-            } else {
-                io[i].done += len;
-            }
-            io_uring_cqe_seen(&d->ring, cqe);
-            inflight--;
+        l = (l > SD_EXTENT) ? SD_EXTENT : l;
+        if (q->write) {
+            io_uring_prep_write_fixed(sqe, d->fd, d->buf + io->boff + io->queued,
+                                      (unsigned)l, io->foff + io->queued, 0);
+        } else {
+            io_uring_prep_read_fixed(sqe, d->fd, d->buf + io->boff + io->queued,
+                                     (unsigned)l, io->foff + io->queued, 0);
         }
+        /* (index, length in blocks) */
+        io_uring_sqe_set_data64(sqe, ((uint64_t)i << 32) | (l >> 12));
+        q->inflight++;
+        io->pending++;
+        io->queued += l;
     }
+    io_uring_submit(&d->ring);
+    ioq_reap(d, q, 0);
+}
+
+static void ioq_drain(sd_disk_t *d, sd_ioq_t *q)
+{
+    while (q->inflight > 0) {
+        ioq_reap(d, q, 1);
+    }
+}
+
+/* Runs @n transfers and waits for them (io[i].res, io[i].done). */
+static void io_run(sd_disk_t *d, sd_io_t *io, size_t n, int write)
+{
+    sd_ioq_t q = {io, 0, write, NULL, NULL};
+
+    for (size_t i = 0; i < n; i++) {
+        ioq_add(d, &q, i);
+    }
+    ioq_drain(d, &q);
 }
 
 /* Zeroes the first block at @off (drop): best effort. */
 static void block_kill(sd_disk_t *d, uint64_t off)
 {
-    sd_io_t io = {0, off, SD_BLOCK, 0, 0};
+    sd_io_t io = {0, off, SD_BLOCK, 0, 0, 0, 0};
 
     memset(d->buf, 0, SD_BLOCK);
     io_run(d, &io, 1, 1);
@@ -302,7 +336,7 @@ static void scan(sd_disk_t *d)
 
     while (off < cap) {
         uint64_t len = (cap - off < chunk) ? cap - off : chunk;
-        sd_io_t  io  = {0, off, len, 0, 0};
+        sd_io_t  io  = {0, off, len, 0, 0, 0, 0};
         uint64_t adv = SD_BLOCK;
 
         io_run(d, &io, 1, 0);
@@ -325,7 +359,7 @@ static void scan(sd_disk_t *d)
             if (b + rlen <= len) {
                 ok = rec_valid(d->buf + b, rlen) != 0;
             } else if (asz <= d->p.buf_size) {
-                sd_io_t r = {0, off + b, asz, 0, 0};
+                sd_io_t r = {0, off + b, asz, 0, 0, 0, 0};
 
                 io_run(d, &r, 1, 0);
                 ok = (r.res == 0) && (rec_valid(d->buf, rlen) != 0);
@@ -501,8 +535,11 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
         size_t   idx[64];
         size_t   m    = 0;
         uint64_t boff = 0;
+        sd_ioq_t q    = {io, 0, 1, NULL, NULL};
 
-        /* One round: as many records as fit in the bounce buffer. */
+        /* One round: as many records as fit in the bounce buffer, each
+         * submitted as soon as it is copied (its write overlaps the copy
+         * of the next). */
         for (; (i < n) && (m < 64); i++) {
             uint64_t len = lens[i];
             uint64_t asz = SD_ALIGN_UP(len);
@@ -535,14 +572,15 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
                 continue;
             }
             memset(d->buf + boff + len, 0, asz - len);
-            io[m]   = (sd_io_t){boff, off, asz, 0, 0};
+            io[m]   = (sd_io_t){boff, off, asz, 0, 0, 0, 0};
             idx[m]  = i;
             offs[i] = off;
+            ioq_add(d, &q, m);
             boff += asz;
             m++;
         }
 
-        io_run(d, io, m, 1);
+        ioq_drain(d, &q);
         for (size_t k = 0; k < m; k++) {
             size_t j = idx[k];
 
@@ -563,52 +601,110 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
     }
 }
 
-int dango__sd_read(sd_disk_t *d, uint64_t off, const char *key, size_t klen,
-                   uint64_t put_id, void *dst, uint64_t cap)
+/* Per round of dango__sd_read_many(): request of each transfer. */
+typedef struct sd_rround {
+    sd_read_req_t *reqs;
+    size_t         idx[64];
+    sd_ent_t      *ents[64];
+} sd_rround_t;
+
+/* A read finished: verify in the bounce buffer, copy out. */
+static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
 {
-    sd_ent_t *e = ent_find(d, off);
-    sd_io_t   io;
+    sd_rround_t   *rr = q->arg;
+    sd_read_req_t *r  = &rr->reqs[rr->idx[k]];
+    sd_ent_t      *e  = rr->ents[k];
+    sd_io_t       *io = &q->io[k];
+    const char    *rec = d->buf + io->boff;
 
-    if ((e == NULL) || (e->rec.put_id != put_id) || (e->rec.klen != klen) ||
-        (memcmp(e->key, key, klen) != 0)) {
-        return DANGO_ENOENT;
-    }
-
-    if (cap < e->rec.rec_len) {
-        return DANGO_ERANGE;
-    }
-
-    if (e->asz > d->p.buf_size) {
-        return DANGO_EMSGSIZE;
-    }
-
-    io = (sd_io_t){0, off, e->asz, 0, 0};
-    io_run(d, &io, 1, 0);
-    if (io.res != 0) {
+    if (io->res != 0) {
         d->s.read_errors++;
         dango_warn("store_disk %s: reading %" PRIu64 " bytes at %" PRIu64
                    ": %s",
-                   d->path, e->asz, off, dango_strerror(io.res));
-        return io.res;
+                   d->path, io->len, io->foff, dango_strerror(io->res));
+        r->status = io->res;
+        return;
     }
 
-    if ((rec_valid(d->buf, e->rec.rec_len) != e->rec.rec_len) ||
-        (dango_store_rec_check(d->buf, key, (uint16_t)klen, e->rec.size,
-                               e->rec.checksum, put_id) != 0)) {
-        dango_warn("store_disk %s: record of '%s' at %" PRIu64
-                   " is corrupt: dropped",
-                   d->path, e->key, off);
-        d->s.corrupt++;
-        dango__sd_drop(d, off);
-        return DANGO_ECORRUPT;
+    if ((rec_valid(rec, e->rec.rec_len) != e->rec.rec_len) ||
+        (dango_store_rec_check(rec, r->key, (uint16_t)r->klen, e->rec.size,
+                               e->rec.checksum, r->put_id) != 0)) {
+        r->status = DANGO_ECORRUPT;
+        return; /* dropped after the round (the buffer is in use) */
     }
 
-    memcpy(dst, d->buf, e->rec.rec_len);
+    memcpy(r->dst, rec, e->rec.rec_len);
     d->s.reads++;
     d->s.read_bytes += e->asz;
     dango_list_del(&e->lru);
     dango_list_add_head(&d->lru, &e->lru);
-    return 0;
+    r->status = 0;
+}
+
+void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        sd_io_t     io[64];
+        sd_rround_t rr;
+        size_t      m    = 0;
+        uint64_t    boff = 0;
+        sd_ioq_t    q    = {io, 0, 0, read_done, &rr};
+
+        rr.reqs = reqs;
+        for (; (i < n) && (m < 64); i++) {
+            sd_read_req_t *r = &reqs[i];
+            sd_ent_t      *e = ent_find(d, r->off);
+
+            r->status = DANGO_ENOENT;
+            if ((e == NULL) || (e->rec.put_id != r->put_id) ||
+                (e->rec.klen != r->klen) ||
+                (memcmp(e->key, r->key, r->klen) != 0)) {
+                continue;
+            }
+            if (r->cap < e->rec.rec_len) {
+                r->status = DANGO_ERANGE;
+                continue;
+            }
+            if (e->asz > d->p.buf_size) {
+                r->status = DANGO_EMSGSIZE;
+                continue;
+            }
+            if (boff + e->asz > d->p.buf_size) {
+                break;
+            }
+
+            io[m]      = (sd_io_t){boff, r->off, e->asz, 0, 0, 0, 0};
+            rr.idx[m]  = i;
+            rr.ents[m] = e;
+            ioq_add(d, &q, m);
+            boff += e->asz;
+            m++;
+        }
+
+        ioq_drain(d, &q);
+        for (size_t k = 0; k < m; k++) {
+            sd_read_req_t *r = &reqs[rr.idx[k]];
+
+            if (r->status == DANGO_ECORRUPT) {
+                dango_warn("store_disk %s: record of '%s' at %" PRIu64
+                           " is corrupt: dropped",
+                           d->path, rr.ents[k]->key, r->off);
+                d->s.corrupt++;
+                dango__sd_drop(d, r->off);
+            }
+        }
+    }
+}
+
+int dango__sd_read(sd_disk_t *d, uint64_t off, const char *key, size_t klen,
+                   uint64_t put_id, void *dst, uint64_t cap)
+{
+    sd_read_req_t r = {off, key, klen, put_id, dst, cap, 0};
+
+    dango__sd_read_many(d, 1, &r);
+    return r.status;
 }
 
 const sd_rec_t *dango__sd_find(sd_disk_t *d, uint64_t off)

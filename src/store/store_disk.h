@@ -79,6 +79,23 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 int dango__sd_read(sd_disk_t *d, uint64_t off, const char *key, size_t klen,
                    uint64_t put_id, void *dst, uint64_t cap);
 
+/* One read of dango__sd_read_many(). */
+typedef struct sd_read_req {
+    uint64_t    off;
+    const char *key;
+    size_t      klen;
+    uint64_t    put_id;
+    void       *dst;
+    uint64_t    cap;
+    int         status; /* out: as dango__sd_read() */
+} sd_read_req_t;
+
+/*
+ * dango__sd_read() of @n records with the reads in flight together (each
+ * verified and copied out as soon as it completes).
+ */
+void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs);
+
 /* The record at @off, or NULL. */
 const sd_rec_t *dango__sd_find(sd_disk_t *d, uint64_t off);
 

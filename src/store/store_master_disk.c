@@ -114,6 +114,8 @@ struct ms_dnode {
     uint64_t                  held_until;
     Dango__Store__DiskRecord *drops; /* to send: off, put_id, key */
     size_t                    ndrops, drops_cap;
+    uint64_t                 *released; /* staging addresses, to send */
+    size_t                    nreleased, released_cap;
 };
 
 /* One key of a DiskLoad. */
@@ -374,6 +376,7 @@ static void dnode_free(ms_state_t *st, ms_dnode_t *dn, uint64_t now)
         dango_free(dn->drops[i].key.data);
     }
     dango_free(dn->drops);
+    dango_free(dn->released);
     dango_hmap_remove(&d->nodes, &dn->node);
     dango_free(dn);
 }
@@ -544,7 +547,8 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
             items[i].size     = it->size;
             items[i].checksum = it->checksum;
             items[i].put_id   = it->put_id;
-            items[i].lease_ms = MS_DISK_STAGE_MS / 2;
+            items[i].lease_ms    = MS_DISK_STAGE_MS / 2;
+            items[i].disk_staged = 1;
             dango__store__replica__init(&reps[i]);
             reps[i].segment     = seg->name->name;
             reps[i].addr        = it->addr;
@@ -679,9 +683,12 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
 
     resp.n_tasks = nt;
     resp.tasks   = taskp;
-    resp.n_drops = nd;
-    resp.drops   = dropp;
+    resp.n_drops    = nd;
+    resp.drops      = dropp;
+    resp.n_released = dn->nreleased;
+    resp.released   = dn->released;
     dango_rpc_reply_pb(call, 0, &resp.base);
+    dn->nreleased = 0;
 
     for (size_t i = 0; i < nd; i++) {
         dango_free(dn->drops[i].key.data);
@@ -822,7 +829,8 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
     }
     dn->held       = call;
     dn->held_until = now + MS_DISK_HOLD_MS;
-    if ((dn->nqueue > 0) || (dn->ndrops > 0) || !wait) {
+    if ((dn->nqueue > 0) || (dn->ndrops > 0) || (dn->nreleased > 0) ||
+        !wait) {
         poll_answer(dn, now);
     }
     return 0;
@@ -979,6 +987,65 @@ out_err:
     dango__store__keys_req__free_unpacked(msg, NULL);
     dango_rpc_reply(call, rc, NULL, 0);
     return rc;
+}
+
+/* ---------- DiskRelease ---------- */
+
+static int rpc_disk_release(dango_store_master_t *m, dango_rpc_call_t *call,
+                            const void *req, size_t len, uint64_t now)
+{
+    ms_state_t                 *st = m->st;
+    Dango__Store__DiskReleaseReq *msg;
+
+    msg = dango__store__disk_release_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        dango_rpc_reply(call, DANGO_EPROTO, NULL, 0);
+        return DANGO_EPROTO;
+    }
+
+    for (size_t i = 0; (st->disk != NULL) && (i < msg->n_staged) &&
+                       (i < DANGO_STORE_BATCH_MAX);
+         i++) {
+        const Dango__Store__DiskStaged *s  = msg->staged[i];
+        ms_dnode_t                     *dn = NULL;
+
+        for (size_t k = 0; k < st->nsegs; k++) {
+            ms_seg_t *seg = st->segs[k];
+
+            if ((seg->id_hi == s->seg_hi) && (seg->id_lo == s->seg_lo) &&
+                (seg->client != NULL)) {
+                dn = dnode_find(st->disk, seg->client->id);
+                break;
+            }
+        }
+        if (dn == NULL) {
+            continue; /* gone: its staging went with it */
+        }
+
+        if (dn->nreleased == dn->released_cap) {
+            size_t cap = (dn->released_cap == 0) ? 256 : dn->released_cap * 2;
+            void  *p;
+
+            if (cap > MS_DISK_REPORT_MAX) {
+                continue; /* the node frees it after its time */
+            }
+            p = dango_realloc(dn->released, cap * sizeof(*dn->released),
+                              "disk_released");
+            if (p == NULL) {
+                continue;
+            }
+            dn->released     = p;
+            dn->released_cap = cap;
+        }
+        dn->released[dn->nreleased++] = s->addr;
+        if (dn->held != NULL) {
+            poll_answer(dn, now);
+        }
+    }
+
+    dango__store__disk_release_req__free_unpacked(msg, NULL);
+    dango_rpc_reply(call, 0, NULL, 0);
+    return 0;
 }
 
 /* ---------- internal API ---------- */
@@ -1199,6 +1266,9 @@ void dango__store_master_disk_rpc(dango_store_master_t *m,
         break;
     case DANGO_STORE_M_DISK_LOAD:
         rpc_disk_load(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_DISK_RELEASE:
+        rpc_disk_release(m, call, req, len, now);
         break;
     default:
         dango_rpc_reply(call, DANGO_ENOSYS, NULL, 0);

@@ -51,6 +51,7 @@ enum dango_store_disk_method {
     DANGO_STORE_M_DISK_FIRST = 20,
     DANGO_STORE_M_DISK_POLL  = 20, /* DiskPollReq -> DiskPollResp */
     DANGO_STORE_M_DISK_LOAD  = 21, /* KeysReq     -> GetResp (waits) */
+    DANGO_STORE_M_DISK_RELEASE = 22, /* DiskReleaseReq -> - */
     DANGO_STORE_M_DISK_LAST  = 29
 };
 

@@ -6,7 +6,9 @@
  *
  *   disk_offload_read_promote  memory 4 MiB, 12 MiB of objects: evicted
  *                              objects go to the node's disk, every get
- *                              returns the right bytes, a disk-only object
+ *                              returns the right bytes (through a node
+ *                              staging buffer of 4 values, so readers must
+ *                              release what they read), a disk-only object
  *                              read twice is back in memory
  *   disk_node_restart          the node is killed while offloading and
  *                              started again on the same file: the records
@@ -108,7 +110,10 @@ static void node_start(const char *path, const char *disk_size)
 {
     char        line[512], size[32], env_path[256], env_size[64];
     char       *argv[] = {STORE_PEER_PATH, "node", g_master_addr, size, NULL};
-    const char *add[]  = {env_path, env_size, NULL};
+    /* Staging for 4 values: reads in a row work only if readers release
+     * what they read (DiskRelease) instead of waiting out its time. */
+    const char *add[] = {env_path, env_size, "DANGO_STORE_DISK_STAGING=1MiB",
+                         NULL};
 
     snprintf(size, sizeof(size), "%llu", (unsigned long long)SEG_SIZE);
     snprintf(env_path, sizeof(env_path), "DANGO_STORE_DISK_PATH=%s", path);
