@@ -305,10 +305,10 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
     /* Loads, all in flight together: into the region the master gave us
      * (promotion), or into our staging buffer for a reader (addr 0). */
     {
-        sd_read_req_t *rq   = (sd_read_req_t *)dango_calloc(
-            n, sizeof(*rq), "disk_task_reads");
-        size_t         nr   = 0;
-        uint64_t      *soff = offs; /* reused: staging slot per read */
+        sd_read_req_t *rq =
+            (sd_read_req_t *)dango_calloc(n, sizeof(*rq), "disk_task_reads");
+        size_t    nr   = 0;
+        uint64_t *soff = offs; /* reused: staging slot per read */
 
         if (rq == NULL) {
             for (size_t i = 0; i < n; i++) {
@@ -335,7 +335,7 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
                 rc  = stage_alloc(sd, t->length, &soff[nr]);
                 dst = sd->stage + soff[nr];
             } else {
-                rc = in_segment(c, t->addr, t->length) ? 0 : DANGO_EINVAL;
+                rc       = in_segment(c, t->addr, t->length) ? 0 : DANGO_EINVAL;
                 soff[nr] = UINT64_MAX;
                 dst      = (void *)(uintptr_t)t->addr;
             }
@@ -344,9 +344,9 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
                 continue;
             }
 
-            rq[nr]  = (sd_read_req_t){t->off,    (const char *)t->key.data,
+            rq[nr]  = (sd_read_req_t){t->off,     (const char *)t->key.data,
                                       t->key.len, t->put_id,
-                                      dst,       t->length,
+                                      dst,        t->length,
                                       0};
             idx[nr] = i;
             nr++;

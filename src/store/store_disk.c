@@ -56,7 +56,7 @@
 
 extern dango_log_component_t dango__log_store_client;
 
-#define SD_EXTENT    (1u << 20) /* largest single transfer */
+#define SD_EXTENT    (4u << 20) /* largest single transfer */
 #define SD_SCAN_STEP (1u << 20)
 #define SD_FILE_NAME "dango-disk.data"
 
@@ -280,7 +280,8 @@ static void ioq_add(sd_disk_t *d, sd_ioq_t *q, size_t i)
 
         l = (l > SD_EXTENT) ? SD_EXTENT : l;
         if (q->write) {
-            io_uring_prep_write_fixed(sqe, d->fd, d->buf + io->boff + io->queued,
+            io_uring_prep_write_fixed(sqe, d->fd,
+                                      d->buf + io->boff + io->queued,
                                       (unsigned)l, io->foff + io->queued, 0);
         } else {
             io_uring_prep_read_fixed(sqe, d->fd, d->buf + io->boff + io->queued,
@@ -611,10 +612,10 @@ typedef struct sd_rround {
 /* A read finished: verify in the bounce buffer, copy out. */
 static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
 {
-    sd_rround_t   *rr = q->arg;
-    sd_read_req_t *r  = &rr->reqs[rr->idx[k]];
-    sd_ent_t      *e  = rr->ents[k];
-    sd_io_t       *io = &q->io[k];
+    sd_rround_t   *rr  = q->arg;
+    sd_read_req_t *r   = &rr->reqs[rr->idx[k]];
+    sd_ent_t      *e   = rr->ents[k];
+    sd_io_t       *io  = &q->io[k];
     const char    *rec = d->buf + io->boff;
 
     if (io->res != 0) {

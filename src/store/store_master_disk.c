@@ -544,9 +544,9 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
 
         if (it->nstage) {
             /* In the node's staging buffer for MS_DISK_STAGE_MS. */
-            items[i].size     = it->size;
-            items[i].checksum = it->checksum;
-            items[i].put_id   = it->put_id;
+            items[i].size        = it->size;
+            items[i].checksum    = it->checksum;
+            items[i].put_id      = it->put_id;
             items[i].lease_ms    = MS_DISK_STAGE_MS / 2;
             items[i].disk_staged = 1;
             dango__store__replica__init(&reps[i]);
@@ -681,8 +681,8 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
         dropp[i] = &dn->drops[i];
     }
 
-    resp.n_tasks = nt;
-    resp.tasks   = taskp;
+    resp.n_tasks    = nt;
+    resp.tasks      = taskp;
     resp.n_drops    = nd;
     resp.drops      = dropp;
     resp.n_released = dn->nreleased;
@@ -829,8 +829,7 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
     }
     dn->held       = call;
     dn->held_until = now + MS_DISK_HOLD_MS;
-    if ((dn->nqueue > 0) || (dn->ndrops > 0) || (dn->nreleased > 0) ||
-        !wait) {
+    if ((dn->nqueue > 0) || (dn->ndrops > 0) || (dn->nreleased > 0) || !wait) {
         poll_answer(dn, now);
     }
     return 0;
@@ -994,7 +993,7 @@ out_err:
 static int rpc_disk_release(dango_store_master_t *m, dango_rpc_call_t *call,
                             const void *req, size_t len, uint64_t now)
 {
-    ms_state_t                 *st = m->st;
+    ms_state_t                   *st = m->st;
     Dango__Store__DiskReleaseReq *msg;
 
     msg = dango__store__disk_release_req__unpack(NULL, len, req);
