@@ -50,6 +50,7 @@
 #include "common/hash.h"
 #include "common/hmap.h"
 #include "common/list.h"
+#include "common/log_limit.h"
 #include "store/store_alloc.h"
 #include "store/store_disk.h"
 #include "store/store_proto.h"
@@ -81,8 +82,23 @@ struct sd_disk {
     dango_hmap_t         idx;
     dango_list_link_t    lru;
     sd_stats_t           s;
+    dango_log_limit_t    lim; /* I/O warnings: a failing disk fails often */
     char                 path[4096];
 };
+
+/* dango_warn() through the tier's limiter (5 lines a second). */
+#define SD_WARN(_d, _fmt, ...)                                                 \
+    do {                                                                       \
+        unsigned _sd_dropped;                                                  \
+                                                                               \
+        if (dango__log_limit_allow(&(_d)->lim, &_sd_dropped)) {                \
+            if (_sd_dropped > 0) {                                             \
+                dango_warn("store_disk %s: %u similar warnings not logged",    \
+                           (_d)->path, _sd_dropped);                           \
+            }                                                                  \
+            dango_warn(_fmt, ##__VA_ARGS__);                                   \
+        }                                                                      \
+    } while (0)
 
 /* ---------- private functions ---------- */
 
@@ -323,8 +339,8 @@ static void block_kill(sd_disk_t *d, uint64_t off)
     memset(d->buf, 0, SD_BLOCK);
     io_run(d, &io, 1, 1);
     if (io.res != 0) {
-        dango_warn("store_disk %s: clearing record at %" PRIu64 ": %s", d->path,
-                   off, dango_strerror(io.res));
+        SD_WARN(d, "store_disk %s: clearing record at %" PRIu64 ": %s", d->path,
+                off, dango_strerror(io.res));
     }
 }
 
@@ -419,7 +435,8 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     if ((d->p.high_wm <= 0) || (d->p.high_wm > 1)) {
         d->p.high_wm = 0.95;
     }
-    d->fd = -1;
+    d->fd  = -1;
+    d->lim = (dango_log_limit_t)DANGO_LOG_LIMIT_INIT(5);
     dango_list_init(&d->lru);
 
     if ((stat(path, &st) == 0) && S_ISDIR(st.st_mode)) {
@@ -594,9 +611,10 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 
             status[j] = (io[k].res != 0) ? io[k].res : DANGO_ENOMEM;
             d->s.write_errors++;
-            dango_warn(
-                "store_disk %s: writing %" PRIu64 " bytes at %" PRIu64 ": %s",
-                d->path, io[k].len, io[k].foff, dango_strerror(status[j]));
+            SD_WARN(d,
+                    "store_disk %s: writing %" PRIu64 " bytes at %" PRIu64
+                    ": %s",
+                    d->path, io[k].len, io[k].foff, dango_strerror(status[j]));
             dango__store_alloc_free(d->alloc, io[k].foff);
         }
     }
@@ -620,9 +638,9 @@ static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
 
     if (io->res != 0) {
         d->s.read_errors++;
-        dango_warn("store_disk %s: reading %" PRIu64 " bytes at %" PRIu64
-                   ": %s",
-                   d->path, io->len, io->foff, dango_strerror(io->res));
+        SD_WARN(d,
+                "store_disk %s: reading %" PRIu64 " bytes at %" PRIu64 ": %s",
+                d->path, io->len, io->foff, dango_strerror(io->res));
         r->status = io->res;
         return;
     }
@@ -689,9 +707,10 @@ void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs)
             sd_read_req_t *r = &reqs[rr.idx[k]];
 
             if (r->status == DANGO_ECORRUPT) {
-                dango_warn("store_disk %s: record of '%s' at %" PRIu64
-                           " is corrupt: dropped",
-                           d->path, rr.ents[k]->key, r->off);
+                SD_WARN(d,
+                        "store_disk %s: record of '%s' at %" PRIu64
+                        " is corrupt: dropped",
+                        d->path, rr.ents[k]->key, r->off);
                 d->s.corrupt++;
                 dango__sd_drop(d, r->off);
             }

@@ -132,14 +132,16 @@ typedef struct ms_dwait_item {
 } ms_dwait_item_t;
 
 struct ms_dwait {
+    dango_list_link_t link; /* disk->waits */
     dango_rpc_call_t *call;
     size_t            n, pending;
     ms_dwait_item_t   items[];
 };
 
 typedef struct ms_disk {
-    dango_hmap_t    objs;
-    dango_hmap_t    nodes;
+    dango_hmap_t      objs;
+    dango_hmap_t      nodes;
+    dango_list_link_t waits; /* DiskLoad calls not answered yet */
     uint64_t        next_task;
     ms_disk_stats_t c;
 } ms_disk_t;
@@ -168,7 +170,8 @@ static ms_disk_t *disk_get(ms_state_t *st)
         return NULL;
     }
     d->next_task = 1;
-    st->disk     = d;
+    dango_list_init(&d->waits);
+    st->disk = d;
     return d;
 }
 
@@ -508,6 +511,7 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
     Dango__Store__Replica *reps, **repp;
     ms_disk_t             *d = st->disk;
 
+    dango_list_del(&w->link);
     items = dango_calloc(
         w->n, sizeof(*items) + sizeof(*itemp) + sizeof(*reps) + sizeof(*repp),
         "disk_load_reply");
@@ -871,7 +875,7 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
                          const void *req, size_t len, uint64_t now)
 {
     ms_state_t            *st = m->st;
-    ms_disk_t             *d  = st->disk;
+    ms_disk_t             *d;
     Dango__Store__KeysReq *msg;
     ms_dwait_t            *w;
     size_t                 n;
@@ -889,6 +893,12 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out_err;
     }
 
+    d = disk_get(st); /* a DiskLoad before any node polled: no records */
+    if (d == NULL) {
+        rc = DANGO_ENOMEM;
+        goto out_err;
+    }
+
     w = dango_calloc(1, sizeof(*w) + n * sizeof(w->items[0]), "disk_wait");
     if (w == NULL) {
         rc = DANGO_ENOMEM;
@@ -897,6 +907,7 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
     w->call    = call;
     w->n       = n;
     w->pending = 1; /* held until every key is queued */
+    dango_list_add_tail(&d->waits, &w->link);
 
     for (size_t i = 0; i < n; i++) {
         ms_dwait_item_t *it   = &w->items[i];
@@ -1106,9 +1117,24 @@ void dango__store_ms_disk_seg_gone(ms_state_t *st, ms_seg_t *seg)
     dango_hmap_iter_t  it;
     dango_hmap_node_t *node;
     ms_dtask_t        *t;
+    ms_dwait_t        *w;
 
     if (st->disk == NULL) {
         return;
+    }
+
+    /* Loads that ended but wait for the other keys of their call. */
+    dango_list_for_each(w, &st->disk->waits, link)
+    {
+        for (size_t i = 0; i < w->n; i++) {
+            if (w->items[i].seg == seg) {
+                w->items[i].seg = NULL;
+                if (w->items[i].staged) {
+                    w->items[i].staged = 0;
+                    w->items[i].status = DANGO_EREPLICA_UNAVAIL;
+                }
+            }
+        }
     }
 
     dango_hmap_iter_begin(&st->disk->nodes, &it);
