@@ -181,8 +181,13 @@ static void report_begin(sc_disk_t *sd)
 /* Frees the staged records whose time is up. */
 static void stage_reclaim(sc_disk_t *sd, uint64_t now)
 {
-    while ((sd->nslots > 0) && (sd->slots[sd->slots_head].free_at <= now)) {
-        dango__store_alloc_free(sd->stage_alloc, sd->slots[sd->slots_head].off);
+    while ((sd->nslots > 0) &&
+           ((sd->slots[sd->slots_head].free_at <= now) ||
+            (sd->slots[sd->slots_head].off == UINT64_MAX))) {
+        if (sd->slots[sd->slots_head].off != UINT64_MAX) {
+            dango__store_alloc_free(sd->stage_alloc,
+                                    sd->slots[sd->slots_head].off);
+        }
         sd->slots_head = (sd->slots_head + 1) % sd->slots_cap;
         sd->nslots--;
     }

@@ -142,8 +142,8 @@ typedef struct ms_disk {
     dango_hmap_t      objs;
     dango_hmap_t      nodes;
     dango_list_link_t waits; /* DiskLoad calls not answered yet */
-    uint64_t        next_task;
-    ms_disk_stats_t c;
+    uint64_t          next_task;
+    ms_disk_stats_t   c;
 } ms_disk_t;
 
 /* ---------- private functions ---------- */
@@ -697,8 +697,11 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
     for (size_t i = 0; i < nd; i++) {
         dango_free(dn->drops[i].key.data);
     }
-    memmove(dn->drops, dn->drops + nd, (dn->ndrops - nd) * sizeof(*dn->drops));
-    dn->ndrops -= nd;
+    if (nd > 0) {
+        memmove(dn->drops, dn->drops + nd,
+                (dn->ndrops - nd) * sizeof(*dn->drops));
+        dn->ndrops -= nd;
+    }
     dango_free(tasks);
     dango_free(dropp);
 }
