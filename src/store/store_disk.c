@@ -6,9 +6,10 @@
  * Layout. The file is an array of 4 KiB blocks. A record is written as it
  * sits in a memory segment ([64 B header | key | value], commit word set)
  * at a block boundary and padded to whole blocks, so the file is
- * self-describing: opening the tier reads the file in 1 MiB chunks and
- * takes back every block that starts a committed record (magic, version,
- * header checksum over header and key, commit word equal to
+ * self-describing: opening the tier reads the file (its data: holes are
+ * skipped with SEEK_DATA) in 1 MiB chunks and takes back every block that
+ * starts a committed record (magic, version, header checksum over header
+ * and key, commit word equal to
  * put_id ^ DANGO_STORE_REC_COMMIT_XOR, value xxh3 equal to the header's
  * checksum). A torn write (node killed mid-offload) fails the value
  * checksum and is not taken back. A dropped record has its first block
@@ -355,6 +356,17 @@ static void scan(sd_disk_t *d)
         uint64_t len = (cap - off < chunk) ? cap - off : chunk;
         sd_io_t  io  = {0, off, len, 0, 0, 0, 0};
         uint64_t adv = SD_BLOCK;
+        off_t    data;
+
+        /* Holes of a sparse file hold no record: skip them. */
+        data = lseek(d->fd, (off_t)off, SEEK_DATA);
+        if ((data < 0) && (errno == ENXIO)) {
+            break; /* nothing was ever written past here */
+        }
+        if ((data > 0) && ((uint64_t)data > off)) {
+            off = (uint64_t)data & ~(uint64_t)(SD_BLOCK - 1);
+            continue;
+        }
 
         io_run(d, &io, 1, 0);
         if (io.done < SD_BLOCK) {

@@ -21,6 +21,8 @@
  *                              as without a tier, nothing is served wrong
  *   disk_tiny_tier             a 1 MiB tier: its LRU drops the oldest
  *                              records, nothing is served wrong
+ *   disk_bad_config            bad disk options fail the client's create
+ *                              with a clear code
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -108,8 +110,8 @@ static void master_start(void)
 
 static void node_start(const char *path, const char *disk_size)
 {
-    char        line[512], size[32], env_path[256], env_size[64];
-    char       *argv[] = {STORE_PEER_PATH, "node", g_master_addr, size, NULL};
+    char  line[512], size[32], env_path[256], env_size[64];
+    char *argv[] = {STORE_PEER_PATH, "node", g_master_addr, size, NULL};
     /* Staging for 4 values: reads in a row work only if readers release
      * what they read (DiskRelease) instead of waiting out its time. */
     const char *add[] = {env_path, env_size, "DANGO_STORE_DISK_STAGING=1MiB",
@@ -483,6 +485,48 @@ static void disk_tiny_tier(void **state)
     assert_true(info.disk_used <= MIB);
 }
 
+/* Bad disk options: clear errors at create, nothing started. */
+static void disk_bad_config(void **state)
+{
+    dango_store_params_t  p;
+    dango_config_t       *cfg;
+    dango_store_client_t *c = NULL;
+    char                  file[128];
+
+    (void)state;
+    memset(&p, 0, sizeof(p));
+    p.field_mask   = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE;
+    p.master_addr  = "127.0.0.1:1"; /* no master needed to fail */
+    p.segment_size = SEG_SIZE;
+    assert_dango_ok(dango_config_read(NULL, &cfg));
+
+    /* A tier needs a segment. */
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_PATH", g_dir));
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_SIZE", "64MiB"));
+    p.segment_size = 0;
+    assert_dango_err(DANGO_EINVAL, dango_store_client_create(&p, cfg, &c));
+    p.segment_size = SEG_SIZE;
+
+    /* ... and a size of at least 1 MiB. */
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_SIZE", "4KiB"));
+    assert_dango_err(DANGO_EINVAL, dango_store_client_create(&p, cfg, &c));
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_SIZE", "64MiB"));
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_HIGH_WATERMARK", "1.5"));
+    assert_dango_err(DANGO_EINVAL, dango_store_client_create(&p, cfg, &c));
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_HIGH_WATERMARK", "0.9"));
+
+    /* A path that cannot be created. */
+    snprintf(file, sizeof(file), "%s/no/such/dir/tier", g_dir);
+    assert_dango_ok(dango_config_set(cfg, "STORE_DISK_PATH", file));
+    assert_dango_err(DANGO_ENOENT, dango_store_client_create(&p, cfg, &c));
+    assert_null(c);
+
+    /* A size that is not a size. */
+    assert_dango_err(DANGO_ECONFIG,
+                     dango_config_set(cfg, "STORE_DISK_SIZE", "lots"));
+    dango_config_release(cfg);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -492,6 +536,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(disk_corrupt_record, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_fs_full, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_tiny_tier, setup, teardown),
+        cmocka_unit_test_setup_teardown(disk_bad_config, setup, teardown),
     };
 
     setenv("DANGO_MASTER_ADMIN_LISTEN", "", 1);

@@ -7,6 +7,8 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+
+#include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -264,12 +266,47 @@ static void setup_master(void)
 
     assert_dango_ok(dango_config_read(NULL, &cfg));
     assert_dango_ok(dango_config_set(cfg, "MASTER_LISTEN", "127.0.0.1:0"));
-    assert_dango_ok(dango_config_set(cfg, "MASTER_ADMIN_LISTEN", ""));
+    assert_dango_ok(
+        dango_config_set(cfg, "MASTER_ADMIN_LISTEN", "127.0.0.1:0"));
     assert_dango_ok(dango_config_set(cfg, "MASTER_EVICT_INTERVAL", "5ms"));
     assert_dango_ok(dango_store_master_create(cfg, &g_m));
     dango_config_release(cfg);
     assert_dango_ok(dango_rpc_client_create(dango_store_master_addr(g_m), NULL,
                                             NULL, &g_cli));
+}
+
+static size_t http_write(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    char **b   = arg;
+    size_t n   = size * nmemb;
+    size_t old = (*b != NULL) ? strlen(*b) : 0;
+
+    *b = realloc(*b, old + n + 1);
+    memcpy(*b + old, ptr, n);
+    (*b)[old + n] = '\0';
+    return n;
+}
+
+/* The master's /metrics (to free). */
+static char *metrics(void)
+{
+    char  url[128];
+    char *body = NULL;
+    CURL *curl = curl_easy_init();
+
+    assert_non_null(curl);
+    snprintf(url, sizeof(url), "http://%s/metrics",
+             dango_store_master_admin_addr(g_m));
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    assert_int_equal(curl_easy_perform(curl), CURLE_OK);
+    curl_easy_cleanup(curl);
+    assert_non_null(body);
+    return body;
 }
 
 static void teardown_master(void)
@@ -443,6 +480,25 @@ static void disk_protocol(void **state)
                          call_msg(DANGO_STORE_M_DISK_LOAD, &none.base));
         assert_dango_err(DANGO_EINVAL,
                          call_msg(DANGO_STORE_M_DISK_POLL, &anon.base));
+    }
+
+    /* What operators see. */
+    {
+        char *text = metrics();
+
+        assert_non_null(strstr(text, "\ndango_master_disk_capacity_bytes "
+                                     "67108864\n"));
+        assert_non_null(strstr(text, "\ndango_master_disk_nodes 1\n"));
+        assert_non_null(strstr(text, "\ndango_master_disk_offloads_total 2\n"));
+        assert_non_null(
+            strstr(text, "\ndango_master_disk_offload_failures_total 1\n"));
+        assert_non_null(strstr(text, "\ndango_master_disk_hits_total 2\n"));
+        assert_non_null(
+            strstr(text, "\ndango_master_disk_promotions_total 1\n"));
+        assert_non_null(strstr(text, "\ndango_master_disk_corrupt_total 1\n"));
+        assert_non_null(
+            strstr(text, "# TYPE dango_master_disk_key_count gauge"));
+        free(text);
     }
 
     teardown_master();
