@@ -906,6 +906,8 @@ static int sc_remount(dango_store_client_t *c, uint64_t timeout_ns)
     r->c          = c;
     r->timeout_ns = timeout_ns;
     r->req.client = &id;
+    /* Disk tier (store_client_disk.c): its report comes separately. */
+    r->req.disk_tier = __atomic_load_n(&c->disk, __ATOMIC_ACQUIRE) != NULL;
     if (c->seg_base != NULL) {
         sc_segment_msg(c, &seg);
         r->req.n_segments = 1;

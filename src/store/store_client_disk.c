@@ -570,7 +570,7 @@ int dango__sc_disk_start(dango_store_client_t *c)
         goto err_stage;
     }
 
-    c->disk = sd;
+    __atomic_store_n(&c->disk, sd, __ATOMIC_RELEASE); /* the ping thread */
     return 0;
 
 err_stage:
@@ -591,6 +591,7 @@ void dango__sc_disk_stop(dango_store_client_t *c)
     if (sd == NULL) {
         return;
     }
+    __atomic_store_n(&c->disk, NULL, __ATOMIC_RELEASE);
 
     pthread_mutex_lock(&sd->lock);
     __atomic_store_n(&sd->stop, 1, __ATOMIC_RELEASE);

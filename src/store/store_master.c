@@ -372,6 +372,9 @@ static int rpc_remount(dango_store_master_t *m, dango_rpc_call_t *call,
         if (rc == 0) {
             remount_records(m, msg, d, now);
         }
+        if ((rc == 0) && msg->disk_tier) {
+            dango__store_ms_disk_expect(m->st, cid_of(msg->client), now);
+        }
     }
 
     dango__store__remount_req__free_unpacked(msg, NULL);

@@ -69,6 +69,8 @@
 #define MS_DISK_DROPS_PER_POLL 4096
 /* How long a node keeps a record it staged for a reader (its lease). */
 #define MS_DISK_STAGE_MS 1000
+/* How long eviction waits for a remounted node's disk report. */
+#define MS_DISK_PENDING_MS 5000
 /* Records accepted per DiskPoll report. */
 #define MS_DISK_REPORT_MAX 65536
 
@@ -112,7 +114,9 @@ struct ms_dnode {
     size_t                    nqueue, nsent, noffload;
     dango_rpc_call_t         *held;
     uint64_t                  held_until;
-    Dango__Store__DiskRecord *drops; /* to send: off, put_id, key */
+    int                       reported;      /* sent its records (reset) */
+    uint64_t                  pending_until; /* !reported: keep until */
+    Dango__Store__DiskRecord *drops;         /* to send: off, put_id, key */
     size_t                    ndrops, drops_cap;
     uint64_t                 *released; /* staging addresses, to send */
     size_t                    nreleased, released_cap;
@@ -200,6 +204,26 @@ static ms_dnode_t *dnode_find(ms_disk_t *d, ms_cid_t cid)
     memcpy(k + 8, &cid.lo, 8);
     n = dango_hmap_find(&d->nodes, k, 16, dango_hmap_hash(k, 16));
     return (n == NULL) ? NULL : dango_container_of(n, ms_dnode_t, node);
+}
+
+static ms_dnode_t *dnode_new(ms_disk_t *d, ms_cid_t cid)
+{
+    ms_dnode_t *dn = dango_calloc(1, sizeof(*dn), "master_disk_node");
+
+    if (dn == NULL) {
+        return NULL;
+    }
+    dn->cid = cid;
+    memcpy(dn->id_key, &cid.hi, 8);
+    memcpy(dn->id_key + 8, &cid.lo, 8);
+    dn->node.key     = dn->id_key;
+    dn->node.key_len = 16;
+    dn->node.hash    = dango_hmap_hash(dn->id_key, 16);
+    dango_list_init(&dn->objs);
+    dango_list_init(&dn->queue);
+    dango_list_init(&dn->sent);
+    dango_hmap_insert(&d->nodes, &dn->node);
+    return dn;
 }
 
 /* Queues a drop of (@key, @put_id, @off) for its node (best effort). */
@@ -759,6 +783,14 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
         dn = NULL;
     }
 
+    if ((dn != NULL) && !dn->reported) {
+        /* Announced by a remount: its report replaces the placeholder. */
+        if (msg->reset) {
+            dnode_free(st, dn, now);
+        }
+        dn = NULL;
+    }
+
     if (dn == NULL) {
         if (!msg->reset) {
             Dango__Store__DiskPollResp resp =
@@ -770,21 +802,12 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
             return 0;
         }
 
-        dn = dango_calloc(1, sizeof(*dn), "master_disk_node");
+        dn = dnode_new(d, cid);
         if (dn == NULL) {
             rc = DANGO_ENOMEM;
             goto out_err;
         }
-        dn->cid = cid;
-        memcpy(dn->id_key, &cid.hi, 8);
-        memcpy(dn->id_key + 8, &cid.lo, 8);
-        dn->node.key     = dn->id_key;
-        dn->node.key_len = 16;
-        dn->node.hash    = dango_hmap_hash(dn->id_key, 16);
-        dango_list_init(&dn->objs);
-        dango_list_init(&dn->queue);
-        dango_list_init(&dn->sent);
-        dango_hmap_insert(&d->nodes, &dn->node);
+        dn->reported = 1;
         dango_info("master: disk tier of client %016" PRIx64 "%016" PRIx64
                    " mounted (%" PRIu64 " bytes)",
                    cid.hi, cid.lo, msg->capacity);
@@ -1089,8 +1112,16 @@ int dango__store_ms_disk_on_evict(ms_state_t *st, ms_obj_t *o, uint64_t now)
         ms_dtask_t *t;
 
         if ((seg == NULL) || (seg->client == NULL) ||
-            ((dn = dnode_find(d, seg->client->id)) == NULL) ||
-            (dn->capacity < v->rec_len) ||
+            ((dn = dnode_find(d, seg->client->id)) == NULL)) {
+            continue;
+        }
+        if (!dn->reported) {
+            if (dn->pending_until > now) {
+                return 1; /* its tier reports soon: keep the object */
+            }
+            continue;
+        }
+        if ((dn->capacity < v->rec_len) ||
             (dn->last_seen + st->p.client_ttl_ms <= now)) {
             continue;
         }
@@ -1113,6 +1144,21 @@ int dango__store_ms_disk_on_evict(ms_state_t *st, ms_obj_t *o, uint64_t now)
     }
 
     return 0;
+}
+
+void dango__store_ms_disk_expect(ms_state_t *st, ms_cid_t cid, uint64_t now)
+{
+    ms_disk_t  *d = disk_get(st);
+    ms_dnode_t *dn;
+
+    if ((d == NULL) || (dnode_find(d, cid) != NULL)) {
+        return;
+    }
+    dn = dnode_new(d, cid);
+    if (dn != NULL) {
+        dn->last_seen     = now;
+        dn->pending_until = now + MS_DISK_PENDING_MS;
+    }
 }
 
 void dango__store_ms_disk_seg_gone(ms_state_t *st, ms_seg_t *seg)

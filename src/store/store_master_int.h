@@ -521,6 +521,12 @@ static inline uint64_t ms_rep_addr(const ms_rep_t *r)
  * node's queue is full), 0 when it may go (no tier, or it is on disk).
  */
 int dango__store_ms_disk_on_evict(ms_state_t *st, ms_obj_t *o, uint64_t now);
+/*
+ * Client @cid says (Remount) it has a disk tier whose records follow in
+ * DiskPoll: until they do (at most MS_DISK_PENDING_MS), eviction keeps its
+ * objects instead of dropping them.
+ */
+void dango__store_ms_disk_expect(ms_state_t *st, ms_cid_t cid, uint64_t now);
 /* Tasks of regions in @seg lose them (the segment is going away). */
 void dango__store_ms_disk_seg_gone(ms_state_t *st, ms_seg_t *seg);
 /* Periodic work: held polls answered, tasks timed out, silent nodes gone. */

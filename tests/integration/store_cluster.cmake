@@ -45,7 +45,7 @@ target_compile_definitions(test_store_disk_it PRIVATE
                            STORE_PEER_PATH="$<TARGET_FILE:store_peer>")
 add_dependencies(test_store_disk_it store_peer)
 foreach(_group offload_read_promote node_restart corrupt_record fs_full
-               tiny_tier bad_config)
+               tiny_tier master_restart bad_config)
   add_test(NAME integration.store.disk.${_group}
            COMMAND test_store_disk_it "disk_${_group}")
   set_tests_properties(integration.store.disk.${_group} PROPERTIES

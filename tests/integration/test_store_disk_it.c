@@ -21,6 +21,9 @@
  *                              as without a tier, nothing is served wrong
  *   disk_tiny_tier             a 1 MiB tier: its LRU drops the oldest
  *                              records, nothing is served wrong
+ *   disk_master_restart        the master is killed and restarted: the
+ *                              node reports its tier's records again and
+ *                              every object is readable
  *   disk_bad_config            bad disk options fail the client's create
  *                              with a clear code
  */
@@ -94,18 +97,24 @@ static void fill(void *buf, size_t len, uint64_t seed)
     }
 }
 
-static void master_start(void)
+static void master_start_at(const char *listen)
 {
-    char        line[256];
+    char        line[256], env[160];
     char       *argv[] = {STORE_PEER_PATH, "master", NULL};
-    const char *add[]  = {"DANGO_MASTER_LISTEN=127.0.0.1:0", NULL};
+    const char *add[]  = {env, NULL};
 
+    snprintf(env, sizeof(env), "DANGO_MASTER_LISTEN=%s", listen);
     it_proc_spawn(&g_master, argv, add);
     if (it_proc_expect(&g_master, "READY ", line, sizeof(line),
                        START_TIMEOUT) != 0) {
         fail_msg("master did not start");
     }
     snprintf(g_master_addr, sizeof(g_master_addr), "%.120s", line + 6);
+}
+
+static void master_start(void)
+{
+    master_start_at("127.0.0.1:0");
 }
 
 static void node_start(const char *path, const char *disk_size)
@@ -485,6 +494,34 @@ static void disk_tiny_tier(void **state)
     assert_true(info.disk_used <= MIB);
 }
 
+/* A new master learns the tier's records from the node and serves them. */
+static void disk_master_restart(void **state)
+{
+    dango_store_pool_info_t before;
+    char                    addr[128], key[32];
+    int                     ok = 0;
+
+    (void)state;
+    master_start();
+    node_start(g_dir, "64MiB");
+    client_start();
+    put_all();
+    wait_disk_keys(NKEYS / 2);
+    pool(&before);
+
+    snprintf(addr, sizeof(addr), "%s", g_master_addr);
+    it_proc_kill(&g_master);
+    master_start_at(addr);
+    assert_string_equal(addr, g_master_addr);
+    wait_disk_keys(before.disk_keys);
+
+    for (int i = 0; i < NKEYS; i++) {
+        key_of(key, sizeof(key), i);
+        ok += get_check(key) == (int64_t)VAL_SIZE;
+    }
+    assert_int_equal(ok, NKEYS);
+}
+
 /* Bad disk options: clear errors at create, nothing started. */
 static void disk_bad_config(void **state)
 {
@@ -536,6 +573,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(disk_corrupt_record, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_fs_full, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_tiny_tier, setup, teardown),
+        cmocka_unit_test_setup_teardown(disk_master_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_bad_config, setup, teardown),
     };
 
