@@ -653,15 +653,22 @@ static int rpc_remove_match(dango_store_master_t *m, dango_rpc_call_t *call,
 {
     Dango__Store__CountResp       resp = DANGO__STORE__COUNT_RESP__INIT;
     Dango__Store__RemoveMatchReq *msg;
-    int64_t                       count;
+    int64_t                       count, disk;
 
     msg = dango__store__remove_match_req__unpack(NULL, len, req);
     if (msg == NULL) {
         return malformed(m, call, DANGO_STORE_M_REMOVE_MATCH);
     }
 
+    /* Disk tier: objects held only on disk first (they count), then the
+     * disk copies of the objects removed from memory. */
+    disk  = dango__store_ms_disk_remove_match(m->st, msg->regex, msg->all, 0);
     count = dango__store_ms_remove_match(m->st, msg->regex, msg->all,
                                          msg->force, now);
+    if ((count >= 0) && (disk >= 0)) {
+        dango__store_ms_disk_remove_match(m->st, msg->regex, msg->all, 1);
+        count += disk;
+    }
     dango__store__remove_match_req__free_unpacked(msg, NULL);
     if (count < 0) {
         return reply(call, (int)count, NULL);

@@ -53,6 +53,7 @@
  * Everything runs on the master's loop thread.
  */
 #include <inttypes.h>
+#include <regex.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -1292,6 +1293,40 @@ void dango__store_ms_disk_destroy(ms_state_t *st)
 int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len)
 {
     return (st->disk != NULL) && (dobj_find(st->disk, key, len) != NULL);
+}
+
+int64_t dango__store_ms_disk_remove_match(ms_state_t *st, const char *regex,
+                                          int all, int after)
+{
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    regex_t            re;
+    int64_t            count = 0;
+
+    if (!all && ((regex == NULL) || (regex[0] == '\0') ||
+                 (regcomp(&re, regex, REG_EXTENDED | REG_NOSUB) != 0))) {
+        return DANGO_EINVAL;
+    }
+
+    if (st->disk != NULL) {
+        /* Removing the node just returned is allowed while iterating. */
+        dango_hmap_iter_begin(&st->disk->objs, &it);
+        while ((node = dango_hmap_iter_next(&it)) != NULL) {
+            ms_dobj_t *r = dango_container_of(node, ms_dobj_t, node);
+
+            if ((all || (regexec(&re, r->key, 0, NULL, 0) == 0)) &&
+                (mobj_find(st, r->key, node->key_len) == NULL)) {
+                dobj_free(st->disk, r, 1);
+                count++;
+            }
+        }
+        dango_hmap_iter_end(&it);
+    }
+
+    if (!all) {
+        regfree(&re);
+    }
+    return after ? 0 : count;
 }
 
 int dango__store_ms_disk_forget(ms_state_t *st, const char *key, size_t len)

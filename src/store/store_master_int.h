@@ -535,6 +535,14 @@ void dango__store_ms_disk_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_disk_destroy(ms_state_t *st);
 /* 1 when @key is held on a disk tier (and not in memory). */
 int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len);
+/*
+ * RemoveMatch on the disk records (regex as dango__store_ms_remove_match):
+ * @after 0 drops the records of keys not in memory and returns their
+ * count; @after 1 drops those whose memory object is gone now. Returns the
+ * count or DANGO_EINVAL.
+ */
+int64_t dango__store_ms_disk_remove_match(ms_state_t *st, const char *regex,
+                                          int all, int after);
 /* Forgets the disk record of @key (removed or overwritten); 1 if it had one. */
 int dango__store_ms_disk_forget(ms_state_t *st, const char *key, size_t len);
 

@@ -535,8 +535,8 @@ static void disk_remove_and_put(void **state)
     Dango__Store__DiskPollResp *r;
     Dango__Store__KeysReq       rm = DANGO__STORE__KEYS_REQ__INIT;
     Dango__Store__StatusList   *st;
-    int                         rc, k, ks[2];
-    uint64_t                    tid[2];
+    int                         rc, k, ks[3];
+    uint64_t                    tid[3];
     char                       *key;
 
     (void)state;
@@ -548,10 +548,10 @@ static void disk_remove_and_put(void **state)
     for (int i = 0; i < NKEYS; i++) {
         put_one(i);
     }
-    /* Two offloads (they may come in one reply or two). */
-    for (int n = 0; n < 2;) {
+    /* Three offloads (they may come in one reply or several). */
+    for (int n = 0; n < 3;) {
         r = poll_task();
-        for (size_t t = 0; (t < r->n_tasks) && (n < 2); t++, n++) {
+        for (size_t t = 0; (t < r->n_tasks) && (n < 3); t++, n++) {
             ks[n]  = key_index(r->tasks[t]->key.data, r->tasks[t]->key.len);
             tid[n] = r->tasks[t]->id;
         }
@@ -559,6 +559,7 @@ static void disk_remove_and_put(void **state)
     }
     report(tid[0], 0, 8192);
     report(tid[1], 0, 16384);
+    report(tid[2], 0, 24576);
     k   = ks[0];
     key = g_keys[k];
     assert_int_equal(exist(key), 1);
@@ -585,6 +586,30 @@ static void disk_remove_and_put(void **state)
     }
     put_one(k);
     wait_drop(g_keys[k], 16384);
+
+    /* RemoveMatch removes what is only on disk too (and counts it). */
+    {
+        Dango__Store__RemoveMatchReq rmm = DANGO__STORE__REMOVE_MATCH_REQ__INIT;
+        Dango__Store__CountResp     *cnt;
+        int                          live = 0;
+
+        for (int i = 0; i < NKEYS; i++) {
+            live += exist(g_keys[i]);
+        }
+        assert_int_equal(exist(g_keys[ks[2]]), 1);
+        rmm.regex = "^d[0-9]$";
+        rmm.force = 1;
+        assert_dango_ok(dango_rpc_call_pb(g_cli, DANGO_STORE_M_REMOVE_MATCH,
+                                          &rmm.base,
+                                          &dango__store__count_resp__descriptor,
+                                          (ProtobufCMessage **)&cnt, 0));
+        assert_int_equal(cnt->count, live);
+        dango__store__count_resp__free_unpacked(cnt, NULL);
+        for (int i = 0; i < NKEYS; i++) {
+            assert_int_equal(exist(g_keys[i]), 0);
+        }
+        wait_drop(g_keys[ks[2]], 24576);
+    }
     teardown_master();
 }
 
