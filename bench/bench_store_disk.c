@@ -287,7 +287,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < a.count; i++) {
         dango_store_object_info_t oi;
 
-        if (dango_store_stat(app, keys[i], &oi) == DANGO_ENO_OBJECT) {
+        if ((dango_store_stat(app, keys[i], &oi) == 0) && oi.on_disk) {
             char *k       = keys[ndisk];
             keys[ndisk++] = keys[i];
             keys[i]       = k;

@@ -602,6 +602,9 @@ static int stat_key(kv_args_t *a, dango_store_client_t *c, const char *key)
     printf("%-10s %s\n", "hard pin", info.hard_pinned ? "yes" : "no");
     print_ms("soft pin", info.soft_pin_ms_left);
     printf("%-10s %u\n", "replicas", info.num_replicas);
+    if (info.on_disk) {
+        printf("%-10s %s\n", "disk", "yes (a node's disk tier only)");
+    }
     for (unsigned i = 0;
          (i < info.num_replicas) && (i < DANGO_STORE_REPLICA_MAX); i++) {
         printf("  %s 0x%llx %s\n", info.replicas[i].segment,

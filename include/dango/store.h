@@ -143,6 +143,9 @@ typedef struct dango_store_object_info {
     uint64_t soft_pin_ms_left; /**< Remaining soft pin, ms (0 = none). */
     unsigned num_replicas;     /**< Entries in replicas[]. */
     dango_store_replica_info_t replicas[DANGO_STORE_REPLICA_MAX];
+    /** 1 when held on a node's disk tier only (num_replicas is then 0: a
+     *  get loads it from disk). */
+    int on_disk;
 } dango_store_object_info_t;
 
 /** Pool-wide figures reported by the master. */

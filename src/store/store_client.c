@@ -1706,6 +1706,9 @@ static int sc_describe(dango_store_client_t *c, const char *key,
     }
 
     rc = resp->items[0]->status;
+    if ((rc == DANGO_ENO_OBJECT) && resp->items[0]->on_disk) {
+        rc = 0; /* on a node's disk tier only: it exists */
+    }
     if (rc != 0) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return rc;
@@ -1753,6 +1756,7 @@ int dango_store_stat(dango_store_client_t *c, const char *key,
     info->lease_ms_left    = it->lease_ms_left;
     info->hard_pinned      = it->hard_pin;
     info->soft_pin_ms_left = it->soft_pin_ms_left;
+    info->on_disk          = it->on_disk;
     for (size_t i = 0; (i < it->n_replicas) && (i < DANGO_STORE_REPLICA_MAX);
          i++) {
         dango_store_replica_info_t *r = &info->replicas[info->num_replicas++];

@@ -565,7 +565,9 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
             /* Disk tier: the reader loads it with DiskLoad. */
             items[i].on_disk =
                 (bt.status[i] == DANGO_ENO_OBJECT) &&
-                dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len);
+                dango__store_ms_disk_info(m->st, bt.keys[i].s, bt.keys[i].len,
+                                          &items[i].size, &items[i].checksum,
+                                          &items[i].put_id);
             continue;
         }
 

@@ -1295,6 +1295,21 @@ int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len)
     return (st->disk != NULL) && (dobj_find(st->disk, key, len) != NULL);
 }
 
+int dango__store_ms_disk_info(ms_state_t *st, const char *key, size_t len,
+                              uint64_t *size, uint64_t *checksum,
+                              uint64_t *put_id)
+{
+    ms_dobj_t *r;
+
+    if ((st->disk == NULL) || ((r = dobj_find(st->disk, key, len)) == NULL)) {
+        return 0;
+    }
+    *size     = r->size;
+    *checksum = r->checksum;
+    *put_id   = r->put_id;
+    return 1;
+}
+
 int64_t dango__store_ms_disk_remove_match(ms_state_t *st, const char *regex,
                                           int all, int after)
 {

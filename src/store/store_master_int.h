@@ -535,6 +535,10 @@ void dango__store_ms_disk_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_disk_destroy(ms_state_t *st);
 /* 1 when @key is held on a disk tier (and not in memory). */
 int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len);
+/* As dango__store_ms_disk_has(), with the record's figures when it is. */
+int dango__store_ms_disk_info(ms_state_t *st, const char *key, size_t len,
+                              uint64_t *size, uint64_t *checksum,
+                              uint64_t *put_id);
 /*
  * RemoveMatch on the disk records (regex as dango__store_ms_remove_match):
  * @after 0 drops the records of keys not in memory and returns their

@@ -231,8 +231,11 @@ static int disk_only_key(char *key, size_t len)
         dango_store_object_info_t oi;
 
         key_of(key, len, i);
-        if ((dango_store_stat(g_client, key, &oi) == DANGO_ENO_OBJECT) &&
-            (dango_store_exist(g_client, key) == 1)) {
+        if ((dango_store_stat(g_client, key, &oi) == 0) && oi.on_disk) {
+            assert_int_equal(oi.num_replicas, 0);
+            assert_int_equal(oi.size, VAL_SIZE);
+            assert_int_equal(dango_store_size(g_client, key), VAL_SIZE);
+            assert_int_equal(dango_store_exist(g_client, key), 1);
             return i;
         }
     }
@@ -342,6 +345,8 @@ static void disk_offload_read_promote(void **state)
 
         assert_dango_ok(dango_store_stat(g_client, key, &oi));
         assert_int_equal(oi.size, VAL_SIZE);
+        assert_int_equal(oi.on_disk, 0);
+        assert_int_equal(oi.num_replicas, 1);
     }
 
     /* Remove drops the disk copy too. */

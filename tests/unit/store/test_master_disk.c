@@ -380,6 +380,9 @@ static void disk_protocol(void **state)
     it = get_item(g_keys[ki[1]], &gr);
     assert_int_equal(it->status, DANGO_ENO_OBJECT);
     assert_true(it->on_disk);
+    assert_int_equal(it->size, VAL_SIZE);
+    assert_int_equal(it->put_id, g_put_ids[ki[1]]);
+    assert_int_equal(it->n_replicas, 0);
     dango__store__get_resp__free_unpacked(gr, NULL);
     assert_int_equal(exist(g_keys[ki[1]]), 1);
 
