@@ -280,35 +280,9 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
         goto out;
     }
 
-    /* Offloads: all of them in flight together. */
-    for (size_t i = 0; i < n; i++) {
-        const Dango__Store__DiskTask *t = resp->tasks[i];
-
-        if (t->kind != DANGO_STORE_DISK_OFFLOAD) {
-            continue;
-        }
-        if (!in_segment(c, t->addr, t->length)) {
-            done_add(sd, t->id, DANGO_EINVAL, 0);
-            continue;
-        }
-        recs[m] = (const void *)(uintptr_t)t->addr;
-        lens[m] = t->length;
-        idx[m]  = i;
-        need += (t->length + SD_BLOCK - 1) & ~(uint64_t)(SD_BLOCK - 1);
-        m++;
-    }
-
-    if (m > 0) {
-        dango__sd_make_room(sd->d, need, dropped_add, sd);
-        dango__sd_write(sd->d, m, recs, lens, status, offs);
-        for (size_t k = 0; k < m; k++) {
-            done_add(sd, resp->tasks[idx[k]]->id, status[k],
-                     (status[k] == 0) ? offs[k] : 0);
-        }
-    }
-
-    /* Loads, all in flight together: into the region the master gave us
-     * (promotion), or into our staging buffer for a reader (addr 0). */
+    /* Loads first (a reader waits for each), all in flight together: into the
+     * region the master gave us (promotion), or into our staging buffer for a
+     * reader (addr 0). */
     {
         sd_read_req_t *rq =
             (sd_read_req_t *)dango_calloc(n, sizeof(*rq), "disk_task_reads");
@@ -321,10 +295,9 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
                     done_add(sd, resp->tasks[i]->id, DANGO_ENOMEM, 0);
                 }
             }
-            goto out;
         }
 
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; (rq != NULL) && (i < n); i++) {
             const Dango__Store__DiskTask *t = resp->tasks[i];
             void                         *dst;
             int                           rc;
@@ -338,7 +311,7 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
 
             if (t->addr == 0) {
                 rc  = stage_alloc(sd, t->length, &soff[nr]);
-                dst = sd->stage + soff[nr];
+                dst = (rc == 0) ? sd->stage + soff[nr] : NULL;
             } else {
                 rc       = in_segment(c, t->addr, t->length) ? 0 : DANGO_EINVAL;
                 soff[nr] = UINT64_MAX;
@@ -372,6 +345,34 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
             done_add(sd, resp->tasks[idx[k]]->id, rq[k].status, addr);
         }
         dango_free(rq);
+    }
+
+    /* Offloads: all of them in flight together. */
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Dango__Store__DiskTask *t = resp->tasks[i];
+
+        if (t->kind != DANGO_STORE_DISK_OFFLOAD) {
+            continue;
+        }
+        if (!in_segment(c, t->addr, t->length)) {
+            done_add(sd, t->id, DANGO_EINVAL, 0);
+            continue;
+        }
+        recs[m] = (const void *)(uintptr_t)t->addr;
+        lens[m] = t->length;
+        idx[m]  = i;
+        need += (t->length + SD_BLOCK - 1) & ~(uint64_t)(SD_BLOCK - 1);
+        m++;
+    }
+
+    if (m > 0) {
+        dango__sd_make_room(sd->d, need, dropped_add, sd);
+        dango__sd_write(sd->d, m, recs, lens, status, offs);
+        for (size_t k = 0; k < m; k++) {
+            done_add(sd, resp->tasks[idx[k]]->id, status[k],
+                     (status[k] == 0) ? offs[k] : 0);
+        }
     }
 
 out:

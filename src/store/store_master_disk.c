@@ -652,6 +652,32 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
 
 /* ---------- DiskPoll ---------- */
 
+/* Moves @t from the queue to the sent list and describes it in @o. */
+static void task_send(ms_dnode_t *dn, ms_dtask_t *t, Dango__Store__DiskTask *o,
+                      uint64_t now)
+{
+    dango_list_del(&t->link);
+    dn->nqueue--;
+    dango_list_add_tail(&dn->sent, &t->link);
+    dn->nsent++;
+    t->deadline = now + MS_DISK_TASK_MS;
+    dango__store__disk_task__init(o);
+    o->id       = t->id;
+    o->kind     = t->kind;
+    o->key.data = (uint8_t *)t->key;
+    o->key.len  = t->klen;
+    o->put_id   = t->put_id;
+    o->length   = t->rec_len;
+    o->off      = t->off;
+    if (t->kind == DANGO_STORE_DISK_OFFLOAD) {
+        o->addr = t->seg_off; /* absolute address, see on_evict */
+    } else if ((t->seg != NULL) && !t->nstage) {
+        o->addr = t->seg->base + t->seg_off; /* promotion: our region */
+    } else {
+        o->addr = 0; /* into the node's staging buffer */
+    }
+}
+
 /* Hands queued tasks and drops to the node (answers the held call). */
 static void poll_answer(ms_dnode_t *dn, uint64_t now)
 {
@@ -680,30 +706,22 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
         taskp = (Dango__Store__DiskTask **)(tasks + want + 1);
     }
 
-    while ((nt < want) && !dango_list_is_empty(&dn->queue)) {
-        ms_dtask_t *t = dango_list_head_elem(&dn->queue, ms_dtask_t, link);
-        Dango__Store__DiskTask *o = &tasks[nt];
+    /* Loads first (a reader waits for each), then offloads, each in the
+     * order queued. */
+    for (int pass = 0; pass < 2; pass++) {
+        ms_dtask_t *t, *tmp;
 
-        dango_list_del(&t->link);
-        dn->nqueue--;
-        dango_list_add_tail(&dn->sent, &t->link);
-        dn->nsent++;
-        t->deadline = now + MS_DISK_TASK_MS;
-        dango__store__disk_task__init(o);
-        o->id       = t->id;
-        o->kind     = t->kind;
-        o->key.data = (uint8_t *)t->key;
-        o->key.len  = t->klen;
-        o->put_id   = t->put_id;
-        o->length   = t->rec_len;
-        o->off      = t->off;
-        o->addr     = ((t->seg != NULL) && !t->nstage)
-                          ? t->seg->base + t->seg_off
-                          : 0; /* 0: into the node's staging buffer */
-        if (t->kind == DANGO_STORE_DISK_OFFLOAD) {
-            o->addr = t->seg_off; /* absolute address, see on_evict */
+        dango_list_for_each_safe(t, tmp, &dn->queue, link)
+        {
+            if (nt == want) {
+                break;
+            }
+            if ((t->kind == DANGO_STORE_DISK_LOAD) == (pass == 0)) {
+                task_send(dn, t, &tasks[nt], now);
+                taskp[nt] = &tasks[nt];
+                nt++;
+            }
         }
-        taskp[nt++] = o;
     }
 
     for (size_t i = 0; i < nd; i++) {
