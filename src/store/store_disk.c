@@ -37,6 +37,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -466,6 +467,13 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
         rc = DANGO__ERR(errno);
         dango_error("store_disk %s: open: %m", d->path);
         goto err_free;
+    }
+
+    /* One tier per file: a second node on it would overwrite records. */
+    if (flock(d->fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = (errno == EWOULDBLOCK) ? DANGO_EBUSY : DANGO__ERR(errno);
+        dango_error("store_disk %s: in use by another tier: %m", d->path);
+        goto err_close;
     }
 
     if ((fstat(d->fd, &st) == 0) && S_ISREG(st.st_mode) &&

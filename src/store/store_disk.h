@@ -52,9 +52,11 @@ typedef struct sd_stats {
 /*
  * Opens (creating if missing) the tier at @path: a regular file, or a
  * directory in which the file "dango-disk.data" is used. The file is
- * scanned for committed, intact records, which are indexed again.
- * 0, or DANGO_EINVAL (capacity below one block or path empty), DANGO_ENOMEM,
- * or the errno of open/ftruncate/io_uring setup as a DANGO_E* code.
+ * locked (flock) for this tier and scanned for committed, intact records,
+ * which are indexed again.
+ * 0, or DANGO_EINVAL (capacity below one block or path empty), DANGO_EBUSY
+ * (another tier has the file open), DANGO_ENOMEM, or the errno of
+ * open/io_uring setup as a DANGO_E* code.
  */
 int  dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p);
 void dango__sd_close(sd_disk_t *d);

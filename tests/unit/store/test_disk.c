@@ -180,6 +180,13 @@ static void lru_full_and_bad_input(void **state)
                      dango__sd_open(path, &(sd_params_t){.capacity = 100}, &d));
     assert_dango_err(DANGO_EINVAL, dango__sd_open("", &p, &d));
     assert_dango_ok(dango__sd_open(path, &p, &d));
+    {
+        sd_disk_t *d2 = NULL;
+
+        /* One tier per file: a second one is refused. */
+        assert_dango_err(DANGO_EBUSY, dango__sd_open(path, &p, &d2));
+        assert_null(d2);
+    }
 
     /* 8 blocks each: the 9th does not fit into 64 blocks. */
     for (int i = 0; i < 9; i++) {
