@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "dango_test.h"
+#include "common/alloc.h"
 #include "common/hash.h"
 #include "store/store_disk.h"
 #include "store/store_proto.h"
@@ -269,6 +270,47 @@ static void fs_full(void **state)
     rmdir(mnt);
 }
 
+/* Every allocation of open, and of indexing a write, may fail: ENOMEM,
+ * nothing leaked, the tier usable afterwards. */
+static void oom_open_write(void **state)
+{
+    sd_params_t p        = {.capacity = 4u << 20};
+    sd_disk_t  *d        = NULL;
+    long        live     = dango__alloc_live();
+    int         failures = 0, rc, st[1];
+    char        path[256], *r;
+    uint64_t    len, off[1];
+    const void *recs[1];
+
+    path_of(path, sizeof(path), "o.data");
+    for (long n = 1;; n++) {
+        dango__alloc_fail_after(n);
+        rc = dango__sd_open(path, &p, &d);
+        dango__alloc_fail_after(-1);
+        if (rc == 0) {
+            break;
+        }
+        assert_dango_err(DANGO_ENOMEM, rc);
+        assert_null(d);
+        assert_int_equal(dango__alloc_live(), live);
+        failures++;
+    }
+    assert_true(failures >= 2);
+
+    r       = mkrec("o", 10000, 1, 5, &len);
+    recs[0] = r;
+    dango__alloc_fail_after(1);
+    dango__sd_write(d, 1, recs, &len, st, off);
+    dango__alloc_fail_after(-1);
+    assert_dango_err(DANGO_ENOMEM, st[0]);
+    dango__sd_write(d, 1, recs, &len, st, off);
+    assert_dango_ok(st[0]);
+    free(r);
+    dango__sd_close(d);
+    assert_int_equal(dango__alloc_live(), live);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,9 +318,11 @@ int main(void)
         cmocka_unit_test(corrupt_and_torn),
         cmocka_unit_test(lru_full_and_bad_input),
         cmocka_unit_test(fs_full),
+        cmocka_unit_test(oom_open_write),
     };
     int rc;
 
+    dango_test_quiet_logs();
     if (mkdtemp(dir) == NULL) {
         return 1;
     }
