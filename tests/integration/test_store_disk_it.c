@@ -224,6 +224,22 @@ static void wait_disk_keys(uint64_t n)
     fail_msg("only %" PRIu64 " disk keys, want %" PRIu64, info.disk_keys, n);
 }
 
+/* Waits (bounded) until @n segments are mounted. */
+static void wait_segments(uint64_t n)
+{
+    uint64_t deadline = dango_time_ns() + 15ull * DANGO_NSEC_PER_SEC;
+    dango_store_pool_info_t info;
+
+    do {
+        pool(&info);
+        if (info.segments >= n) {
+            return;
+        }
+        sleep_ms(20);
+    } while (dango_time_ns() < deadline);
+    fail_msg("%" PRIu64 " segments, want %" PRIu64, info.segments, n);
+}
+
 /* A key held on disk only (stat without lease says not in memory). */
 static int disk_only_key(char *key, size_t len)
 {
@@ -519,6 +535,7 @@ static void disk_master_restart(void **state)
     master_start_at(addr);
     assert_string_equal(addr, g_master_addr);
     wait_disk_keys(before.disk_keys);
+    wait_segments(1); /* the node's segment: where it stages disk reads */
 
     for (int i = 0; i < NKEYS; i++) {
         key_of(key, sizeof(key), i);
