@@ -462,11 +462,21 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
             continue;
         }
 
+        if (!msg->upsert &&
+            dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len)) {
+            /* Held on a disk tier: it exists (an upsert replaces it). */
+            uint64_t put_id = v->put_id;
+            int      st;
+
+            dango__store_ms_put_end(m->st, cid_of(msg->client), 1, &bt.keys[i],
+                                    &put_id, 1, now, &st);
+            bt.status[i] = items[i].status = DANGO_EOBJ_EXISTS;
+            continue;
+        }
+
         items[i].put_id = v->put_id;
         items[i].replicas =
             replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
-        /* A new value of a key on a disk tier: the disk copy is stale. */
-        dango__store_ms_disk_forget(m->st, bt.keys[i].s, bt.keys[i].len);
     }
 
     count_items(&m->ops[*op_p], bt.status, n, 0);
@@ -508,6 +518,13 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
 
     rc = dango__store_ms_put_end(m->st, cid_of(msg->client), n, bt.keys,
                                  msg->put_ids, msg->revoke, now, bt.status);
+    /* Disk tier: a committed new value (an upsert) supersedes the disk copy
+     * of the old one. */
+    for (size_t i = 0; (rc == 0) && !msg->revoke && (i < n); i++) {
+        if (bt.status[i] == 0) {
+            dango__store_ms_disk_forget(m->st, bt.keys[i].s, bt.keys[i].len);
+        }
+    }
     if (rc == 0) {
         count_items(&m->ops[*op_p], bt.status, n, 0);
         resp.n_status = n;

@@ -83,7 +83,8 @@ static void mount(void)
     assert_dango_ok(call_msg(DANGO_STORE_M_MOUNT, &req.base));
 }
 
-static void put_one(int i)
+/* PutStart (+ PutEnd when it starts) of key @i; the PutStart status. */
+static int put_key(int i, int upsert)
 {
     Dango__Store__PutStartReq   req = DANGO__STORE__PUT_START_REQ__INIT;
     Dango__Store__PutEndReq     end = DANGO__STORE__PUT_END_REQ__INIT;
@@ -91,6 +92,7 @@ static void put_one(int i)
     Dango__Store__PutStartResp *resp;
     Dango__Store__StatusList   *st;
     uint64_t                    size = VAL_SIZE, sum = 1000 + (uint64_t)i;
+    int                         rc;
 
     req.client      = &id;
     req.n_keys      = 1;
@@ -99,12 +101,18 @@ static void put_one(int i)
     req.sizes       = &size;
     req.n_checksums = 1;
     req.checksums   = &sum;
+    req.upsert      = upsert;
     assert_dango_ok(dango_rpc_call_pb(g_cli, DANGO_STORE_M_PUT_START, &req.base,
                                       &dango__store__put_start_resp__descriptor,
                                       (ProtobufCMessage **)&resp, 0));
-    assert_int_equal(resp->items[0]->status, 0);
-    g_put_ids[i] = resp->items[0]->put_id;
+    rc = resp->items[0]->status;
+    if (rc == 0) {
+        g_put_ids[i] = resp->items[0]->put_id;
+    }
     dango__store__put_start_resp__free_unpacked(resp, NULL);
+    if (rc != 0) {
+        return rc;
+    }
 
     end.client    = &id;
     end.n_keys    = 1;
@@ -116,6 +124,12 @@ static void put_one(int i)
                                       (ProtobufCMessage **)&st, 0));
     assert_int_equal(st->status[0], 0);
     dango__store__status_list__free_unpacked(st, NULL);
+    return 0;
+}
+
+static void put_one(int i)
+{
+    assert_dango_ok(put_key(i, 0));
 }
 
 /* One DiskPoll; the reply (to free) or NULL with *rc_p. */
@@ -532,7 +546,8 @@ static void wait_drop(const char *key, uint64_t off)
     }
 }
 
-/* Remove and a new put drop the disk record; the node is told. */
+/* Remove, RemoveMatch and an upsert drop the disk record (the node is
+ * told); a plain put of a key on disk finds it exists. */
 static void disk_remove_and_put(void **state)
 {
     Dango__Store__DiskPollResp *r;
@@ -587,7 +602,10 @@ static void disk_remove_and_put(void **state)
         assert_true(get_item(g_keys[k], &gr)->on_disk);
         dango__store__get_resp__free_unpacked(gr, NULL);
     }
-    put_one(k);
+    /* A plain put finds it exists; an upsert replaces it. */
+    assert_dango_err(DANGO_EOBJ_EXISTS, put_key(k, 0));
+    assert_int_equal(exist(g_keys[k]), 1);
+    assert_dango_ok(put_key(k, 1));
     wait_drop(g_keys[k], 16384);
 
     /* RemoveMatch removes what is only on disk too (and counts it). */
