@@ -40,8 +40,9 @@
 #define SC_DISK_REPORT_CHUNK 4096
 /* Pause after a failed poll. */
 #define SC_DISK_RETRY_NS (100ull * DANGO_NSEC_PER_MSEC)
-/* Bound on one poll (the master holds it 100 ms at most). */
-#define SC_DISK_POLL_NS (5ull * DANGO_NSEC_PER_SEC)
+/* Bound on one poll (the master holds it 100 ms at most; destroy waits for
+ * a poll in flight). */
+#define SC_DISK_POLL_NS (2ull * DANGO_NSEC_PER_SEC)
 /* Smallest tier. */
 #define SC_DISK_MIN (1ull << 20)
 /* How long a record staged for a reader stays (the master's
