@@ -311,7 +311,8 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
             }
 
             if (t->addr == 0) {
-                rc  = stage_alloc(sd, t->length, &soff[nr]);
+                rc  = stage_alloc(sd, DANGO_ALIGN_UP(t->length, SD_BLOCK),
+                                  &soff[nr]);
                 dst = (rc == 0) ? sd->stage + soff[nr] : NULL;
             } else {
                 rc       = in_segment(c, t->addr, t->length) ? 0 : DANGO_EINVAL;
@@ -323,10 +324,15 @@ static void run_tasks(sc_disk_t *sd, const Dango__Store__DiskPollResp *resp)
                 continue;
             }
 
-            rq[nr]  = (sd_read_req_t){t->off,     (const char *)t->key.data,
-                                      t->key.len, t->put_id,
-                                      dst,        t->length,
-                                      0};
+            /* A staging slot is whole blocks: the read lands there. */
+            rq[nr] = (sd_read_req_t){
+                t->off,
+                (const char *)t->key.data,
+                t->key.len,
+                t->put_id,
+                dst,
+                (t->addr == 0) ? DANGO_ALIGN_UP(t->length, SD_BLOCK) : t->length,
+                0};
             idx[nr] = i;
             nr++;
         }
@@ -530,20 +536,10 @@ int dango__sc_disk_start(dango_store_client_t *c)
         return DANGO_ENOMEM;
     }
 
-    memset(&p, 0, sizeof(p));
-    p.capacity = c->cfg.disk_size;
-    p.buf_size = c->cfg.disk_buffer;
-    p.high_wm  = c->cfg.disk_high_watermark;
-    rc         = dango__sd_open(c->cfg.disk_path, &p, &sd->d);
-    if (rc != 0) {
-        dango_error("store client %s: disk tier %s: %s", c->name,
-                    c->cfg.disk_path, dango_strerror(rc));
-        dango_free(sd);
-        return rc;
-    }
-
+    /* Staging first: the tier's ring reads straight into it (4 KiB slots,
+     * registered with the ring too). */
     sd->c          = c;
-    sd->stage_size = c->cfg.disk_staging;
+    sd->stage_size = DANGO_ALIGN_UP(c->cfg.disk_staging, (size_t)SD_BLOCK);
     sd->slots_cap  = 65536;
     sd->slots = dango_calloc(sd->slots_cap, sizeof(*sd->slots), "disk_slots");
     rc        = (sd->slots == NULL)
@@ -551,11 +547,25 @@ int dango__sc_disk_start(dango_store_client_t *c)
                     : dango_xfer_mem_alloc(c->eng, sd->stage_size, NULL,
                                            DANGO_XFER_MEM_REMOTE, (void **)&sd->stage);
     if (rc == 0) {
-        rc = dango__store_alloc_create(sd->stage_size, 64, &sd->stage_alloc);
+        rc = dango__store_alloc_create(sd->stage_size, SD_BLOCK,
+                                       &sd->stage_alloc);
     }
     if (rc != 0) {
         dango_error("store client %s: disk staging of %zu bytes: %s", c->name,
                     sd->stage_size, dango_strerror(rc));
+        goto err_stage;
+    }
+
+    memset(&p, 0, sizeof(p));
+    p.capacity  = c->cfg.disk_size;
+    p.buf_size  = c->cfg.disk_buffer;
+    p.high_wm   = c->cfg.disk_high_watermark;
+    p.extra     = sd->stage;
+    p.extra_len = sd->stage_size;
+    rc          = dango__sd_open(c->cfg.disk_path, &p, &sd->d);
+    if (rc != 0) {
+        dango_error("store client %s: disk tier %s: %s", c->name,
+                    c->cfg.disk_path, dango_strerror(rc));
         goto err_stage;
     }
 
@@ -576,12 +586,12 @@ int dango__sc_disk_start(dango_store_client_t *c)
     return 0;
 
 err_stage:
+    dango__sd_close(sd->d);
     dango__store_alloc_destroy(sd->stage_alloc);
     if (sd->stage != NULL) {
         dango_xfer_mem_free(c->eng, sd->stage);
     }
     dango_free(sd->slots);
-    dango__sd_close(sd->d);
     dango_free(sd);
     return rc;
 }

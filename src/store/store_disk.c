@@ -211,6 +211,8 @@ typedef struct sd_io {
     int      res;
     unsigned pending; /* extents in the kernel */
     uint64_t queued;  /* bytes handed to the kernel */
+    char    *mem;     /* NULL: the bounce buffer at boff; else this memory
+                         inside the extra registered buffer (index 1) */
 } sd_io_t;
 
 /*
@@ -297,7 +299,10 @@ static void ioq_add(sd_disk_t *d, sd_ioq_t *q, size_t i)
         }
 
         l = (l > SD_EXTENT) ? SD_EXTENT : l;
-        if (q->write) {
+        if (io->mem != NULL) {
+            io_uring_prep_read_fixed(sqe, d->fd, io->mem + io->queued,
+                                     (unsigned)l, io->foff + io->queued, 1);
+        } else if (q->write) {
             io_uring_prep_write_fixed(sqe, d->fd,
                                       d->buf + io->boff + io->queued,
                                       (unsigned)l, io->foff + io->queued, 0);
@@ -336,7 +341,7 @@ static void io_run(sd_disk_t *d, sd_io_t *io, size_t n, int write)
 /* Zeroes the first block at @off (drop): best effort. */
 static void block_kill(sd_disk_t *d, uint64_t off)
 {
-    sd_io_t io = {0, off, SD_BLOCK, 0, 0, 0, 0};
+    sd_io_t io = {0, off, SD_BLOCK, 0, 0, 0, 0, NULL};
 
     memset(d->buf, 0, SD_BLOCK);
     io_run(d, &io, 1, 1);
@@ -355,7 +360,7 @@ static void scan(sd_disk_t *d)
 
     while (off < cap) {
         uint64_t len = (cap - off < chunk) ? cap - off : chunk;
-        sd_io_t  io  = {0, off, len, 0, 0, 0, 0};
+        sd_io_t  io  = {0, off, len, 0, 0, 0, 0, NULL};
         uint64_t adv = SD_BLOCK;
         off_t    data;
 
@@ -389,7 +394,7 @@ static void scan(sd_disk_t *d)
             if (b + rlen <= len) {
                 ok = rec_valid(d->buf + b, rlen) != 0;
             } else if (asz <= d->p.buf_size) {
-                sd_io_t r = {0, off + b, asz, 0, 0, 0, 0};
+                sd_io_t r = {0, off + b, asz, 0, 0, 0, 0, NULL};
 
                 io_run(d, &r, 1, 0);
                 ok = (r.res == 0) && (rec_valid(d->buf, rlen) != 0);
@@ -423,7 +428,7 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
 {
     sd_disk_t   *d;
     struct stat  st;
-    struct iovec iov;
+    struct iovec iov[2];
     int          rc;
 
     if ((path == NULL) || (path[0] == '\0') || (p == NULL) ||
@@ -501,9 +506,16 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     }
     d->ring_ok = 1;
 
-    iov.iov_base = d->buf;
-    iov.iov_len  = d->p.buf_size;
-    rc           = io_uring_register_buffers(&d->ring, &iov, 1);
+    iov[0].iov_base = d->buf;
+    iov[0].iov_len  = d->p.buf_size;
+    iov[1].iov_base = d->p.extra;
+    iov[1].iov_len  = d->p.extra_len;
+    if ((d->p.extra != NULL) &&
+        (((uintptr_t)d->p.extra % SD_BLOCK != 0) || (d->p.extra_len == 0))) {
+        rc = DANGO_EINVAL;
+        goto err_ring;
+    }
+    rc = io_uring_register_buffers(&d->ring, iov, (d->p.extra != NULL) ? 2 : 1);
     if (rc < 0) {
         dango_error("store_disk %s: io_uring_register_buffers: %s", d->path,
                     strerror(-rc));
@@ -610,7 +622,7 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
                 continue;
             }
             memset(d->buf + boff + len, 0, asz - len);
-            io[m]   = (sd_io_t){boff, off, asz, 0, 0, 0, 0};
+            io[m]   = (sd_io_t){boff, off, asz, 0, 0, 0, 0, NULL};
             idx[m]  = i;
             offs[i] = off;
             ioq_add(d, &q, m);
@@ -654,7 +666,7 @@ static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
     sd_read_req_t *r   = &rr->reqs[rr->idx[k]];
     sd_ent_t      *e   = rr->ents[k];
     sd_io_t       *io  = &q->io[k];
-    const char    *rec = d->buf + io->boff;
+    const char    *rec = (io->mem != NULL) ? io->mem : d->buf + io->boff;
 
     if (io->res != 0) {
         d->s.read_errors++;
@@ -672,7 +684,9 @@ static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
         return; /* dropped after the round (the buffer is in use) */
     }
 
-    memcpy(r->dst, rec, e->rec.rec_len);
+    if (io->mem == NULL) {
+        memcpy(r->dst, rec, e->rec.rec_len);
+    }
     d->s.reads++;
     d->s.read_bytes += e->asz;
     dango_list_del(&e->lru);
@@ -706,6 +720,19 @@ void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs)
                 r->status = DANGO_ERANGE;
                 continue;
             }
+            if ((d->p.extra != NULL) && (r->cap >= e->asz) &&
+                ((uintptr_t)r->dst % SD_BLOCK == 0) &&
+                ((char *)r->dst >= (char *)d->p.extra) &&
+                ((char *)r->dst + e->asz <=
+                 (char *)d->p.extra + d->p.extra_len)) {
+                /* Straight into registered memory: no bounce, no copy. */
+                io[m]      = (sd_io_t){0, r->off, e->asz, 0, 0, 0, 0, r->dst};
+                rr.idx[m]  = i;
+                rr.ents[m] = e;
+                ioq_add(d, &q, m);
+                m++;
+                continue;
+            }
             if (e->asz > d->p.buf_size) {
                 r->status = DANGO_EMSGSIZE;
                 continue;
@@ -714,7 +741,7 @@ void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs)
                 break;
             }
 
-            io[m]      = (sd_io_t){boff, r->off, e->asz, 0, 0, 0, 0};
+            io[m]      = (sd_io_t){boff, r->off, e->asz, 0, 0, 0, 0, NULL};
             rr.idx[m]  = i;
             rr.ents[m] = e;
             ioq_add(d, &q, m);

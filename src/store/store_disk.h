@@ -31,22 +31,27 @@ typedef struct sd_rec {
 
 /* Options of dango__sd_open(); 0 takes the default. */
 typedef struct sd_params {
-    uint64_t capacity;  /* bytes of the file used (required) */
-    uint64_t buf_size;  /* registered bounce buffer (16 MiB) */
-    unsigned depth;     /* io_uring entries in flight (32) */
-    double   high_wm;   /* dango__sd_make_room() target (0.95) */
+    uint64_t capacity; /* bytes of the file used (required) */
+    uint64_t buf_size; /* registered bounce buffer (16 MiB) */
+    unsigned depth;    /* io_uring entries in flight (32) */
+    double   high_wm;  /* dango__sd_make_room() target (0.95) */
+    /* Optional memory registered with the ring too (4 KiB-aligned, borrowed
+     * until close): reads whose destination is 4 KiB-aligned inside it
+     * (and at least the record's blocks long) go there directly. */
+    void  *extra;
+    size_t extra_len;
 } sd_params_t;
 
 /* Counters of a tier. */
 typedef struct sd_stats {
     uint64_t capacity;
-    uint64_t used;     /* bytes allocated (block-rounded) */
+    uint64_t used; /* bytes allocated (block-rounded) */
     uint64_t records;
     uint64_t writes, write_bytes, write_errors;
     uint64_t reads, read_bytes, read_errors;
-    uint64_t corrupt;  /* records dropped for a failed check */
-    uint64_t evicted;  /* records dropped by dango__sd_make_room() */
-    uint64_t scanned;  /* records found by the last open */
+    uint64_t corrupt; /* records dropped for a failed check */
+    uint64_t evicted; /* records dropped by dango__sd_make_room() */
+    uint64_t scanned; /* records found by the last open */
 } sd_stats_t;
 
 /*
@@ -112,12 +117,12 @@ int dango__sd_drop(sd_disk_t *d, uint64_t off);
  * high watermark (or nothing is left). Each dropped record is passed to @cb
  * before it goes. Returns the number dropped.
  */
-size_t dango__sd_make_room(sd_disk_t *d, uint64_t need,
+size_t dango__sd_make_room(sd_disk_t *d, uint64_t                          need,
                            void (*cb)(void *arg, const sd_rec_t *r), void *arg);
 
 /* Calls @cb for every record (order unspecified). */
 void dango__sd_foreach(sd_disk_t *d, void (*cb)(void *arg, const sd_rec_t *r),
-                       void *arg);
+                       void      *arg);
 
 void dango__sd_stats(const sd_disk_t *d, sd_stats_t *s);
 
