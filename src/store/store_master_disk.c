@@ -65,8 +65,14 @@
 #define MS_DISK_HOLD_MS 100
 /* A task not finished in this long fails. */
 #define MS_DISK_TASK_MS 10000
-/* Tasks handed out per DiskPoll reply, and drops per reply. */
-#define MS_DISK_TASKS_PER_POLL 256
+/* Tasks handed out per DiskPoll reply, and drops per reply. Offloads are
+ * capped lower, so that a load queued behind a burst of them waits for at
+ * most that many writes. */
+#define MS_DISK_TASKS_PER_POLL    256
+#define MS_DISK_OFFLOADS_PER_POLL 64
+/* A node not polling for this long does not get loads (they would wait
+ * for MS_DISK_TASK_MS): the read fails at once. */
+#define MS_DISK_SILENT_MS      3000
 #define MS_DISK_DROPS_PER_POLL 4096
 /* How long a node keeps a record it staged for a reader (its lease). */
 #define MS_DISK_STAGE_MS 1000
@@ -710,10 +716,12 @@ static void poll_answer(ms_dnode_t *dn, uint64_t now)
      * order queued. */
     for (int pass = 0; pass < 2; pass++) {
         ms_dtask_t *t, *tmp;
+        size_t      first = nt;
 
         dango_list_for_each_safe(t, tmp, &dn->queue, link)
         {
-            if (nt == want) {
+            if ((nt == want) ||
+                ((pass == 1) && (nt - first == MS_DISK_OFFLOADS_PER_POLL))) {
                 break;
             }
             if ((t->kind == DANGO_STORE_DISK_LOAD) == (pass == 0)) {
@@ -985,6 +993,11 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
         it->size     = r->size;
         it->checksum = r->checksum;
         it->rec_len  = r->rec_len;
+        if ((r->dn->held == NULL) &&
+            (r->dn->last_seen + MS_DISK_SILENT_MS <= now)) {
+            it->status = DANGO_EREPLICA_UNAVAIL; /* its node is not polling */
+            continue;
+        }
 
         /*
          * Promotion: a region of the node's segment, filled by the node,

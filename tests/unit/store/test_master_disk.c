@@ -634,11 +634,47 @@ static void disk_remove_and_put(void **state)
     teardown_master();
 }
 
+/* A node that stopped polling does not get loads: the read fails at once
+ * instead of waiting for the task's deadline. */
+static void disk_silent_node(void **state)
+{
+    Dango__Store__DiskPollResp *r;
+    Dango__Store__GetItem      *it;
+    load_t                      l;
+    int                         rc, k;
+    uint64_t                    t0;
+
+    (void)state;
+    setup_master();
+    mount();
+    r = poll_once(1, 0, NULL, 0, &rc);
+    assert_dango_ok(rc);
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    for (int i = 0; i < NKEYS; i++) {
+        put_one(i);
+    }
+    r = poll_task();
+    k = key_index(r->tasks[0]->key.data, r->tasks[0]->key.len);
+    report(r->tasks[0]->id, 0, 0);
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    assert_int_equal(exist(g_keys[k]), 1);
+
+    sleep_ms(3300); /* MS_DISK_SILENT_MS without a poll */
+    t0 = dango_time_ns();
+    load_start(&l, g_keys[k]);
+    it = load_end(&l);
+    assert_int_equal(it->status, DANGO_EREPLICA_UNAVAIL);
+    assert_true(dango_time_ns() - t0 < 2ull * DANGO_NSEC_PER_SEC);
+    dango__store__get_resp__free_unpacked(l.resp, NULL);
+    teardown_master();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(disk_protocol),
         cmocka_unit_test(disk_remove_and_put),
+        cmocka_unit_test(disk_silent_node),
     };
 
     dango_test_quiet_logs();
