@@ -1369,12 +1369,13 @@ static PyObject *ns_stat(PyObject *self, PyObject *arg)
         return NULL;
     }
 
-    r = Py_BuildValue(
-        "{s:K,s:K,s:K,s:O,s:K,s:N}", "size", (unsigned long long)info.size,
-        "checksum", (unsigned long long)info.checksum, "lease_ms_left",
-        (unsigned long long)info.lease_ms_left, "hard_pinned",
-        info.hard_pinned ? Py_True : Py_False, "soft_pin_ms_left",
-        (unsigned long long)info.soft_pin_ms_left, "replicas", reps);
+    r = Py_BuildValue("{s:K,s:K,s:K,s:O,s:K,s:N,s:O}", "size",
+                      (unsigned long long)info.size, "checksum",
+                      (unsigned long long)info.checksum, "lease_ms_left",
+                      (unsigned long long)info.lease_ms_left, "hard_pinned",
+                      info.hard_pinned ? Py_True : Py_False, "soft_pin_ms_left",
+                      (unsigned long long)info.soft_pin_ms_left, "replicas",
+                      reps, "on_disk", info.on_disk ? Py_True : Py_False);
     return r;
 }
 
