@@ -804,16 +804,19 @@ static size_t get_disk_call(dango_store_client_t *c, get_item_t *items,
     }
 
     keys = dango_malloc(m * sizeof(*keys), "store_get_disk_keys");
-    if (keys == NULL) {
-        return 0;
-    }
-
     for (size_t i = 0; i < n; i++) {
         if ((items[i].rc == want) &&
             ((want != DANGO_ENO_OBJECT) ||
              ((items[i].it != NULL) && items[i].it->on_disk))) {
-            keys[k++] = (char *)items[i].key;
+            if (keys == NULL) {
+                items[i].rc = DANGO_ENOMEM;
+            } else {
+                keys[k++] = (char *)items[i].key;
+            }
         }
+    }
+    if (keys == NULL) {
+        return 0;
     }
 
     req.n_keys = m;
