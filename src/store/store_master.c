@@ -451,6 +451,20 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
+    /* Disk tier: no room for any key, but offloads will make some. */
+    if ((n > 0) && !m->disk_put_final) {
+        size_t nospc = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            nospc += bt.status[i] == DANGO_ENOSPC;
+        }
+        if ((nospc == n) &&
+            dango__store_ms_disk_put_wait(m->st, call, req, len, now)) {
+            dango__store__put_start_req__free_unpacked(msg, NULL);
+            return 0;
+        }
+    }
+
     items = bt.items;
     for (size_t i = 0; i < n; i++) {
         ms_ver_t *v = bt.vers[i];
@@ -487,6 +501,20 @@ out:
     rc = reply(call, rc, &resp.base);
     dango__store__put_start_req__free_unpacked(msg, NULL);
     return rc;
+}
+
+/* A PutStart that waited for offloads (store_master_disk.c), run again. */
+static void put_start_retry(void *arg, dango_rpc_call_t *call, const void *req,
+                            size_t len, uint64_t now, int final)
+{
+    dango_store_master_t *m  = arg;
+    ms_op_t               op = MS_OP_PUT_START;
+
+    m->disk_put_final = final;
+    if (rpc_put_start(m, call, req, len, now, &op) != 0) {
+        m->ops[op].failures++;
+    }
+    m->disk_put_final = 0;
 }
 
 static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
@@ -1019,6 +1047,7 @@ int dango_store_master_create(const dango_config_t  *config,
         goto err_config;
     }
 
+    dango__store_ms_disk_set_put_retry(m->st, put_start_retry, m);
     rc = dango_loop_create("master", &m->loop);
     if (rc != 0) {
         goto err_state;

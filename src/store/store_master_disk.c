@@ -76,6 +76,9 @@
 #define MS_DISK_DROPS_PER_POLL 4096
 /* How long a node keeps a record it staged for a reader (its lease). */
 #define MS_DISK_STAGE_MS 1000
+/* How long a PutStart with no room waits for offloads, and how many wait. */
+#define MS_DISK_PUT_WAIT_MS  2000
+#define MS_DISK_PUT_WAIT_MAX 4096
 /* How long eviction waits for a remounted node's disk report. */
 #define MS_DISK_PENDING_MS 5000
 /* Records accepted per DiskPoll report. */
@@ -149,15 +152,32 @@ struct ms_dwait {
     ms_dwait_item_t   items[];
 };
 
+/* A PutStart waiting for offloads to make room. */
+typedef struct ms_dput {
+    dango_list_link_t link; /* disk->puts, oldest first */
+    dango_rpc_call_t *call;
+    uint64_t          deadline;
+    size_t            len;
+    uint8_t           req[];
+} ms_dput_t;
+
 typedef struct ms_disk {
-    dango_hmap_t      objs;
-    dango_hmap_t      nodes;
-    dango_list_link_t waits; /* DiskLoad calls not answered yet */
-    uint64_t          next_task;
-    ms_disk_stats_t   c;
+    dango_list_link_t    puts; /* ms_dput_t */
+    size_t               nputs;
+    ms_disk_put_retry_cb put_retry;
+    void                *put_retry_arg;
+    int                  retrying;
+    uint64_t             retry_deadline; /* of the PutStart being retried */
+    dango_hmap_t         objs;
+    dango_hmap_t         nodes;
+    dango_list_link_t    waits; /* DiskLoad calls not answered yet */
+    uint64_t             next_task;
+    ms_disk_stats_t      c;
 } ms_disk_t;
 
 /* ---------- private functions ---------- */
+
+static void puts_retry(ms_state_t *st, uint64_t now, int all);
 
 static ms_disk_t *disk_get(ms_state_t *st)
 {
@@ -182,6 +202,7 @@ static ms_disk_t *disk_get(ms_state_t *st)
     }
     d->next_task = 1;
     dango_list_init(&d->waits);
+    dango_list_init(&d->puts);
     st->disk = d;
     return d;
 }
@@ -881,6 +902,7 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
 
     wait = msg->wait;
     dango__store__disk_poll_req__free_unpacked(msg, NULL);
+    puts_retry(st, now, 1); /* offloads may have made room */
     if (dn->held != NULL) {
         poll_answer(dn, now); /* an older poll of the same node */
     }
@@ -1116,6 +1138,91 @@ static int rpc_disk_release(dango_store_master_t *m, dango_rpc_call_t *call,
     return 0;
 }
 
+/* ---------- PutStart waiting for room ---------- */
+
+/*
+ * Runs the waiting PutStarts again, oldest first: all when @all (memory was
+ * freed), else only those at their deadline (which are then answered
+ * whatever happens). A retry that still finds no room waits again, with its
+ * first deadline (it goes back to the tail, so one pass sees each at most
+ * once).
+ */
+static void puts_retry(ms_state_t *st, uint64_t now, int all)
+{
+    ms_disk_t *d = st->disk;
+    size_t     n;
+
+    if ((d == NULL) || d->retrying || (d->put_retry == NULL)) {
+        return;
+    }
+
+    d->retrying = 1;
+    n           = d->nputs;
+    for (size_t i = 0; (i < n) && !dango_list_is_empty(&d->puts); i++) {
+        ms_dput_t *p     = dango_list_head_elem(&d->puts, ms_dput_t, link);
+        int        final = p->deadline <= now;
+
+        dango_list_del(&p->link);
+        if (!all && !final) {
+            dango_list_add_tail(&d->puts, &p->link); /* keeps waiting */
+            continue;
+        }
+        d->nputs--;
+        d->retry_deadline = p->deadline;
+        d->put_retry(d->put_retry_arg, p->call, p->req, p->len, now, final);
+        dango_free(p);
+    }
+    d->retrying = 0;
+}
+
+void dango__store_ms_disk_set_put_retry(ms_state_t *st, ms_disk_put_retry_cb cb,
+                                        void *arg)
+{
+    ms_disk_t *d = disk_get(st);
+
+    if (d != NULL) {
+        d->put_retry     = cb;
+        d->put_retry_arg = arg;
+    }
+}
+
+int dango__store_ms_disk_put_wait(ms_state_t *st, dango_rpc_call_t *call,
+                                  const void *req, size_t len, uint64_t now)
+{
+    ms_disk_t         *d = st->disk;
+    dango_hmap_iter_t  it;
+    dango_hmap_node_t *node;
+    ms_dput_t         *p;
+    int                offloading = 0;
+
+    if ((d == NULL) || (d->put_retry == NULL) ||
+        (d->nputs >= MS_DISK_PUT_WAIT_MAX)) {
+        return 0;
+    }
+
+    dango_hmap_iter_begin(&d->nodes, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        offloading |= dango_container_of(node, ms_dnode_t, node)->noffload > 0;
+    }
+    dango_hmap_iter_end(&it);
+    if (!offloading) {
+        return 0; /* nothing will make room soon */
+    }
+
+    p = dango_malloc(sizeof(*p) + len, "disk_put_wait");
+    if (p == NULL) {
+        return 0;
+    }
+    p->call = call;
+    p->len  = len;
+    /* A retry keeps its first deadline. */
+    p->deadline = d->retrying ? d->retry_deadline : now + MS_DISK_PUT_WAIT_MS;
+    memcpy(p->req, req, len);
+    dango_list_add_tail(&d->puts, &p->link);
+    d->nputs++;
+    return 1;
+}
+
 /* ---------- internal API ---------- */
 
 int dango__store_ms_disk_on_evict(ms_state_t *st, ms_obj_t *o, uint64_t now)
@@ -1288,6 +1395,7 @@ void dango__store_ms_disk_tick(ms_state_t *st, uint64_t now)
         dnode_free(st, gone, now);
     }
 
+    puts_retry(st, now, 0); /* those at their deadline */
     dango_hmap_rehash_step(&st->disk->objs, MS_REHASH_STEP);
 }
 
@@ -1299,6 +1407,14 @@ void dango__store_ms_disk_destroy(ms_state_t *st)
 
     if (d == NULL) {
         return;
+    }
+
+    while (!dango_list_is_empty(&d->puts)) {
+        ms_dput_t *p = dango_list_head_elem(&d->puts, ms_dput_t, link);
+
+        dango_list_del(&p->link);
+        dango_rpc_reply(p->call, DANGO_ECANCELED, NULL, 0);
+        dango_free(p);
     }
 
     /* Each node's tasks end (their waiting loads are answered). */

@@ -483,6 +483,7 @@ struct dango_store_master {
     char                admin_addr[64];
     dango_md_server_t  *md;
     char                md_url[96];
+    int disk_put_final; /* a PutStart retried at its deadline: answer it */
 };
 
 /* Starts the admin HTTP server on cfg.admin_listen. 0 or an error. */
@@ -558,6 +559,21 @@ typedef struct ms_disk_stats {
     uint64_t node_evicted, timeouts, node_reads, node_writes;
 } ms_disk_stats_t;
 void dango__store_ms_disk_stats(ms_state_t *st, ms_disk_stats_t *s);
+
+/*
+ * A PutStart whose every key found no space while offloads are running may
+ * wait for them (at most MS_DISK_PUT_WAIT_MS): the request is kept and
+ * @retry runs it again (loop thread) after offloads freed memory, with
+ * @final set at the deadline (then it must answer). Returns 1 when @call
+ * was taken (answered later), 0 when it must be answered now.
+ */
+typedef void (*ms_disk_put_retry_cb)(void *arg, dango_rpc_call_t *call,
+                                     const void *req, size_t len, uint64_t now,
+                                     int final);
+void dango__store_ms_disk_set_put_retry(ms_state_t *st, ms_disk_put_retry_cb cb,
+                                        void *arg);
+int  dango__store_ms_disk_put_wait(ms_state_t *st, dango_rpc_call_t *call,
+                                   const void *req, size_t len, uint64_t now);
 
 /* RPC methods DANGO_STORE_M_DISK_FIRST..LAST (the call is always answered). */
 void dango__store_master_disk_rpc(dango_store_master_t *m,

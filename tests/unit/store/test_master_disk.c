@@ -32,8 +32,10 @@
 
 static dango_store_master_t *g_m;
 static dango_rpc_client_t   *g_cli;
-static uint64_t              g_put_ids[NKEYS];
-static char *g_keys[NKEYS] = {"d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7"};
+static uint64_t              g_put_ids[NKEYS + 1];
+/* The last one does not fit while the others are in memory. */
+static char *g_keys[NKEYS + 1] = {"d0", "d1", "d2", "d3", "d4",
+                                  "d5", "d6", "d7", "d8"};
 
 /* ---------- helpers ---------- */
 
@@ -669,12 +671,68 @@ static void disk_silent_node(void **state)
     teardown_master();
 }
 
+/* A put into a full pool whose node is offloading waits for the room the
+ * offloads make instead of failing; without offloads it fails at once. */
+typedef struct put_thread {
+    pthread_t th;
+    int       rc;
+    uint64_t  ns;
+} put_thread_t;
+
+static void *put_main(void *arg)
+{
+    put_thread_t *p  = arg;
+    uint64_t      t0 = dango_time_ns();
+
+    p->rc = put_key(NKEYS, 0);
+    p->ns = dango_time_ns() - t0;
+    return NULL;
+}
+
+static void disk_put_waits_for_offload(void **state)
+{
+    Dango__Store__DiskPollResp *r;
+    put_thread_t                pt;
+    int                         rc;
+    uint64_t                    ids[NKEYS];
+    size_t                      nids = 0;
+
+    (void)state;
+    setup_master();
+    mount();
+    r = poll_once(1, 0, NULL, 0, &rc);
+    assert_dango_ok(rc);
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    for (int i = 0; i < NKEYS; i++) {
+        put_one(i);
+    }
+
+    /* Offloads queued, none reported yet: the next put waits. */
+    r = poll_task();
+    for (size_t t = 0; t < r->n_tasks; t++) {
+        ids[nids++] = r->tasks[t]->id;
+    }
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    memset(&pt, 0, sizeof(pt));
+    assert_int_equal(pthread_create(&pt.th, NULL, put_main, &pt), 0);
+    sleep_ms(300);
+    for (size_t t = 0; t < nids; t++) {
+        report(ids[t], 0, (uint64_t)t * (128 << 10));
+    }
+    pthread_join(pt.th, NULL);
+    assert_dango_ok(pt.rc);
+    assert_true(pt.ns >= 250ull * DANGO_NSEC_PER_MSEC);
+    assert_int_equal(exist(g_keys[NKEYS]), 1);
+    teardown_master();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(disk_protocol),
         cmocka_unit_test(disk_remove_and_put),
         cmocka_unit_test(disk_silent_node),
+        cmocka_unit_test(disk_put_waits_for_offload),
     };
 
     dango_test_quiet_logs();
