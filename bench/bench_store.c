@@ -23,7 +23,9 @@
  *                that triggers it); --put-mode upsert instead replaces values
  * in a fixed key space with dango_store_upsert(), and remove does remove +
  * put_from of the same key; exist        dango_store_exist() of a preloaded
- * key; batch_exist  dango_store_batch_exist() of --batch preloaded keys
+ * key; batch_exist  dango_store_batch_exist() of --batch preloaded keys;
+ * batch_get / batch_put  dango_store_batch_get / batch_put of --batch keys
+ * (preloaded, or fresh with the put ring above) per call
  *                (keys_per_s is the figure).
  * Every key the run created is removed before it exits, except the
  * preloaded key space with --keep: a later run of the same size and key
@@ -226,6 +228,94 @@ static int bs_op_batch_exist(kv_thread_t *t, uint64_t *bytes, uint64_t *keys)
     return 0;
 }
 
+/* Keys per put of a batch op (1 for the single-key ops). */
+static unsigned bs_keys_per_op = 1;
+
+/* batch_put: --batch fresh keys in one dango_store_batch_put from the
+ * thread's registered slice, old keys removed as put does. */
+static int bs_op_batch_put(kv_thread_t *t, uint64_t *bytes, uint64_t *keys)
+{
+    bs_ctx_t   *x = t->ctx;
+    static char kbuf[KV_MAX_THREADS][DANGO_STORE_BATCH_MAX / 16][KV_KEY_MAX];
+    const char *kp[DANGO_STORE_BATCH_MAX / 16]   = {0};
+    const void *bufs[DANGO_STORE_BATCH_MAX / 16] = {0};
+    size_t      lens[DANGO_STORE_BATCH_MAX / 16] = {0};
+    int         res[DANGO_STORE_BATCH_MAX / 16];
+    unsigned    i, b = kv_o.batch;
+    uint64_t    end = (t->seq + 1) * b;
+    int         rc;
+
+    for (i = 0; i < b; i++) {
+        bs_put_key(kbuf[t->idx][i], t->idx, t->seq * b + i);
+        kp[i]   = kbuf[t->idx][i];
+        bufs[i] = x->buf + (size_t)i * kv_o.size;
+        lens[i] = kv_o.size;
+        kv_stamp(x->buf + (size_t)i * kv_o.size, kv_o.size, t->seq * b + i);
+    }
+    rc = dango_store_batch_put(x->c, b, kp, bufs, lens, 1, NULL, res);
+    if (rc != 0) {
+        kv_err("batch_put: %s\n", dango_strerror(rc));
+        return -1;
+    }
+    for (i = 0; i < b; i++) {
+        if (res[i] != 0) {
+            kv_err("batch_put %s: %s\n", kp[i], dango_strerror(res[i]));
+            return -1;
+        }
+    }
+    while ((end >= x->live + x->rb) && (x->removed + x->rb <= end - x->live)) {
+        if (bs_remove_range(t, x->removed, x->removed + x->rb) != 0) {
+            return -1;
+        }
+        x->removed += x->rb;
+    }
+    *bytes = (uint64_t)kv_o.size * b;
+    *keys  = b;
+    return 0;
+}
+
+/* batch_get: --batch distinct preloaded keys in one dango_store_batch_get
+ * into the thread's registered slice. */
+static int bs_op_batch_get(kv_thread_t *t, uint64_t *bytes, uint64_t *keys)
+{
+    bs_ctx_t   *x = t->ctx;
+    static char kbuf[KV_MAX_THREADS][DANGO_STORE_BATCH_MAX / 16][KV_KEY_MAX];
+    const char *kp[DANGO_STORE_BATCH_MAX / 16]   = {0};
+    void       *bufs[DANGO_STORE_BATCH_MAX / 16] = {0};
+    size_t      lens[DANGO_STORE_BATCH_MAX / 16] = {0};
+    int64_t     res[DANGO_STORE_BATCH_MAX / 16];
+    uint64_t    idx[DANGO_STORE_BATCH_MAX / 16];
+    unsigned    i, b = kv_o.batch;
+    int         rc;
+
+    for (i = 0; i < b; i++) {
+        idx[i] = ((t->seq * b + i) * kv_o.threads + t->idx) % kv_o.keys;
+        kv_key(kbuf[t->idx][i], "v", idx[i]);
+        kp[i]   = kbuf[t->idx][i];
+        bufs[i] = x->buf + (size_t)i * kv_o.size;
+        lens[i] = kv_o.size;
+    }
+    rc = dango_store_batch_get(x->c, b, kp, bufs, lens, 1, res);
+    if (rc != 0) {
+        kv_err("batch_get: %s\n", dango_strerror(rc));
+        return -1;
+    }
+    for (i = 0; i < b; i++) {
+        if (res[i] != (int64_t)kv_o.size) {
+            kv_err("batch_get %s: %s\n", kp[i],
+                   (res[i] < 0) ? dango_strerror((int)res[i]) : "short value");
+            return -1;
+        }
+        if (!kv_stamp_ok(bufs[i], kv_o.size, idx[i])) {
+            kv_err("batch_get %s: the value of another key\n", kp[i]);
+            return -1;
+        }
+    }
+    *bytes = (uint64_t)kv_o.size * b;
+    *keys  = b;
+    return 0;
+}
+
 /* Preload: thread k puts keys k, k + THREADS, ... of the fixed key space
  * (keys left by an earlier run of the same size are kept). */
 static void *bs_preload(void *arg)
@@ -271,7 +361,8 @@ static void bs_cleanup(int fixed)
     }
     if (!fixed) {
         for (k = 0; k < kv_o.threads; k++) {
-            bs_remove_range(&kv_t[k], bs_ctx[k].removed, kv_t[k].seq);
+            bs_remove_range(&kv_t[k], bs_ctx[k].removed,
+                            kv_t[k].seq * bs_keys_per_op);
         }
     }
 }
@@ -280,7 +371,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench_store --master HOST:PORT "
-            "[--op put|get|exist|batch_exist]\n"
+            "[--op put|get|batch_put|batch_get|exist|batch_exist]\n"
             "       [--size 64k] [--threads 8] [--clients 1] [--batch 64]\n"
             "       [--duration 3] [--warmup 0.5] [--working-set 512m] "
             "[--keys N]\n"
@@ -343,6 +434,13 @@ int main(int argc, char **argv)
         op = bs_op_exist;
     } else if (strcmp(kv_o.op, "batch_exist") == 0) {
         op = bs_op_batch_exist;
+    } else if (strcmp(kv_o.op, "batch_get") == 0) {
+        op             = bs_op_batch_get;
+        bs_keys_per_op = kv_o.batch;
+    } else if (strcmp(kv_o.op, "batch_put") == 0) {
+        op             = bs_op_batch_put;
+        bs_keys_per_op = kv_o.batch;
+        fixed          = 0;
     } else if (strcmp(kv_o.op, "put") == 0) {
         if (strcmp(bs_put_mode, "unique") == 0) {
             op    = bs_op_put_unique;
@@ -368,7 +466,7 @@ int main(int argc, char **argv)
         params.listen_addr = listen;
     }
 
-    mem_len = kv_o.size * kv_o.threads;
+    mem_len = kv_o.size * kv_o.threads * bs_keys_per_op;
     mem     = kv_alloc(mem_len);
     if (mem == NULL) {
         fprintf(stderr, "cannot allocate the value buffers\n");
@@ -389,7 +487,7 @@ int main(int argc, char **argv)
     }
     for (k = 0; k < kv_o.threads; k++) {
         bs_ctx[k].c   = bs_clients[k % bs_nclients];
-        bs_ctx[k].buf = mem + (size_t)k * kv_o.size;
+        bs_ctx[k].buf = mem + (size_t)k * kv_o.size * bs_keys_per_op;
         /* put: keep the working set (at most twice it at any time) */
         bs_ctx[k].live = kv_o.keys / kv_o.threads;
         if (bs_ctx[k].live == 0) {

@@ -8,8 +8,9 @@ ROUNDS times:
     (fresh keys; keys older than the working set are removed in a
     batch_remove, timed as part of the put, as bench_store does) or
     batch_get_into (a preloaded key space) of BATCH blocks of SIZE bytes;
-  - C: bench_store --op put|get with the same size, threads, duration
-    (one shared client, registered buffers, put_from / get_into).
+  - C: bench_store --op batch_put|batch_get with the same size, batch,
+    threads, duration (one shared client, registered buffers,
+    dango_store_batch_put / batch_get: the calls the Python methods make).
 Prints one JSON line per measurement, then per op the medians and the
 ratio python/C (target >= 0.9), also as JSON lines.
 
@@ -55,7 +56,8 @@ def start_server(build, segment):
 
 def run_c(build, master, op, a):
     argv = [os.path.join(build, "bench", "bench_store"), "--master", master,
-            "--op", op, "--size", str(a.size), "--threads", str(a.threads),
+            "--op", "batch_" + op, "--batch", str(a.batch),
+            "--size", str(a.size), "--threads", str(a.threads),
             "--duration", str(a.duration), "--warmup", str(a.warmup),
             "--working-set", str(a.working_set), "--listen", "127.0.0.1:0"]
     out = subprocess.run(argv, capture_output=True, text=True,
@@ -179,7 +181,7 @@ def main():
                     r.update({"bench": "py_store", "system": system,
                               "op": op, "size": a.size,
                               "threads": a.threads,
-                              "batch": a.batch if system == "python" else 1,
+                              "batch": a.batch,
                               "round": rnd})
                     print(json.dumps(r), flush=True)
                     results.setdefault((op, system), []).append(r)

@@ -42,7 +42,7 @@ int dpy_mc_code(dango_store_client_t *c, int err)
         return MOONCAKE_ERR_TRANSFER_FAIL;
     }
 
-    return dango__store_mooncake_errno(err);
+    return mooncake_store_errno(err);
 }
 
 const char *dpy_store_default_name(char *buf, size_t len)

@@ -91,12 +91,8 @@ int dpy_store_unregister(dpy_store_t *s, PyObject *obj, int *pyerr);
  * 0 with *out set. Runs with the GIL released around the library calls. */
 int dpy_store_get_bytes(dpy_store_t *s, const char *key, PyObject **out);
 
-/*
- * Mooncake's number for a Dango code (>= 0 passes through), the table of
- * the Mooncake C API (src/store/store_mooncake.c, linked from the store
- * library): the binding returns exactly what mooncake_store_*() would.
- */
-int dango__store_mooncake_errno(int err);
+/* Mooncake's number for a Dango code through mooncake_store_errno(), so
+ * the binding returns exactly what mooncake_store_*() would. */
 int dpy_mc_code(dango_store_client_t *c, int err);
 
 #endif /* DANGO_PY_STORE_H */

@@ -685,7 +685,8 @@ typedef struct dango_conductor_server dango_conductor_server_t;
  * "Replicate these blocks from @p src_node to @p dst_node": the service's
  * form of dango_conductor_replicate_cb, with the instances' names and the
  * store nodes they registered ("node", NULL when none). Called on the
- * service's HTTP thread; must not block for long (queue the copy).
+ * service's HTTP thread under its lock; must not block for long (queue the
+ * copy) and must not call back into the service.
  */
 typedef void (*dango_conductor_server_replicate_cb)(
     void *arg, const char *src_instance, const char *src_node,
@@ -704,8 +705,10 @@ typedef void (*dango_conductor_server_replicate_cb)(
  *                        "input_length"}, "output_length"? → the choice,
  *                        or 429 {"error": "rejected", "reason"}
  *   - POST /complete    {"decode", "tokens"}: releases a reservation
- *   - POST /kv_events   {"instance_id", "events": [{"type":
+ *   - POST /kv_events   {"instance_id" or "node", "events": [{"type":
  *                        "stored"|"removed"|"cleared", "block_hashes"}]}
+ *                        ("node": a store node's events, applied to every
+ *                        prefill instance registered with that node)
  *   - GET /instances, GET /metrics (Prometheus text), GET /health
  * docs/design/conductor.md describes every field.
  *
@@ -727,6 +730,19 @@ dango_conductor_server_create(const dango_config_t               *cfg,
 
 /** @brief Stops serving and frees everything. NULL is a no-op. */
 DANGO_API void dango_conductor_server_destroy(dango_conductor_server_t *srv);
+
+/**
+ * @brief Tells the service that @p n blocks are not (or no longer) held by
+ *        prefill instance @p instance: how a replication that failed is
+ *        taken back out of the global index.
+ * @return 0, DANGO_ENOENT (no such instance; decode instances are
+ *         ignored), DANGO_EINVAL (NULL arguments).
+ * @note Thread safety: any thread, but not from inside the replicate
+ *       callback (it runs under the service's lock: queue the work).
+ */
+DANGO_API int dango_conductor_server_kv_removed(dango_conductor_server_t *srv,
+                                                const char     *instance,
+                                                const uint64_t *keys, size_t n);
 
 /** @brief The address served, "host:port" with the real port. */
 DANGO_API const char *

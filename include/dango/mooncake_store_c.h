@@ -68,6 +68,17 @@ typedef struct mooncake_replicate_config {
 DANGO_BEGIN_DECLS
 
 /**
+ * @brief Mooncake's error number (MOONCAKE_ERR_*) for a Dango error code:
+ *        what every mooncake_store_*() call returns for that failure, for
+ *        bindings and wrappers that call the native API and must answer
+ *        in Mooncake's terms. 0 and positive values (counts, sizes) pass
+ *        through unchanged; codes without a closer match map to
+ *        MOONCAKE_ERR_INTERNAL.
+ * @note Thread safety: pure function.
+ */
+DANGO_API int mooncake_store_errno(int dango_err);
+
+/**
  * @brief A handle not yet connected to a store; NULL when out of memory.
  *        Call mooncake_store_setup() or mooncake_store_init_all() next.
  */

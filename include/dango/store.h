@@ -483,6 +483,41 @@ DANGO_API int dango_store_pool_stat(dango_store_client_t    *c,
 DANGO_API int dango_store_list(dango_store_client_t *c, const char *prefix,
                                dango_store_list_cb cb, void *arg);
 
+/**
+ * @brief Adds a replica of each of @p n committed objects on the node
+ *        whose segment name is @p target (what a node registered with the
+ *        transfer engine; `dango stat KEY` shows replicas' segment names).
+ *
+ * The value is read from an existing replica, checked (record header and
+ * xxh3 of the value; a corrupt replica is reported and another tried, a
+ * wrong byte is never copied), written into a region the master allocated
+ * on @p target, and made visible to readers as one more COMPLETE replica
+ * only once it is all there. The copy is of the value current at the
+ * start: if the object is replaced or removed meanwhile the copy is
+ * dropped. The conductor uses this to move hot KV blocks next to the
+ * prefill instance that will read them.
+ *
+ * @param[in]  c        Client.
+ * @param[in]  n        Keys, 0..DANGO_STORE_BATCH_MAX.
+ * @param[in]  keys     Keys (borrowed).
+ * @param[in]  target   Segment name of the node to copy to.
+ * @param[out] results  Per key: 0 (copied), DANGO_EOBJ_EXISTS (@p target
+ *                      already holds a replica), DANGO_ENO_OBJECT (no
+ *                      committed object, or it changed during the copy),
+ *                      DANGO_ENO_SEGMENT (no node named @p target),
+ *                      DANGO_ENOSPC (no room there), DANGO_ERANGE (the
+ *                      object has DANGO_STORE_REPLICA_MAX replicas),
+ *                      DANGO_ECORRUPT / DANGO_EREPLICA_UNAVAIL (no source
+ *                      replica could be read intact), transfer errors, or
+ *                      a bad key's error.
+ * @return 0 (see @p results), or DANGO_EINVAL (bad arguments), DANGO_ENOMEM,
+ *         master errors (unreachable, DANGO_EPROTO).
+ * @note Thread safety: as every call on @p c.
+ */
+DANGO_API int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
+                                          const char *const *keys,
+                                          const char *target, int *results);
+
 DANGO_END_DECLS
 
 #endif /* DANGO_STORE_H */

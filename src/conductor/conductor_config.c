@@ -68,6 +68,18 @@ static const dango_config_field_t conductor_config_fields[] = {
      offsetof(cd_config_t, max_body), DANGO_CFG_SIZE},
     {"MAX_INSTANCES", "256", "most registered instances (1..256)",
      offsetof(cd_config_t, max_instances), DANGO_CFG_UINT},
+    {"STORE_MASTER", "",
+     "store master host:port: hot blocks the scheduler moves are copied "
+     "there to the destination instance's node (empty: only counted)",
+     offsetof(cd_config_t, store_master), DANGO_CFG_STRING},
+    {"STORE_KEY_PREFIX", "",
+     "store key of block h: this prefix and h as 16 lowercase hex digits "
+     "(as store nodes publish KV events with STORE_KV_EVENTS_PREFIX)",
+     offsetof(cd_config_t, store_key_prefix), DANGO_CFG_STRING},
+    {"REPLICATE_QUEUE", "1024",
+     "replication jobs waiting at most; more are dropped and their blocks "
+     "taken back out of the index",
+     offsetof(cd_config_t, replicate_queue), DANGO_CFG_UINT},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__conductor_config_table = {

@@ -111,6 +111,9 @@ typedef struct cd_config {
     unsigned long max_tokens;
     size_t        max_body;
     unsigned long max_instances;
+    char         *store_master;
+    char         *store_key_prefix;
+    unsigned long replicate_queue;
 } cd_config_t;
 
 extern dango_config_table_t dango__conductor_config_table;
@@ -126,5 +129,34 @@ int dango__conductor_params_from(const cd_config_t        *cc,
 void dango__conductor_replica_ranks(const dango_conductor_t *c,
                                     const size_t *ranks, unsigned *out,
                                     size_t n);
+
+/* ---------- the service's replicator (conductor_replicator.c) ---------- */
+
+typedef struct cd_repl cd_repl_t;
+
+typedef struct cd_repl_stats {
+    uint64_t jobs_queued;
+    uint64_t jobs_dropped; /* queue full */
+    uint64_t jobs_done;
+    uint64_t blocks_copied;
+    uint64_t blocks_present; /* the node already held them */
+    uint64_t blocks_failed;  /* taken back out of the index */
+    uint64_t queued;         /* jobs waiting now */
+} cd_repl_stats_t;
+
+/* A store client on @master and the thread that copies; 0 or an error of
+ * dango_store_client_create() / pthread_create(). */
+int dango__cd_repl_create(dango_conductor_server_t *srv,
+                          const dango_config_t *cfg, const char *master,
+                          const char *prefix, size_t queue_max,
+                          cd_repl_t **r_p);
+/* Queues a copy of @keys to @dst_node: 0, DANGO_EAGAIN (queue full: the
+ * caller takes the blocks back), DANGO_EINVAL, DANGO_ENOMEM. Any thread. */
+int  dango__cd_repl_enqueue(cd_repl_t *r, const char *dst_instance,
+                            const char *dst_node, const uint64_t *keys,
+                            size_t n);
+void dango__cd_repl_stats(cd_repl_t *r, cd_repl_stats_t *out);
+/* Stops the thread (the job running finishes) and frees queued jobs. */
+void dango__cd_repl_destroy(cd_repl_t *r);
 
 #endif /* DANGO_CONDUCTOR_INT_H */

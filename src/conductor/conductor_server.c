@@ -62,6 +62,7 @@ struct dango_conductor_server {
     unsigned                            n_instances;
     dango_conductor_server_replicate_cb cb;
     void                               *cb_arg;
+    cd_repl_t                          *repl; /* with CONDUCTOR_STORE_MASTER */
     srv_metrics_t                       m;
 };
 
@@ -228,6 +229,14 @@ static void srv_replicate(void *arg, int src, int dst, const uint64_t *keys,
     if (srv->cb != NULL) {
         srv->cb(srv->cb_arg, si.name, srv->node[src], di.name, srv->node[dst],
                 keys, n);
+    } else if (srv->repl != NULL) {
+        if ((srv->node[dst] == NULL) ||
+            (dango__cd_repl_enqueue(srv->repl, di.name, srv->node[dst], keys,
+                                    n) != 0)) {
+            /* Nowhere to copy to, or no room to queue: the destination
+             * will not hold the blocks, so the index must not say so. */
+            dango_conductor_kv_removed(srv->c, dst, keys, n);
+        }
     }
 }
 
@@ -573,13 +582,16 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                             srv_reply_t *r)
 {
     const char   *name   = get_string(b, "instance_id");
+    const char   *node   = get_string(b, "node");
     const json_t *evs    = json_object_get(b, "events");
     uint64_t      stored = 0, removed = 0;
     char          why[160];
-    int           id;
+    int           ids[DANGO_CONDUCTOR_MAX_INSTANCES];
+    int           nids = 0;
 
-    if (name == NULL) {
-        reply_error(r, MHD_HTTP_BAD_REQUEST, "instance_id must be a string");
+    if ((name == NULL) == (node == NULL)) {
+        reply_error(r, MHD_HTTP_BAD_REQUEST,
+                    "exactly one of instance_id and node must be a string");
         return;
     }
     if (!json_is_array(evs) || (json_array_size(evs) == 0)) {
@@ -588,10 +600,28 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
         return;
     }
 
-    id = dango_conductor_instance_find(srv->c, name);
-    if ((id < 0) || (srv->c->inst[id].role != DANGO_CONDUCTOR_PREFILL)) {
-        reply_error(r, MHD_HTTP_NOT_FOUND, "unknown prefill instance %s", name);
-        return;
+    if (name != NULL) {
+        int id = dango_conductor_instance_find(srv->c, name);
+
+        if ((id < 0) || (srv->c->inst[id].role != DANGO_CONDUCTOR_PREFILL)) {
+            reply_error(r, MHD_HTTP_NOT_FOUND, "unknown prefill instance %s",
+                        name);
+            return;
+        }
+        ids[nids++] = id;
+    } else {
+        /* A store node's events: every prefill instance on that node. */
+        for (int id = 0; id < srv->c->n_inst; id++) {
+            if ((srv->node[id] != NULL) && !strcmp(srv->node[id], node) &&
+                (srv->c->inst[id].role == DANGO_CONDUCTOR_PREFILL)) {
+                ids[nids++] = id;
+            }
+        }
+        if (nids == 0) {
+            reply_error(r, MHD_HTTP_NOT_FOUND,
+                        "no prefill instance registered with node %s", node);
+            return;
+        }
     }
 
     /* Check every event first: a bad batch changes nothing. */
@@ -619,8 +649,8 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                 return;
             }
             if (!strcmp(type, "cleared")) {
-                if (pass == 1) {
-                    dango_conductor_kv_cleared(srv->c, id);
+                for (int j = 0; (pass == 1) && (j < nids); j++) {
+                    dango_conductor_kv_cleared(srv->c, ids[j]);
                 }
                 continue;
             }
@@ -629,12 +659,12 @@ static void route_kv_events(dango_conductor_server_t *srv, const json_t *b,
                 reply_error(r, MHD_HTTP_BAD_REQUEST, "events[%zu]: %s", i, why);
                 return;
             }
-            if (pass == 1) {
+            for (int j = 0; (pass == 1) && (j < nids); j++) {
                 if (!strcmp(type, "stored")) {
-                    dango_conductor_kv_stored(srv->c, id, keys, n);
+                    dango_conductor_kv_stored(srv->c, ids[j], keys, n);
                     stored += n;
                 } else {
-                    dango_conductor_kv_removed(srv->c, id, keys, n);
+                    dango_conductor_kv_removed(srv->c, ids[j], keys, n);
                     removed += n;
                 }
             }
@@ -758,6 +788,28 @@ static void route_metrics(dango_conductor_server_t *srv, srv_reply_t *r)
               (unsigned long long)srv->m.replications);
     CD_METRIC("replication_blocks_total", "counter", "blocks to replicate",
               "%llu", (unsigned long long)srv->m.replication_blocks);
+    if (srv->repl != NULL) {
+        cd_repl_stats_t rs;
+
+        dango__cd_repl_stats(srv->repl, &rs);
+        CD_METRIC("store_copy_jobs_total", "counter",
+                  "replications run against the store", "%llu",
+                  (unsigned long long)rs.jobs_done);
+        CD_METRIC("store_copy_jobs_dropped_total", "counter",
+                  "replications dropped (queue full)", "%llu",
+                  (unsigned long long)rs.jobs_dropped);
+        CD_METRIC("store_copy_queue", "gauge", "replications waiting", "%llu",
+                  (unsigned long long)rs.queued);
+        CD_METRIC("store_copied_blocks_total", "counter",
+                  "blocks copied to the destination node", "%llu",
+                  (unsigned long long)rs.blocks_copied);
+        CD_METRIC("store_present_blocks_total", "counter",
+                  "blocks the destination node already held", "%llu",
+                  (unsigned long long)rs.blocks_present);
+        CD_METRIC("store_failed_blocks_total", "counter",
+                  "blocks not copied (taken back out of the index)", "%llu",
+                  (unsigned long long)rs.blocks_failed);
+    }
     CD_METRIC("http_requests_total", "counter", "HTTP requests", "%llu",
               (unsigned long long)srv->m.http_requests);
     CD_METRIC("http_client_errors_total", "counter", "4xx replies", "%llu",
@@ -1050,6 +1102,14 @@ int dango_conductor_server_create(const dango_config_t               *cfg,
     srv->cb     = cb;
     srv->cb_arg = arg;
     pthread_mutex_init(&srv->lock, NULL);
+    if ((cb == NULL) && (srv->cfg.store_master[0] != '\0')) {
+        rc = dango__cd_repl_create(srv, cfg, srv->cfg.store_master,
+                                   srv->cfg.store_key_prefix,
+                                   srv->cfg.replicate_queue, &srv->repl);
+        if (rc != 0) {
+            goto err_conductor;
+        }
+    }
     fd = dango_sock_listen(srv->cfg.listen, 128);
     if (fd < 0) {
         dango_error("conductor: cannot listen on %s: %s", srv->cfg.listen,
@@ -1083,6 +1143,7 @@ int dango_conductor_server_create(const dango_config_t               *cfg,
     return 0;
 
 err_conductor:
+    dango__cd_repl_destroy(srv->repl);
     pthread_mutex_destroy(&srv->lock);
     dango_conductor_destroy(srv->c);
 err_cfg:
@@ -1098,6 +1159,7 @@ void dango_conductor_server_destroy(dango_conductor_server_t *srv)
     }
 
     MHD_stop_daemon(srv->mhd);
+    dango__cd_repl_destroy(srv->repl); /* may still take blocks back */
     for (int i = 0; i < DANGO_CONDUCTOR_MAX_INSTANCES; i++) {
         dango_free(srv->node[i]);
     }
@@ -1105,6 +1167,25 @@ void dango_conductor_server_destroy(dango_conductor_server_t *srv)
     pthread_mutex_destroy(&srv->lock);
     dango__conductor_config_free(&srv->cfg);
     dango_free(srv);
+}
+
+int dango_conductor_server_kv_removed(dango_conductor_server_t *srv,
+                                      const char               *instance,
+                                      const uint64_t *keys, size_t n)
+{
+    int id;
+
+    if ((srv == NULL) || (instance == NULL) || ((n > 0) && (keys == NULL))) {
+        return DANGO_EINVAL;
+    }
+
+    pthread_mutex_lock(&srv->lock);
+    id = dango_conductor_instance_find(srv->c, instance);
+    if ((id >= 0) && (srv->c->inst[id].role == DANGO_CONDUCTOR_PREFILL)) {
+        dango_conductor_kv_removed(srv->c, id, keys, n);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return (id < 0) ? DANGO_ENOENT : 0;
 }
 
 const char *dango_conductor_server_addr(const dango_conductor_server_t *srv)

@@ -2,6 +2,8 @@
 list(APPEND DANGO_STORE_SOURCES
   store_client.c
   store_client_config.c
+  store_client_copy.c
+  store_client_events.c
   store_client_get.c
   store_client_put.c
   store_records.c

@@ -6,4 +6,6 @@ list(APPEND DANGO_STORE_SOURCES
   store_master_obj.c
   store_master_admin.c
   store_master_config.c
+  store_master_copy.c
+  store_master_kv.c
   store_master_disk.c)

@@ -1214,6 +1214,7 @@ static void sc_free(dango_store_client_t *c)
 
 static void sc_threads_stop(dango_store_client_t *c)
 {
+    dango__sc_events_stop(c);
     if (c->ping_started) {
         pthread_mutex_lock(&c->ping_lock);
         c->ping_stop = 1;
@@ -1369,7 +1370,10 @@ int dango_store_client_create(const dango_store_params_t *params,
     }
 
     c->ping_started = 1;
-    rc              = dango__sc_disk_start(c);
+    rc              = dango__sc_events_start(c);
+    if (rc == 0) {
+        rc = dango__sc_disk_start(c);
+    }
     if (rc != 0) {
         goto err_threads;
     }

@@ -64,6 +64,17 @@ static const dango_config_field_t store_client_config_fields[] = {
      "the disk tier drops least recently used records to stay under this "
      "share of DISK_SIZE (0..1]",
      offsetof(store_client_config_t, disk_high_watermark), DANGO_CFG_DOUBLE},
+    {"KV_EVENTS_URL", "",
+     "http:// address of a conductor: publish which KV blocks this node's "
+     "segment gains and loses to its /kv_events (empty: off)",
+     offsetof(store_client_config_t, kv_events_url), DANGO_CFG_STRING},
+    {"KV_EVENTS_PREFIX", "",
+     "keys made of this prefix and 1..16 hex digits are KV blocks (the hex "
+     "is the block hash); other keys are not published",
+     offsetof(store_client_config_t, kv_events_prefix), DANGO_CFG_STRING},
+    {"KV_EVENTS_INTERVAL", "200ms",
+     "period of the KV event publisher (poll the master, post the batch)",
+     offsetof(store_client_config_t, kv_events_interval), DANGO_CFG_TIME},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__store_client_config_table = {

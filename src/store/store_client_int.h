@@ -42,6 +42,9 @@ typedef struct store_client_config {
     size_t        disk_buffer;
     size_t        disk_staging;
     double        disk_high_watermark;
+    char         *kv_events_url;
+    char         *kv_events_prefix;
+    uint64_t      kv_events_interval;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -169,6 +172,8 @@ struct dango_store_client {
 
     /* Disk tier and its thread (store_client_disk.c); NULL without one. */
     struct sc_disk *disk;
+    /* KV event publisher (store_client_events.c), or NULL. */
+    struct sc_events *events;
 };
 
 /* ---------- store_client.c ---------- */
@@ -234,6 +239,14 @@ int dango__sc_fill_config(dango_store_client_t                 *c,
 /* Byte copy of @len bytes, used for same-host reads and writes. */
 void dango__sc_copy(void *dst, const void *src, size_t len);
 
+/* ---------- store_client_events.c ---------- */
+
+/* Starts the KV event publisher when STORE_KV_EVENTS_URL is set (after the
+ * ping thread). 0, DANGO_ECONFIG (bad URL), DANGO_ENOMEM or a thread
+ * error. Stop is a no-op when it never started. */
+int  dango__sc_events_start(dango_store_client_t *c);
+void dango__sc_events_stop(dango_store_client_t *c);
+
 /* ---------- store_client_put.c ---------- */
 
 #define SC_PUT_REGISTERED (1u << 0) /* bufs are registered memory */
@@ -279,11 +292,6 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs);
-
-/* ---------- store_mooncake.c ---------- */
-
-/* Mooncake ErrorCode number of a Dango code (0 stays 0). */
-int dango__store_mooncake_errno(int err);
 
 /* ---------- store_client_disk.c ---------- */
 

@@ -51,6 +51,10 @@ const char *const dango__store_master_op_names[MS_OP_MAX] = {
     [MS_OP_REPORT_BAD]    = "report_bad",
     [MS_OP_LIST]          = "list",
     [MS_OP_POOL_STAT]     = "pool_stat",
+    [MS_OP_COPY_START]    = "copy_start",
+    [MS_OP_COPY_END]      = "copy_end",
+    [MS_OP_COPY_REVOKE]   = "copy_revoke",
+    [MS_OP_KV_EVENTS]     = "kv_events",
     [MS_OP_UNKNOWN]       = "unknown_method",
 };
 
@@ -830,6 +834,156 @@ static int rpc_pool_stat(dango_store_master_t *m, dango_rpc_call_t *call)
     return reply(call, 0, &resp.base);
 }
 
+static int rpc_copy_start(dango_store_master_t *m, dango_rpc_call_t *call,
+                          const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__CopyStartResp  resp = DANGO__STORE__COPY_START_RESP__INIT;
+    Dango__Store__CopyStartReq  *msg;
+    Dango__Store__CopyStartItem *items;
+    ms_batch_t                   bt;
+    size_t                       n, nrep = 0;
+    int                          rc;
+
+    msg = dango__store__copy_start_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_COPY_START);
+    }
+
+    n = msg->n_keys;
+    if ((msg->client == NULL) || (n > DANGO_STORE_BATCH_MAX) ||
+        (msg->target == NULL) || (msg->target[0] == '\0')) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    rc = batch_begin(m->st, msg->keys, n, sizeof(*items), &bt);
+    if (rc != 0) {
+        goto out;
+    }
+
+    items = bt.items;
+    for (size_t i = 0; i < n; i++) {
+        Dango__Store__CopyStartItem *it = &items[i];
+        ms_ver_t                    *cv = NULL;
+        ms_obj_t                    *o  = NULL;
+        size_t                       cnt;
+
+        dango__store__copy_start_item__init(it);
+        it->status = dango__store_ms_copy_start(
+            m->st, cid_of(msg->client), &bt.keys[i], msg->target, now, &cv, &o);
+        if (it->status == 0) {
+            it->copy_id   = cv->copy_id;
+            it->put_id    = cv->put_id;
+            it->size      = cv->size;
+            it->checksum  = cv->checksum;
+            it->sources   = replicas_of(o->cur, bt.reps, bt.repp, &nrep, &cnt);
+            it->n_sources = cnt;
+            it->target    = *replicas_of(cv, bt.reps, bt.repp, &nrep, &cnt);
+        }
+        bt.status[i] = it->status;
+        bt.itemp[i]  = it;
+    }
+
+    count_items(&m->ops[MS_OP_COPY_START], bt.status, n, 0);
+    resp.n_items = n;
+    resp.items   = (Dango__Store__CopyStartItem **)bt.itemp;
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__copy_start_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_copy_end(dango_store_master_t *m, dango_rpc_call_t *call,
+                        const void *req, size_t len, uint64_t now,
+                        ms_op_t *op_p)
+{
+    Dango__Store__StatusList  resp = DANGO__STORE__STATUS_LIST__INIT;
+    Dango__Store__CopyEndReq *msg;
+    ms_batch_t                bt;
+    size_t                    n;
+    int                       rc;
+
+    msg = dango__store__copy_end_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_COPY_END);
+    }
+
+    *op_p = msg->revoke ? MS_OP_COPY_REVOKE : MS_OP_COPY_END;
+    n     = msg->n_keys;
+    if ((msg->client == NULL) || (n > DANGO_STORE_BATCH_MAX) ||
+        (msg->n_copy_ids != n)) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    rc = batch_begin(m->st, msg->keys, n, 0, &bt);
+    if (rc != 0) {
+        goto out;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        bt.status[i] =
+            dango__store_ms_copy_end(m->st, cid_of(msg->client), &bt.keys[i],
+                                     msg->copy_ids[i], msg->revoke, now);
+    }
+    count_items(&m->ops[*op_p], bt.status, n, 0);
+    resp.n_status = n;
+    resp.status   = bt.status;
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__copy_end_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+static int rpc_kv_events(dango_store_master_t *m, dango_rpc_call_t *call,
+                         const void *req, size_t len)
+{
+    Dango__Store__KvEventsResp resp = DANGO__STORE__KV_EVENTS_RESP__INIT;
+    Dango__Store__KvEventsReq *msg;
+    Dango__Store__KvEvent     *ev  = NULL;
+    Dango__Store__KvEvent    **evp = NULL;
+    ms_kv_q_t                 *q   = NULL;
+    int                        rc;
+
+    msg = dango__store__kv_events_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_KV_EVENTS);
+    }
+
+    rc = (msg->client == NULL)
+             ? DANGO_EINVAL
+             : dango__store_ms_kv_take(m->st, cid_of(msg->client), &q);
+    if ((rc == 0) && (q != NULL) && (q->n > 0)) {
+        ev  = dango_malloc(q->n * sizeof(*ev), "master_kv_reply");
+        evp = dango_malloc(q->n * sizeof(*evp), "master_kv_reply");
+        if ((ev == NULL) || (evp == NULL)) {
+            rc = DANGO_ENOMEM;
+        } else {
+            for (size_t i = 0; i < q->n; i++) {
+                dango__store__kv_event__init(&ev[i]);
+                ev[i].stored   = q->ev[i].stored;
+                ev[i].key.data = (uint8_t *)q->keys + q->ev[i].off;
+                ev[i].key.len  = q->ev[i].len;
+                evp[i]         = &ev[i];
+            }
+            resp.n_events = q->n;
+            resp.events   = evp;
+        }
+    }
+    if (q != NULL) {
+        resp.dropped = q->dropped;
+    }
+
+    rc = reply(call, rc, &resp.base);
+    dango__store_ms_kv_free(q);
+    dango_free(ev);
+    dango_free(evp);
+    dango__store__kv_events_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
 static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
                        const void *req, size_t len)
 {
@@ -900,6 +1054,18 @@ static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
     case DANGO_STORE_M_POOL_STAT:
         op = MS_OP_POOL_STAT;
         rc = rpc_pool_stat(m, call);
+        break;
+    case DANGO_STORE_M_COPY_START:
+        op = MS_OP_COPY_START;
+        rc = rpc_copy_start(m, call, req, len, now);
+        break;
+    case DANGO_STORE_M_COPY_END:
+        op = MS_OP_COPY_END;
+        rc = rpc_copy_end(m, call, req, len, now, &op);
+        break;
+    case DANGO_STORE_M_KV_EVENTS:
+        op = MS_OP_KV_EVENTS;
+        rc = rpc_kv_events(m, call, req, len);
         break;
     default:
         dango_error_limited(&ms_rpc_log_limit,

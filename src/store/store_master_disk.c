@@ -443,6 +443,7 @@ static void mem_drop(ms_state_t *st, ms_obj_t *o)
 
     st->c.evicted_keys++;
     st->c.evicted_bytes += v->rec_len * v->nlive;
+    dango__store_ms_kv_ver(st, o, v, 0); /* gone from the node's memory */
     o->cur = NULL;
     dango__store_ms_ver_free(st, v);
     if (o->pend == NULL) {
@@ -642,6 +643,7 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
             o->lease_timeout = now + st->p.lease_ttl_ms;
             v->obj           = o;
             dango_hmap_insert(&st->objs, &o->node);
+            dango__store_ms_kv_ver(st, o, v, 1); /* in memory again */
             d->c.promotions++;
         }
 

@@ -138,6 +138,7 @@ typedef struct ms_client {
     dango_list_link_t puts;      /* ms_ver_t.client_link, in flight */
     struct ms_tomb   *tombs;     /* removed records in its segments */
     size_t            ntombs, tombs_cap;
+    struct ms_kv_q   *kv; /* KV events for it, once it asked */
 } ms_client_t;
 
 /* A removed object's record, for its node to clear (see PingResp). */
@@ -204,6 +205,7 @@ struct ms_ver {
     uint8_t           nrep;
     uint8_t           nlive;    /* replicas with a region */
     uint8_t           restored; /* rebuilt from node reports */
+    uint64_t          copy_id;  /* parked copy in flight (CopyStart), or 0 */
     ms_rep_t          rep[];
 };
 
@@ -433,6 +435,72 @@ size_t dango__store_ms_list(ms_state_t *st, const ms_key_t *prefix,
 /* One eviction pass (spec §3.4). Returns the number of objects evicted. */
 size_t dango__store_ms_evict(ms_state_t *st, uint64_t now);
 
+/* ---------- copies and KV events (store_master_copy.c, _kv.c) ---------- */
+
+/*
+ * CopyStart of one key: a new region for the object's committed value on
+ * a segment of node @target (segment name), parked as a copy in flight
+ * (readers do not see it) until CopyEnd or PUT_RELEASE_TIMEOUT. Grants the
+ * object a read lease. On 0, *cv_p is the copy (copy_id, put_id, its one
+ * replica) and *obj_p the object (valid until the next call). Errors:
+ * DANGO_EINVAL / DANGO_ENAMETOOLONG (key), DANGO_ENO_OBJECT (no committed
+ * value), DANGO_ENO_SEGMENT (no such node), DANGO_EOBJ_EXISTS (a replica
+ * is already there), DANGO_ERANGE (DANGO_STORE_REPLICA_MAX reached),
+ * DANGO_ENOSPC (no room on the node), DANGO_ENOMEM.
+ */
+int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
+                               const char *target, uint64_t now,
+                               ms_ver_t **cv_p, ms_obj_t **obj_p);
+/*
+ * CopyEnd (or revoke) of copy @copy_id of @k started by @cid: the region
+ * becomes a COMPLETE replica of the object's value if that value is still
+ * the one copied. 0, or DANGO_ENO_OBJECT (no such copy in flight, or the
+ * object or its value changed: the region is freed), DANGO_EOBJ_EXISTS
+ * (the node got a replica meanwhile; freed), DANGO_ENOMEM.
+ */
+int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
+                             uint64_t copy_id, int revoke, uint64_t now);
+
+/* KV events queued for one client (store_master_kv.c). */
+typedef struct ms_kv_ev {
+    uint32_t off; /* of the key in ms_kv_q.keys */
+    uint16_t len;
+    uint8_t  stored;
+} ms_kv_ev_t;
+
+typedef struct ms_kv_q {
+    ms_kv_ev_t *ev;
+    size_t      n, cap;
+    char       *keys;
+    size_t      keys_len, keys_cap;
+    uint64_t    dropped;
+} ms_kv_q_t;
+
+/* Events, and bytes of their keys, queued per client between two polls;
+ * more are dropped (counted). The bytes bound keeps a reply well inside
+ * one RPC frame. */
+#define MS_KV_EVENTS_MAX       65536
+#define MS_KV_EVENTS_BYTES_MAX (16u << 20)
+
+/* Notes that value @v of object @o was stored on (or removed from) each
+ * segment holding a live replica of it, for clients that poll events. */
+void dango__store_ms_kv_ver(ms_state_t *st, const ms_obj_t *o,
+                            const ms_ver_t *v, int stored);
+/* The same for the one replica @r. */
+void dango__store_ms_kv_rep(ms_state_t *st, const ms_obj_t *o,
+                            const ms_rep_t *r, int stored);
+/* Takes client @cid's queue (NULL if none; enables queueing from now on).
+ * The caller frees it with dango__store_ms_kv_free(). DANGO_ENOMEM, or 0. */
+int  dango__store_ms_kv_take(ms_state_t *st, ms_cid_t cid, ms_kv_q_t **q_p);
+void dango__store_ms_kv_free(ms_kv_q_t *q);
+
+/* Version helpers shared with the copy code. */
+ms_ver_t *dango__store_ms_ver_grow(ms_ver_t *v);
+void      dango__store_ms_ver_unpark(ms_state_t *st, ms_ver_t *v);
+void      dango__store_ms_obj_lease(ms_state_t *st, ms_obj_t *o, uint64_t now);
+ms_obj_t *dango__store_ms_obj_lookup(ms_state_t *st, const ms_key_t *k);
+int       dango__store_ms_key_check(const ms_key_t *k);
+
 /* ---------- the embeddable master (store_master.c) ---------- */
 
 /* Operations counted in the metrics (a PutEnd with revoke is PUT_REVOKE). */
@@ -453,6 +521,10 @@ typedef enum ms_op {
     MS_OP_REPORT_BAD,
     MS_OP_LIST,
     MS_OP_POOL_STAT,
+    MS_OP_COPY_START,
+    MS_OP_COPY_END,
+    MS_OP_COPY_REVOKE,
+    MS_OP_KV_EVENTS,
     MS_OP_UNKNOWN,
     MS_OP_MAX
 } ms_op_t;

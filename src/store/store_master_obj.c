@@ -122,6 +122,7 @@ static void obj_drop(ms_state_t *st, ms_obj_t *o, uint64_t now)
 {
     ms_ver_t *v = o->cur;
 
+    dango__store_ms_kv_ver(st, o, v, 0);
     ver_tomb(st, v);
 
     o->cur = NULL;
@@ -370,6 +371,10 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     old    = o->cur;
     o->cur = v;
     if (old != NULL) {
+        dango__store_ms_kv_ver(st, o, old, 0);
+    }
+    dango__store_ms_kv_ver(st, o, v, 1);
+    if (old != NULL) {
         /* Readers of the old value hold it until the lease ends. */
         ver_tomb(st, old);
         old->obj = NULL;
@@ -481,6 +486,7 @@ static void evict_obj(ms_state_t *st, ms_obj_t *o)
     st->c.evicted_keys++;
     st->c.evicted_bytes += v->rec_len * v->nlive;
     dango_trace("master: evicting '%s'", o->key);
+    dango__store_ms_kv_ver(st, o, v, 0);
     o->cur = NULL;
     dango__store_ms_ver_free(st, v);
     dango__store_ms_obj_erase(st, o);
@@ -732,6 +738,7 @@ int dango__store_ms_report_bad(ms_state_t *st, ms_cid_t cid,
                            (unsigned long long)addr, (unsigned long long)cid.hi,
                            (unsigned long long)cid.lo, dropped);
             }
+            dango__store_ms_kv_rep(st, o, r, 0);
             dango__store_ms_rep_drop(st, r);
             st->c.bad_replicas++;
             dango__store_ms_ver_lost(st, v); /* may erase @o */
@@ -1090,4 +1097,31 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     }
 
     return 0;
+}
+
+ms_ver_t *dango__store_ms_ver_grow(ms_ver_t *v)
+{
+    ms_ver_t *n = ver_grow(v);
+
+    if (n != NULL) {
+        /* A committed version is on no list; its copied links are stale. */
+        dango_list_init(&n->inflight_link);
+        dango_list_init(&n->client_link);
+    }
+    return n;
+}
+
+void dango__store_ms_obj_lease(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    obj_grant_lease(st, o, now);
+}
+
+ms_obj_t *dango__store_ms_obj_lookup(ms_state_t *st, const ms_key_t *k)
+{
+    return obj_lookup(st, k);
+}
+
+int dango__store_ms_key_check(const ms_key_t *k)
+{
+    return key_check(k);
 }

@@ -433,6 +433,7 @@ static void client_expire(ms_state_t *st, ms_client_t *c, uint64_t now)
     st->c.clients_expired++;
     dango_hmap_remove(&st->clients, &c->node);
     dango_free(c->tombs);
+    dango__store_ms_kv_free(c->kv);
     dango_free(c);
 }
 
@@ -546,6 +547,7 @@ void dango__store_ms_destroy(ms_state_t *st)
 
         dango_hmap_remove(&st->clients, node);
         dango_free(c->tombs);
+        dango__store_ms_kv_free(c->kv);
         dango_free(c);
     }
     dango_hmap_iter_end(&it);
@@ -1051,4 +1053,9 @@ void dango__store_ms_region_free(ms_state_t *st, ms_seg_t *seg, uint64_t off,
     dango__store_alloc_free(seg->alloc, off);
     seg->used -= asz;
     st->used -= asz;
+}
+
+void dango__store_ms_ver_unpark(ms_state_t *st, ms_ver_t *v)
+{
+    ver_unpark(st, v);
 }

@@ -19,8 +19,12 @@ typedef struct mc_store {
 
 #define MC_BAD_ARG (-1)
 
-int dango__store_mooncake_errno(int err)
+int mooncake_store_errno(int err)
 {
+    if (err > 0) {
+        return err; /* a count or a size */
+    }
+
     switch (err) {
     case 0:
         return MOONCAKE_OK;
@@ -95,7 +99,7 @@ static int mc_err(dango_store_client_t *c, int err)
         return MOONCAKE_ERR_TRANSFER_FAIL;
     }
 
-    return dango__store_mooncake_errno(err);
+    return mooncake_store_errno(err);
 }
 
 static dango_store_client_t *mc_client(mooncake_store_t store)
@@ -168,7 +172,7 @@ static int mc_setup(mc_store_t *s, dango_store_params_t *p,
     rc = dango_store_client_create(p, NULL, &s->client);
     if (rc != 0) {
         s->client = NULL;
-        return dango__store_mooncake_errno(rc);
+        return mooncake_store_errno(rc);
     }
 
     return 0;

@@ -150,6 +150,10 @@ class DeadMasterTest(unittest.TestCase):
                     break
                 time.sleep(0.1)
             self.assertEqual(health, 2)
+            for _ in range(100):  # each client's own pings notice
+                if not n.health():
+                    break
+                time.sleep(0.1)
             self.assertFalse(n.health())
             t0 = time.monotonic()
             s.close()

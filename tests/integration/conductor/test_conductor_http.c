@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "dango_test.h"
+#include "http_json.h"
 #include "it_proc.h"
 
 #ifndef CONDUCTOR_PATH
@@ -26,68 +27,11 @@ typedef struct daemon {
     char      url[256];
 } daemon_t;
 
-typedef struct buf {
-    char  *data;
-    size_t len;
-} buf_t;
-
-static size_t on_data(char *ptr, size_t size, size_t n, void *arg)
-{
-    buf_t *b = arg;
-    char  *d = realloc(b->data, b->len + size * n + 1);
-
-    if (d == NULL) {
-        return 0;
-    }
-    memcpy(d + b->len, ptr, size * n);
-    b->len += size * n;
-    d[b->len] = '\0';
-    b->data   = d;
-    return size * n;
-}
-
 /* One request; returns the status and the parsed JSON body (or NULL). */
 static long http(const daemon_t *d, const char *method, const char *path,
                  const char *body, json_t **json_p, char **text_p)
 {
-    CURL              *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    buf_t              b = {NULL, 0};
-    char               url[512];
-    long               status = 0;
-    CURLcode           rc;
-
-    assert_non_null(c);
-    snprintf(url, sizeof(url), "%s%s", d->url, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (body != NULL) {
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    rc = curl_easy_perform(c);
-    if (rc != CURLE_OK) {
-        fail_msg("%s %s: %s", method, path, curl_easy_strerror(rc));
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-
-    if (json_p != NULL) {
-        *json_p = (b.data != NULL) ? json_loads(b.data, 0, NULL) : NULL;
-    }
-    if (text_p != NULL) {
-        *text_p = b.data;
-    } else {
-        free(b.data);
-    }
-    return status;
+    return test_http(d->url, method, path, body, json_p, text_p);
 }
 
 static long post(const daemon_t *d, const char *path, const char *body,

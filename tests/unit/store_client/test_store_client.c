@@ -464,7 +464,7 @@ static void mooncake_error_mapping(void **state)
     };
 
     for (size_t i = 0; i < DANGO_ARRAY_SIZE(map); i++) {
-        int got = dango__store_mooncake_errno(map[i].dango);
+        int got = mooncake_store_errno(map[i].dango);
 
         if (got != map[i].mooncake) {
             fail_msg("%s maps to %d, expected %d", dango_err_name(map[i].dango),

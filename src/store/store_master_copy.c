@@ -1,0 +1,184 @@
+/*
+ * Copies: one more replica of an object's committed value, on a node the
+ * caller names (CopyStart / CopyEnd; the conductor uses it to replicate hot
+ * KV blocks next to the instance that will read them).
+ *
+ * CopyStart allocates a region on the target node and keeps it as a parked
+ * version of its own (copy_id set, one PROCESSING replica, not linked to
+ * the object), so a copy that is never ended is freed like any stale put,
+ * PUT_RELEASE_TIMEOUT after its start, and one whose segment goes away
+ * leaves with it. The client reads the record from a source replica,
+ * checks it, writes it to the region (commit word 0) and calls CopyEnd,
+ * which moves the region into the object's current version as a COMPLETE
+ * replica if that version is still the one copied; then the client writes
+ * the commit word, so a rebuild finds the copy as another replica of the
+ * same put. CopyEnd finds its copy by scanning the parked heap (copies in
+ * flight are few; parked versions are otherwise only stale puts and values
+ * under read lease).
+ */
+#include "store/store_master_int.h"
+
+#include <string.h>
+
+#include "common/alloc.h"
+
+static int ver_on_name(const ms_ver_t *v, const ms_name_t *name)
+{
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if ((v->rep[i].seg != NULL) && (v->rep[i].seg->name == name)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
+                               const char *target, uint64_t now,
+                               ms_ver_t **cv_p, ms_obj_t **obj_p)
+{
+    const char        *pref[1] = {target};
+    dango_hmap_node_t *node;
+    ms_name_t         *name;
+    ms_obj_t          *o;
+    ms_ver_t          *cur, *cv;
+    ms_seg_t          *seg = NULL;
+    uint64_t           off = 0;
+    size_t             tlen;
+    int                rc = dango__store_ms_key_check(k);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (target == NULL) {
+        return DANGO_EINVAL;
+    }
+
+    o = dango__store_ms_obj_lookup(st, k);
+    if ((o == NULL) || (o->cur == NULL)) {
+        return DANGO_ENO_OBJECT;
+    }
+    cur = o->cur;
+
+    tlen = strlen(target);
+    node = dango_hmap_find(&st->names, target, tlen,
+                           dango_hmap_hash(target, tlen));
+    if (node == NULL) {
+        return DANGO_ENO_SEGMENT;
+    }
+    name = dango_container_of(node, ms_name_t, node);
+    if (ver_on_name(cur, name)) {
+        return DANGO_EOBJ_EXISTS;
+    }
+    if (cur->nrep >= DANGO_STORE_REPLICA_MAX) {
+        return DANGO_ERANGE;
+    }
+
+    /* Placement on the preferred name only: nothing else qualifies. */
+    if (dango__store_ms_place(st, cur->rec_len, 1, pref, 1, &seg, &off) != 1) {
+        st->need_evict = 1;
+        return DANGO_ENOSPC;
+    }
+    if (seg->name != name) {
+        /* Cannot happen with one preferred name, but never misplace. */
+        dango__store_ms_region_free(st, seg, off, cur->rec_len);
+        return DANGO_ENOSPC;
+    }
+
+    cv = dango_calloc(1, sizeof(*cv) + sizeof(cv->rep[0]), "master_copy");
+    if (cv == NULL) {
+        dango__store_ms_region_free(st, seg, off, cur->rec_len);
+        return DANGO_ENOMEM;
+    }
+
+    dango_list_init(&cv->inflight_link);
+    dango_list_init(&cv->client_link);
+    cv->cid           = cid;
+    cv->put_id        = cur->put_id;
+    cv->size          = cur->size;
+    cv->checksum      = cur->checksum;
+    cv->rec_len       = cur->rec_len;
+    cv->start         = now;
+    cv->heap_idx      = SIZE_MAX;
+    cv->copy_id       = st->next_put_id++;
+    cv->nrep          = 1;
+    cv->nlive         = 1;
+    cv->rep[0].seg    = seg;
+    cv->rep[0].ver    = cv;
+    cv->rep[0].off    = off;
+    cv->rep[0].status = DANGO_STORE_REPLICA_PROCESSING;
+    dango_list_add_tail(&seg->replicas, &cv->rep[0].seg_link);
+    dango__store_ms_ver_park(st, cv, now + st->p.put_release_ms, now);
+    if (cv->heap_idx == SIZE_MAX) {
+        return DANGO_ENOMEM; /* the park freed it (no memory for the heap) */
+    }
+
+    dango__store_ms_obj_lease(st, o, now);
+    *cv_p  = cv;
+    *obj_p = o;
+    return 0;
+}
+
+static ms_ver_t *copy_find(ms_state_t *st, ms_cid_t cid, uint64_t copy_id)
+{
+    for (size_t i = 0; i < st->nparked; i++) {
+        ms_ver_t *v = st->parked[i];
+
+        if ((v->copy_id == copy_id) && (v->cid.hi == cid.hi) &&
+            (v->cid.lo == cid.lo)) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
+                             uint64_t copy_id, int revoke, uint64_t now)
+{
+    ms_obj_t *o;
+    ms_ver_t *cv, *cur;
+    ms_rep_t *r;
+    int       rc = dango__store_ms_key_check(k);
+
+    (void)now;
+    if (rc != 0) {
+        return rc;
+    }
+
+    cv = (copy_id != 0) ? copy_find(st, cid, copy_id) : NULL;
+    if (cv == NULL) {
+        return DANGO_ENO_OBJECT;
+    }
+
+    dango__store_ms_ver_unpark(st, cv);
+    o = dango__store_ms_obj_lookup(st, k);
+    if (revoke || (cv->nlive == 0) || (o == NULL) || (o->cur == NULL) ||
+        (o->cur->put_id != cv->put_id)) {
+        dango__store_ms_ver_free(st, cv);
+        return revoke ? 0 : DANGO_ENO_OBJECT;
+    }
+    if (ver_on_name(o->cur, cv->rep[0].seg->name) ||
+        (o->cur->nrep >= DANGO_STORE_REPLICA_MAX)) {
+        dango__store_ms_ver_free(st, cv);
+        return DANGO_EOBJ_EXISTS;
+    }
+
+    cur = dango__store_ms_ver_grow(o->cur);
+    if (cur == NULL) {
+        dango__store_ms_ver_free(st, cv);
+        return DANGO_ENOMEM;
+    }
+
+    /* Move the region over: same segment list entry, new owner. */
+    r         = &cur->rep[cur->nrep];
+    *r        = cv->rep[0];
+    r->ver    = cur;
+    r->status = DANGO_STORE_REPLICA_COMPLETE;
+    dango_list_del(&cv->rep[0].seg_link);
+    dango_list_add_tail(&r->seg->replicas, &r->seg_link);
+    cur->nrep++;
+    cur->nlive++;
+    dango_free(cv);
+
+    dango__store_ms_kv_rep(st, o, r, 1);
+    return 0;
+}
