@@ -1369,12 +1369,13 @@ static PyObject *ns_stat(PyObject *self, PyObject *arg)
         return NULL;
     }
 
-    r = Py_BuildValue(
-        "{s:K,s:K,s:K,s:O,s:K,s:N}", "size", (unsigned long long)info.size,
-        "checksum", (unsigned long long)info.checksum, "lease_ms_left",
-        (unsigned long long)info.lease_ms_left, "hard_pinned",
-        info.hard_pinned ? Py_True : Py_False, "soft_pin_ms_left",
-        (unsigned long long)info.soft_pin_ms_left, "replicas", reps);
+    r = Py_BuildValue("{s:K,s:K,s:K,s:O,s:K,s:N,s:O}", "size",
+                      (unsigned long long)info.size, "checksum",
+                      (unsigned long long)info.checksum, "lease_ms_left",
+                      (unsigned long long)info.lease_ms_left, "hard_pinned",
+                      info.hard_pinned ? Py_True : Py_False, "soft_pin_ms_left",
+                      (unsigned long long)info.soft_pin_ms_left, "replicas",
+                      reps, "on_disk", info.on_disk ? Py_True : Py_False);
     return r;
 }
 
@@ -1394,13 +1395,19 @@ static PyObject *ns_pool_stat(PyObject *self, PyObject *noargs)
         return dpy_raise(rc, "pool_stat");
     }
 
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "capacity",
-                         (unsigned long long)info.capacity, "used",
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+                         "capacity", (unsigned long long)info.capacity, "used",
                          (unsigned long long)info.used, "keys",
                          (unsigned long long)info.keys, "segments",
                          (unsigned long long)info.segments, "clients",
                          (unsigned long long)info.clients, "evicted_keys",
-                         (unsigned long long)info.evicted_keys);
+                         (unsigned long long)info.evicted_keys, "disk_capacity",
+                         (unsigned long long)info.disk_capacity, "disk_used",
+                         (unsigned long long)info.disk_used, "disk_keys",
+                         (unsigned long long)info.disk_keys, "disk_offloads",
+                         (unsigned long long)info.disk_offloads, "disk_loads",
+                         (unsigned long long)info.disk_loads, "disk_promotions",
+                         (unsigned long long)info.disk_promotions);
 }
 
 /* Keys collected by dango_store_list() with the GIL released. */
@@ -1563,7 +1570,9 @@ static PyMethodDef ns_methods[] = {
     {"stat", ns_stat, METH_O,
      "stat(key) -> dict: size, checksum, leases, pins and replicas."},
     {"pool_stat", ns_pool_stat, METH_NOARGS,
-     "pool_stat() -> dict: capacity, used, keys, segments, clients."},
+     "pool_stat() -> dict: capacity, used, keys, segments, clients, "
+     "evicted_keys, and the nodes' disk tiers: disk_capacity, disk_used, "
+     "disk_keys, disk_offloads, disk_loads, disk_promotions."},
     {"list_keys", (PyCFunction)(void (*)(void))ns_list_keys,
      METH_VARARGS | METH_KEYWORDS,
      "list_keys(prefix='') -> list of (key, size)"},

@@ -34,6 +34,7 @@ PACKAGES=(
     python3-numpy         # Python tests: numpy round trips
     python3-pytest        # Python tests (Debian /usr/bin/python3)
     gnuplot-nox           # dango replay --plot
+    fio                   # bench/store_disk_vs_fio.sh peer
 )
 
 missing=()

@@ -604,6 +604,9 @@ static int stat_key(kv_args_t *a, dango_store_client_t *c, const char *key)
     printf("%-10s %s\n", "hard pin", info.hard_pinned ? "yes" : "no");
     print_ms("soft pin", info.soft_pin_ms_left);
     printf("%-10s %u\n", "replicas", info.num_replicas);
+    if (info.on_disk) {
+        printf("%-10s %s\n", "disk", "yes (a node's disk tier only)");
+    }
     for (unsigned i = 0;
          (i < info.num_replicas) && (i < DANGO_STORE_REPLICA_MAX); i++) {
         printf("  %s 0x%llx %s\n", info.replicas[i].segment,
@@ -638,6 +641,24 @@ static int stat_pool(kv_args_t *a, dango_store_client_t *c)
     printf("%-10s %llu\n", "segments", (unsigned long long)info.segments);
     printf("%-10s %llu\n", "clients", (unsigned long long)info.clients);
     printf("%-10s %llu\n", "evicted", (unsigned long long)info.evicted_keys);
+    if ((info.disk_capacity > 0) || (info.disk_keys > 0)) {
+        printf("%-10s %llu (%s)\n", "disk",
+               (unsigned long long)info.disk_capacity,
+               app_format_size(info.disk_capacity, sz, sizeof(sz)));
+        printf("%-10s %llu (%s, %.1f%%)\n", "disk used",
+               (unsigned long long)info.disk_used,
+               app_format_size(info.disk_used, sz, sizeof(sz)),
+               (info.disk_capacity > 0)
+                   ? 100.0 * (double)info.disk_used / (double)info.disk_capacity
+                   : 0.0);
+        printf("%-10s %llu\n", "disk keys", (unsigned long long)info.disk_keys);
+        printf("%-10s %llu\n", "offloads",
+               (unsigned long long)info.disk_offloads);
+        printf("%-10s %llu\n", "disk hits",
+               (unsigned long long)info.disk_loads);
+        printf("%-10s %llu\n", "promoted",
+               (unsigned long long)info.disk_promotions);
+    }
     return 0;
 }
 

@@ -143,6 +143,9 @@ typedef struct dango_store_object_info {
     uint64_t soft_pin_ms_left; /**< Remaining soft pin, ms (0 = none). */
     unsigned num_replicas;     /**< Entries in replicas[]. */
     dango_store_replica_info_t replicas[DANGO_STORE_REPLICA_MAX];
+    /** 1 when held on a node's disk tier only (num_replicas is then 0: a
+     *  get loads it from disk). */
+    int on_disk;
 } dango_store_object_info_t;
 
 /** Pool-wide figures reported by the master. */
@@ -153,6 +156,13 @@ typedef struct dango_store_pool_info {
     uint64_t segments;     /**< Mounted segments. */
     uint64_t clients;      /**< Clients alive. */
     uint64_t evicted_keys; /**< Objects evicted since the master started. */
+    /* Disk tiers of the nodes (0 when none is mounted). */
+    uint64_t disk_capacity;   /**< Bytes of all nodes' disk tiers. */
+    uint64_t disk_used;       /**< Bytes used on them. */
+    uint64_t disk_keys;       /**< Objects held on a disk tier. */
+    uint64_t disk_offloads;   /**< Objects moved to disk on eviction. */
+    uint64_t disk_loads;      /**< Reads served from disk. */
+    uint64_t disk_promotions; /**< Disk objects brought back to memory. */
 } dango_store_pool_info_t;
 
 /**
@@ -242,6 +252,11 @@ DANGO_API int dango_store_upsert(dango_store_client_t *c, const char *key,
 /**
  * @brief Copies the object into @p buf.
  *
+ * An object held only on a node's disk tier is read from there (the node
+ * loads it, its checksum is checked on the node and again here) and, once
+ * read often enough, promoted back into memory; the call does this by
+ * itself (one more master round trip).
+ *
  * @param[out] buf    Destination of @p len bytes (need not be registered).
  * @param[out] size_p The object's size; set also on DANGO_ERANGE. May be NULL.
  * @return The number of bytes copied (>= 0 as int64), or:
@@ -249,10 +264,18 @@ DANGO_API int dango_store_upsert(dango_store_client_t *c, const char *key,
  *         - DANGO_ENOT_READY     the object is being written.
  *         - DANGO_ERANGE         @p len is smaller than the object.
  *         - DANGO_ECORRUPT       every replica failed its checksum (each is
- *                                reported and dropped).
+ *                                reported and dropped), or the record on
+ *                                disk did (it is dropped: the next get
+ *                                answers DANGO_ENO_OBJECT).
  *         - DANGO_ELEASE_EXPIRED the read finished after the lease ended;
  *                                the bytes may have been overwritten.
- *         - DANGO_EREPLICA_UNAVAIL every replica's node is unreachable.
+ *         - DANGO_EREPLICA_UNAVAIL every replica's node is unreachable (for
+ *                                a disk-only object: its node is not
+ *                                serving its disk tier).
+ *         - DANGO_ENOSPC         disk-only object: the node's staging
+ *                                buffer is full of reads in flight.
+ *         - DANGO_ETIMEDOUT      disk-only object: its node did not load it
+ *                                in 10 s.
  *         - DANGO_EINVAL, DANGO_ENAMETOOLONG: bad key or arguments.
  */
 DANGO_API int64_t dango_store_get(dango_store_client_t *c, const char *key,
@@ -388,7 +411,8 @@ DANGO_API int dango_store_batch_get_ranges(
 
 /**
  * @brief 1 if the object exists and is readable, 0 if not, or an error
- *        (bad key, master unreachable). A hit grants the read lease.
+ *        (bad key, master unreachable). A hit grants the read lease (an
+ *        object held only on a disk tier exists too; it is not loaded).
  */
 DANGO_API int dango_store_exist(dango_store_client_t *c, const char *key);
 
@@ -441,7 +465,8 @@ DANGO_API int64_t dango_store_remove_all(dango_store_client_t *c, int force);
 
 /**
  * @brief Describes one object without taking a lease.
- * @return 0, DANGO_ENO_OBJECT, bad key, master errors.
+ * @return 0 (also for an object held only on a disk tier: @p info->on_disk
+ *         is 1, with no replica), DANGO_ENO_OBJECT, bad key, master errors.
  */
 DANGO_API int dango_store_stat(dango_store_client_t *c, const char *key,
                                dango_store_object_info_t *info);

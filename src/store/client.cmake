@@ -8,4 +8,6 @@ list(APPEND DANGO_STORE_SOURCES
   store_client_put.c
   store_records.c
   store_mooncake.c
-  store_client_ha.c)
+  store_client_ha.c
+  store_disk.c
+  store_client_disk.c)

@@ -921,6 +921,8 @@ static int sc_remount(dango_store_client_t *c, uint64_t timeout_ns)
     r->c          = c;
     r->timeout_ns = timeout_ns;
     r->req.client = &id;
+    /* Disk tier (store_client_disk.c): its report comes separately. */
+    r->req.disk_tier = __atomic_load_n(&c->disk, __ATOMIC_ACQUIRE) != NULL;
     if (c->seg_base != NULL) {
         sc_segment_msg(c, &seg);
         r->req.n_segments = 1;
@@ -1388,6 +1390,9 @@ int dango_store_client_create(const dango_store_params_t *params,
 
     c->ping_started = 1;
     rc              = dango__sc_events_start(c);
+    if (rc == 0) {
+        rc = dango__sc_disk_start(c);
+    }
     if (rc != 0) {
         goto err_threads;
     }
@@ -1414,6 +1419,7 @@ void dango_store_client_destroy(dango_store_client_t *c)
         return;
     }
 
+    dango__sc_disk_stop(c);
     sc_threads_stop(c);
     if ((c->seg_base != NULL) &&
         __atomic_load_n(&c->mounted, __ATOMIC_RELAXED)) {
@@ -1725,6 +1731,9 @@ static int sc_describe(dango_store_client_t *c, const char *key,
     }
 
     rc = resp->items[0]->status;
+    if ((rc == DANGO_ENO_OBJECT) && resp->items[0]->on_disk) {
+        rc = 0; /* on a node's disk tier only: it exists */
+    }
     if (rc != 0) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return rc;
@@ -1772,6 +1781,7 @@ int dango_store_stat(dango_store_client_t *c, const char *key,
     info->lease_ms_left    = it->lease_ms_left;
     info->hard_pinned      = it->hard_pin;
     info->soft_pin_ms_left = it->soft_pin_ms_left;
+    info->on_disk          = it->on_disk;
     for (size_t i = 0; (i < it->n_replicas) && (i < DANGO_STORE_REPLICA_MAX);
          i++) {
         dango_store_replica_info_t *r = &info->replicas[info->num_replicas++];
@@ -1859,6 +1869,14 @@ int dango_store_pool_stat(dango_store_client_t    *c,
     info->segments     = resp->segments;
     info->clients      = resp->clients;
     info->evicted_keys = resp->evicted_keys;
+
+    /* Disk tiers. */
+    info->disk_capacity   = resp->disk_capacity;
+    info->disk_used       = resp->disk_used;
+    info->disk_keys       = resp->disk_keys;
+    info->disk_offloads   = resp->disk_offloads;
+    info->disk_loads      = resp->disk_loads;
+    info->disk_promotions = resp->disk_promotions;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }

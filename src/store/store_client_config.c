@@ -48,6 +48,24 @@ static const dango_config_field_t store_client_config_fields[] = {
      "commit words queued for the committer thread before puts write them "
      "themselves",
      offsetof(store_client_config_t, commit_queue), DANGO_CFG_UINT},
+    {"DISK_PATH", "",
+     "disk tier of a node: a file, or a directory in which dango-disk.data "
+     "is used (needs SEGMENT_SIZE and DISK_SIZE; empty: no disk tier)",
+     offsetof(store_client_config_t, disk_path), DANGO_CFG_STRING},
+    {"DISK_SIZE", "0", "bytes of the disk tier (at least 1 MiB)",
+     offsetof(store_client_config_t, disk_size), DANGO_CFG_SIZE},
+    {"DISK_BUFFER", "16MiB",
+     "registered io_uring bounce buffer of the disk tier; records larger "
+     "than this are not offloaded",
+     offsetof(store_client_config_t, disk_buffer), DANGO_CFG_SIZE},
+    {"DISK_STAGING", "64MiB",
+     "registered memory in which a node with a disk tier puts records read "
+     "for other clients (each kept 1 s for the reader)",
+     offsetof(store_client_config_t, disk_staging), DANGO_CFG_SIZE},
+    {"DISK_HIGH_WATERMARK", "0.95",
+     "the disk tier drops least recently used records to stay under this "
+     "share of DISK_SIZE (0..1]",
+     offsetof(store_client_config_t, disk_high_watermark), DANGO_CFG_DOUBLE},
     {"KV_EVENTS_URL", "",
      "http:// address of a conductor: publish which KV blocks this node's "
      "segment gains and loses to its /kv_events (empty: off)",

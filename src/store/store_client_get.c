@@ -35,6 +35,8 @@
 #include "store/store_proto.h"
 
 #define GET_STACK_REQS 8
+/* Disk-tier rounds of one get (DiskLoad, then keys back in memory). */
+#define GET_DISK_ROUNDS 3
 
 typedef enum get_mode {
     GET_UNDECIDED = 0,
@@ -745,12 +747,199 @@ static int get_dst_fits(const get_item_t *g, uint64_t size)
     return ((g->ranges == NULL) && (size > g->cap)) ? DANGO_ERANGE : 0;
 }
 
+/* Sets up the read of key @i whose GetItem (status 0) is in g->it. */
+static void get_item_start(dango_store_client_t *c, get_item_t *g, size_t i,
+                           uint64_t *sizes, void **allocs, uint64_t t0)
+{
+    g->size = g->it->size;
+    g->voff = dango_store_rec_value_off(g->klen);
+    if (sizes != NULL) {
+        sizes[i] = g->size;
+    }
+
+    if (allocs != NULL) {
+        g->dst = dango_malloc(DANGO_MAX(g->size, (uint64_t)1), "store_value");
+        g->cap = g->size;
+        if (g->dst == NULL) {
+            g->rc = DANGO_ENOMEM;
+            return;
+        }
+    } else if ((g->rc = get_dst_fits(g, g->size)) != 0) {
+        return;
+    }
+
+    if (g->it->lease_ms != 0) {
+        g->deadline = t0 + g->it->lease_ms * DANGO_NSEC_PER_MSEC;
+    }
+
+    get_order(c, g);
+    g->pending = 1;
+}
+
+/*
+ * One KeysReq call (GetReplicaList or DiskLoad) for the items whose rc is
+ * @want (and, for DANGO_ENO_OBJECT, that the master said are on disk);
+ * their GetItems replace g->it and set g->rc. The reply goes to *@resp_p
+ * (freed by the caller). Returns the number of items asked for.
+ */
+static size_t get_disk_call(dango_store_client_t *c, get_item_t *items,
+                            size_t n, uint32_t method, int want,
+                            uint64_t *sizes, void **allocs,
+                            Dango__Store__GetResp **resp_p)
+{
+    Dango__Store__KeysReq  req  = DANGO__STORE__KEYS_REQ__INIT;
+    Dango__Store__GetResp *resp = NULL;
+    char                 **keys;
+    size_t                 m = 0, k = 0;
+    uint64_t               t0;
+    int                    rc;
+
+    for (size_t i = 0; i < n; i++) {
+        m += (items[i].rc == want) &&
+             ((want != DANGO_ENO_OBJECT) ||
+              ((items[i].it != NULL) && items[i].it->on_disk));
+    }
+    if (m == 0) {
+        return 0;
+    }
+
+    keys = dango_malloc(m * sizeof(*keys), "store_get_disk_keys");
+    for (size_t i = 0; i < n; i++) {
+        if ((items[i].rc == want) &&
+            ((want != DANGO_ENO_OBJECT) ||
+             ((items[i].it != NULL) && items[i].it->on_disk))) {
+            if (keys == NULL) {
+                items[i].rc = DANGO_ENOMEM;
+            } else {
+                keys[k++] = (char *)items[i].key;
+            }
+        }
+    }
+    if (keys == NULL) {
+        return 0;
+    }
+
+    req.n_keys = m;
+    req.keys   = keys;
+    t0         = dango_time_ns();
+    rc         = dango__sc_call(c, method, &req.base,
+                                &dango__store__get_resp__descriptor,
+                                (ProtobufCMessage **)&resp, 0);
+    if ((rc == 0) && (resp->n_items != m)) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        rc = DANGO_EPROTO;
+    }
+
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        if ((g->rc != want) || ((want == DANGO_ENO_OBJECT) &&
+                                ((g->it == NULL) || !g->it->on_disk))) {
+            continue;
+        }
+
+        if (rc != 0) {
+            g->rc = rc;
+            continue;
+        }
+
+        g->it = resp->items[k++];
+        g->rc = g->it->status;
+        if (g->rc == 0) {
+            get_item_start(c, g, i, sizes, allocs, t0);
+        }
+    }
+
+    dango_free(keys);
+    *resp_p = resp;
+    return m;
+}
+
+/*
+ * Disk tier: a key the master holds only on a node's disk (ENO_OBJECT with
+ * on_disk) is loaded into memory by that node (DiskLoad, which answers
+ * once the record is in place) and then read like any replica. A key that
+ * came back to memory meanwhile (DANGO_EAGAIN: a concurrent promotion or a
+ * new put) is asked for again. Bounded to GET_DISK_ROUNDS rounds.
+ */
+static void get_disk(dango_store_client_t *c, get_item_t *items, size_t n,
+                     uint64_t *sizes, void **allocs,
+                     Dango__Store__GetResp **resps)
+{
+    for (unsigned r = 0; r < GET_DISK_ROUNDS; r++) {
+        size_t asked = 0;
+
+        asked += get_disk_call(c, items, n, DANGO_STORE_M_DISK_LOAD,
+                               DANGO_ENO_OBJECT, sizes, allocs, &resps[2 * r]);
+        asked += get_disk_call(c, items, n, DANGO_STORE_M_GET_REPLICAS,
+                               DANGO_EAGAIN, sizes, allocs, &resps[2 * r + 1]);
+        if (asked == 0) {
+            return;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == DANGO_EAGAIN) {
+            items[i].rc = DANGO_EREPLICA_UNAVAIL;
+        }
+    }
+}
+
+/*
+ * Records a node staged for us (DiskLoad without promotion) are read: the
+ * node may reuse their space now (best effort: it also frees them after a
+ * second).
+ */
+static void get_disk_release(dango_store_client_t *c, get_item_t *items,
+                             size_t n)
+{
+    Dango__Store__DiskReleaseReq req = DANGO__STORE__DISK_RELEASE_REQ__INIT;
+    Dango__Store__DiskStaged    *st;
+    Dango__Store__DiskStaged   **stp;
+    size_t                       m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        m += (items[i].it != NULL) && items[i].it->disk_staged &&
+             (items[i].it->n_replicas == 1);
+    }
+    if (m == 0) {
+        return;
+    }
+
+    st = dango_calloc(m, sizeof(*st) + sizeof(*stp), "store_get_release");
+    if (st == NULL) {
+        return;
+    }
+    stp = (Dango__Store__DiskStaged **)(st + m);
+    m   = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Dango__Store__GetItem *it = items[i].it;
+
+        if ((it != NULL) && it->disk_staged && (it->n_replicas == 1)) {
+            dango__store__disk_staged__init(&st[m]);
+            st[m].seg_hi = it->replicas[0]->seg_hi;
+            st[m].seg_lo = it->replicas[0]->seg_lo;
+            st[m].addr   = it->replicas[0]->addr;
+            stp[m]       = &st[m];
+            m++;
+        }
+    }
+
+    req.n_staged = m;
+    req.staged   = stp;
+    (void)dango__sc_call(c, DANGO_STORE_M_DISK_RELEASE, &req.base, NULL, NULL,
+                         0);
+    dango_free(st);
+}
+
 int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs)
 {
-    Dango__Store__GetResp *resp = NULL;
+    Dango__Store__GetResp *resp                           = NULL;
+    Dango__Store__GetResp *disk_resp[GET_DISK_ROUNDS * 2] = {NULL};
     get_item_t             one;
     get_item_t            *items = &one;
     size_t                 valid = 0, m = 0;
@@ -819,34 +1008,13 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
             continue;
         }
 
-        g->size = g->it->size;
-        g->voff = dango_store_rec_value_off(g->klen);
-        if (sizes != NULL) {
-            sizes[i] = g->size;
-        }
-
-        if (allocs != NULL) {
-            g->dst =
-                dango_malloc(DANGO_MAX(g->size, (uint64_t)1), "store_value");
-            g->cap = g->size;
-            if (g->dst == NULL) {
-                g->rc = DANGO_ENOMEM;
-                continue;
-            }
-        } else if ((g->rc = get_dst_fits(g, g->size)) != 0) {
-            continue;
-        }
-
-        if (g->it->lease_ms != 0) {
-            g->deadline = t0 + g->it->lease_ms * DANGO_NSEC_PER_MSEC;
-        }
-
-        get_order(c, g);
-        g->pending = 1;
+        get_item_start(c, g, i, sizes, allocs, t0);
     }
 
+    get_disk(c, items, n, sizes, allocs, disk_resp);
     while (get_round(c, items, n, flags)) {
     }
+    get_disk_release(c, items, n);
 
 out:
     for (size_t i = 0; i < n; i++) {
@@ -866,6 +1034,12 @@ out:
 
     if (resp != NULL) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+
+    for (size_t i = 0; i < GET_DISK_ROUNDS * 2; i++) {
+        if (disk_resp[i] != NULL) {
+            protobuf_c_message_free_unpacked(&disk_resp[i]->base, NULL);
+        }
     }
 
     if (items != &one) {

@@ -37,6 +37,11 @@ typedef struct store_client_config {
     int           verify_checksum;
     size_t        register_threshold;
     unsigned long commit_queue;
+    char         *disk_path;
+    size_t        disk_size;
+    size_t        disk_buffer;
+    size_t        disk_staging;
+    double        disk_high_watermark;
     char         *kv_events_url;
     char         *kv_events_prefix;
     uint64_t      kv_events_interval;
@@ -168,6 +173,8 @@ struct dango_store_client {
     uint64_t           *commit_words; /* registered, SC_COMMIT_BATCH entries */
     dango_xfer_batch_t *commit_batch;
 
+    /* Disk tier and its thread (store_client_disk.c); NULL without one. */
+    struct sc_disk *disk;
     /* KV event publisher (store_client_events.c), or NULL. */
     struct sc_events *events;
     /* Leader following (store_client_ha.c); NULL with a plain address. */
@@ -330,5 +337,15 @@ void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
 
 /* The current leader's term (0: none known) and address into @buf. */
 int64_t dango__sc_ha_leader(dango_store_client_t *c, char *buf, size_t len);
+/* ---------- store_client_disk.c ---------- */
+
+/*
+ * Opens the disk tier (STORE_DISK_PATH, STORE_DISK_SIZE) and starts its
+ * thread; 0 when none is configured. DANGO_EINVAL without a segment or
+ * size, or the errors of dango__sd_open().
+ */
+int dango__sc_disk_start(dango_store_client_t *c);
+/* Stops the thread and closes the tier (no-op without one). */
+void dango__sc_disk_stop(dango_store_client_t *c);
 
 #endif

@@ -376,6 +376,9 @@ static int rpc_remount(dango_store_master_t *m, dango_rpc_call_t *call,
         if (rc == 0) {
             remount_records(m, msg, d, now);
         }
+        if ((rc == 0) && msg->disk_tier) {
+            dango__store_ms_disk_expect(m->st, cid_of(msg->client), now);
+        }
     }
 
     dango__store__remount_req__free_unpacked(msg, NULL);
@@ -452,6 +455,20 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
+    /* Disk tier: no room for any key, but offloads will make some. */
+    if ((n > 0) && !m->disk_put_final) {
+        size_t nospc = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            nospc += bt.status[i] == DANGO_ENOSPC;
+        }
+        if ((nospc == n) &&
+            dango__store_ms_disk_put_wait(m->st, call, req, len, now)) {
+            dango__store__put_start_req__free_unpacked(msg, NULL);
+            return 0;
+        }
+    }
+
     items = bt.items;
     for (size_t i = 0; i < n; i++) {
         ms_ver_t *v = bt.vers[i];
@@ -460,6 +477,18 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         bt.itemp[i]     = &items[i];
         items[i].status = bt.status[i];
         if (v == NULL) {
+            continue;
+        }
+
+        if (!msg->upsert &&
+            dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len)) {
+            /* Held on a disk tier: it exists (an upsert replaces it). */
+            uint64_t put_id = v->put_id;
+            int      st;
+
+            dango__store_ms_put_end(m->st, cid_of(msg->client), 1, &bt.keys[i],
+                                    &put_id, 1, now, &st);
+            bt.status[i] = items[i].status = DANGO_EOBJ_EXISTS;
             continue;
         }
 
@@ -476,6 +505,20 @@ out:
     rc = reply(call, rc, &resp.base);
     dango__store__put_start_req__free_unpacked(msg, NULL);
     return rc;
+}
+
+/* A PutStart that waited for offloads (store_master_disk.c), run again. */
+static void put_start_retry(void *arg, dango_rpc_call_t *call, const void *req,
+                            size_t len, uint64_t now, int final)
+{
+    dango_store_master_t *m  = arg;
+    ms_op_t               op = MS_OP_PUT_START;
+
+    m->disk_put_final = final;
+    if (rpc_put_start(m, call, req, len, now, &op) != 0) {
+        m->ops[op].failures++;
+    }
+    m->disk_put_final = 0;
 }
 
 static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
@@ -507,6 +550,13 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
 
     rc = dango__store_ms_put_end(m->st, cid_of(msg->client), n, bt.keys,
                                  msg->put_ids, msg->revoke, now, bt.status);
+    /* Disk tier: a committed new value (an upsert) supersedes the disk copy
+     * of the old one. */
+    for (size_t i = 0; (rc == 0) && !msg->revoke && (i < n); i++) {
+        if (bt.status[i] == 0) {
+            dango__store_ms_disk_forget(m->st, bt.keys[i].s, bt.keys[i].len);
+        }
+    }
     if (rc == 0) {
         count_items(&m->ops[*op_p], bt.status, n, 0);
         resp.n_status = n;
@@ -561,6 +611,12 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         bt.itemp[i]     = &items[i];
         items[i].status = bt.status[i];
         if (o == NULL) {
+            /* Disk tier: the reader loads it with DiskLoad. */
+            items[i].on_disk =
+                (bt.status[i] == DANGO_ENO_OBJECT) &&
+                dango__store_ms_disk_info(m->st, bt.keys[i].s, bt.keys[i].len,
+                                          &items[i].size, &items[i].checksum,
+                                          &items[i].put_id);
             continue;
         }
 
@@ -617,6 +673,19 @@ static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
     rc = exist ? dango__store_ms_exist(m->st, n, bt.keys, now, bt.status)
                : dango__store_ms_remove(m->st, n, bt.keys, msg->force, now,
                                         bt.status);
+    /* Disk tier: exists there too; a remove drops the disk record. */
+    for (size_t i = 0; (rc == 0) && (i < n); i++) {
+        if (exist && (bt.status[i] == 0)) {
+            bt.status[i] =
+                dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len);
+        } else if (!exist &&
+                   ((bt.status[i] == 0) ||
+                    (bt.status[i] == DANGO_ENO_OBJECT)) &&
+                   dango__store_ms_disk_forget(m->st, bt.keys[i].s,
+                                               bt.keys[i].len)) {
+            bt.status[i] = 0;
+        }
+    }
     if (rc == 0) {
         count_items(&m->ops[exist ? MS_OP_EXIST : MS_OP_REMOVE], bt.status, n,
                     exist);
@@ -635,15 +704,22 @@ static int rpc_remove_match(dango_store_master_t *m, dango_rpc_call_t *call,
 {
     Dango__Store__CountResp       resp = DANGO__STORE__COUNT_RESP__INIT;
     Dango__Store__RemoveMatchReq *msg;
-    int64_t                       count;
+    int64_t                       count, disk;
 
     msg = dango__store__remove_match_req__unpack(NULL, len, req);
     if (msg == NULL) {
         return malformed(m, call, DANGO_STORE_M_REMOVE_MATCH);
     }
 
+    /* Disk tier: objects held only on disk first (they count), then the
+     * disk copies of the objects removed from memory. */
+    disk  = dango__store_ms_disk_remove_match(m->st, msg->regex, msg->all, 0);
     count = dango__store_ms_remove_match(m->st, msg->regex, msg->all,
                                          msg->force, now);
+    if ((count >= 0) && (disk >= 0)) {
+        dango__store_ms_disk_remove_match(m->st, msg->regex, msg->all, 1);
+        count += disk;
+    }
     dango__store__remove_match_req__free_unpacked(msg, NULL);
     if (count < 0) {
         return reply(call, (int)count, NULL);
@@ -744,6 +820,17 @@ static int rpc_pool_stat(dango_store_master_t *m, dango_rpc_call_t *call)
     resp.segments     = st->nsegs;
     resp.clients      = dango_hmap_count(&st->clients);
     resp.evicted_keys = st->c.evicted_keys;
+    {
+        ms_disk_stats_t ds;
+
+        dango__store_ms_disk_stats(st, &ds);
+        resp.disk_capacity   = ds.capacity;
+        resp.disk_used       = ds.used;
+        resp.disk_keys       = ds.keys;
+        resp.disk_offloads   = ds.offloads;
+        resp.disk_loads      = ds.loads;
+        resp.disk_promotions = ds.promotions;
+    }
     return reply(call, 0, &resp.base);
 }
 
@@ -909,6 +996,12 @@ static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
     if ((m->ha != NULL) && (method != DANGO_STORE_M_SERVICE_READY) &&
         !dango__store_master_ha_serving(m)) {
         reply(call, DANGO_ENOT_LEADER, NULL);
+        return;
+    }
+
+    if ((method >= DANGO_STORE_M_DISK_FIRST) &&
+        (method <= DANGO_STORE_M_DISK_LAST)) {
+        dango__store_master_disk_rpc(m, call, method, req, len, now);
         return;
     }
 
@@ -1086,6 +1179,9 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->evict_soft_pinned    = c->evict_soft_pinned;
     p->view_version         = view;
     p->seed                 = 0;
+    p->disk_no_offload      = !c->disk_offload;
+    p->disk_promote_hits    = (unsigned)c->disk_promote_hits;
+    p->disk_queue           = (unsigned)c->disk_queue;
 }
 
 /* ---------- public API ---------- */
@@ -1124,6 +1220,7 @@ int dango_store_master_create(const dango_config_t  *config,
         goto err_config;
     }
 
+    dango__store_ms_disk_set_put_retry(m->st, put_start_retry, m);
     rc = dango_loop_create("master", &m->loop);
     if (rc != 0) {
         goto err_state;

@@ -201,6 +201,46 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
            st->c.tombs_dropped);
     metric(&t, "leases_granted_total", "counter", "read leases granted",
            st->c.leases_granted);
+    {
+        /* Disk tiers of the nodes (store_master_disk.c). */
+        ms_disk_stats_t ds;
+
+        dango__store_ms_disk_stats(st, &ds);
+        metric(&t, "disk_capacity_bytes", "gauge",
+               "bytes of the nodes' disk tiers", ds.capacity);
+        metric(&t, "disk_used_bytes", "gauge",
+               "bytes used on the nodes' disk tiers", ds.used);
+        metric(&t, "disk_key_count", "gauge", "objects held on disk tiers",
+               ds.keys);
+        metric(&t, "disk_nodes", "gauge", "nodes with a disk tier", ds.nodes);
+        metric(&t, "disk_offloads_total", "counter",
+               "objects written to a disk tier on eviction", ds.offloads);
+        metric(&t, "disk_offload_bytes_total", "counter",
+               "record bytes written to disk tiers on eviction",
+               ds.offload_bytes);
+        metric(&t, "disk_offload_failures_total", "counter",
+               "offloads that failed (disk full, write error, timeout)",
+               ds.offload_failures);
+        metric(&t, "disk_offload_skipped_total", "counter",
+               "evictions postponed because the node's offload queue was full",
+               ds.offload_skipped);
+        metric(&t, "disk_hits_total", "counter",
+               "reads served from a disk tier", ds.loads);
+        metric(&t, "disk_hit_bytes_total", "counter",
+               "record bytes read from disk tiers", ds.load_bytes);
+        metric(&t, "disk_load_failures_total", "counter",
+               "disk reads that failed (corrupt, gone, timeout, no memory)",
+               ds.load_failures);
+        metric(&t, "disk_promotions_total", "counter",
+               "disk objects brought back into memory", ds.promotions);
+        metric(&t, "disk_corrupt_total", "counter",
+               "disk records dropped for a failed checksum", ds.corrupt);
+        metric(&t, "disk_node_evicted_total", "counter",
+               "disk records dropped by their node's disk LRU",
+               ds.node_evicted);
+        metric(&t, "disk_task_timeouts_total", "counter",
+               "disk tasks not finished in time", ds.timeouts);
+    }
 
     if (t.oom) {
         dango_free(t.buf);

@@ -85,6 +85,17 @@ static const dango_config_field_t master_config_fields[] = {
      "RPC address host:port published for clients when leader; empty: the "
      "RPC address (0.0.0.0 as 127.0.0.1)",
      offsetof(ms_config_t, advertise), DANGO_CFG_STRING},
+    {"DISK_OFFLOAD", "yes",
+     "evicted objects are first written to the disk tier of the node "
+     "holding them, when it has one with room",
+     offsetof(ms_config_t, disk_offload), DANGO_CFG_BOOL},
+    {"DISK_PROMOTE_HITS", "2",
+     "reads of a disk-only object that bring it back into memory (1..1e6)",
+     offsetof(ms_config_t, disk_promote_hits), DANGO_CFG_INT},
+    {"DISK_QUEUE", "256",
+     "offloads queued or running per node (1..65536); beyond, eviction "
+     "keeps the object in memory",
+     offsetof(ms_config_t, disk_queue), DANGO_CFG_INT},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__master_config_table = {"MASTER", "store master",
@@ -138,6 +149,12 @@ int dango__master_config_load(const dango_config_t *cfg, ms_config_t *c)
     }
     if (!(c->evict_ratio >= 0.0) || (c->evict_ratio > 1.0)) {
         dango_error("master: MASTER_EVICT_RATIO out of range [0..1]");
+        goto err;
+    }
+    if ((c->disk_promote_hits < 1) || (c->disk_promote_hits > 1000000) ||
+        (c->disk_queue < 1) || (c->disk_queue > 65536)) {
+        dango_error("master: MASTER_DISK_PROMOTE_HITS or MASTER_DISK_QUEUE "
+                    "out of range");
         goto err;
     }
     if (c->view_version < 0) {

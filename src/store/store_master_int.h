@@ -75,6 +75,9 @@ typedef struct ms_config {
     char    *cluster_id;
     uint64_t ha_lease_ttl;
     char    *advertise;
+    int      disk_offload;
+    long     disk_promote_hits;
+    long     disk_queue;
 } ms_config_t;
 
 extern dango_config_table_t dango__master_config_table;
@@ -98,6 +101,10 @@ typedef struct ms_params {
     int      evict_soft_pinned;
     int64_t  view_version;
     uint64_t seed; /* placement randomness (0 = from the kernel) */
+    /* Disk tier (store_master_disk.c); 0 takes the default. */
+    int      disk_no_offload;   /* evict without offloading */
+    unsigned disk_promote_hits; /* disk reads that promote (2) */
+    unsigned disk_queue;        /* offloads queued per node (256) */
 } ms_params_t;
 
 /* Defaults of the table, for tests. */
@@ -214,7 +221,8 @@ struct ms_obj {
     uint64_t          lease_timeout;    /* ms; leased while > now */
     uint64_t          soft_pin_timeout; /* ms; 0 = no soft pin */
     uint8_t           hard_pin;
-    char              key[]; /* NUL-terminated */
+    uint8_t           disk_busy; /* MS_DISK_* (store_master_disk.c) */
+    char              key[];     /* NUL-terminated */
 };
 
 /* Counters kept on the loop (see the metrics list in store_master.c). */
@@ -266,6 +274,8 @@ struct ms_state {
     size_t    dup_cap;
     void     *scratch;
     size_t    scratch_cap;
+    /* Disk tiers of the nodes (store_master_disk.c); NULL until one polls. */
+    struct ms_disk *disk;
 };
 
 /* ---------- state: lifecycle and helpers (store_master_seg.c) ---------- */
@@ -551,6 +561,7 @@ struct dango_store_master {
     dango_md_server_t  *md;
     char                md_url[96];
     struct ms_ha       *ha; /* leader election; NULL without MASTER_HA */
+    int disk_put_final; /* a PutStart retried at its deadline: answer it */
 };
 
 /* Starts the admin HTTP server on cfg.admin_listen. 0 or an error. */
@@ -602,4 +613,74 @@ static inline uint64_t ms_rep_addr(const ms_rep_t *r)
     return r->seg->base + r->off;
 }
 
+/* ---------- disk tiers (store_master_disk.c) ---------- */
+
+/* ms_obj_t.disk_busy */
+#define MS_DISK_IDLE   0
+#define MS_DISK_BUSY   1 /* an offload is queued or running: not a candidate */
+#define MS_DISK_FAILED 2 /* the offload failed: evict without one */
+
+/*
+ * Eviction of @o is about to drop its memory replicas. Returns 1 when the
+ * object stays (an offload to its node's disk tier was queued, or that
+ * node's queue is full), 0 when it may go (no tier, or it is on disk).
+ */
+int dango__store_ms_disk_on_evict(ms_state_t *st, ms_obj_t *o, uint64_t now);
+/*
+ * Client @cid says (Remount) it has a disk tier whose records follow in
+ * DiskPoll: until they do (at most MS_DISK_PENDING_MS), eviction keeps its
+ * objects instead of dropping them.
+ */
+void dango__store_ms_disk_expect(ms_state_t *st, ms_cid_t cid, uint64_t now);
+/* Tasks of regions in @seg lose them (the segment is going away). */
+void dango__store_ms_disk_seg_gone(ms_state_t *st, ms_seg_t *seg);
+/* Periodic work: held polls answered, tasks timed out, silent nodes gone. */
+void dango__store_ms_disk_tick(ms_state_t *st, uint64_t now);
+/* Answers every waiting call (DANGO_ECANCELED) and frees the disk state. */
+void dango__store_ms_disk_destroy(ms_state_t *st);
+/* 1 when @key is held on a disk tier (and not in memory). */
+int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len);
+/* As dango__store_ms_disk_has(), with the record's figures when it is. */
+int dango__store_ms_disk_info(ms_state_t *st, const char *key, size_t len,
+                              uint64_t *size, uint64_t *checksum,
+                              uint64_t *put_id);
+/*
+ * RemoveMatch on the disk records (regex as dango__store_ms_remove_match):
+ * @after 0 drops the records of keys not in memory and returns their
+ * count; @after 1 drops those whose memory object is gone now. Returns the
+ * count or DANGO_EINVAL.
+ */
+int64_t dango__store_ms_disk_remove_match(ms_state_t *st, const char *regex,
+                                          int all, int after);
+/* Forgets the disk record of @key (removed or overwritten); 1 if it had one. */
+int dango__store_ms_disk_forget(ms_state_t *st, const char *key, size_t len);
+
+/* Disk figures for PoolStat and /metrics. */
+typedef struct ms_disk_stats {
+    uint64_t capacity, used, keys, nodes;
+    uint64_t offloads, offload_bytes, offload_failures, offload_skipped;
+    uint64_t loads, load_bytes, load_failures, promotions, corrupt;
+    uint64_t node_evicted, timeouts, node_reads, node_writes;
+} ms_disk_stats_t;
+void dango__store_ms_disk_stats(ms_state_t *st, ms_disk_stats_t *s);
+
+/*
+ * A PutStart whose every key found no space while offloads are running may
+ * wait for them (at most MS_DISK_PUT_WAIT_MS): the request is kept and
+ * @retry runs it again (loop thread) after offloads freed memory, with
+ * @final set at the deadline (then it must answer). Returns 1 when @call
+ * was taken (answered later), 0 when it must be answered now.
+ */
+typedef void (*ms_disk_put_retry_cb)(void *arg, dango_rpc_call_t *call,
+                                     const void *req, size_t len, uint64_t now,
+                                     int final);
+void dango__store_ms_disk_set_put_retry(ms_state_t *st, ms_disk_put_retry_cb cb,
+                                        void *arg);
+int  dango__store_ms_disk_put_wait(ms_state_t *st, dango_rpc_call_t *call,
+                                   const void *req, size_t len, uint64_t now);
+
+/* RPC methods DANGO_STORE_M_DISK_FIRST..LAST (the call is always answered). */
+void dango__store_master_disk_rpc(dango_store_master_t *m,
+                                  dango_rpc_call_t *call, uint32_t method,
+                                  const void *req, size_t len, uint64_t now);
 #endif

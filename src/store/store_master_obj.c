@@ -513,6 +513,14 @@ static void evict_obj(ms_state_t *st, ms_obj_t *o)
     dango__store_ms_obj_erase(st, o);
 }
 
+/* Eviction with a disk tier: the object may go to disk first. */
+static void evict_or_offload(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    if (dango__store_ms_disk_on_evict(st, o, now) == 0) {
+        evict_obj(st, o);
+    }
+}
+
 /* ---------- internal API ---------- */
 
 int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
@@ -920,6 +928,9 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
         if ((o->pend != NULL) || (o->lease_timeout > now) || o->hard_pin) {
             continue;
         }
+        if (o->disk_busy == MS_DISK_BUSY) {
+            continue; /* being written to a disk tier */
+        }
 
         rc = cand_push((o->soft_pin_timeout != 0) ? &soft : &plain,
                        o->lease_timeout, o);
@@ -939,7 +950,7 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
     n1 = (want < plain.n) ? want : plain.n;
     cand_select(plain.v, plain.n, n1);
     for (size_t i = 0; i < n1; i++) {
-        evict_obj(st, plain.v[i].obj);
+        evict_or_offload(st, plain.v[i].obj, now);
     }
     evicted = n1;
 
@@ -949,7 +960,7 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
         n2 = (n2 < soft.n) ? n2 : soft.n;
         cand_select(soft.v, soft.n, n2);
         for (size_t i = 0; i < n2; i++) {
-            evict_obj(st, soft.v[i].obj);
+            evict_or_offload(st, soft.v[i].obj, now);
         }
         evicted += n2;
     }

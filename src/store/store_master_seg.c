@@ -254,7 +254,9 @@ static void seg_destroy(ms_state_t *st, ms_seg_t *seg)
 {
     ms_rep_t *r;
     ms_rep_t *tmp;
-    size_t    nrep = 0;
+
+    dango__store_ms_disk_seg_gone(st, seg);
+    size_t nrep = 0;
 
     /*
      * A version has at most one replica per segment, so dropping the
@@ -516,6 +518,8 @@ void dango__store_ms_destroy(ms_state_t *st)
     if (st == NULL) {
         return;
     }
+
+    dango__store_ms_disk_destroy(st);
 
     /* Regions need no freeing: the allocators go as a whole. */
     dango_hmap_iter_begin(&st->objs, &it);
@@ -874,6 +878,7 @@ void dango__store_ms_tick(ms_state_t *st, uint64_t now)
     dango_hmap_rehash_step(&st->clients, MS_REHASH_STEP);
     dango_hmap_rehash_step(&st->segs_by_id, MS_REHASH_STEP);
     dango_hmap_rehash_step(&st->names, MS_REHASH_STEP);
+    dango__store_ms_disk_tick(st, now);
 }
 
 void dango__store_ms_rep_drop(ms_state_t *st, ms_rep_t *r)

@@ -50,6 +50,21 @@ enum dango_store_method {
     DANGO_STORE_M_MAX
 };
 
+/* Disk tier methods: the reserved band 20..29, outside the range above. */
+enum dango_store_disk_method {
+    DANGO_STORE_M_DISK_FIRST = 20,
+    DANGO_STORE_M_DISK_POLL  = 20, /* DiskPollReq -> DiskPollResp */
+    DANGO_STORE_M_DISK_LOAD  = 21, /* KeysReq     -> GetResp (waits) */
+    DANGO_STORE_M_DISK_RELEASE = 22, /* DiskReleaseReq -> - */
+    DANGO_STORE_M_DISK_LAST  = 29
+};
+
+/* DiskTask.kind */
+enum dango_store_disk_task {
+    DANGO_STORE_DISK_OFFLOAD = 1,
+    DANGO_STORE_DISK_LOAD    = 2
+};
+
 /* Replica states (spec store.md §1 ReplicaStatus). */
 enum dango_store_replica_status {
     DANGO_STORE_REPLICA_UNDEFINED  = 0,

@@ -50,3 +50,21 @@ foreach(_group failover revoked bad)
   set_tests_properties(integration.store.ha.${_group} PROPERTIES
                        TIMEOUT 120 RUN_SERIAL TRUE)
 endforeach()
+
+# Disk tier of the nodes (test_store_disk_it.c): master and nodes as store_peer
+# processes, tier files in a temporary directory.
+add_executable(test_store_disk_it test_store_disk_it.c)
+target_link_libraries(test_store_disk_it PRIVATE dango_store dango_it_proc
+                      PkgConfig::CMOCKA Threads::Threads)
+target_include_directories(test_store_disk_it PRIVATE ${CMAKE_SOURCE_DIR}/tests
+                           ${CMAKE_SOURCE_DIR}/src)
+target_compile_definitions(test_store_disk_it PRIVATE
+                           STORE_PEER_PATH="$<TARGET_FILE:store_peer>")
+add_dependencies(test_store_disk_it store_peer)
+foreach(_group offload_read_promote node_restart corrupt_record fs_full
+               tiny_tier master_restart bad_config)
+  add_test(NAME integration.store.disk.${_group}
+           COMMAND test_store_disk_it "disk_${_group}")
+  set_tests_properties(integration.store.disk.${_group} PROPERTIES
+                       TIMEOUT 120 RUN_SERIAL TRUE LABELS integration)
+endforeach()

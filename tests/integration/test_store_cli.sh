@@ -221,7 +221,9 @@ M=$(sed -nE 's/^dango-master listening on ([^,]+).*/\1/p' "$TMP/master.out")
 [ -n "$M" ] || fail "cannot parse $(cat "$TMP/master.out")"
 start node1 "$NODE_BIN" --master "$M" --segment-size 64m
 N1=$LAST_PID
-start node2 "$NODE_BIN" --master "$M" --segment-size 32m
+mkdir -p "$TMP/disk"
+start node2 "$NODE_BIN" --master "$M" --segment-size 32m \
+    --disk-path "$TMP/disk" --disk-size 64m
 N2=$LAST_PID
 wait_line "$N1" "$TMP/node1.out" '^dango-node serving segment '
 wait_line "$N2" "$TMP/node2.out" '^dango-node serving segment '
@@ -231,6 +233,17 @@ run_dango put big "$TMP/big" --replicas 2
 run_dango stat big >"$TMP/stat.txt"
 grep -Eq '^replicas +2$' "$TMP/stat.txt" || fail "stat big: $(cat "$TMP/stat.txt")"
 run_dango get big | cmp - "$TMP/big" || fail "big via nodes differs"
+
+step "a node's disk tier in dango stat"
+for _ in $(seq 1 100); do
+    run_dango stat >"$TMP/stat.txt"
+    grep -Eq '^disk +67108864 ' "$TMP/stat.txt" && break
+    sleep 0.1
+done
+grep -Eq '^disk +67108864 ' "$TMP/stat.txt" ||
+    fail "stat shows no disk tier: $(cat "$TMP/stat.txt")"
+grep -Eq '^disk keys +0$' "$TMP/stat.txt" || fail "stat: $(cat "$TMP/stat.txt")"
+[ -f "$TMP/disk/dango-disk.data" ] || fail "no tier file in $TMP/disk"
 
 step "nodes and master stop on SIGTERM"
 stop "$N1"

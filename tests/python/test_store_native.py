@@ -83,7 +83,9 @@ class NativeStoreTest(unittest.TestCase):
         st = s.stat("b0")
         self.assertEqual(st["size"], 100)
         self.assertEqual(len(st["replicas"]), 1)
+        self.assertFalse(st["on_disk"])
         self.assertGreaterEqual(s.pool_stat()["keys"], 6)
+        self.assertEqual(s.pool_stat()["disk_keys"], 0)  # no disk tier here
         listed = dict(s.list_keys("b"))
         self.assertEqual(listed, {k: 100 for k in keys})
         self.assertEqual(s.remove_by_regex("^b[0-2]$", force=True), 3)

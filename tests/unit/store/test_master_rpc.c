@@ -366,6 +366,8 @@ static void rpc_end_to_end(void **state)
              meth++) {
             if ((meth == DANGO_STORE_M_POOL_STAT) ||
                 ((meth > DANGO_STORE_M_POOL_STAT) &&
+                 (meth < DANGO_STORE_M_DISK_FIRST)) ||
+                ((meth > DANGO_STORE_M_DISK_RELEASE) &&
                  (meth < DANGO_STORE_M_COPY_START))) {
                 continue; /* takes no request, or no method (reserved) */
             }
