@@ -199,6 +199,16 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "tombs_dropped_total", "counter",
            "removed records not passed to their node (too many at once)",
            st->c.tombs_dropped);
+    metric(&t, "ghosts", "gauge",
+           "objects lost with their nodes that a node coming back may still "
+           "give back",
+           dango_hmap_count(&st->ghosts));
+    metric(&t, "ghosts_restored_total", "counter",
+           "lost objects given back by a node that came back",
+           st->c.ghosts_restored);
+    metric(&t, "ghosts_dropped_total", "counter",
+           "lost objects forgotten (more than 1M at once)",
+           st->c.ghosts_dropped);
     metric(&t, "leases_granted_total", "counter", "read leases granted",
            st->c.leases_granted);
     {

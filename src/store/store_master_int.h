@@ -19,6 +19,7 @@
 #define DANGO_LOG_COMPONENT dango__log_master
 
 #include <stddef.h>
+#include <regex.h>
 #include <stdint.h>
 #include <dango/error.h>
 #include <dango/log.h>
@@ -237,9 +238,11 @@ typedef struct ms_counters {
     uint64_t releases; /* parked or reclaimed versions freed */
     uint64_t reclaims; /* puts freed after PUT_RELEASE_TIMEOUT */
     uint64_t clients_expired;
-    uint64_t zombie_puts;   /* puts revoked by client expiry */
-    uint64_t bad_replicas;  /* replicas dropped by ReportBad */
-    uint64_t tombs_dropped; /* tombs beyond MS_TOMB_MAX */
+    uint64_t zombie_puts;     /* puts revoked by client expiry */
+    uint64_t bad_replicas;    /* replicas dropped by ReportBad */
+    uint64_t tombs_dropped;   /* tombs beyond MS_TOMB_MAX */
+    uint64_t ghosts_dropped;  /* ghosts forgotten beyond MS_GHOST_MAX */
+    uint64_t ghosts_restored; /* lost objects a node gave back later */
     uint64_t leases_granted;
 } ms_counters_t;
 
@@ -260,6 +263,9 @@ struct ms_state {
     uint64_t          parked_bytes;
     uint64_t          next_put_id;
     uint64_t          rebuild_until; /* ms: node reports accepted before */
+    uint64_t          first_seen;    /* ms of the first client contact */
+    dango_hmap_t      ghosts;        /* lost objects (store_master_ghost.c) */
+    dango_list_link_t ghost_fifo;    /* the same, oldest first */
     uint64_t          restored;      /* objects rebuilt from reports */
     uint64_t          rng;
     uint64_t          capacity;
@@ -499,6 +505,22 @@ void dango__store_ms_kv_rep(ms_state_t *st, const ms_obj_t *o,
 int  dango__store_ms_kv_take(ms_state_t *st, ms_cid_t cid, ms_kv_q_t **q_p);
 void dango__store_ms_kv_free(ms_kv_q_t *q);
 
+/* Ghosts of objects lost with their nodes (store_master_ghost.c), at most
+ * this many. */
+#define MS_GHOST_MAX (1u << 20)
+
+/* Remembers @o's committed value @v, lost with the nodes that held it. */
+void dango__store_ms_ghost_add(ms_state_t *st, const ms_obj_t *o,
+                               const ms_ver_t *v);
+/* 1 if a node's record of (@k, @put_id, @size, @checksum) is a ghost's. */
+int dango__store_ms_ghost_match(ms_state_t *st, const ms_key_t *k,
+                                uint64_t put_id, uint64_t size,
+                                uint64_t checksum);
+/* Forgets the ghost of @k (a put started, a remove, a restore). */
+void dango__store_ms_ghost_forget(ms_state_t *st, const ms_key_t *k);
+/* Forgets the ghosts whose key matches @re (NULL: all); their count. */
+size_t dango__store_ms_ghost_forget_match(ms_state_t *st, const regex_t *re);
+
 /* Version helpers shared with the copy code. */
 ms_ver_t *dango__store_ms_ver_grow(ms_ver_t *v);
 void      dango__store_ms_ver_unpark(ms_state_t *st, ms_ver_t *v);
@@ -561,7 +583,7 @@ struct dango_store_master {
     dango_md_server_t  *md;
     char                md_url[96];
     struct ms_ha       *ha; /* leader election; NULL without MASTER_HA */
-    int disk_put_final; /* a PutStart retried at its deadline: answer it */
+    int disk_put_final;     /* a PutStart retried at its deadline: answer it */
 };
 
 /* Starts the admin HTTP server on cfg.admin_listen. 0 or an error. */

@@ -333,7 +333,8 @@ again:
     dango_list_add_tail(&c->puts, &v->client_link);
     st->ninflight++;
     o->pend = v;
-    *ver_p  = v;
+    dango__store_ms_ghost_forget(st, k); /* a new value is coming */
+    *ver_p = v;
     return 0;
 
 err_free_regions:
@@ -665,6 +666,7 @@ int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
 
         o = obj_lookup(st, &keys[i]);
         if (o == NULL) {
+            dango__store_ms_ghost_forget(st, &keys[i]);
             status[i] = DANGO_ENO_OBJECT;
         } else if (o->pend != NULL) {
             status[i] = DANGO_ENOT_READY;
@@ -711,6 +713,7 @@ int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
         count++;
     }
     dango_hmap_iter_end(&it);
+    dango__store_ms_ghost_forget_match(st, all ? NULL : &re);
 
     if (!all) {
         regfree(&re);
@@ -1014,7 +1017,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     ms_ver_t    *v, *old = NULL;
     uint64_t     rec_len, off, asz;
     ms_rep_t    *rep;
-    int          same;
+    int          same, ghost;
     int          rc = key_check(&r->key);
 
     if (rc != 0) {
@@ -1035,7 +1038,12 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     same = (o != NULL) && (o->cur != NULL) && (o->cur->put_id == r->put_id) &&
            (o->cur->size == r->size) && (o->cur->checksum == r->checksum) &&
            (o->cur->nrep < DANGO_STORE_REPLICA_MAX);
-    if (!same && ((st->rebuild_until == 0) || (now >= st->rebuild_until))) {
+    /* So is the record of an object lost with its nodes (a ghost), when
+     * one of them comes back: nothing was put or removed since. */
+    ghost = (o == NULL) && dango__store_ms_ghost_match(st, &r->key, r->put_id,
+                                                       r->size, r->checksum);
+    if (!same && !ghost &&
+        ((st->rebuild_until == 0) || (now >= st->rebuild_until))) {
         return 1;
     }
 
@@ -1096,6 +1104,8 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
             o->node.hash    = dango_hmap_hash(r->key.s, r->key.len);
             dango_hmap_insert(&st->objs, &o->node);
             st->restored++;
+            st->c.ghosts_restored += ghost;
+            dango__store_ms_ghost_forget(st, &r->key);
         }
 
         old         = o->cur;

@@ -483,8 +483,13 @@ int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
     if (rc != 0) {
         goto err_segs;
     }
+    rc = dango_hmap_init(&st->ghosts, 0);
+    if (rc != 0) {
+        goto err_names;
+    }
 
     dango_list_init(&st->inflight);
+    dango_list_init(&st->ghost_fifo);
     st->rng = p->seed;
     if (st->rng == 0) {
         dango_random_bytes(&st->rng, sizeof(st->rng));
@@ -499,6 +504,8 @@ int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
     *st_p = st;
     return 0;
 
+err_names:
+    dango_hmap_cleanup(&st->names);
 err_segs:
     dango_hmap_cleanup(&st->segs_by_id);
 err_clients:
@@ -552,6 +559,8 @@ void dango__store_ms_destroy(ms_state_t *st)
     }
     dango_hmap_iter_end(&it);
 
+    dango__store_ms_ghost_forget_match(st, NULL);
+    dango_hmap_cleanup(&st->ghosts);
     dango_hmap_cleanup(&st->objs);
     dango_hmap_cleanup(&st->clients);
     dango_hmap_cleanup(&st->segs_by_id);
@@ -601,6 +610,9 @@ ms_client_t *dango__store_ms_client_touch(ms_state_t *st, ms_cid_t id,
 {
     ms_client_t *c = dango__store_ms_client_find(st, id);
 
+    if (st->first_seen == 0) {
+        st->first_seen = now;
+    }
     if (c == NULL) {
         c = dango_calloc(1, sizeof(*c), "master_client");
         if (c == NULL) {
@@ -692,9 +704,13 @@ int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
         return DANGO_ENOMEM;
     }
 
-    /* Node reports are taken from the first (re)mount on for a while: a
-     * master that just started rebuilds from them. */
-    if (st->rebuild_until == 0) {
+    /* Node reports are taken from the first remount on for a while: a
+     * master that just started rebuilds from them. Not a master that has
+     * been serving for longer than the window (a node back from a
+     * partition): its table is the truth, and what such a node holds comes
+     * back only as replicas of what the table has, or of a ghost. */
+    if ((st->rebuild_until == 0) &&
+        (now < st->first_seen + st->p.rebuild_window_ms)) {
         st->rebuild_until = now + st->p.rebuild_window_ms;
     }
 
@@ -956,6 +972,8 @@ void dango__store_ms_ver_lost(ms_state_t *st, ms_ver_t *v)
     }
 
     if (o->cur == v) {
+        /* Its nodes may come back with it (partition, pause). */
+        dango__store_ms_ghost_add(st, o, v);
         o->cur = NULL;
     } else {
         dango__store_ms_ver_unlink(st, v);

@@ -695,6 +695,74 @@ static void oom_paths(void **state)
     dango__store_ms_destroy(st);
 }
 
+/*
+ * An object whose every node went silent is lost to the master, but a node
+ * coming back later (partition, pause) gives it back from its record, at
+ * any time; not once the key was put again or removed meanwhile.
+ */
+static void ghost_comes_back_with_its_node(void **state)
+{
+    ms_state_t   *st      = tm_state();
+    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
+    const char   *pref[1] = {"node-b"};
+    ms_put_cfg_t  cfg;
+    ms_record_t   r;
+    ms_ver_t     *v;
+    uint64_t      now     = T0, put_id[3], addr[3];
+    const char   *keys[3] = {"back", "put-again", "removed"};
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", MiB, now);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.preferred  = pref;
+    cfg.npreferred = 1;
+    for (int i = 0; i < 3; i++) {
+        assert_dango_ok(
+            tm_put_start_cfg(st, 1, keys[i], 100, &cfg, 0, now, &v));
+        assert_int_equal(2, v->rep[0].seg->id_hi);
+        put_id[i] = v->put_id;
+        addr[i]   = ms_rep_addr(&v->rep[0]);
+        assert_dango_ok(tm_put_end(st, 1, keys[i], put_id[i], 0, now));
+    }
+
+    /* node-b goes silent past the TTL: all three are lost. */
+    now += 2 * 60 * 1000;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    for (int i = 0; i < 3; i++) {
+        assert_null(tm_obj(st, keys[i]));
+    }
+    assert_int_equal(3, dango_hmap_count(&st->ghosts));
+
+    /* Meanwhile one key is put again (elsewhere), one removed. */
+    (void)tm_put(st, 1, "put-again", 50, now);
+    assert_dango_err(DANGO_ENO_OBJECT, tm_remove(st, "removed", 1, now));
+    assert_int_equal(1, dango_hmap_count(&st->ghosts));
+
+    /* node-b comes back long after any rebuild window and reports. */
+    now += 10 * 60 * 1000;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 1);
+    for (int i = 0; i < 3; i++) {
+        r = (ms_record_t){tm_key(keys[i]), 100, 0x5eed, put_id[i], addr[i]};
+        assert_int_equal((i == 0) ? 0 : 1,
+                         dango__store_ms_restore(st, tm_cid(2), &r, now));
+    }
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 0);
+    assert_non_null(tm_obj(st, "back"));
+    assert_int_equal(put_id[0], tm_obj(st, "back")->cur->put_id);
+    assert_int_equal(50, tm_obj(st, "put-again")->cur->size);
+    assert_null(tm_obj(st, "removed"));
+    assert_int_equal(0, dango_hmap_count(&st->ghosts));
+    assert_int_equal(1, st->c.ghosts_restored);
+
+    /* A record that does not match the ghost (other put) is ignored. */
+    (void)tm_remove(st, "back", 1, now);
+    tm_invariants(st);
+    dango__store_ms_destroy(st);
+}
+
 /* Records reported on remount rebuild objects, while the window lasts. */
 static void restore_from_reports(void **state)
 {
@@ -994,6 +1062,7 @@ int main(void)
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
+        cmocka_unit_test_teardown(ghost_comes_back_with_its_node, tm_teardown),
         cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
         cmocka_unit_test_teardown(restore_no_evict_while_reporting,
                                   tm_teardown),
