@@ -612,9 +612,11 @@ static void chaos_run(void **state)
                 snprintf(g_dead[g_ndead++], sizeof(g_dead[0]), "%s",
                          g_nname[i]);
             }
+            printf("chaos:   node %s killed\n", g_nname[i]);
             it_proc_kill(&g_nodes[i]);
             pump(500);
             node_start(i);
+            printf("chaos:   node %d back as %s\n", i, g_nname[i]);
             break;
         case 2: /* kill a client mid-put */
             rnd = rnd * 6364136223846793005ull + 1;
@@ -626,6 +628,7 @@ static void chaos_run(void **state)
         case 3: /* partition a node past the client TTL */
             rnd = rnd * 6364136223846793005ull + 1;
             i   = (int)((rnd >> 33) % NNODES);
+            printf("chaos:   node %s cut off\n", g_nname[i]);
             it_ip("-n %s link set %s down", g_hubns, g_veth[H_N0 + i]);
             pump(CLIENT_TTL + 1500);
             it_ip("-n %s link set %s up", g_hubns, g_veth[H_N0 + i]);
