@@ -1505,7 +1505,7 @@ int dango__etcd_keeper_start(dango__etcd_t *etcd, int64_t lease_id,
 
     k->etcd      = etcd;
     k->lease_id  = lease_id;
-    k->period_ns = (uint64_t)ttl_s * DANGO_NSEC_PER_SEC / 3;
+    k->period_ns = (uint64_t)ttl_s * DANGO_NSEC_PER_SEC / 6;
     k->lost_cb   = lost_cb;
     k->arg       = arg;
 

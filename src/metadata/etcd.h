@@ -180,7 +180,9 @@ int dango__etcd_lease_ttl(dango__etcd_t *etcd, int64_t id, int64_t *ttl_p,
                           int64_t *granted_ttl_p);
 
 /*
- * Keeps a lease alive on a thread: renews it every @ttl_s / 3 seconds.
+ * Keeps a lease alive on a thread: renews it every @ttl_s / 6 seconds (so a
+ * holder that acts on less than the whole TTL, as the master leader does
+ * with 2/3 of it, still survives a slow or a lost renewal).
  * When etcd says the lease is gone, or no renewal succeeded before the
  * lease's deadline (the send time of the last successful renewal + @ttl_s),
  * @lost_cb runs once on the keeper's thread and renewals stop; the keeper

@@ -11,7 +11,7 @@
  *   leader's lease expired or was revoked) it campaigns again. A poll of
  *   the key every FOLLOW_POLL_MS backs the watch up, so a watch that is
  *   reconnecting never delays a takeover by more than that.
- * - Won: a keeper thread renews the lease every TTL/3. A leader holds
+ * - Won: a keeper thread renews the lease every TTL/6. A leader holds
  *   its leadership for HOLD = 2/3 of the TTL from the send time of its
  *   last successful renewal (not the whole TTL etcd grants: it gives up
  *   its claim early), and a new leader warms up for HOLD, renewing all
@@ -22,12 +22,13 @@
  *   whether its lease expired or was revoked behind its back, it has
  *   stopped. The failover after a leader dies is thus at most one TTL
  *   (the lease expires) plus HOLD plus the nodes' remount, under 2 TTL;
- *   a renewal may take up to HOLD - TTL/3 = TTL/3 before a healthy
- *   leader steps down. Then the state is replaced by an
- *   empty one whose view version is the term (put ids grow with it), the
- *   term is stamped on every reply, and the nodes, told ENEED_REMOUNT by
- *   their next ping, remount and report their records: the object table
- *   is rebuilt from them (docs/design/store.md "Rebuild after a restart").
+ *   a renewal may take up to HOLD - TTL/6 = TTL/2 (one lost renewal:
+ *   the next within TTL/3) before a healthy leader steps down. Then the
+ *   state is replaced by an empty one whose view version is the term (put
+ *   ids grow with it), the term is stamped on every reply, and the nodes,
+ *   told ENEED_REMOUNT by their next ping, remount and report their
+ *   records: the object table is rebuilt from them (docs/design/store.md
+ *   "Rebuild after a restart").
  * - Serving is checked per request on the loop thread against
  *   `valid_until`, a copy of the keeper's deadline that this thread
  *   refreshes every LEADER_POLL_MS (a stale copy is only ever earlier than

@@ -52,11 +52,11 @@ enum dango_store_method {
 
 /* Disk tier methods: the reserved band 20..29, outside the range above. */
 enum dango_store_disk_method {
-    DANGO_STORE_M_DISK_FIRST = 20,
-    DANGO_STORE_M_DISK_POLL  = 20, /* DiskPollReq -> DiskPollResp */
-    DANGO_STORE_M_DISK_LOAD  = 21, /* KeysReq     -> GetResp (waits) */
+    DANGO_STORE_M_DISK_FIRST   = 20,
+    DANGO_STORE_M_DISK_POLL    = 20, /* DiskPollReq -> DiskPollResp */
+    DANGO_STORE_M_DISK_LOAD    = 21, /* KeysReq     -> GetResp (waits) */
     DANGO_STORE_M_DISK_RELEASE = 22, /* DiskReleaseReq -> - */
-    DANGO_STORE_M_DISK_LAST  = 29
+    DANGO_STORE_M_DISK_LAST    = 29
 };
 
 /* DiskTask.kind */

@@ -29,6 +29,7 @@
 
 #include <dango/error.h>
 #include <dango/store.h>
+#include "test_values.h"
 
 #define VAL_MIN  256
 #define VAL_MAX  4096
@@ -40,32 +41,6 @@ static uint64_t mono_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t key_seed(const char *key)
-{
-    uint64_t h = 1469598103934665603ull;
-
-    for (; *key != '\0'; key++) {
-        h = (h ^ (uint8_t)*key) * 1099511628211ull;
-    }
-
-    return h;
-}
-
-static void fill(uint8_t *p, size_t len, uint64_t seed)
-{
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        if ((i & 7) == 0) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-        }
-
-        p[i] = (uint8_t)(s >> ((i & 7) * 8));
-    }
 }
 
 static uint64_t rnd(uint64_t *s)
@@ -163,7 +138,7 @@ int main(int argc, char **argv)
 
             puts++;
             snprintf(key, sizeof(key), "%s/%" PRIu64, argv[2], n);
-            fill(val, len, key_seed(key));
+            test_fill(val, len, test_key_seed(key));
             t0 = mono_ns();
             rc = dango_store_put(c, key, val, len, NULL);
             t1 = mono_ns();
@@ -184,7 +159,7 @@ int main(int argc, char **argv)
             if (r < 0) {
                 printf("READ %s %s\n", keys[i], dango_err_name((int)r));
             } else {
-                fill(val, lens[i], key_seed(keys[i]));
+                test_fill(val, lens[i], test_key_seed(keys[i]));
                 printf("READ %s %s\n", keys[i],
                        ((size_t)r == lens[i]) && !memcmp(val, got, lens[i])
                            ? "OK"

@@ -4,6 +4,7 @@
 # (dango_it_proc, the child-process helpers, is in CMakeLists.txt.)
 add_executable(store_peer store_peer_helper.c)
 target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
+target_include_directories(store_peer PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 
 add_executable(test_store_cluster test_store_cluster.c)
 target_link_libraries(test_store_cluster PRIVATE dango_store dango_it_proc

@@ -32,6 +32,7 @@
 #include <dango/error.h>
 #include <dango/store.h>
 #include <dango/store_master.h>
+#include "test_values.h"
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -44,34 +45,6 @@ static void say(const char *fmt, ...)
     va_end(ap);
     putchar('\n');
     fflush(stdout);
-}
-
-/* Fills @buf with bytes derived from @seed (xorshift). */
-static void fill(void *buf, size_t len, uint64_t seed)
-{
-    uint8_t *p = buf;
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        if ((i & 7) == 0) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-        }
-
-        p[i] = (uint8_t)(s >> ((i & 7) * 8));
-    }
-}
-
-static uint64_t key_seed(const char *key)
-{
-    uint64_t h = 1469598103934665603ull;
-
-    for (; *key != '\0'; key++) {
-        h = (h ^ (uint8_t)*key) * 1099511628211ull;
-    }
-
-    return h;
 }
 
 static int run_master(void)
@@ -177,7 +150,7 @@ static int run_writer(int argc, char **argv)
         char key[64];
 
         snprintf(key, sizeof(key), "w/%d/%" PRIu64, (int)getpid(), n);
-        fill(val, len, key_seed(key));
+        test_fill(val, len, test_key_seed(key));
         dango_store_put(c, key, val, len, NULL);
     }
 
@@ -210,7 +183,7 @@ static int run_client(int argc, char **argv)
         return 1;
     }
 
-    fill(val, len, key_seed(argv[3]));
+    test_fill(val, len, test_key_seed(argv[3]));
     rc = dango_store_put(c, argv[3], val, len, NULL);
     say("PUT %d", rc);
     got = dango_store_get(c, argv[3], back, len, NULL);

@@ -35,6 +35,7 @@
 #include "common/time.h"
 #include "it_proc.h"
 #include "store/store_proto.h"
+#include "test_values.h"
 
 #ifndef STORE_PEER_PATH
 #error "STORE_PEER_PATH must name the store_peer helper"
@@ -52,41 +53,6 @@ static char                  g_node_names[MAX_NODES][256];
 static dango_store_client_t *g_client;
 
 /* ---------- helpers ---------- */
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static uint64_t key_seed(const char *key)
-{
-    uint64_t h = 1469598103934665603ull;
-
-    for (; *key != '\0'; key++) {
-        h = (h ^ (uint8_t)*key) * 1099511628211ull;
-    }
-
-    return h;
-}
-
-/* Same generator as store_peer_helper.c: values are checkable by key. */
-static void fill(void *buf, size_t len, uint64_t seed)
-{
-    uint8_t *p = buf;
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        if ((i & 7) == 0) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-        }
-
-        p[i] = (uint8_t)(s >> ((i & 7) * 8));
-    }
-}
 
 static void master_start(const char *listen)
 {
@@ -162,7 +128,7 @@ static void put_key(const char *key, size_t len,
     void *val = malloc(len);
 
     assert_non_null(val);
-    fill(val, len, key_seed(key));
+    test_fill(val, len, test_key_seed(key));
     assert_dango_ok(dango_store_put(g_client, key, val, len, cfg));
     free(val);
 }
@@ -178,7 +144,7 @@ static int64_t get_check(const char *key, size_t len)
     assert_non_null(want);
     got = dango_store_get(g_client, key, val, len, NULL);
     if (got >= 0) {
-        fill(want, len, key_seed(key));
+        test_fill(want, len, test_key_seed(key));
         assert_int_equal((int64_t)len, got);
         assert_memory_equal(want, val, len);
     }
@@ -264,7 +230,7 @@ static void roundtrip_sizes(void **state)
             lens[i] = LEN;
             outs[i] = malloc(LEN);
             assert_non_null(outs[i]);
-            fill(outs[i], LEN, key_seed(keys[i]));
+            test_fill(outs[i], LEN, test_key_seed(keys[i]));
             bufs[i] = outs[i];
         }
 
@@ -281,7 +247,7 @@ static void roundtrip_sizes(void **state)
             uint8_t *want = malloc(LEN);
 
             assert_int_equal(LEN, got[i]);
-            fill(want, LEN, key_seed(keys[i]));
+            test_fill(want, LEN, test_key_seed(keys[i]));
             assert_memory_equal(want, outs[i], LEN);
             free(want);
             free(outs[i]);
@@ -328,7 +294,7 @@ static void replica_survives_node_death(void **state)
     }
 
     /* After the client TTL the master has dropped the dead node's replicas. */
-    sleep_ms(CLIENT_TTL_MS + 1500);
+    test_sleep_ms(CLIENT_TTL_MS + 1500);
     assert_dango_ok(dango_store_stat(g_client, "r2/0", &info));
     assert_int_equal(1, info.num_replicas);
     assert_true(node_of(info.replicas[0].segment) >= 0); /* a live node */
@@ -367,7 +333,7 @@ static void writer_killed_space_reclaimed(void **state)
     it_proc_spawn(&w, argv, NULL);
     assert_int_equal(
         0, it_proc_expect(&w, "READY", line, sizeof(line), START_TIMEOUT));
-    sleep_ms(400 + (unsigned)(dango_time_ns() % 300));
+    test_sleep_ms(400 + (unsigned)(dango_time_ns() % 300));
     it_proc_kill(&w);
 
     /* Objects the writer completed stay readable. */
@@ -376,7 +342,7 @@ static void writer_killed_space_reclaimed(void **state)
 
     /* Its unfinished put is revoked when its TTL runs out; after removing
      * everything committed, no byte of the pool is still allocated. */
-    sleep_ms(CLIENT_TTL_MS + 1500);
+    test_sleep_ms(CLIENT_TTL_MS + 1500);
     assert_true(dango_store_remove_all(g_client, 1) >= 0);
     assert_dango_ok(dango_store_pool_stat(g_client, &pool));
     assert_int_equal(0, pool.keys);
@@ -491,7 +457,7 @@ static void restart_master_remount(void **state)
             break;
         }
 
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
 
     assert_int_equal(0, rc);

@@ -44,6 +44,7 @@
 #include "common/time.h"
 #include "it_proc.h"
 #include "store/store_proto.h"
+#include "test_values.h"
 
 #ifndef STORE_PEER_PATH
 #error "STORE_PEER_PATH must name the store_peer helper"
@@ -64,38 +65,6 @@ static char                  g_dir[64];
 static char                  g_mnt[128];
 
 /* ---------- helpers ---------- */
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static uint64_t key_seed(const char *key)
-{
-    uint64_t h = 1469598103934665603ull;
-
-    for (; *key != '\0'; key++) {
-        h = (h ^ (uint8_t)*key) * 1099511628211ull;
-    }
-    return h;
-}
-
-static void fill(void *buf, size_t len, uint64_t seed)
-{
-    uint8_t *p = buf;
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        if ((i & 7) == 0) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-        }
-        p[i] = (uint8_t)(s >> ((i & 7) * 8));
-    }
-}
 
 static void master_start_at(const char *listen)
 {
@@ -161,11 +130,11 @@ static void put_key(const char *key)
     int      rc;
 
     assert_non_null(val);
-    fill(val, VAL_SIZE, key_seed(key));
+    test_fill(val, VAL_SIZE, test_key_seed(key));
     do {
         rc = dango_store_put(g_client, key, val, VAL_SIZE, NULL);
         if (rc == DANGO_ENOSPC) {
-            sleep_ms(10);
+            test_sleep_ms(10);
         }
     } while ((rc == DANGO_ENOSPC) && (dango_time_ns() < deadline));
     assert_dango_ok(rc);
@@ -193,7 +162,7 @@ static int64_t get_check(const char *key)
     assert_non_null(want);
     got = dango_store_get(g_client, key, val, VAL_SIZE, NULL);
     if (got >= 0) {
-        fill(want, VAL_SIZE, key_seed(key));
+        test_fill(want, VAL_SIZE, test_key_seed(key));
         assert_int_equal(VAL_SIZE, got);
         assert_memory_equal(want, val, VAL_SIZE);
     }
@@ -219,7 +188,7 @@ static void wait_disk_keys(uint64_t n)
         if (info.disk_keys >= n) {
             return;
         }
-        sleep_ms(20);
+        test_sleep_ms(20);
     } while (dango_time_ns() < deadline);
     fail_msg("only %" PRIu64 " disk keys, want %" PRIu64, info.disk_keys, n);
 }
@@ -235,7 +204,7 @@ static void wait_segments(uint64_t n)
         if (info.segments >= n) {
             return;
         }
-        sleep_ms(20);
+        test_sleep_ms(20);
     } while (dango_time_ns() < deadline);
     fail_msg("%" PRIu64 " segments, want %" PRIu64, info.segments, n);
 }
@@ -464,7 +433,7 @@ static void fs_run(const char *path, const char *size, int *ok_p, int *gone_p)
     node_start(path, size);
     client_start();
     put_all();
-    sleep_ms(500); /* the last offloads end, failed or not */
+    test_sleep_ms(500); /* the last offloads end, failed or not */
     *ok_p   = 0;
     *gone_p = 0;
     for (int i = 0; i < NKEYS; i++) {

@@ -34,6 +34,7 @@
 #include "fixtures/md_servers.h"
 #include "it_proc.h"
 #include "metadata/etcd.h"
+#include "test_values.h"
 
 #ifndef STORE_PEER_PATH
 #error "STORE_PEER_PATH must name the store_peer helper"
@@ -55,47 +56,13 @@ static dango_store_client_t *g_client;
 
 /* ---------- helpers ---------- */
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static uint64_t key_seed(const char *key)
-{
-    uint64_t h = 1469598103934665603ull;
-
-    for (; *key != '\0'; key++) {
-        h = (h ^ (uint8_t)*key) * 1099511628211ull;
-    }
-
-    return h;
-}
-
-static void fill(void *buf, size_t len, uint64_t seed)
-{
-    uint8_t *p = buf;
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        if ((i & 7) == 0) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-        }
-
-        p[i] = (uint8_t)(s >> ((i & 7) * 8));
-    }
-}
-
 static int put_key(const char *key, size_t len)
 {
     void *val = malloc(len);
     int   rc;
 
     assert_non_null(val);
-    fill(val, len, key_seed(key));
+    test_fill(val, len, test_key_seed(key));
     rc = dango_store_put(g_client, key, val, len, NULL);
     free(val);
     return rc;
@@ -112,7 +79,7 @@ static int64_t get_check(const char *key, size_t len)
     assert_non_null(want);
     got = dango_store_get(g_client, key, val, len, NULL);
     if (got >= 0) {
-        fill(want, len, key_seed(key));
+        test_fill(want, len, test_key_seed(key));
         assert_int_equal((int64_t)len, got);
         assert_memory_equal(want, val, len);
     }
@@ -211,7 +178,7 @@ static void wait_segments(void)
         }
 
         assert_true(dango_time_ns() < deadline);
-        sleep_ms(50);
+        test_sleep_ms(50);
     }
 }
 
@@ -228,7 +195,7 @@ static void put_retry(const char *key, size_t len)
         assert_true(dango_time_ns() < deadline);
         assert_true((rc == DANGO_ENOSPC) || (rc == DANGO_ENOT_LEADER) ||
                     (rc == DANGO_ESTALE_TERM));
-        sleep_ms(20);
+        test_sleep_ms(20);
     }
 }
 
@@ -341,7 +308,7 @@ static void ha_failover_kill_leader(void **state)
         snprintf(key, sizeof(key), "before/%d", i);
         while ((got = get_check(key, 1000 + (size_t)i * 4099)) < 0) {
             assert_true(dango_time_ns() < deadline);
-            sleep_ms(100);
+            test_sleep_ms(100);
         }
     }
 
@@ -379,7 +346,7 @@ static void ha_revoked_lease_steps_down(void **state)
     assert_dango_ok(dango__etcd_lease_revoke(etcd, lease));
     dango__etcd_close(etcd);
 
-    /* The deposed leader refuses from its next renewal (TTL/3) on. */
+    /* The deposed leader refuses from its next renewal (TTL/6) on. */
     deadline = dango_time_ns() + 10 * DANGO_NSEC_PER_SEC;
     while (dango_time_ns() < deadline) {
         rc = dango_store_exist(direct, "before/0");
@@ -387,7 +354,7 @@ static void ha_revoked_lease_steps_down(void **state)
             break;
         }
 
-        sleep_ms(50);
+        test_sleep_ms(50);
     }
     assert_int_equal(DANGO_ENOT_LEADER, rc);
 
@@ -399,7 +366,7 @@ static void ha_revoked_lease_steps_down(void **state)
             break;
         }
 
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
     assert_true(now >= 0);
     assert_true(term1 > term0);
@@ -409,7 +376,7 @@ static void ha_revoked_lease_steps_down(void **state)
     deadline = dango_time_ns() + 15 * DANGO_NSEC_PER_SEC;
     while (get_check("before/3", 1000 + 3 * 4099) < 0) {
         assert_true(dango_time_ns() < deadline);
-        sleep_ms(100);
+        test_sleep_ms(100);
     }
 
     dango_store_client_destroy(direct);

@@ -31,6 +31,7 @@
 #include "http_json.h"
 #include "it_proc.h"
 #include "store/store_proto.h"
+#include "test_values.h"
 
 #ifndef CONDUCTOR_PATH
 #error "CONDUCTOR_PATH must name the dango-conductor binary"
@@ -50,25 +51,6 @@ static char                  g_node_name[2][256];
 static dango_store_client_t *g_client;
 
 /* ---------- helpers ---------- */
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static void fill(uint8_t *p, size_t len, uint64_t seed)
-{
-    uint64_t s = seed | 1;
-
-    for (size_t i = 0; i < len; i++) {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        p[i] = (uint8_t)s;
-    }
-}
 
 static long http(const char *method, const char *path, const char *body,
                  json_t **json_p, char **text_p)
@@ -105,7 +87,7 @@ static void wait_cached(const char *inst, long want)
         if (n == want) {
             return;
         }
-        sleep_ms(50);
+        test_sleep_ms(50);
     }
     fail_msg("%s caches %ld blocks, expected %ld", inst, n, want);
 }
@@ -150,7 +132,7 @@ static void put_on(const char *key, uint64_t seed, int n)
     cfg.replica_num        = 1;
     cfg.preferred_segments = pref;
     cfg.preferred_count    = 1;
-    fill(v, VLEN, seed);
+    test_fill(v, VLEN, seed);
     assert_dango_ok(dango_store_put(g_client, key, v, VLEN, &cfg));
     free(v);
     assert_true(on_node(key, n));
@@ -162,7 +144,7 @@ static void check_value(const char *key, uint64_t seed)
 
     assert_non_null(want);
     assert_non_null(got);
-    fill(want, VLEN, seed);
+    test_fill(want, VLEN, seed);
     assert_int_equal(dango_store_get(g_client, key, got, VLEN, NULL), VLEN);
     assert_memory_equal(want, got, VLEN);
     free(want);
@@ -297,7 +279,7 @@ static void events_and_replication(void **state)
         if (on_node(keys[0], 1) && on_node(keys[1], 1)) {
             break;
         }
-        sleep_ms(50);
+        test_sleep_ms(50);
     }
     assert_true(on_node(keys[0], 1));
     assert_true(on_node(keys[1], 1));
