@@ -48,9 +48,9 @@
 
 #include "common/alloc.h"
 #include "common/time.h"
+#include "metadata/md_curl.h"
 
 /* Idle curl handles kept per client. */
-#define ETCD_POOL_MAX 8
 /* Largest unary response accepted. */
 #define ETCD_RESP_MAX (512u << 20)
 /* Longest single watch message accepted. */
@@ -75,20 +75,8 @@ struct dango__etcd {
     uint64_t           connect_timeout_ns;
     uint64_t           timeout_ns;
     struct curl_slist *headers;
-    pthread_mutex_t    pool_lock;
-    CURL              *pool[ETCD_POOL_MAX];
-    size_t             pool_count;
+    dango__curl_pool_t pool;
 };
-
-/* A response body being received. */
-typedef struct etcd_buf {
-    char  *data; /* always room for a NUL */
-    size_t len;
-    size_t cap;
-    size_t max;
-    int    overflow;
-    int    nomem;
-} etcd_buf_t;
 
 struct dango__etcd_keeper {
     dango__etcd_t            *etcd;
@@ -122,14 +110,11 @@ struct dango__etcd_watch {
     int                  stopping; /* atomic */
     int                  detached; /* under lock */
     /* State of the current stream (watch thread only). */
-    etcd_buf_t line;
-    int        created;
-    int        restart; /* end this stream: compacted/canceled */
-    int        failed;  /* the stream reported an error */
+    dango__curl_buf_t line;
+    int               created;
+    int               restart; /* end this stream: compacted/canceled */
+    int               failed;  /* the stream reported an error */
 };
-
-static pthread_once_t etcd_once = PTHREAD_ONCE_INIT;
-static CURLcode       etcd_global_rc;
 
 /* ---------- base64 ---------- */
 
@@ -338,86 +323,6 @@ static int kv_parse(const json_t *jkv, int with_value, dango__etcd_kv_t *kv)
 
 /* ---------- requests ---------- */
 
-static void etcd_global_init(void)
-{
-    etcd_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static long ns_to_ms(uint64_t ns)
-{
-    uint64_t ms = (ns + DANGO_NSEC_PER_MSEC - 1) / DANGO_NSEC_PER_MSEC;
-
-    return (ms > LONG_MAX) ? LONG_MAX : (long)ms;
-}
-
-static size_t buf_write(etcd_buf_t *buf, const char *ptr, size_t n)
-{
-    if (n > buf->max - buf->len) {
-        buf->overflow = 1;
-        return 0;
-    }
-
-    if (buf->len + n + 1 > buf->cap) {
-        size_t new_cap = (buf->cap == 0) ? 4096 : buf->cap;
-        char  *grown;
-
-        while (new_cap < buf->len + n + 1) {
-            new_cap *= 2;
-        }
-
-        grown = dango_realloc(buf->data, new_cap, "etcd_body");
-        if (grown == NULL) {
-            buf->nomem = 1;
-            return 0;
-        }
-
-        buf->data = grown;
-        buf->cap  = new_cap;
-    }
-
-    memcpy(buf->data + buf->len, ptr, n);
-    buf->len += n;
-    buf->data[buf->len] = '\0';
-    return n;
-}
-
-static size_t body_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-    return buf_write(arg, ptr, size * nmemb);
-}
-
-static CURL *pool_get(dango__etcd_t *e)
-{
-    CURL *curl = NULL;
-
-    pthread_mutex_lock(&e->pool_lock);
-    if (e->pool_count > 0) {
-        curl = e->pool[--e->pool_count];
-    }
-    pthread_mutex_unlock(&e->pool_lock);
-
-    if (curl != NULL) {
-        curl_easy_reset(curl);
-        return curl;
-    }
-
-    return curl_easy_init();
-}
-
-static void pool_put(dango__etcd_t *e, CURL *curl)
-{
-    pthread_mutex_lock(&e->pool_lock);
-    if (e->pool_count < ETCD_POOL_MAX) {
-        e->pool[e->pool_count++] = curl;
-        curl                     = NULL;
-    }
-    pthread_mutex_unlock(&e->pool_lock);
-
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
-    }
-}
-
 static void etcd_url(const dango__etcd_t *e, size_t ep, const char *path,
                      char *url, size_t len)
 {
@@ -432,8 +337,8 @@ static void etcd_url(const dango__etcd_t *e, size_t ep, const char *path,
  * whether any byte of the request may have reached the server.
  */
 static int etcd_attempt(dango__etcd_t *e, size_t ep, const char *path,
-                        const char *body, etcd_buf_t *resp, long *status_p,
-                        int *sent_p)
+                        const char *body, dango__curl_buf_t *resp,
+                        long *status_p, int *sent_p)
 {
     char     errbuf[CURL_ERROR_SIZE] = "";
     char     url[512];
@@ -443,7 +348,7 @@ static int etcd_attempt(dango__etcd_t *e, size_t ep, const char *path,
     int      rc;
 
     *sent_p = 0;
-    curl    = pool_get(e);
+    curl    = dango__curl_pool_get(&e->pool);
     if (curl == NULL) {
         return DANGO_ENOMEM;
     }
@@ -453,11 +358,11 @@ static int etcd_attempt(dango__etcd_t *e, size_t ep, const char *path,
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROXY, "");
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     ns_to_ms(e->connect_timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, ns_to_ms(e->timeout_ns));
+                     dango__curl_ms(e->connect_timeout_ns));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, dango__curl_ms(e->timeout_ns));
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, e->headers);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, body_write_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, dango__curl_buf_cb);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -483,7 +388,7 @@ static int etcd_attempt(dango__etcd_t *e, size_t ep, const char *path,
     }
 
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
-    pool_put(e, curl);
+    dango__curl_pool_put(&e->pool, curl);
     return rc;
 }
 
@@ -547,13 +452,13 @@ static int etcd_call(dango__etcd_t *e, const char *path, json_t *req,
     }
 
     for (size_t i = 0; i < e->num_endpoints; i++) {
-        size_t       ep   = (start + i) % e->num_endpoints;
-        etcd_buf_t   resp = {.max = ETCD_RESP_MAX};
-        json_error_t jerr;
-        json_t      *root;
-        long         status = 0;
-        int          sent;
-        int          retry;
+        size_t            ep   = (start + i) % e->num_endpoints;
+        dango__curl_buf_t resp = {.max = ETCD_RESP_MAX};
+        json_error_t      jerr;
+        json_t           *root;
+        long              status = 0;
+        int               sent;
+        int               retry;
 
         rc = etcd_attempt(e, ep, path, body, &resp, &status, &sent);
         if (rc != 0) {
@@ -815,11 +720,9 @@ int dango__etcd_open(const char *endpoints, uint64_t connect_timeout_ns,
         n += (*p == ',');
     }
 
-    pthread_once(&etcd_once, etcd_global_init);
-    if (etcd_global_rc != CURLE_OK) {
-        dango_error("etcd: curl_global_init: %s",
-                    curl_easy_strerror(etcd_global_rc));
-        return DANGO_EMETADATA;
+    rc = dango__curl_global("etcd");
+    if (rc != 0) {
+        return rc;
     }
 
     e = dango_calloc(1, sizeof(*e), "etcd");
@@ -871,7 +774,7 @@ int dango__etcd_open(const char *endpoints, uint64_t connect_timeout_ns,
 
     e->connect_timeout_ns = connect_timeout_ns;
     e->timeout_ns         = timeout_ns;
-    pthread_mutex_init(&e->pool_lock, NULL);
+    dango__curl_pool_init(&e->pool);
     *etcd_p = e;
     return 0;
 
@@ -891,16 +794,13 @@ void dango__etcd_close(dango__etcd_t *etcd)
         return;
     }
 
-    for (size_t i = 0; i < etcd->pool_count; i++) {
-        curl_easy_cleanup(etcd->pool[i]);
-    }
+    dango__curl_pool_destroy(&etcd->pool);
 
     for (size_t i = 0; i < etcd->num_endpoints; i++) {
         dango_free(etcd->endpoints[i]);
     }
 
     curl_slist_free_all(etcd->headers);
-    pthread_mutex_destroy(&etcd->pool_lock);
     dango_free(etcd->endpoints);
     dango_free(etcd);
 }
@@ -1695,7 +1595,7 @@ static size_t watch_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
     char                *nl;
     size_t               used;
 
-    if (buf_write(&w->line, ptr, n) != n) {
+    if (dango__curl_buf_write(&w->line, ptr, n) != n) {
         dango_warn("etcd watch: message larger than %u bytes or no memory",
                    ETCD_WATCH_LINE_MAX);
         w->failed = 1;
@@ -1770,7 +1670,7 @@ static void watch_stream(dango__etcd_watch_t *w)
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROXY, "");
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     ns_to_ms(w->etcd->connect_timeout_ns));
+                     dango__curl_ms(w->etcd->connect_timeout_ns));
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, w->etcd->headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_write_cb);

@@ -41,9 +41,9 @@
 
 #include "common/alloc.h"
 #include "common/time.h"
+#include "metadata/md_curl.h"
 
 /* Idle curl handles kept per metadata handle (and so open connections). */
-#define MD_HTTP_POOL_MAX 8
 /* Largest list response accepted (a JSON array of keys). */
 #define MD_HTTP_LIST_MAX (64u << 20)
 /* Path used when the connection string names none. */
@@ -53,105 +53,10 @@ typedef struct md_http {
     dango_md_t         super;
     char              *base_url; /* "http://host:port/path" */
     struct curl_slist *headers;  /* shared by all requests; read-only */
-    pthread_mutex_t    pool_lock;
-    CURL              *pool[MD_HTTP_POOL_MAX];
-    size_t             pool_count;
+    dango__curl_pool_t pool;
 } md_http_t;
 
-/* A response body being received. */
-typedef struct md_http_buf {
-    char  *data; /* from dango_malloc(), always room for a NUL */
-    size_t len;
-    size_t cap;
-    size_t max; /* larger bodies abort the transfer */
-    int    overflow;
-    int    nomem;
-} md_http_buf_t;
-
-static pthread_once_t md_http_once = PTHREAD_ONCE_INIT;
-static CURLcode       md_http_global_rc;
-
 /* ---------- private functions ---------- */
-
-static void http_global_init(void)
-{
-    md_http_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static long ns_to_ms(uint64_t ns)
-{
-    uint64_t ms = (ns + DANGO_NSEC_PER_MSEC - 1) / DANGO_NSEC_PER_MSEC;
-
-    return (ms > LONG_MAX) ? LONG_MAX : (long)ms;
-}
-
-static size_t http_write_cb(char *ptr, size_t size, size_t nmemb,
-                            void *userdata)
-{
-    md_http_buf_t *buf = userdata;
-    size_t         n   = size * nmemb;
-
-    if (n > buf->max - buf->len) {
-        buf->overflow = 1;
-        return 0; /* curl aborts with CURLE_WRITE_ERROR */
-    }
-
-    if (buf->len + n + 1 > buf->cap) {
-        size_t new_cap = (buf->cap == 0) ? 4096 : buf->cap;
-        char  *grown;
-
-        while (new_cap < buf->len + n + 1) {
-            new_cap *= 2;
-        }
-
-        grown = dango_realloc(buf->data, new_cap, "md_http_body");
-        if (grown == NULL) {
-            buf->nomem = 1;
-            return 0;
-        }
-
-        buf->data = grown;
-        buf->cap  = new_cap;
-    }
-
-    memcpy(buf->data + buf->len, ptr, n);
-    buf->len += n;
-    buf->data[buf->len] = '\0';
-    return n;
-}
-
-static CURL *pool_get(md_http_t *h)
-{
-    CURL *curl = NULL;
-
-    pthread_mutex_lock(&h->pool_lock);
-    if (h->pool_count > 0) {
-        curl = h->pool[--h->pool_count];
-    }
-    pthread_mutex_unlock(&h->pool_lock);
-
-    if (curl != NULL) {
-        /* Clears options; keeps the connection and DNS caches. */
-        curl_easy_reset(curl);
-        return curl;
-    }
-
-    return curl_easy_init();
-}
-
-static void pool_put(md_http_t *h, CURL *curl)
-{
-    pthread_mutex_lock(&h->pool_lock);
-    if (h->pool_count < MD_HTTP_POOL_MAX) {
-        h->pool[h->pool_count++] = curl;
-        curl                     = NULL;
-    }
-    pthread_mutex_unlock(&h->pool_lock);
-
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
-    }
-}
 
 /* Maps an unexpected HTTP status to an error code, logging real failures. */
 static int http_status_err(const md_http_t *h, const char *method,
@@ -184,7 +89,8 @@ static int http_status_err(const md_http_t *h, const char *method,
  */
 static int http_request(md_http_t *h, const char *method, const char *param,
                         const char *arg, const void *body, size_t body_len,
-                        uint64_t ttl_ms, md_http_buf_t *resp, long *status_p)
+                        uint64_t ttl_ms, dango__curl_buf_t *resp,
+                        long *status_p)
 {
     char     errbuf[CURL_ERROR_SIZE] = "";
     char    *escaped;
@@ -194,7 +100,7 @@ static int http_request(md_http_t *h, const char *method, const char *param,
     CURLcode code;
     int      rc;
 
-    curl = pool_get(h);
+    curl = dango__curl_pool_get(&h->pool);
     if (curl == NULL) {
         dango_error("md http %s: curl_easy_init failed", h->base_url);
         return DANGO_ENOMEM;
@@ -225,12 +131,12 @@ static int http_request(md_http_t *h, const char *method, const char *param,
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROXY, "");
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     ns_to_ms(h->super.config.connect_timeout_ns));
+                     dango__curl_ms(h->super.config.connect_timeout_ns));
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
-                     ns_to_ms(h->super.config.timeout_ns));
+                     dango__curl_ms(h->super.config.timeout_ns));
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_write_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, dango__curl_buf_cb);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
 
     if (strcmp(method, "PUT") == 0) {
@@ -270,17 +176,17 @@ static int http_request(md_http_t *h, const char *method, const char *param,
 out_free_escaped:
     curl_free(escaped);
 out_pool_put:
-    pool_put(h, curl);
+    dango__curl_pool_put(&h->pool, curl);
     return rc;
 }
 
 static int md_http_get(dango_md_t *md, const char *key, char **value_p,
                        size_t *len_p)
 {
-    md_http_t    *h    = dango_container_of(md, md_http_t, super);
-    md_http_buf_t resp = {.max = DANGO_MD_VALUE_MAX};
-    long          status;
-    int           rc;
+    md_http_t        *h    = dango_container_of(md, md_http_t, super);
+    dango__curl_buf_t resp = {.max = DANGO_MD_VALUE_MAX};
+    long              status;
+    int               rc;
 
     rc = http_request(h, "GET", "key", key, NULL, 0, 0, &resp, &status);
     if (rc != 0) {
@@ -312,10 +218,10 @@ out_free:
 static int md_http_put(dango_md_t *md, const char *key, const void *value,
                        size_t len, uint64_t ttl_ms)
 {
-    md_http_t    *h    = dango_container_of(md, md_http_t, super);
-    md_http_buf_t resp = {.max = 4096};
-    long          status;
-    int           rc;
+    md_http_t        *h    = dango_container_of(md, md_http_t, super);
+    dango__curl_buf_t resp = {.max = 4096};
+    long              status;
+    int               rc;
 
     rc = http_request(h, "PUT", "key", key, value, len, ttl_ms, &resp, &status);
     if ((rc == 0) && (status != 200) && (status != 201) && (status != 204)) {
@@ -328,10 +234,10 @@ static int md_http_put(dango_md_t *md, const char *key, const void *value,
 
 static int md_http_del(dango_md_t *md, const char *key)
 {
-    md_http_t    *h    = dango_container_of(md, md_http_t, super);
-    md_http_buf_t resp = {.max = 4096};
-    long          status;
-    int           rc;
+    md_http_t        *h    = dango_container_of(md, md_http_t, super);
+    dango__curl_buf_t resp = {.max = 4096};
+    long              status;
+    int               rc;
 
     rc = http_request(h, "DELETE", "key", key, NULL, 0, 0, &resp, &status);
     if ((rc == 0) && (status != 200) && (status != 204)) {
@@ -349,7 +255,7 @@ static int key_cmp(const void *a, const void *b)
 
 /* Turns a JSON array of strings into a sorted key array. */
 static int http_parse_list(const md_http_t *h, const char *prefix,
-                           const md_http_buf_t *resp, char ***keys_p,
+                           const dango__curl_buf_t *resp, char ***keys_p,
                            size_t *count_p)
 {
     json_error_t jerr;
@@ -412,10 +318,10 @@ out_decref:
 static int md_http_list(dango_md_t *md, const char *prefix, char ***keys_p,
                         size_t *count_p)
 {
-    md_http_t    *h    = dango_container_of(md, md_http_t, super);
-    md_http_buf_t resp = {.max = MD_HTTP_LIST_MAX};
-    long          status;
-    int           rc;
+    md_http_t        *h    = dango_container_of(md, md_http_t, super);
+    dango__curl_buf_t resp = {.max = MD_HTTP_LIST_MAX};
+    long              status;
+    int               rc;
 
     rc = http_request(h, "GET", "prefix", prefix, NULL, 0, 0, &resp, &status);
     if (rc != 0) {
@@ -444,12 +350,8 @@ static void md_http_close(dango_md_t *md)
 {
     md_http_t *h = dango_container_of(md, md_http_t, super);
 
-    for (size_t i = 0; i < h->pool_count; i++) {
-        curl_easy_cleanup(h->pool[i]);
-    }
-
+    dango__curl_pool_destroy(&h->pool);
     curl_slist_free_all(h->headers);
-    pthread_mutex_destroy(&h->pool_lock);
     dango_free(h->base_url);
     dango_free(h);
 }
@@ -557,11 +459,9 @@ int dango__md_http_open(const char *rest, const dango__md_config_t *config,
         return DANGO_EINVAL;
     }
 
-    pthread_once(&md_http_once, http_global_init);
-    if (md_http_global_rc != CURLE_OK) {
-        dango_error("md http: curl_global_init: %s",
-                    curl_easy_strerror(md_http_global_rc));
-        return DANGO_EMETADATA;
+    rc = dango__curl_global("md http");
+    if (rc != 0) {
+        return rc;
     }
 
     h = dango_calloc(1, sizeof(*h), "md_http");
@@ -594,7 +494,7 @@ int dango__md_http_open(const char *rest, const dango__md_config_t *config,
     }
 
     h->headers = hdr;
-    pthread_mutex_init(&h->pool_lock, NULL);
+    dango__curl_pool_init(&h->pool);
     h->super.ops    = &md_http_ops;
     h->super.config = *config;
     *md_p           = &h->super;

@@ -34,6 +34,7 @@
 
 #include "common/alloc.h"
 #include "common/log_limit.h"
+#include "metadata/md_curl.h"
 #include "store/store_proto.h"
 
 /* Bodies waiting for the conductor, at most. */
@@ -59,13 +60,6 @@ struct sc_events {
 };
 
 static dango_log_limit_t sc_ev_log_limit = DANGO_LOG_LIMIT_INIT(5);
-static pthread_once_t    sc_ev_once      = PTHREAD_ONCE_INIT;
-static CURLcode          sc_ev_global_rc;
-
-static void ev_global_init(void)
-{
-    sc_ev_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 /* The conductor's reply is not needed: read and dropped. */
 static size_t ev_discard(char *ptr, size_t size, size_t nmemb, void *arg)
@@ -317,11 +311,9 @@ int dango__sc_events_start(dango_store_client_t *c)
         return DANGO_ECONFIG;
     }
 
-    pthread_once(&sc_ev_once, ev_global_init);
-    if (sc_ev_global_rc != CURLE_OK) {
-        dango_error("store client: curl_global_init: %s",
-                    curl_easy_strerror(sc_ev_global_rc));
-        return DANGO_ENOMEM;
+    rc = dango__curl_global("store client: KV events");
+    if (rc != 0) {
+        return rc;
     }
 
     ev = dango_calloc(1, sizeof(*ev), "store_events");
