@@ -65,37 +65,11 @@ static int parse_args(int argc, char **argv, dango_config_t *cfg)
     static const char *const prefixes[] = {"CONDUCTOR", NULL};
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int         rc;
+        int rc =
+            app_daemon_arg(PROG, cfg, prefixes, argc, argv, &i, help, usage);
 
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            help();
-            return 0;
-        }
-
-        if (!strcmp(a, "--version")) {
-            printf(PROG " %s\n", dango_version_string());
-            return 0;
-        }
-
-        rc = app_common_flag(PROG, cfg, argc, argv, &i);
-        if (rc < 0) {
-            return 2;
-        }
-
-        if (rc == 0) {
-            continue;
-        }
-
-        rc = app_flag_option(PROG, cfg, prefixes, argc, argv, &i);
-        if (rc < 0) {
-            return 2;
-        }
-
-        if (rc > 0) {
-            app_bad_arg(PROG, a, PROG " --help");
-            usage(stderr);
-            return 2;
+        if (rc >= 0) {
+            return rc;
         }
     }
 

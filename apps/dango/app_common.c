@@ -513,3 +513,41 @@ int app_common_flag(const char *prog, dango_config_t *cfg, int argc,
 
     return 1;
 }
+
+int app_daemon_arg(const char *prog, dango_config_t *cfg,
+                   const char *const *prefixes, int argc, char **argv, int *i,
+                   void (*help)(void), void (*usage)(FILE *))
+{
+    const char *a = argv[*i];
+    char        hint[96];
+    int         rc;
+
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        help();
+        return 0;
+    }
+
+    if (!strcmp(a, "--version")) {
+        printf("%s %s\n", prog, dango_version_string());
+        return 0;
+    }
+
+    rc = app_common_flag(prog, cfg, argc, argv, i);
+    if (rc <= 0) {
+        return (rc < 0) ? 2 : -1;
+    }
+
+    rc = app_flag_option(prog, cfg, prefixes, argc, argv, i);
+    if (rc < 0) {
+        return 2;
+    }
+
+    if (rc > 0) {
+        snprintf(hint, sizeof(hint), "%s --help", prog);
+        app_bad_arg(prog, a, hint);
+        usage(stderr);
+        return 2;
+    }
+
+    return -1;
+}

@@ -135,6 +135,17 @@ const char **app_param_find(const app_param_t *params, size_t n, void *args,
 int app_common_flag(const char *prog, dango_config_t *cfg, int argc,
                     char **argv, int *i);
 
+/*
+ * One argument of a daemon's command line, argv[*i]: "-h"/"--help" (runs
+ * @help), "--version", a flag of app_common_flag(), or an option flag of
+ * the tables of @prefixes (app_flag_option()). Returns -1 when it was
+ * taken (*i advanced past its value; go on), else the exit status: 0 after
+ * help or version, 2 on a usage error (printed, @usage to stderr).
+ */
+int app_daemon_arg(const char *prog, dango_config_t *cfg,
+                   const char *const *prefixes, int argc, char **argv, int *i,
+                   void (*help)(void), void (*usage)(FILE *));
+
 /* Error line "<prog>: <what>: <strerror> (<ERRNAME>)" on stderr. */
 void app_error(const char *prog, const char *what, int rc);
 
