@@ -212,6 +212,9 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     tsegs = dango_calloc(n, sizeof(*tsegs), "store_copy");
     if ((good == NULL) || (map == NULL) || (ok == NULL) || (bad == NULL) ||
         (sub == NULL) || (tsegs == NULL)) {
+        for (size_t i = 0; i < n; i++) {
+            results[i] = DANGO_ENOMEM;
+        }
         rc = DANGO_ENOMEM;
         goto out;
     }
@@ -291,6 +294,12 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     }
 
 out:
+    if (rc != 0) {
+        /* The call failed as a whole: no key counts as copied. */
+        for (size_t j = 0; j < ngood; j++) {
+            results[map[j]] = rc;
+        }
+    }
     if (resp != NULL) {
         dango__store__copy_start_resp__free_unpacked(resp, NULL);
     }

@@ -960,6 +960,8 @@ static int rpc_kv_events(dango_store_master_t *m, dango_rpc_call_t *call,
         evp = dango_malloc(q->n * sizeof(*evp), "master_kv_reply");
         if ((ev == NULL) || (evp == NULL)) {
             rc = DANGO_ENOMEM;
+            dango__store_ms_kv_untake(m->st, cid_of(msg->client), q);
+            q = NULL; /* back in place for the next poll */
         } else {
             for (size_t i = 0; i < q->n; i++) {
                 dango__store__kv_event__init(&ev[i]);

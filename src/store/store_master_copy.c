@@ -43,7 +43,7 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     ms_ver_t          *cur, *cv;
     ms_seg_t          *seg = NULL;
     uint64_t           off = 0;
-    size_t             tlen;
+    size_t             tlen, before;
     int                rc = dango__store_ms_key_check(k);
 
     if (rc != 0) {
@@ -107,9 +107,11 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     cv->rep[0].off    = off;
     cv->rep[0].status = DANGO_STORE_REPLICA_PROCESSING;
     dango_list_add_tail(&seg->replicas, &cv->rep[0].seg_link);
+    before = st->nparked;
     dango__store_ms_ver_park(st, cv, now + st->p.put_release_ms, now);
-    if (cv->heap_idx == SIZE_MAX) {
-        return DANGO_ENOMEM; /* the park freed it (no memory for the heap) */
+    if (st->nparked == before) {
+        /* The park freed it (no memory for the heap): @cv is gone. */
+        return DANGO_ENOMEM;
     }
 
     dango__store_ms_obj_lease(st, o, now);

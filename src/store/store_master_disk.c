@@ -826,6 +826,15 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
 
     cid.hi = msg->client->hi;
     cid.lo = msg->client->lo;
+    if (dango__store_ms_client_find(st, cid) == NULL) {
+        /* Only a mounted client has a disk tier: mount first. */
+        Dango__Store__DiskPollResp resp = DANGO__STORE__DISK_POLL_RESP__INIT;
+
+        resp.status = DANGO_ENEED_REMOUNT;
+        dango__store__disk_poll_req__free_unpacked(msg, NULL);
+        dango_rpc_reply_pb(call, 0, &resp.base);
+        return 0;
+    }
     dango__store_ms_client_touch(st, cid, now);
     dn = dnode_find(d, cid);
     if ((dn != NULL) && msg->reset) {
@@ -874,8 +883,10 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
         Dango__Store__DiskRecord *r = msg->records[i];
 
         if ((r->key.len == 0) || (r->key.len > DANGO_STORE_KEY_MAX) ||
-            (r->size == 0)) {
-            continue;
+            (r->size == 0) || (r->size > MS_SEG_MAX) ||
+            (dango_store_rec_size(r->key.len, r->size) > msg->capacity) ||
+            (memchr(r->key.data, '\0', r->key.len) != NULL)) {
+            continue; /* not a record this tier can hold */
         }
         if (dobj_set(d, dn, (const char *)r->key.data, r->key.len, r->put_id,
                      r->size, r->checksum, r->off) != 0) {
@@ -995,6 +1006,12 @@ static int rpc_disk_load(dango_store_master_t *m, dango_rpc_call_t *call,
         ms_dtask_t      *t;
         ms_obj_t        *o;
 
+        ms_key_t k = {key, klen};
+
+        it->status = dango__store_ms_key_check(&k);
+        if (it->status != 0) {
+            continue; /* empty or too long: refused like every handler */
+        }
         it->status = DANGO_ENO_OBJECT;
         it->key    = dango_malloc(klen + 1, "disk_wait_key");
         if (it->key == NULL) {

@@ -260,6 +260,34 @@ static void kv_events_follow_the_segment(void **state)
     dango__store_ms_destroy(st);
 }
 
+/* A queue whose reply could not be built goes back (or counts as dropped):
+ * the consumer never silently misses events. */
+static void kv_events_survive_a_failed_reply(void **state)
+{
+    ms_state_t *st = two_nodes();
+    ms_kv_q_t  *q  = NULL;
+    char        ev[256];
+
+    (void)state;
+    assert_int_equal(kv_take(st, 2, ev, sizeof(ev)), 0);
+    (void)put_on(st, "a", "node-b", T0);
+    assert_dango_ok(dango__store_ms_kv_take(st, tm_cid(2), &q));
+    assert_int_equal(q->n, 1);
+    dango__store_ms_kv_untake(st, tm_cid(2), q); /* nothing new: requeued */
+    assert_int_equal(kv_take(st, 2, ev, sizeof(ev)), 1);
+    assert_string_equal(ev, "+a ");
+
+    (void)put_on(st, "b", "node-b", T0);
+    assert_dango_ok(dango__store_ms_kv_take(st, tm_cid(2), &q));
+    (void)put_on(st, "c", "node-b", T0);
+    dango__store_ms_kv_untake(st, tm_cid(2), q); /* new ones: counted */
+    assert_dango_ok(dango__store_ms_kv_take(st, tm_cid(2), &q));
+    assert_int_equal(q->n, 1);
+    assert_int_equal(q->dropped, 1);
+    dango__store_ms_kv_free(q);
+    dango__store_ms_destroy(st);
+}
+
 static void kv_events_are_bounded(void **state)
 {
     ms_state_t *st = two_nodes();
@@ -293,6 +321,8 @@ int main(void)
         cmocka_unit_test_teardown(copy_to_a_full_node, tm_teardown),
         cmocka_unit_test_teardown(kv_events_follow_the_segment, tm_teardown),
         cmocka_unit_test_teardown(kv_events_are_bounded, tm_teardown),
+        cmocka_unit_test_teardown(kv_events_survive_a_failed_reply,
+                                  tm_teardown),
     };
 
     dango_test_quiet_logs();
