@@ -12,15 +12,20 @@
  * which moves the region into the object's current version as a COMPLETE
  * replica if that version is still the one copied; then the client writes
  * the commit word, so a rebuild finds the copy as another replica of the
- * same put. CopyEnd finds its copy by scanning the parked heap (copies in
- * flight are few; parked versions are otherwise only stale puts and values
- * under read lease).
+ * same put.
  */
 #include "store/store_master_int.h"
 
 #include <string.h>
 
 #include "common/alloc.h"
+
+/* A copy in flight in st->copies, by id. */
+typedef struct ms_copy {
+    dango_hmap_node_t node; /* key = &id */
+    uint64_t          id;
+    ms_ver_t         *v;
+} ms_copy_t;
 
 static int ver_on_name(const ms_ver_t *v, const ms_name_t *name)
 {
@@ -43,6 +48,7 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     ms_ver_t          *cur, *cv;
     ms_seg_t          *seg = NULL;
     uint64_t           off = 0;
+    ms_copy_t         *ce;
     size_t             tlen, before;
     int                rc = dango__store_ms_key_check(k);
 
@@ -107,6 +113,18 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     cv->rep[0].off    = off;
     cv->rep[0].status = DANGO_STORE_REPLICA_PROCESSING;
     dango_list_add_tail(&seg->replicas, &cv->rep[0].seg_link);
+    ce = dango_calloc(1, sizeof(*ce), "master_copy");
+    if (ce == NULL) {
+        cv->copy_id = 0;
+        dango__store_ms_ver_free(st, cv);
+        return DANGO_ENOMEM;
+    }
+    ce->id           = cv->copy_id;
+    ce->v            = cv;
+    ce->node.key     = &ce->id;
+    ce->node.key_len = sizeof(ce->id);
+    ce->node.hash    = dango_hmap_hash(&ce->id, sizeof(ce->id));
+    dango_hmap_insert(&st->copies, &ce->node);
     before = st->nparked;
     dango__store_ms_ver_park(st, cv, now + st->p.put_release_ms, now);
     if (st->nparked == before) {
@@ -120,17 +138,33 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     return 0;
 }
 
+static ms_copy_t *copy_lookup(ms_state_t *st, uint64_t copy_id)
+{
+    dango_hmap_node_t *n =
+        dango_hmap_find(&st->copies, &copy_id, sizeof(copy_id),
+                        dango_hmap_hash(&copy_id, sizeof(copy_id)));
+
+    return (n != NULL) ? dango_container_of(n, ms_copy_t, node) : NULL;
+}
+
 static ms_ver_t *copy_find(ms_state_t *st, ms_cid_t cid, uint64_t copy_id)
 {
-    for (size_t i = 0; i < st->nparked; i++) {
-        ms_ver_t *v = st->parked[i];
+    ms_copy_t *e = copy_lookup(st, copy_id);
 
-        if ((v->copy_id == copy_id) && (v->cid.hi == cid.hi) &&
-            (v->cid.lo == cid.lo)) {
-            return v;
-        }
+    if ((e == NULL) || (e->v->cid.hi != cid.hi) || (e->v->cid.lo != cid.lo)) {
+        return NULL;
     }
-    return NULL;
+    return e->v;
+}
+
+void dango__store_ms_copy_forget(ms_state_t *st, const ms_ver_t *v)
+{
+    ms_copy_t *e = copy_lookup(st, v->copy_id);
+
+    if ((e != NULL) && (e->v == v)) {
+        dango_hmap_remove(&st->copies, &e->node);
+        dango_free(e);
+    }
 }
 
 int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
@@ -152,7 +186,9 @@ int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     }
 
     dango__store_ms_ver_unpark(st, cv);
-    o = dango__store_ms_obj_lookup(st, k);
+    dango__store_ms_copy_forget(st, cv);
+    cv->copy_id = 0; /* an ordinary version from here on */
+    o           = dango__store_ms_obj_lookup(st, k);
     if (revoke || (cv->nlive == 0) || (o == NULL) || (o->cur == NULL) ||
         (o->cur->put_id != cv->put_id)) {
         dango__store_ms_ver_free(st, cv);

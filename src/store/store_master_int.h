@@ -265,8 +265,9 @@ struct ms_state {
     uint64_t          rebuild_until; /* ms: node reports accepted before */
     uint64_t          first_seen;    /* ms of the first client contact */
     dango_hmap_t      ghosts;        /* lost objects (store_master_ghost.c) */
-    dango_list_link_t ghost_fifo;    /* the same, oldest first */
-    uint64_t          restored;      /* objects rebuilt from reports */
+    dango_hmap_t      copies; /* copies in flight by id (store_master_copy.c) */
+    dango_list_link_t ghost_fifo; /* the same, oldest first */
+    uint64_t          restored;   /* objects rebuilt from reports */
     uint64_t          rng;
     uint64_t          capacity;
     uint64_t          used;
@@ -471,6 +472,9 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
  */
 int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
                              uint64_t copy_id, int revoke, uint64_t now);
+
+/* Drops the id index entry of copy @v (copy_id != 0) being freed. */
+void dango__store_ms_copy_forget(ms_state_t *st, const ms_ver_t *v);
 
 /* KV events queued for one client (store_master_kv.c). */
 typedef struct ms_kv_ev {

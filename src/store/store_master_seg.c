@@ -487,6 +487,11 @@ int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
     if (rc != 0) {
         goto err_names;
     }
+    rc = dango_hmap_init(&st->copies, 0);
+    if (rc != 0) {
+        dango_hmap_cleanup(&st->ghosts);
+        goto err_names;
+    }
 
     dango_list_init(&st->inflight);
     dango_list_init(&st->ghost_fifo);
@@ -541,6 +546,9 @@ void dango__store_ms_destroy(ms_state_t *st)
     dango_hmap_iter_end(&it);
 
     for (size_t i = 0; i < st->nparked; i++) {
+        if (st->parked[i]->copy_id != 0) {
+            dango__store_ms_copy_forget(st, st->parked[i]);
+        }
         dango_free(st->parked[i]);
     }
 
@@ -561,6 +569,7 @@ void dango__store_ms_destroy(ms_state_t *st)
 
     dango__store_ms_ghost_forget_match(st, NULL);
     dango_hmap_cleanup(&st->ghosts);
+    dango_hmap_cleanup(&st->copies);
     dango_hmap_cleanup(&st->objs);
     dango_hmap_cleanup(&st->clients);
     dango_hmap_cleanup(&st->segs_by_id);
@@ -904,6 +913,9 @@ void dango__store_ms_rep_drop(ms_state_t *st, ms_rep_t *r)
 
 void dango__store_ms_ver_free(ms_state_t *st, ms_ver_t *v)
 {
+    if (v->copy_id != 0) {
+        dango__store_ms_copy_forget(st, v);
+    }
     for (unsigned i = 0; i < v->nrep; i++) {
         if (v->rep[i].seg != NULL) {
             rep_detach(st, &v->rep[i], 1);
@@ -966,6 +978,9 @@ void dango__store_ms_ver_lost(ms_state_t *st, ms_ver_t *v)
     if (o == NULL) {
         if (v->heap_idx != SIZE_MAX) {
             heap_remove(st, v);
+        }
+        if (v->copy_id != 0) {
+            dango__store_ms_copy_forget(st, v);
         }
         dango_free(v);
         return;
