@@ -16,8 +16,8 @@
  *                   then SIGCONT: it must have stepped down
  *   restart-etcd    etcd stopped and started again on the same data
  *
- * The clients (tests/fixtures/chaos_client.c) put values derived from their keys and
- * read earlier ones back; every put acknowledged is recorded with the
+ * The clients (tests/fixtures/chaos_client.c) put values derived from their
+ * keys and read earlier ones back; every put acknowledged is recorded with the
  * segments its replicas were placed on. At the end every fault is healed
  * and every acknowledged key is read back by this process. Printed, one
  * JSON object: operations attempted, succeeded, failed (each failure a
