@@ -209,6 +209,20 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "ghosts_dropped_total", "counter",
            "lost objects forgotten (more than 1M at once)",
            st->c.ghosts_dropped);
+    metric(&t, "fence_regions_total", "counter",
+           "regions of a departed segment kept from new puts (late writes)",
+           st->c.fence_regions);
+    metric(&t, "fence_claimed_total", "counter",
+           "fenced regions taken back by a node's record", st->c.fence_claimed);
+    metric(&t, "fence_released_total", "counter",
+           "fenced regions freed once no late write could come",
+           st->c.fence_released);
+    metric(&t, "fence_dropped_total", "counter",
+           "regions not fenced (more than 65536 per segment, or no memory)",
+           st->c.fence_dropped);
+    metric(&t, "fenced_bytes", "gauge",
+           "bytes of segments held by fences against late writes",
+           st->fenced_bytes);
     metric(&t, "leases_granted_total", "counter", "read leases granted",
            st->c.leases_granted);
     {

@@ -175,7 +175,6 @@ int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     ms_rep_t *r;
     int       rc = dango__store_ms_key_check(k);
 
-    (void)now;
     if (rc != 0) {
         return rc;
     }
@@ -215,6 +214,7 @@ int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     dango_list_add_tail(&r->seg->replicas, &r->seg_link);
     cur->nrep++;
     cur->nlive++;
+    cur->end = now; /* its commit word follows */
     dango_free(cv);
 
     dango__store_ms_kv_rep(st, o, r, 1);

@@ -204,6 +204,7 @@ struct ms_ver {
     uint64_t          checksum; /* xxh3-64 of the value */
     uint64_t          rec_len;  /* record bytes of each replica */
     uint64_t          start;    /* ms of PutStart */
+    uint64_t          end;      /* ms of PutEnd (or CopyEnd), else 0 */
     uint64_t          free_at;  /* parked: ms when the regions are freed */
     uint64_t          soft_pin_ttl;
     size_t            heap_idx; /* parked: index in st->parked */
@@ -243,6 +244,10 @@ typedef struct ms_counters {
     uint64_t tombs_dropped;   /* tombs beyond MS_TOMB_MAX */
     uint64_t ghosts_dropped;  /* ghosts forgotten beyond MS_GHOST_MAX */
     uint64_t ghosts_restored; /* lost objects a node gave back later */
+    uint64_t fence_regions;   /* regions fenced when a segment went away */
+    uint64_t fence_claimed;   /* fenced regions a node's record took back */
+    uint64_t fence_released;  /* fenced regions freed when their time was up */
+    uint64_t fence_dropped;   /* beyond MS_FENCE_MAX, or no memory */
     uint64_t leases_granted;
 } ms_counters_t;
 
@@ -266,8 +271,11 @@ struct ms_state {
     uint64_t          first_seen;    /* ms of the first client contact */
     dango_hmap_t      ghosts;        /* lost objects (store_master_ghost.c) */
     dango_hmap_t      copies; /* copies in flight by id (store_master_copy.c) */
-    dango_list_link_t ghost_fifo; /* the same, oldest first */
-    uint64_t          restored;   /* objects rebuilt from reports */
+    dango_hmap_t      fences; /* by segment id (store_master_fence.c) */
+    uint64_t          fence_next;   /* ms of the next fence expiry */
+    uint64_t          fenced_bytes; /* reserved by applied fences */
+    dango_list_link_t ghost_fifo;   /* the same, oldest first */
+    uint64_t          restored;     /* objects rebuilt from reports */
     uint64_t          rng;
     uint64_t          capacity;
     uint64_t          used;
@@ -527,6 +535,28 @@ int dango__store_ms_ghost_match(ms_state_t *st, const ms_key_t *k,
 void dango__store_ms_ghost_forget(ms_state_t *st, const ms_key_t *k);
 /* Forgets the ghosts whose key matches @re (NULL: all); their count. */
 size_t dango__store_ms_ghost_forget_match(ms_state_t *st, const regex_t *re);
+
+/*
+ * Fences against late writes into a segment that went away and came back
+ * (store_master_fence.c), at most this many regions per segment.
+ */
+#define MS_FENCE_MAX 65536
+
+/* Remembers the region of @r (on @seg, being destroyed at @now) for as long
+ * as a write into it may still come. */
+void dango__store_ms_fence_add(ms_state_t *st, ms_seg_t *seg, const ms_rep_t *r,
+                               uint64_t now);
+/* @seg is being freed: its fence (if applied) waits for its next return. */
+void dango__store_ms_fence_detach(ms_state_t *st, ms_seg_t *seg);
+/* A segment was created: reserves the regions still fenced under its id. */
+void dango__store_ms_fence_apply(ms_state_t *st, ms_seg_t *seg, uint64_t now);
+/* A node reports a record in a fenced region of exactly (@off, @asz): the
+ * region is the record's (kept reserved). 0, or DANGO_ENOENT. */
+int dango__store_ms_fence_claim(ms_state_t *st, ms_seg_t *seg, uint64_t off,
+                                uint64_t asz);
+/* Frees the fenced regions whose time is up. */
+void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now);
+void dango__store_ms_fence_destroy(ms_state_t *st);
 
 /* Version helpers shared with the copy code. */
 ms_ver_t *dango__store_ms_ver_grow(ms_ver_t *v);

@@ -389,6 +389,7 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
             v->rep[i].status = DANGO_STORE_REPLICA_COMPLETE;
         }
     }
+    v->end = now;
 
     old    = o->cur;
     o->cur = v;
@@ -1075,7 +1076,8 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
 
     asz = (rec_len + seg->granule - 1) / seg->granule * seg->granule;
     if ((off % seg->granule != 0) ||
-        (dango__store_alloc_reserve(seg->alloc, off, asz) != 0)) {
+        ((dango__store_alloc_reserve(seg->alloc, off, asz) != 0) &&
+         (dango__store_ms_fence_claim(st, seg, off, asz) != 0))) {
         return 1; /* overlaps what is already there */
     }
 

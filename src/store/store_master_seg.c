@@ -227,6 +227,7 @@ static void seg_free(ms_state_t *st, ms_seg_t *seg)
 {
     ms_seg_t *last = st->segs[--st->nsegs];
 
+    dango__store_ms_fence_detach(st, seg);
     last->idx          = seg->idx;
     st->segs[seg->idx] = last;
     dango_hmap_remove(&st->segs_by_id, &seg->node);
@@ -250,7 +251,7 @@ static void recompute_max_capacity(ms_state_t *st)
 }
 
 /* Unmounts @seg: its regions vanish with its allocator. */
-static void seg_destroy(ms_state_t *st, ms_seg_t *seg)
+static void seg_destroy(ms_state_t *st, ms_seg_t *seg, uint64_t now)
 {
     ms_rep_t *r;
     ms_rep_t *tmp;
@@ -266,6 +267,7 @@ static void seg_destroy(ms_state_t *st, ms_seg_t *seg)
     {
         ms_ver_t *v = r->ver;
 
+        dango__store_ms_fence_add(st, seg, r, now);
         rep_detach(st, r, 0);
         dango__store_ms_ver_lost(st, v);
         nrep++;
@@ -316,7 +318,8 @@ static int cid_eq(ms_cid_t a, ms_cid_t b)
     return (a.hi == b.hi) && (a.lo == b.lo);
 }
 
-static int seg_create(ms_state_t *st, ms_client_t *c, const ms_seg_desc_t *d)
+static int seg_create(ms_state_t *st, ms_client_t *c, const ms_seg_desc_t *d,
+                      uint64_t now)
 {
     dango_store_alloc_stats_t stats;
     ms_seg_t                 *seg;
@@ -379,6 +382,7 @@ static int seg_create(ms_state_t *st, ms_client_t *c, const ms_seg_desc_t *d)
     if (seg->capacity > st->max_seg_capacity) {
         st->max_seg_capacity = seg->capacity;
     }
+    dango__store_ms_fence_apply(st, seg, now);
 
     dango_info("master: segment %s (%016llx-%016llx) mounted by "
                "%016llx-%016llx: base %#llx size %llu",
@@ -426,7 +430,7 @@ static void client_expire(ms_state_t *st, ms_client_t *c, uint64_t now)
 
     dango_list_for_each_safe(seg, stmp, &c->segs, client_link)
     {
-        seg_destroy(st, seg);
+        seg_destroy(st, seg, now);
     }
 
     st->c.zombie_puts += nputs;
@@ -489,6 +493,12 @@ int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
     }
     rc = dango_hmap_init(&st->copies, 0);
     if (rc != 0) {
+        dango_hmap_cleanup(&st->ghosts);
+        goto err_names;
+    }
+    rc = dango_hmap_init(&st->fences, 0);
+    if (rc != 0) {
+        dango_hmap_cleanup(&st->copies);
         dango_hmap_cleanup(&st->ghosts);
         goto err_names;
     }
@@ -568,6 +578,7 @@ void dango__store_ms_destroy(ms_state_t *st)
     dango_hmap_iter_end(&it);
 
     dango__store_ms_ghost_forget_match(st, NULL);
+    dango__store_ms_fence_destroy(st);
     dango_hmap_cleanup(&st->ghosts);
     dango_hmap_cleanup(&st->copies);
     dango_hmap_cleanup(&st->objs);
@@ -675,7 +686,7 @@ int dango__store_ms_mount(ms_state_t *st, ms_cid_t cid, const ms_seg_desc_t *d,
         return DANGO_ENOMEM;
     }
 
-    rc = seg_create(st, c, d);
+    rc = seg_create(st, c, d, now);
     if (rc != 0) {
         return rc;
     }
@@ -730,10 +741,10 @@ int dango__store_ms_remount(ms_state_t *st, ms_cid_t cid,
             if (seg_same(seg, &d[i])) {
                 continue;
             }
-            seg_destroy(st, seg); /* same id, new geometry: start over */
+            seg_destroy(st, seg, now); /* same id, new geometry */
         }
 
-        rc = seg_create(st, c, &d[i]);
+        rc = seg_create(st, c, &d[i], now);
         if (rc != 0) {
             return rc;
         }
@@ -821,7 +832,7 @@ int dango__store_ms_unmount(ms_state_t *st, ms_cid_t cid, uint64_t id_hi,
     }
 
     seg->client->last_seen = now;
-    seg_destroy(st, seg);
+    seg_destroy(st, seg, now);
     return 0;
 }
 
@@ -904,6 +915,7 @@ void dango__store_ms_tick(ms_state_t *st, uint64_t now)
     dango_hmap_rehash_step(&st->segs_by_id, MS_REHASH_STEP);
     dango_hmap_rehash_step(&st->names, MS_REHASH_STEP);
     dango__store_ms_disk_tick(st, now);
+    dango__store_ms_fence_tick(st, now);
 }
 
 void dango__store_ms_rep_drop(ms_state_t *st, ms_rep_t *r)

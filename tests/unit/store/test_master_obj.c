@@ -763,6 +763,163 @@ static void ghost_comes_back_with_its_node(void **state)
     dango__store_ms_destroy(st);
 }
 
+/*
+ * A node that went silent and came back: the regions that a late write may
+ * still reach (a put in flight on it, a put that ended just before) are not
+ * given to new puts until no such write can come; the node's record of such
+ * a put takes its region back.
+ */
+static void fence_keeps_late_writes_off_new_puts(void **state)
+{
+    ms_state_t   *st      = tm_state();
+    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
+    const char   *pref[1] = {"node-b"};
+    ms_put_cfg_t  cfg;
+    ms_record_t   r;
+    ms_ver_t     *v, *fly, *done;
+    uint64_t      now = T0, fly_off, done_off, done_id, asz;
+    ms_seg_t     *seg;
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", 64 * KiB, now);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.preferred  = pref;
+    cfg.npreferred = 1;
+
+    /* Ended long before the node went away: nothing to fence. */
+    assert_dango_ok(tm_put_start_cfg(st, 1, "old", 4000, &cfg, 0, now, &v));
+    assert_dango_ok(tm_put_end(st, 1, "old", v->put_id, 0, now));
+    now += st->p.put_discard_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(2), now));
+
+    /* Ended just before, and still in flight. */
+    assert_dango_ok(tm_put_start_cfg(st, 1, "done", 4000, &cfg, 0, now, &done));
+    done_id  = done->put_id;
+    done_off = done->rep[0].off;
+    assert_dango_ok(tm_put_end(st, 1, "done", done_id, 0, now));
+    assert_dango_ok(tm_put_start_cfg(st, 1, "fly", 4000, &cfg, 0, now, &fly));
+    fly_off = fly->rep[0].off;
+    asz     = (fly->rec_len + 63) / 64 * 64;
+
+    /* node-b goes silent past the TTL (the writer stays). */
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_int_equal(2, st->c.fence_regions);
+    assert_null(tm_obj(st, "fly"));
+
+    /* It comes back: both regions are held, new puts go around them. */
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    assert_int_equal(2 * asz, st->fenced_bytes);
+    tm_check(st);
+    for (int i = 0; i < 32; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "new-%d", i);
+        if (tm_put_start_cfg(st, 1, key, 100, &cfg, 0, now, &v) != 0) {
+            break;
+        }
+        if (v->rep[0].seg->id_hi == 2) {
+            assert_true((v->rep[0].off + v->rec_len <= fly_off) ||
+                        (v->rep[0].off >= fly_off + asz));
+            assert_true((v->rep[0].off + v->rec_len <= done_off) ||
+                        (v->rep[0].off >= done_off + asz));
+        }
+        assert_dango_ok(tm_put_end(st, 1, key, v->put_id, 1, now));
+    }
+
+    /* The node reports the record of "done": it takes its region back (as
+     * a lost object coming back); a record overlapping a fence does not. */
+    r = (ms_record_t){tm_key("done"), 4000, 0x5eed, done_id, d.base + done_off};
+    assert_int_equal(0, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    assert_int_equal(1, st->c.fence_claimed);
+    assert_int_equal(asz, st->fenced_bytes);
+    r = (ms_record_t){tm_key("other"), 100, 1, done_id + 100,
+                      d.base + fly_off + 64};
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    tm_invariants(st);
+
+    /* The late writer's end finds nothing; once the put's release time is
+     * past, its region is free again. */
+    assert_dango_err(DANGO_ENO_OBJECT, tm_put_end(st, 1, "fly", 1, 0, now));
+    now += st->p.put_release_ms;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(2), now));
+    dango__store_ms_tick(st, now);
+    assert_int_equal(1, st->c.fence_released);
+    assert_int_equal(0, st->fenced_bytes);
+    seg = st->segs[1]->id_hi == 2 ? st->segs[1] : st->segs[0];
+    assert_dango_ok(dango__store_alloc_reserve(seg->alloc, fly_off, asz));
+    assert_dango_ok(dango__store_alloc_free(seg->alloc, fly_off));
+    tm_invariants(st);
+    assert_dango_ok(tm_remove(st, "done", 1, now));
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+/*
+ * A fenced segment that goes away again keeps its fence for its next
+ * return; one that comes back with another geometry gets none; one that
+ * never comes back is forgotten when the time is up.
+ */
+static void fence_follows_the_segment(void **state)
+{
+    ms_state_t   *st      = tm_state();
+    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
+    const char   *pref[1] = {"node-b"};
+    ms_put_cfg_t  cfg;
+    ms_ver_t     *v;
+    uint64_t      now = T0;
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", 64 * KiB, now);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.preferred  = pref;
+    cfg.npreferred = 1;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "fly", 4000, &cfg, 0, now, &v));
+
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    assert_true(st->fenced_bytes > 0);
+    tm_check(st);
+
+    /* Silent again: the fence waits, and is applied on the next return. */
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_int_equal(0, st->fenced_bytes);
+    assert_int_equal(0, st->used);
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    assert_true(st->fenced_bytes > 0);
+    tm_check(st);
+
+    /* Back with another geometry: the old regions mean nothing there. */
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    d.size = 128 * KiB;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    assert_int_equal(0, st->fenced_bytes);
+    assert_int_equal(0, dango_hmap_count(&st->fences));
+    tm_check_empty(st);
+
+    /* Away for good: forgotten when the time is up. */
+    assert_dango_ok(tm_put_start_cfg(st, 1, "fly2", 4000, &cfg, 0, now, &v));
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_int_equal(1, dango_hmap_count(&st->fences));
+    now += st->p.put_release_ms;
+    dango__store_ms_tick(st, now);
+    assert_int_equal(0, dango_hmap_count(&st->fences));
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
 /* Records reported on remount rebuild objects, while the window lasts. */
 static void restore_from_reports(void **state)
 {
@@ -1064,6 +1221,9 @@ int main(void)
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
         cmocka_unit_test_teardown(ghost_comes_back_with_its_node, tm_teardown),
         cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
+        cmocka_unit_test_teardown(fence_keeps_late_writes_off_new_puts,
+                                  tm_teardown),
+        cmocka_unit_test_teardown(fence_follows_the_segment, tm_teardown),
         cmocka_unit_test_teardown(restore_no_evict_while_reporting,
                                   tm_teardown),
         cmocka_unit_test_teardown(random_operations, tm_teardown),
