@@ -49,6 +49,50 @@ static void path_of(char *buf, size_t len, const char *name)
     snprintf(buf, len, "%s/%s", dir, name);
 }
 
+/* The index file of the tier at @path. */
+static void index_of(char *buf, size_t len, const char *path)
+{
+    snprintf(buf, len, "%s.index", path);
+}
+
+/* The whole file at @path (malloc'ed, *@len_p bytes). */
+static char *slurp(const char *path, size_t *len_p)
+{
+    FILE *f = fopen(path, "rb");
+    char *b;
+    long  n;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    n = ftell(f);
+    assert_true(n >= 0);
+    rewind(f);
+    b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len_p = (size_t)n;
+    return b;
+}
+
+/* Removes the tier's data and index files. */
+static void rm_tier(const char *path)
+{
+    char ipath[300];
+
+    index_of(ipath, sizeof(ipath), path);
+    unlink(path);
+    unlink(ipath);
+}
+
+static void spill(const char *path, const char *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
+}
+
 static void write_read_reopen(void **state)
 {
     sd_params_t p = {.capacity = 16u << 20, .buf_size = 4u << 20};
@@ -86,10 +130,12 @@ static void write_read_reopen(void **state)
     assert_dango_err(DANGO_ENOENT, dango__sd_drop(d, offs[1]));
     dango__sd_close(d);
 
-    /* Reopen: the two live records come back, the dropped one does not. */
+    /* Reopen: the two live records come back (through the index), the
+     * dropped one does not. */
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_stats(d, &s);
-    assert_int_equal(s.scanned, 2);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.scanned, 0);
     assert_non_null(dango__sd_find(d, offs[0]));
     assert_null(dango__sd_find(d, offs[1]));
     assert_dango_ok(dango__sd_read(d, offs[0], "k0", 2, 7, out, 2u << 20));
@@ -101,7 +147,7 @@ static void write_read_reopen(void **state)
         free(r[i]);
     }
     free(out);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* A flipped byte in the value: not served, dropped; a torn one not rescanned.
@@ -115,11 +161,14 @@ static void corrupt_and_torn(void **state)
     char       *r0      = mkrec("c0", 50000, 1, 3, &lens[0]);
     char       *r1      = mkrec("c1", 70000, 2, 4, &lens[1]);
     const void *recs[2] = {r0, r1};
-    char       *out = malloc(1u << 20), path[256], b = 0x5a;
+    char       *out = malloc(1u << 20), path[256], ipath[300], b = 0x5a;
+    char       *saved;
+    size_t      saved_len;
     sd_stats_t  s;
 
     (void)len;
     path_of(path, sizeof(path), "c.data");
+    index_of(ipath, sizeof(ipath), path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_write(d, 2, recs, lens, st, off);
     assert_dango_ok(st[0]);
@@ -140,14 +189,37 @@ static void corrupt_and_torn(void **state)
     }
     close(fd);
 
-    /* The scan verifies values: neither comes back. */
+    /* The scan (no index) verifies values: neither comes back. */
+    saved = slurp(ipath, &saved_len);
+    unlink(ipath);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_stats(d, &s);
     assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.indexed, 0);
+    dango__sd_close(d);
+
+    /* The index checks first blocks only: both come back, and each read
+     * verifies the value, fails and drops the record. */
+    spill(ipath, saved, saved_len);
+    free(saved);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_dango_err(DANGO_ECORRUPT,
+                     dango__sd_read(d, off[0], "c0", 2, 3, out, 1u << 20));
+    assert_dango_err(DANGO_ECORRUPT,
+                     dango__sd_read(d, off[1], "c1", 2, 4, out, 1u << 20));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.corrupt, 2);
+    assert_int_equal(s.records, 0);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed + s.scanned, 0);
     dango__sd_close(d);
 
     /* Corrupted after indexing: the read detects it and drops the record. */
-    unlink(path);
+    rm_tier(path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_write(d, 1, recs, lens, st, off);
     assert_dango_ok(st[0]);
@@ -163,7 +235,7 @@ static void corrupt_and_torn(void **state)
     free(r0);
     free(r1);
     free(out);
-    unlink(path);
+    rm_tier(path);
 }
 
 static void lru_full_and_bad_input(void **state)
@@ -227,7 +299,7 @@ static void lru_full_and_bad_input(void **state)
     assert_true(s.used + 8 * SD_BLOCK <= 32 * SD_BLOCK);
     assert_null(dango__sd_find(d, first));
     dango__sd_close(d);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* A file system too small for the tier: writes fail with ENOSPC. */
@@ -318,7 +390,7 @@ static void direct_read_into_extra(void **state)
     assert_dango_err(DANGO_EINVAL, dango__sd_open(path, &p, &d));
     free(r);
     free(extra);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* Every allocation of open, and of indexing a write, may fail: ENOMEM,
@@ -359,7 +431,7 @@ static void oom_open_write(void **state)
     free(r);
     dango__sd_close(d);
     assert_int_equal(dango__alloc_live(), live);
-    unlink(path);
+    rm_tier(path);
 }
 
 int main(void)
