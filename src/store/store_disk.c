@@ -968,7 +968,7 @@ static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
 
 /*
  * Makes the replayed entries records of the tier: those inside the
- * capacity, overlapping no other and matching their record's first block
+ * capacity, matching their record's first block and overlapping no other
  * are reserved in the allocator and linked (in log order, so the last
  * logged is the most recent); the others are dropped and counted. 0 or
  * DANGO_ENOMEM (the remaining entries are left in @rp).
@@ -999,10 +999,15 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
                   (last > e->rec.off) && (last <= d->p.capacity);
         k++;
     }
+    /* By offset: the checks read the file in order, and each reservation
+     * below finds its range at once. */
     qsort(c, n, sizeof(*c), cand_cmp);
+    idx_verify(d, c, n);
 
-    /* An overlap: the index contradicts itself about that space, so
-     * neither entry is trusted. */
+    /* Two checked entries overlapping: one's value holds the other's
+     * header, so the index contradicts itself there and neither is
+     * trusted. (A stale entry over a live record fails the check above,
+     * and the live one stays.) */
     for (size_t i = 0; i < n; i++) {
         if (!c[i].ok) {
             continue;
@@ -1017,9 +1022,6 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
         }
     }
 
-    idx_verify(d, c, n);
-
-    /* By offset: each reservation finds its range at once. */
     for (size_t i = 0; i < n; i++) {
         int rc = 0;
 
