@@ -27,17 +27,17 @@
  * cannot come back through it); a DROP is appended before the record's
  * block is zeroed and its space freed (before the space can be reused).
  * Open replays the log (later entries win) up to its first bad entry (a
- * torn tail: process killed mid-append), rejects entries past the capacity
- * or overlapping another, reads only the first block (header and key) of
- * every live entry, many in flight, and keeps those whose header is intact
- * and names the entry's key, put id, size and checksum; values are not
- * read (every read verifies them). It then rewrites the index compacted,
- * and so does a tier whose log holds more than max(4096, 2 x records)
- * entries: live entries to "<index>.tmp", fdatasync, rename, fsync of the
- * directory. No fsync per entry: a dead node process leaves its appends in
- * the page cache; after a machine crash an entry may name a record that
- * did not reach the disk, or lack one that did: the former fails the check
- * at open or the value checksum at read (the record is dropped, never
+ * torn tail: process killed mid-append), rejects entries past the capacity,
+ * reads only the first block (header and key) of every live entry, many in
+ * flight and in offset order, and keeps those whose header is intact and
+ * names the entry's key, put id, size and checksum and that overlap no
+ * other kept entry; values are not read (every read verifies them). It then
+ * rewrites the index compacted, and so does a tier whose log holds more than
+ * max(4096, 2 x records) entries: live entries to "<index>.tmp", fdatasync,
+ * rename, fsync of the directory. No fsync per entry: a dead node process
+ * leaves its appends in the page cache; after a machine crash an entry may name
+ * a record that did not reach the disk, or lack one that did: the former fails
+ * the check at open or the value checksum at read (the record is dropped, never
  * returned), the latter only loses a record from the tier. A failed index
  * write (ENOSPC, EIO) never fails the data path: the index is removed (so
  * the next open scans, which finds everything) and rewritten whole later
