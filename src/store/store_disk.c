@@ -6,14 +6,44 @@
  * Layout. The file is an array of 4 KiB blocks. A record is written as it
  * sits in a memory segment ([64 B header | key | value], commit word set)
  * at a block boundary and padded to whole blocks, so the file is
- * self-describing: opening the tier reads the file (its data: holes are
- * skipped with SEEK_DATA) in 1 MiB chunks and takes back every block that
- * starts a committed record (magic, version, header checksum over header
- * and key, commit word equal to
- * put_id ^ DANGO_STORE_REC_COMMIT_XOR, value xxh3 equal to the header's
- * checksum). A torn write (node killed mid-offload) fails the value
- * checksum and is not taken back. A dropped record has its first block
- * zeroed before its space is reused, so it cannot come back either.
+ * self-describing: a full scan reads the file (its data: holes are skipped
+ * with SEEK_DATA) in 1 MiB chunks and takes back every block that starts a
+ * committed record (magic, version, header checksum over header and key,
+ * commit word equal to put_id ^ DANGO_STORE_REC_COMMIT_XOR, value xxh3
+ * equal to the header's checksum). A torn write (node killed mid-offload)
+ * fails the value checksum and is not taken back. A dropped record has its
+ * first block zeroed before its space is reused, so it cannot come back
+ * either.
+ *
+ * Index. A full scan reads the whole file, which at open takes as long as
+ * reading the tier back. So an append-only log beside the data file
+ * ("<data file>.index", ordinary buffered write() through its own fd; the
+ * data file's flock makes the tier its single owner) says what is where:
+ * a header {magic "DGOIDX1", version, capacity, checksum}, then entries
+ * ADD {off, allocated bytes, put_id, value size, value checksum, key} and
+ * DROP {off}, each with its length and an xxh3 of its bytes. Ordering:
+ * an ADD is appended only after its record's write completed (records
+ * whose write did not complete are never in the index, so a torn record
+ * cannot come back through it); a DROP is appended before the record's
+ * block is zeroed and its space freed (before the space can be reused).
+ * Open replays the log (later entries win) up to its first bad entry (a
+ * torn tail: process killed mid-append), rejects entries past the capacity,
+ * reads only the first block (header and key) of every live entry, many in
+ * flight and in offset order, and keeps those whose header is intact and
+ * names the entry's key, put id, size and checksum and that overlap no
+ * other kept entry; values are not read (every read verifies them). It then
+ * rewrites the index compacted, and so does a tier whose log holds more than
+ * max(4096, 2 x records) entries: live entries to "<index>.tmp", fdatasync,
+ * rename, fsync of the directory. No fsync per entry: a dead node process
+ * leaves its appends in the page cache; after a machine crash an entry may name
+ * a record that did not reach the disk, or lack one that did: the former fails
+ * the check at open or the value checksum at read (the record is dropped, never
+ * returned), the latter only loses a record from the tier. A failed index
+ * write (ENOSPC, EIO) never fails the data path: the index is removed (so
+ * the next open scans, which finds everything) and rewritten whole later
+ * (after the same number of changes as a compaction, or at close). Without
+ * a valid index (none, another capacity, bad header) open scans, then
+ * writes a fresh index.
  *
  * Space. A dango_store_alloc_t with a 4 KiB granule over the capacity.
  * Records are indexed by offset (hash map) and kept on an LRU list (writes
@@ -36,6 +66,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -53,6 +84,7 @@
 #include "common/hmap.h"
 #include "common/list.h"
 #include "common/log_limit.h"
+#include "common/time.h"
 #include "store/store_alloc.h"
 #include "store/store_disk.h"
 #include "store/store_proto.h"
@@ -63,7 +95,47 @@ extern dango_log_component_t dango__log_store_client;
 #define SD_SCAN_STEP (1u << 20)
 #define SD_FILE_NAME "dango-disk.data"
 
+#define SD_IDX_SUFFIX  ".index"
+#define SD_IDX_MAGIC   "DGOIDX1" /* 8 bytes with the NUL */
+#define SD_IDX_VERSION 1u
+#define SD_IDX_ADD     1u
+#define SD_IDX_DROP    2u
+#define SD_IDX_BUF     (128u << 10) /* append and replay buffer */
+#define SD_IDX_MIN_LOG 4096u        /* entries a log may hold uncompacted */
+#define SD_VERIFY_MAX  256u         /* index entries checked per round */
+
 #define SD_ALIGN_UP(_v) (((_v) + SD_BLOCK - 1) & ~(uint64_t)(SD_BLOCK - 1))
+
+/* Header of the index file. */
+typedef struct sd_ihdr {
+    char     magic[8]; /* SD_IDX_MAGIC */
+    uint32_t version;  /* SD_IDX_VERSION */
+    uint32_t reserved; /* 0 */
+    uint64_t capacity; /* the tier's: another capacity voids the index */
+    uint64_t checksum; /* xxh3-64 of the fields above */
+} sd_ihdr_t;
+
+/*
+ * An index entry: a DROP is the first SD_IENT_DROP_LEN bytes, an ADD the
+ * whole struct followed by the key.
+ */
+typedef struct sd_ient {
+    uint64_t sum;  /* xxh3-64 of the entry's bytes after this field */
+    uint32_t len;  /* bytes of the entry */
+    uint16_t type; /* SD_IDX_ADD or SD_IDX_DROP */
+    uint16_t klen; /* ADD: key bytes after the struct */
+    uint64_t off;  /* the record's file offset */
+    uint64_t asz;  /* ADD from here: allocated bytes */
+    uint64_t put_id;
+    uint64_t size;     /* value bytes */
+    uint64_t checksum; /* xxh3-64 of the value */
+} sd_ient_t;
+
+#define SD_IENT_DROP_LEN offsetof(sd_ient_t, asz)
+#define SD_IENT_MAX      (sizeof(sd_ient_t) + UINT16_MAX)
+
+/* Replay needs a whole entry in the buffer. */
+_Static_assert(SD_IDX_BUF >= SD_IENT_MAX, "index buffer too small");
 
 typedef struct sd_ent {
     dango_hmap_node_t node; /* key = &rec.off (8 bytes) */
@@ -86,6 +158,15 @@ struct sd_disk {
     sd_stats_t           s;
     dango_log_limit_t    lim; /* I/O warnings: a failing disk fails often */
     char                 path[4096];
+    /* Index (see DESIGN). ifd is -1 while no valid index exists (never
+     * written, or removed after a failed write): appends are skipped then,
+     * and the next rewrite (compaction or close) brings it back. */
+    int      iuse; /* keep an index (the data file is a regular file) */
+    int      ifd;
+    uint64_t ilog; /* entries in the log since its last rewrite */
+    size_t   ilen; /* bytes of entries waiting in ibuf */
+    char     ipath[4096 + 32];
+    char     ibuf[SD_IDX_BUF];
 };
 
 /* dango_warn() through the tier's limiter (5 lines a second). */
@@ -163,35 +244,61 @@ static uint64_t hdr_valid(const char *rec, uint64_t cap)
     return (rlen <= cap) ? rlen : 0;
 }
 
-static int ent_add(sd_disk_t *d, const char *rec, uint64_t off, uint64_t asz)
+/* What the header of @rec (at file offset @off) says; @r->key points into
+ * @rec. */
+static void rec_info(const char *rec, uint64_t off, sd_rec_t *r)
 {
     dango_store_rec_hdr_t h;
-    sd_ent_t             *e;
 
     memcpy(&h, rec, sizeof(h));
-    e = dango_malloc(sizeof(*e) + h.key_len + 1, "store_disk_ent");
+    r->key      = rec + sizeof(h);
+    r->klen     = h.key_len;
+    r->size     = h.value_len;
+    r->checksum = h.checksum;
+    r->put_id   = h.put_id;
+    r->off      = off;
+    r->rec_len  = dango_store_rec_size(h.key_len, h.value_len);
+}
+
+/* A new entry for @r (key copied) of @asz allocated bytes, not linked. */
+static int ent_new(const sd_rec_t *r, uint64_t asz, sd_ent_t **e_p)
+{
+    sd_ent_t *e = dango_malloc(sizeof(*e) + r->klen + 1, "store_disk_ent");
+
     if (e == NULL) {
         return DANGO_ENOMEM;
     }
 
-    memcpy(e->key, rec + sizeof(h), h.key_len);
-    e->key[h.key_len] = '\0';
-    e->rec.key        = e->key;
-    e->rec.klen       = h.key_len;
-    e->rec.size       = h.value_len;
-    e->rec.checksum   = h.checksum;
-    e->rec.put_id     = h.put_id;
-    e->rec.off        = off;
-    e->rec.rec_len    = dango_store_rec_size(h.key_len, h.value_len);
-    e->asz            = asz;
-    e->node.key       = &e->rec.off;
-    e->node.key_len   = sizeof(e->rec.off);
-    e->node.hash      = dango_hmap_hash(&e->rec.off, sizeof(e->rec.off));
+    memcpy(e->key, r->key, r->klen);
+    e->key[r->klen] = '\0';
+    e->rec          = *r;
+    e->rec.key      = e->key;
+    e->asz          = asz;
+    e->node.key     = &e->rec.off;
+    e->node.key_len = sizeof(e->rec.off);
+    e->node.hash    = dango_hmap_hash(&e->rec.off, sizeof(e->rec.off));
+    *e_p            = e;
+    return 0;
+}
+
+/* Makes @e a record of the tier (the most recent one). */
+static void ent_link(sd_disk_t *d, sd_ent_t *e)
+{
     dango_hmap_insert(&d->idx, &e->node);
     dango_list_add_head(&d->lru, &e->lru);
     d->s.records++;
-    d->s.used += asz;
-    return 0;
+    d->s.used += e->asz;
+}
+
+static int ent_add(sd_disk_t *d, const sd_rec_t *r, uint64_t asz)
+{
+    sd_ent_t *e;
+    int       rc = ent_new(r, asz, &e);
+
+    if (rc == 0) {
+        ent_link(d, e);
+    }
+    return rc;
 }
 
 static void ent_free(sd_disk_t *d, sd_ent_t *e)
@@ -351,6 +458,25 @@ static void block_kill(sd_disk_t *d, uint64_t off)
     }
 }
 
+/* Takes back the intact record @rec found at @off: 1, or 0 (no memory). */
+static int scan_take(sd_disk_t *d, const char *rec, uint64_t off, uint64_t asz)
+{
+    sd_rec_t r;
+
+    if (dango__store_alloc_reserve(d->alloc, off, asz) != 0) {
+        return 0;
+    }
+
+    rec_info(rec, off, &r);
+    if (ent_add(d, &r, asz) != 0) {
+        dango__store_alloc_free(d->alloc, off);
+        return 0;
+    }
+
+    d->s.scanned++;
+    return 1;
+}
+
 /* Takes back the committed records of the file (see DESIGN). */
 static void scan(sd_disk_t *d)
 {
@@ -398,27 +524,639 @@ static void scan(sd_disk_t *d)
 
                 io_run(d, &r, 1, 0);
                 ok = (r.res == 0) && (rec_valid(d->buf, rlen) != 0);
-                if (ok &&
-                    (dango__store_alloc_reserve(d->alloc, off + b, asz) == 0)) {
-                    if (ent_add(d, d->buf, off + b, asz) == 0) {
-                        d->s.scanned++;
-                    }
+                if (ok) {
+                    scan_take(d, d->buf, off + b, asz);
                 }
                 /* The chunk in the buffer is gone: continue after it. */
                 off = ok ? off + b + asz : off + b + SD_BLOCK;
                 goto next_chunk;
             }
 
-            if (ok &&
-                (dango__store_alloc_reserve(d->alloc, off + b, asz) == 0) &&
-                (ent_add(d, d->buf + b, off + b, asz) == 0)) {
-                d->s.scanned++;
+            if (ok && scan_take(d, d->buf + b, off + b, asz)) {
                 adv = asz;
             }
         }
 
         off += len;
     next_chunk:;
+    }
+}
+
+/* ---------- index (see DESIGN) ---------- */
+
+/* Writes all @len bytes at @buf to @fd: 0 or a DANGO_E* code. */
+static int idx_write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return DANGO__ERR(errno);
+        }
+        if (w == 0) {
+            return DANGO_ENOSPC;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads up to @len bytes (fewer only at the end of the file): the count
+ * read, or a DANGO_E* code. */
+static ssize_t idx_read_full(int fd, char *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return DANGO__ERR(errno);
+        }
+        if (r == 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static void idx_hdr_fill(const sd_disk_t *d, sd_ihdr_t *h)
+{
+    memset(h, 0, sizeof(*h));
+    memcpy(h->magic, SD_IDX_MAGIC, sizeof(h->magic));
+    h->version  = SD_IDX_VERSION;
+    h->capacity = d->p.capacity;
+    h->checksum = dango_hash64(h, offsetof(sd_ihdr_t, checksum));
+}
+
+/* Bytes of the entry of @r: an ADD, or (@r NULL) a DROP. */
+static size_t ient_len(const sd_rec_t *r)
+{
+    return (r == NULL) ? SD_IENT_DROP_LEN : sizeof(sd_ient_t) + r->klen;
+}
+
+/* Encodes an ADD of @r (@asz allocated bytes) or, @r NULL, a DROP of @off
+ * at @dst (ient_len() bytes). */
+static size_t ient_encode(char *dst, const sd_rec_t *r, uint64_t asz,
+                          uint64_t off)
+{
+    sd_ient_t ie;
+    size_t    len = ient_len(r);
+
+    memset(&ie, 0, sizeof(ie));
+    ie.len  = (uint32_t)len;
+    ie.type = (r == NULL) ? SD_IDX_DROP : SD_IDX_ADD;
+    ie.off  = off;
+    if (r != NULL) {
+        ie.klen     = (uint16_t)r->klen;
+        ie.asz      = asz;
+        ie.put_id   = r->put_id;
+        ie.size     = r->size;
+        ie.checksum = r->checksum;
+        memcpy(dst + sizeof(ie), r->key, r->klen);
+    }
+    memcpy(dst, &ie, (r == NULL) ? SD_IENT_DROP_LEN : sizeof(ie));
+    ie.sum = dango_hash64(dst + sizeof(ie.sum), len - sizeof(ie.sum));
+    memcpy(dst, &ie.sum, sizeof(ie.sum));
+    return len;
+}
+
+/*
+ * Decodes the entry at @p (@avail bytes there) into @ie: 1 when it is
+ * whole and intact, 0 for a torn or corrupt one (replay stops there).
+ */
+static int ient_decode(const char *p, size_t avail, sd_ient_t *ie)
+{
+    memset(ie, 0, sizeof(*ie));
+    if (avail < SD_IENT_DROP_LEN) {
+        return 0;
+    }
+
+    memcpy(ie, p, (avail < sizeof(*ie)) ? avail : sizeof(*ie));
+    if ((ie->len < SD_IENT_DROP_LEN) || (ie->len > avail)) {
+        return 0;
+    }
+    if (ie->type == SD_IDX_DROP) {
+        if ((ie->len != SD_IENT_DROP_LEN) || (ie->klen != 0)) {
+            return 0;
+        }
+        memset((char *)ie + SD_IENT_DROP_LEN, 0,
+               sizeof(*ie) - SD_IENT_DROP_LEN);
+    } else if ((ie->type != SD_IDX_ADD) || (ie->klen == 0) ||
+               (ie->len != sizeof(*ie) + ie->klen)) {
+        return 0;
+    }
+
+    return dango_hash64(p + sizeof(ie->sum), ie->len - sizeof(ie->sum)) ==
+           ie->sum;
+}
+
+/*
+ * An index write failed: the index is removed (truncated when it cannot
+ * be), so the next open scans instead of trusting a log that misses
+ * entries. The data path goes on; the next rewrite brings the index back.
+ */
+static void idx_fail(sd_disk_t *d, const char *what, int err)
+{
+    SD_WARN(d, "store_disk %s: index %s: %s: index removed", d->ipath, what,
+            dango_strerror(err));
+    d->s.index_errors++;
+    d->s.index_bytes = 0;
+    d->ilen          = 0;
+    d->ilog          = 0;
+    if (d->ifd >= 0) {
+        close(d->ifd);
+        d->ifd = -1;
+    }
+    if ((unlink(d->ipath) != 0) && (errno != ENOENT) &&
+        (truncate(d->ipath, 0) != 0)) {
+        dango_error("store_disk %s: cannot remove the index: %m", d->ipath);
+    }
+}
+
+/* fsync of the directory holding @path (a rename's durability). */
+static int dir_sync(const char *path)
+{
+    char  dir[sizeof(((sd_disk_t *)NULL)->ipath)];
+    char *slash;
+    int   fd, rc = 0;
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else if (slash == dir) {
+        slash[1] = '\0';
+    } else {
+        slash[0] = '\0';
+    }
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return DANGO__ERR(errno);
+    }
+    if (fsync(fd) != 0) {
+        rc = DANGO__ERR(errno);
+    }
+    close(fd);
+    return rc;
+}
+
+/*
+ * Writes the index anew from the tier's records (oldest first, so a replay
+ * rebuilds the same LRU order): "<index>.tmp", fdatasync, rename over the
+ * index, fsync of the directory. The new file takes the appends from then
+ * on. 0 or the DANGO_E* code of the failing call (the old index is left
+ * as it was).
+ */
+static int idx_rewrite(sd_disk_t *d)
+{
+    char               tmp[sizeof(d->ipath) + 8];
+    sd_ihdr_t          h;
+    uint64_t           bytes = 0;
+    dango_list_link_t *l;
+    int                fd, rc;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", d->ipath);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return DANGO__ERR(errno);
+    }
+
+    /* Appends still waiting are part of the state written here. */
+    idx_hdr_fill(d, &h);
+    memcpy(d->ibuf, &h, sizeof(h));
+    d->ilen = sizeof(h);
+    for (l = d->lru.prev; l != &d->lru; l = l->prev) {
+        sd_ent_t *e = dango_container_of(l, sd_ent_t, lru);
+
+        if (d->ilen + ient_len(&e->rec) > sizeof(d->ibuf)) {
+            rc = idx_write_all(fd, d->ibuf, d->ilen);
+            if (rc != 0) {
+                goto err;
+            }
+            bytes += d->ilen;
+            d->ilen = 0;
+        }
+        d->ilen += ient_encode(d->ibuf + d->ilen, &e->rec, e->asz, e->rec.off);
+    }
+
+    rc = idx_write_all(fd, d->ibuf, d->ilen);
+    if (rc != 0) {
+        goto err;
+    }
+    bytes += d->ilen;
+    d->ilen = 0;
+    if (fdatasync(fd) != 0) {
+        rc = DANGO__ERR(errno);
+        goto err;
+    }
+    if (rename(tmp, d->ipath) != 0) {
+        rc = DANGO__ERR(errno);
+        goto err;
+    }
+    rc = dir_sync(d->ipath);
+    if (rc != 0) {
+        /* The rename is done: the new index is the one in place. */
+        SD_WARN(d, "store_disk %s: fsync of its directory: %s", d->ipath,
+                dango_strerror(rc));
+    }
+
+    if (d->ifd >= 0) {
+        close(d->ifd);
+    }
+    d->ifd           = fd;
+    d->ilog          = d->s.records;
+    d->s.index_bytes = bytes;
+    return 0;
+
+err:
+    close(fd);
+    unlink(tmp);
+    d->ilen = 0;
+    return rc;
+}
+
+/* Queues an ADD of @r (@asz bytes) or, @r NULL, a DROP of @off. */
+static void idx_log(sd_disk_t *d, const sd_rec_t *r, uint64_t asz, uint64_t off)
+{
+    int rc;
+
+    d->ilog++;
+    if (d->ifd < 0) {
+        return;
+    }
+    if (d->ilen + ient_len(r) > sizeof(d->ibuf)) {
+        rc = idx_write_all(d->ifd, d->ibuf, d->ilen);
+        if (rc != 0) {
+            idx_fail(d, "append", rc);
+            return;
+        }
+        d->s.index_bytes += d->ilen;
+        d->ilen = 0;
+    }
+    d->ilen += ient_encode(d->ibuf + d->ilen, r, asz, off);
+}
+
+/* Appends the queued entries (one write). */
+static void idx_flush(sd_disk_t *d)
+{
+    int rc;
+
+    if ((d->ifd < 0) || (d->ilen == 0)) {
+        return;
+    }
+
+    rc = idx_write_all(d->ifd, d->ibuf, d->ilen);
+    if (rc != 0) {
+        idx_fail(d, "append", rc);
+        return;
+    }
+    d->s.index_bytes += d->ilen;
+    d->ilen = 0;
+}
+
+/* Rewrites a log grown past max(SD_IDX_MIN_LOG, 2 x records) entries (or
+ * brings back a removed index after as many changes). */
+static void idx_maybe_compact(sd_disk_t *d)
+{
+    uint64_t limit = 2 * d->s.records;
+    int      rc;
+
+    limit = (limit < SD_IDX_MIN_LOG) ? SD_IDX_MIN_LOG : limit;
+    if (!d->iuse || (d->ilog <= limit)) {
+        return;
+    }
+
+    idx_flush(d);
+    rc = idx_rewrite(d);
+    if (rc != 0) {
+        idx_fail(d, "rewrite", rc);
+    }
+}
+
+/* Replayed entries of the index, before they are checked (idx_take). */
+typedef struct sd_replay {
+    dango_hmap_t      map;  /* off -> entry */
+    dango_list_link_t list; /* log order of the live entries' last ADD */
+} sd_replay_t;
+
+static void replay_free(sd_replay_t *rp, sd_ent_t *e)
+{
+    dango_hmap_remove(&rp->map, &e->node);
+    dango_list_del(&e->lru);
+    dango_free(e);
+}
+
+static void replay_cleanup(sd_replay_t *rp)
+{
+    sd_ent_t *e, *t;
+
+    dango_list_for_each_safe(e, t, &rp->list, lru)
+    {
+        replay_free(rp, e);
+    }
+    dango_hmap_cleanup(&rp->map);
+}
+
+/* Applies one intact entry: later entries win. */
+static int replay_apply(sd_replay_t *rp, const sd_ient_t *ie, const char *key)
+{
+    dango_hmap_node_t *n;
+    sd_ent_t          *e;
+    sd_rec_t           r;
+    int                rc;
+
+    n = dango_hmap_find(&rp->map, &ie->off, sizeof(ie->off),
+                        dango_hmap_hash(&ie->off, sizeof(ie->off)));
+    if (n != NULL) {
+        replay_free(rp, dango_container_of(n, sd_ent_t, node));
+    }
+    if (ie->type == SD_IDX_DROP) {
+        return 0;
+    }
+
+    r.key      = key;
+    r.klen     = ie->klen;
+    r.size     = ie->size;
+    r.checksum = ie->checksum;
+    r.put_id   = ie->put_id;
+    r.off      = ie->off;
+    r.rec_len  = dango_store_rec_size(ie->klen, ie->size);
+    rc         = ent_new(&r, ie->asz, &e);
+    if (rc != 0) {
+        return rc;
+    }
+    dango_hmap_insert(&rp->map, &e->node);
+    dango_list_add_tail(&rp->list, &e->lru);
+    return 0;
+}
+
+/* One replayed entry during idx_take(). */
+typedef struct sd_cand {
+    sd_ent_t *e;
+    int       ok;
+} sd_cand_t;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const sd_cand_t *)a)->e->rec.off;
+    uint64_t y = ((const sd_cand_t *)b)->e->rec.off;
+
+    return (x > y) - (x < y);
+}
+
+/* Checks candidates by the first block(s) of their records: header and
+ * key, as far as the value (SD_VERIFY_MAX and the bounce buffer a round). */
+static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        sd_io_t  io[SD_VERIFY_MAX];
+        size_t   idx[SD_VERIFY_MAX];
+        size_t   m    = 0;
+        uint64_t boff = 0;
+        sd_ioq_t q    = {io, 0, 0, NULL, NULL};
+
+        for (; (i < n) && (m < SD_VERIFY_MAX); i++) {
+            sd_ent_t *e   = c[i].e;
+            uint64_t  len = SD_ALIGN_UP(dango_store_rec_value_off(e->rec.klen));
+
+            if (!c[i].ok) {
+                continue;
+            }
+            if (len > d->p.buf_size) {
+                c[i].ok = 0;
+                continue;
+            }
+            if (boff + len > d->p.buf_size) {
+                break;
+            }
+            io[m]  = (sd_io_t){boff, e->rec.off, len, 0, 0, 0, 0, NULL};
+            idx[m] = i;
+            ioq_add(d, &q, m);
+            boff += len;
+            m++;
+        }
+
+        ioq_drain(d, &q);
+        for (size_t k = 0; k < m; k++) {
+            sd_ent_t   *e   = c[idx[k]].e;
+            const char *rec = d->buf + io[k].boff;
+
+            /* rec_check first: it compares the key length before reading
+             * the key, so hdr_valid() stays inside what was read. */
+            if ((io[k].res != 0) ||
+                (dango_store_rec_check(rec, e->key, (uint16_t)e->rec.klen,
+                                       e->rec.size, e->rec.checksum,
+                                       e->rec.put_id) != 0) ||
+                (hdr_valid(rec, e->asz) != e->rec.rec_len)) {
+                c[idx[k]].ok = 0;
+            }
+        }
+    }
+}
+
+/*
+ * Makes the replayed entries records of the tier: those inside the
+ * capacity, matching their record's first block and overlapping no other
+ * are reserved in the allocator and linked (in log order, so the last
+ * logged is the most recent); the others are dropped and counted. 0 or
+ * DANGO_ENOMEM (the remaining entries are left in @rp).
+ */
+static int idx_take(sd_disk_t *d, sd_replay_t *rp)
+{
+    size_t     n = dango_hmap_count(&rp->map), k = 0, top = 0;
+    sd_cand_t *c;
+    sd_ent_t  *e, *t;
+    uint64_t   end = 0;
+
+    if (n == 0) {
+        return 0;
+    }
+
+    c = dango_malloc(n * sizeof(*c), "store_disk_idx_cand");
+    if (c == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    dango_list_for_each(e, &rp->list, lru)
+    {
+        uint64_t last = e->rec.off + e->asz;
+
+        c[k].e  = e;
+        c[k].ok = (e->rec.off % SD_BLOCK == 0) && (e->rec.size > 0) &&
+                  (e->asz == SD_ALIGN_UP(e->rec.rec_len)) &&
+                  (last > e->rec.off) && (last <= d->p.capacity);
+        k++;
+    }
+    /* By offset: the checks read the file in order, and each reservation
+     * below finds its range at once. */
+    qsort(c, n, sizeof(*c), cand_cmp);
+    idx_verify(d, c, n);
+
+    /* Two checked entries overlapping: one's value holds the other's
+     * header, so the index contradicts itself there and neither is
+     * trusted. (A stale entry over a live record fails the check above,
+     * and the live one stays.) */
+    for (size_t i = 0; i < n; i++) {
+        if (!c[i].ok) {
+            continue;
+        }
+        if ((end > 0) && (c[i].e->rec.off < end)) {
+            c[i].ok   = 0;
+            c[top].ok = 0;
+        }
+        if (c[i].e->rec.off + c[i].e->asz > end) {
+            end = c[i].e->rec.off + c[i].e->asz;
+            top = i;
+        }
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        int rc = 0;
+
+        e = c[i].e;
+        if (c[i].ok) {
+            rc = dango__store_alloc_reserve(d->alloc, e->rec.off, e->asz);
+            if (rc == DANGO_ENOMEM) {
+                dango_free(c);
+                return rc;
+            }
+        }
+        if (!c[i].ok || (rc != 0)) {
+            dango_debug("store_disk %s: index entry of '%s' at %" PRIu64
+                        " refused",
+                        d->path, e->key, e->rec.off);
+            d->s.rejected++;
+            replay_free(rp, e);
+        }
+    }
+    dango_free(c);
+
+    dango_list_for_each_safe(e, t, &rp->list, lru)
+    {
+        dango_hmap_remove(&rp->map, &e->node);
+        dango_list_del(&e->lru);
+        ent_link(d, e);
+        d->s.indexed++;
+    }
+    return 0;
+}
+
+/*
+ * Takes the records back from the index: *@used_p is 1 when it was valid
+ * (replayed up to its first bad entry), 0 when there is none or it is void
+ * (the caller scans). 0 or DANGO_ENOMEM.
+ */
+static int idx_load(sd_disk_t *d, int *used_p)
+{
+    sd_ihdr_t   h, want;
+    sd_replay_t rp;
+    size_t      pos = 0, end = 0;
+    uint64_t    foff = sizeof(h), bad = UINT64_MAX;
+    int         fd, eof               = 0, rc;
+    ssize_t     r;
+
+    *used_p = 0;
+    fd      = open(d->ipath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            dango_warn("store_disk %s: open: %m", d->ipath);
+        }
+        return 0;
+    }
+
+    idx_hdr_fill(d, &want);
+    r = idx_read_full(fd, (char *)&h, sizeof(h));
+    if ((r != (ssize_t)sizeof(h)) || (memcmp(&h, &want, sizeof(h)) != 0)) {
+        dango_info("store_disk %s: index ignored (%s)", d->ipath,
+                   ((r == (ssize_t)sizeof(h)) &&
+                    (memcmp(h.magic, want.magic, sizeof(h.magic)) == 0) &&
+                    (h.version == want.version) &&
+                    (h.capacity != want.capacity))
+                       ? "another capacity"
+                       : "no valid header");
+        close(fd);
+        return 0;
+    }
+
+    rc = dango_hmap_init(&rp.map, 0);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    dango_list_init(&rp.list);
+
+    for (;;) {
+        sd_ient_t ie;
+
+        if (!eof && (end - pos < SD_IENT_MAX)) {
+            memmove(d->ibuf, d->ibuf + pos, end - pos);
+            end -= pos;
+            pos = 0;
+            r   = idx_read_full(fd, d->ibuf + end, sizeof(d->ibuf) - end);
+            if (r < 0) {
+                dango_warn("store_disk %s: read: %s", d->ipath,
+                           dango_strerror((int)r));
+                r = 0;
+            }
+            eof = (size_t)r < sizeof(d->ibuf) - end;
+            end += (size_t)r;
+        }
+        if (pos == end) {
+            break;
+        }
+        if (!ient_decode(d->ibuf + pos, end - pos, &ie)) {
+            bad = foff;
+            break;
+        }
+
+        rc = replay_apply(&rp, &ie, d->ibuf + pos + sizeof(ie));
+        if (rc != 0) {
+            close(fd);
+            replay_cleanup(&rp);
+            return rc;
+        }
+        pos += ie.len;
+        foff += ie.len;
+        d->ilog++;
+    }
+    close(fd);
+
+    if (bad != UINT64_MAX) {
+        /* The rewrite after open leaves out the rest of the file. */
+        dango_warn("store_disk %s: torn or corrupt entry at byte %" PRIu64
+                   ": replay stops there",
+                   d->ipath, bad);
+    }
+
+    rc = idx_take(d, &rp);
+    replay_cleanup(&rp);
+    if (rc == 0) {
+        *used_p = 1;
+    }
+    return rc;
+}
+
+/* Frees every record entry (close, failed open). */
+static void ents_free(sd_disk_t *d)
+{
+    sd_ent_t *e, *t;
+
+    dango_list_for_each_safe(e, t, &d->lru, lru)
+    {
+        dango_hmap_remove(&d->idx, &e->node);
+        dango_free(e);
     }
 }
 
@@ -429,7 +1167,8 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     sd_disk_t   *d;
     struct stat  st;
     struct iovec iov[2];
-    int          rc;
+    uint64_t     t0 = dango_time_ns();
+    int          rc, reg, indexed = 0;
 
     if ((path == NULL) || (path[0] == '\0') || (p == NULL) ||
         (p->capacity < SD_BLOCK) || (d_p == NULL)) {
@@ -454,6 +1193,7 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
         d->p.high_wm = 0.95;
     }
     d->fd  = -1;
+    d->ifd = -1;
     d->lim = (dango_log_limit_t)DANGO_LOG_LIMIT_INIT(5);
     dango_list_init(&d->lru);
 
@@ -481,8 +1221,12 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
         goto err_close;
     }
 
-    if ((fstat(d->fd, &st) == 0) && S_ISREG(st.st_mode) &&
-        ((uint64_t)st.st_size < d->p.capacity) &&
+    reg = (fstat(d->fd, &st) == 0) && S_ISREG(st.st_mode);
+    /* The index lives beside a regular file only (not in /dev). */
+    d->iuse =
+        reg && ((size_t)snprintf(d->ipath, sizeof(d->ipath), "%s%s", d->path,
+                                 SD_IDX_SUFFIX) < sizeof(d->ipath));
+    if (reg && ((uint64_t)st.st_size < d->p.capacity) &&
         (ftruncate(d->fd, (off_t)d->p.capacity) != 0)) {
         /* A size-limited file system: keep what exists, writes will fail. */
         dango_warn("store_disk %s: cannot extend to %" PRIu64 " bytes: %m",
@@ -534,13 +1278,33 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     }
 
     d->s.capacity = d->p.capacity;
-    scan(d);
-    dango_info(
-        "store_disk %s: %" PRIu64 " bytes%s, %" PRIu64 " records taken back",
-        d->path, d->p.capacity, d->direct ? " (O_DIRECT)" : "", d->s.scanned);
+    if (d->iuse) {
+        rc = idx_load(d, &indexed);
+        if (rc != 0) {
+            goto err_ents;
+        }
+    }
+    if (!indexed) {
+        scan(d);
+    }
+    if (d->iuse) {
+        rc = idx_rewrite(d);
+        if (rc != 0) {
+            idx_fail(d, "rewrite", rc);
+        }
+    }
+    dango_info("store_disk %s: %" PRIu64 " bytes%s, %" PRIu64
+               " records taken back %s (%" PRIu64 " refused) in %.1f ms",
+               d->path, d->p.capacity, d->direct ? " (O_DIRECT)" : "",
+               indexed ? d->s.indexed : d->s.scanned,
+               indexed ? "from the index" : "by a full scan", d->s.rejected,
+               (double)(dango_time_ns() - t0) / 1e6);
     *d_p = d;
     return 0;
 
+err_ents:
+    ents_free(d);
+    dango_hmap_cleanup(&d->idx);
 err_alloc:
     dango__store_alloc_destroy(d->alloc);
 err_ring:
@@ -556,17 +1320,27 @@ err_free:
 
 void dango__sd_close(sd_disk_t *d)
 {
-    sd_ent_t *e, *t;
+    int rc;
 
     if (d == NULL) {
         return;
     }
 
-    dango_list_for_each_safe(e, t, &d->lru, lru)
-    {
-        dango_hmap_remove(&d->idx, &e->node);
-        dango_free(e);
+    /* Durable at a clean close; a removed index is written again. */
+    idx_flush(d);
+    if (d->iuse && (d->ifd < 0)) {
+        rc = idx_rewrite(d);
+        if (rc != 0) {
+            idx_fail(d, "rewrite", rc);
+        }
+    } else if ((d->ifd >= 0) && (fdatasync(d->ifd) != 0)) {
+        SD_WARN(d, "store_disk %s: fdatasync: %m", d->ipath);
     }
+    if (d->ifd >= 0) {
+        close(d->ifd);
+    }
+
+    ents_free(d);
     dango_hmap_cleanup(&d->idx);
     dango__store_alloc_destroy(d->alloc);
     io_uring_queue_exit(&d->ring);
@@ -632,10 +1406,13 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 
         ioq_drain(d, &q);
         for (size_t k = 0; k < m; k++) {
-            size_t j = idx[k];
+            size_t   j = idx[k];
+            sd_rec_t r;
 
-            if ((io[k].res == 0) &&
-                (ent_add(d, d->buf + io[k].boff, io[k].foff, io[k].len) == 0)) {
+            rec_info(d->buf + io[k].boff, io[k].foff, &r);
+            if ((io[k].res == 0) && (ent_add(d, &r, io[k].len) == 0)) {
+                /* Written: only now may the index name it. */
+                idx_log(d, &r, io[k].len, io[k].foff);
                 d->s.writes++;
                 d->s.write_bytes += io[k].len;
                 continue;
@@ -649,6 +1426,8 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
                     d->path, io[k].len, io[k].foff, dango_strerror(status[j]));
             dango__store_alloc_free(d->alloc, io[k].foff);
         }
+        idx_flush(d);
+        idx_maybe_compact(d);
     }
 }
 
@@ -789,8 +1568,12 @@ int dango__sd_drop(sd_disk_t *d, uint64_t off)
         return DANGO_ENOENT;
     }
 
+    /* The DROP is in the index before the space can be reused. */
+    idx_log(d, NULL, 0, off);
+    idx_flush(d);
     block_kill(d, off);
     ent_free(d, e);
+    idx_maybe_compact(d);
     return 0;
 }
 
@@ -807,12 +1590,16 @@ size_t dango__sd_make_room(sd_disk_t *d, uint64_t                          need,
         if (cb != NULL) {
             cb(arg, &e->rec);
         }
+        idx_log(d, NULL, 0, e->rec.off);
         block_kill(d, e->rec.off);
         ent_free(d, e);
         d->s.evicted++;
         n++;
     }
 
+    /* Before the caller can reuse the space: one write for all DROPs. */
+    idx_flush(d);
+    idx_maybe_compact(d);
     return n;
 }
 

@@ -1,7 +1,9 @@
 /*
  * Store node disk tier (internal): one file (or a file in a directory) on
  * local storage holding self-describing object records, written and read
- * through io_uring with O_DIRECT from one registered bounce buffer.
+ * through io_uring with O_DIRECT from one registered bounce buffer, and a
+ * small append-only index file beside it ("<data file>.index") that finds
+ * the records again after a restart without reading the data file.
  *
  * Ownership: dango__sd_open() returns a tier that dango__sd_close() frees.
  * Thread safety: none; one thread at a time (the node's disk thread, or a
@@ -49,16 +51,34 @@ typedef struct sd_stats {
     uint64_t records;
     uint64_t writes, write_bytes, write_errors;
     uint64_t reads, read_bytes, read_errors;
-    uint64_t corrupt; /* records dropped for a failed check */
-    uint64_t evicted; /* records dropped by dango__sd_make_room() */
-    uint64_t scanned; /* records found by the last open */
+    uint64_t corrupt;  /* records dropped for a failed check */
+    uint64_t evicted;  /* records dropped by dango__sd_make_room() */
+    uint64_t scanned;  /* records found by the last open's full scan */
+    uint64_t indexed;  /* records taken back from the index by the last open */
+    uint64_t rejected; /* index entries refused by the last open (record
+                          block not the entry's, out of range, overlap) */
+    uint64_t index_bytes;  /* size of the index file (0: none) */
+    uint64_t index_errors; /* failed index writes (each removes the index) */
 } sd_stats_t;
 
 /*
  * Opens (creating if missing) the tier at @path: a regular file, or a
  * directory in which the file "dango-disk.data" is used. The file is
- * locked (flock) for this tier and scanned for committed, intact records,
- * which are indexed again.
+ * locked (flock) for this tier, which also owns the index file beside it
+ * ("<file>.index"). The records held are found again:
+ *  - from the index when it is valid (its header matches the capacity):
+ *    the log is replayed up to its first torn entry and every live entry
+ *    is checked against the first block of its record (header, key, put
+ *    id, size, checksum; the value is verified by every read): entries
+ *    that fail, overlap or pass the capacity are dropped;
+ *  - otherwise (no index, a bad header, another capacity, or one removed
+ *    after a failed index write) by a scan of the whole file for
+ *    committed, intact records.
+ * Either way a fresh compacted index is written. A record whose write
+ * completed but whose index entry was never appended (the process died in
+ * between) is not taken back: its space is free again.
+ * When @path is not a regular file (a block device) no index is kept and
+ * every open scans.
  * 0, or DANGO_EINVAL (capacity below one block or path empty), DANGO_EBUSY
  * (another tier has the file open), DANGO_ENOMEM, or the errno of
  * open/io_uring setup as a DANGO_E* code.
@@ -71,7 +91,10 @@ void dango__sd_close(sd_disk_t *d);
  * it sits in a segment) with all writes in flight together. status[i] is 0
  * (and offs[i] the record's offset), DANGO_ENOSPC (no room), DANGO_EINVAL
  * (not a committed record of its length), DANGO_EMSGSIZE (larger than the
- * bounce buffer) or the write's error (the space is given back).
+ * bounce buffer) or the write's error (the space is given back). The
+ * index entries of the records written are appended once their writes
+ * completed (one write() per round); a failed append does not fail the
+ * record (see dango__sd_open()).
  */
 void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
                      const uint64_t *lens, int *status, uint64_t *offs);
@@ -107,8 +130,9 @@ void dango__sd_read_many(sd_disk_t *d, size_t n, sd_read_req_t *reqs);
 const sd_rec_t *dango__sd_find(sd_disk_t *d, uint64_t off);
 
 /*
- * Drops the record at @off: its first block is overwritten (so a restart
- * does not bring it back) and its space freed. 0 or DANGO_ENOENT.
+ * Drops the record at @off: a DROP is appended to the index and its first
+ * block is overwritten (so a restart does not bring it back), then its
+ * space is freed. 0 or DANGO_ENOENT.
  */
 int dango__sd_drop(sd_disk_t *d, uint64_t off);
 

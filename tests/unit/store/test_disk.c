@@ -1,7 +1,9 @@
 /*
  * Disk tier of a store node (store_disk.c): records written and read back
  * through io_uring, taken back after a reopen, torn and corrupted records
- * detected, a full tier and a full file system reported, LRU room-making.
+ * detected, a full tier and a full file system reported, LRU room-making;
+ * the index: reopen through it, torn tails, fallback to the scan, stale,
+ * forged and out-of-range entries, compaction, failed index writes.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -22,6 +24,8 @@
 #include "store/store_proto.h"
 
 static char dir[] = "/tmp/dango-test-disk-XXXXXX";
+
+#define SD_ALIGN_UP(_v) (((_v) + SD_BLOCK - 1) / SD_BLOCK * SD_BLOCK)
 
 /* A committed record of @key with @vlen bytes of value seeded by @seed. */
 static char *mkrec(const char *key, uint64_t vlen, unsigned seed,
@@ -47,6 +51,50 @@ static char *mkrec(const char *key, uint64_t vlen, unsigned seed,
 static void path_of(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/%s", dir, name);
+}
+
+/* The index file of the tier at @path. */
+static void index_of(char *buf, size_t len, const char *path)
+{
+    snprintf(buf, len, "%s.index", path);
+}
+
+/* The whole file at @path (malloc'ed, *@len_p bytes). */
+static char *slurp(const char *path, size_t *len_p)
+{
+    FILE *f = fopen(path, "rb");
+    char *b;
+    long  n;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    n = ftell(f);
+    assert_true(n >= 0);
+    rewind(f);
+    b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len_p = (size_t)n;
+    return b;
+}
+
+/* Removes the tier's data and index files. */
+static void rm_tier(const char *path)
+{
+    char ipath[300];
+
+    index_of(ipath, sizeof(ipath), path);
+    unlink(path);
+    unlink(ipath);
+}
+
+static void spill(const char *path, const char *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
 }
 
 static void write_read_reopen(void **state)
@@ -86,10 +134,12 @@ static void write_read_reopen(void **state)
     assert_dango_err(DANGO_ENOENT, dango__sd_drop(d, offs[1]));
     dango__sd_close(d);
 
-    /* Reopen: the two live records come back, the dropped one does not. */
+    /* Reopen: the two live records come back (through the index), the
+     * dropped one does not. */
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_stats(d, &s);
-    assert_int_equal(s.scanned, 2);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.scanned, 0);
     assert_non_null(dango__sd_find(d, offs[0]));
     assert_null(dango__sd_find(d, offs[1]));
     assert_dango_ok(dango__sd_read(d, offs[0], "k0", 2, 7, out, 2u << 20));
@@ -101,7 +151,7 @@ static void write_read_reopen(void **state)
         free(r[i]);
     }
     free(out);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* A flipped byte in the value: not served, dropped; a torn one not rescanned.
@@ -115,11 +165,14 @@ static void corrupt_and_torn(void **state)
     char       *r0      = mkrec("c0", 50000, 1, 3, &lens[0]);
     char       *r1      = mkrec("c1", 70000, 2, 4, &lens[1]);
     const void *recs[2] = {r0, r1};
-    char       *out = malloc(1u << 20), path[256], b = 0x5a;
+    char       *out = malloc(1u << 20), path[256], ipath[300], b = 0x5a;
+    char       *saved;
+    size_t      saved_len;
     sd_stats_t  s;
 
     (void)len;
     path_of(path, sizeof(path), "c.data");
+    index_of(ipath, sizeof(ipath), path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_write(d, 2, recs, lens, st, off);
     assert_dango_ok(st[0]);
@@ -140,14 +193,37 @@ static void corrupt_and_torn(void **state)
     }
     close(fd);
 
-    /* The scan verifies values: neither comes back. */
+    /* The scan (no index) verifies values: neither comes back. */
+    saved = slurp(ipath, &saved_len);
+    unlink(ipath);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_stats(d, &s);
     assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.indexed, 0);
+    dango__sd_close(d);
+
+    /* The index checks first blocks only: both come back, and each read
+     * verifies the value, fails and drops the record. */
+    spill(ipath, saved, saved_len);
+    free(saved);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_dango_err(DANGO_ECORRUPT,
+                     dango__sd_read(d, off[0], "c0", 2, 3, out, 1u << 20));
+    assert_dango_err(DANGO_ECORRUPT,
+                     dango__sd_read(d, off[1], "c1", 2, 4, out, 1u << 20));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.corrupt, 2);
+    assert_int_equal(s.records, 0);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed + s.scanned, 0);
     dango__sd_close(d);
 
     /* Corrupted after indexing: the read detects it and drops the record. */
-    unlink(path);
+    rm_tier(path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
     dango__sd_write(d, 1, recs, lens, st, off);
     assert_dango_ok(st[0]);
@@ -163,7 +239,7 @@ static void corrupt_and_torn(void **state)
     free(r0);
     free(r1);
     free(out);
-    unlink(path);
+    rm_tier(path);
 }
 
 static void lru_full_and_bad_input(void **state)
@@ -227,7 +303,7 @@ static void lru_full_and_bad_input(void **state)
     assert_true(s.used + 8 * SD_BLOCK <= 32 * SD_BLOCK);
     assert_null(dango__sd_find(d, first));
     dango__sd_close(d);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* A file system too small for the tier: writes fail with ENOSPC. */
@@ -318,7 +394,7 @@ static void direct_read_into_extra(void **state)
     assert_dango_err(DANGO_EINVAL, dango__sd_open(path, &p, &d));
     free(r);
     free(extra);
-    unlink(path);
+    rm_tier(path);
 }
 
 /* Every allocation of open, and of indexing a write, may fail: ENOMEM,
@@ -356,10 +432,547 @@ static void oom_open_write(void **state)
     assert_dango_err(DANGO_ENOMEM, st[0]);
     dango__sd_write(d, 1, recs, &len, st, off);
     assert_dango_ok(st[0]);
+    dango__sd_close(d);
+
+    /* Through the index: the same, and the record is back at the end. */
+    failures = 0;
+    d        = NULL;
+    for (long n = 1;; n++) {
+        sd_stats_t s;
+
+        dango__alloc_fail_after(n);
+        rc = dango__sd_open(path, &p, &d);
+        dango__alloc_fail_after(-1);
+        if (rc == 0) {
+            dango__sd_stats(d, &s);
+            assert_int_equal(s.indexed, 1);
+            break;
+        }
+        assert_dango_err(DANGO_ENOMEM, rc);
+        assert_null(d);
+        assert_int_equal(dango__alloc_live(), live);
+        failures++;
+    }
+    assert_true(failures >= 4);
     free(r);
     dango__sd_close(d);
     assert_int_equal(dango__alloc_live(), live);
-    unlink(path);
+    rm_tier(path);
+}
+
+/* ---------- index ---------- */
+
+/* Writes @n records "<pfx><i>" (value of @vlen + 97 * i bytes, seed i,
+ * put id 1000 + i) one write call each; keeps them in @r / @lens / @offs. */
+static void write_n(sd_disk_t *d, const char *pfx, int n, uint64_t vlen,
+                    char **r, uint64_t *lens, uint64_t *offs)
+{
+    for (int i = 0; i < n; i++) {
+        char        key[32];
+        const void *recs[1];
+        int         st;
+
+        snprintf(key, sizeof(key), "%s%d", pfx, i);
+        r[i]    = mkrec(key, vlen + 97u * (unsigned)i, (unsigned)i,
+                        1000u + (unsigned)i, &lens[i]);
+        recs[0] = r[i];
+        dango__sd_write(d, 1, recs, &lens[i], &st, &offs[i]);
+        assert_dango_ok(st);
+    }
+}
+
+/* Record @i of write_n(@pfx) reads back byte for byte (or is gone). */
+static void expect_rec(sd_disk_t *d, const char *pfx, int i, const char *r,
+                       uint64_t len, uint64_t off, int present)
+{
+    char  key[32];
+    char *out = malloc(1u << 20);
+
+    snprintf(key, sizeof(key), "%s%d", pfx, i);
+    if (present) {
+        assert_non_null(dango__sd_find(d, off));
+        assert_dango_ok(dango__sd_read(d, off, key, strlen(key),
+                                       1000u + (unsigned)i, out, 1u << 20));
+        assert_memory_equal(out, r, len);
+    } else {
+        assert_dango_err(DANGO_ENOENT,
+                         dango__sd_read(d, off, key, strlen(key),
+                                        1000u + (unsigned)i, out, 1u << 20));
+    }
+    free(out);
+}
+
+static void free_n(char **r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(r[i]);
+    }
+}
+
+static off_t size_of(const char *path)
+{
+    struct stat st;
+
+    return (stat(path, &st) == 0) ? st.st_size : -1;
+}
+
+/* Writes and drops come back through the index at reopen, byte for byte;
+ * dropped records do not. */
+static void index_reopen(void **state)
+{
+    sd_params_t p = {.capacity = 32u << 20, .buf_size = 1u << 20};
+    sd_disk_t  *d;
+    char       *r[40], path[256], ipath[300];
+    uint64_t    lens[40], offs[40];
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "i.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "i", 40, 5000, r, lens, offs);
+    for (int i = 0; i < 40; i += 3) {
+        assert_dango_ok(dango__sd_drop(d, offs[i]));
+    }
+    dango__sd_close(d);
+
+    for (int round = 0; round < 2; round++) {
+        assert_dango_ok(dango__sd_open(path, &p, &d));
+        dango__sd_stats(d, &s);
+        assert_int_equal(s.indexed, 40 - 14);
+        assert_int_equal(s.scanned, 0);
+        assert_int_equal(s.rejected, 0);
+        assert_int_equal(s.index_bytes, size_of(ipath));
+        for (int i = 0; i < 40; i++) {
+            expect_rec(d, "i", i, r[i], lens[i], offs[i], i % 3 != 0);
+        }
+        dango__sd_close(d);
+    }
+
+    /* make_room() drops are logged too: 10 records of 2 blocks, room for
+     * 8 blocks under 16 (a quarter of 64). */
+    rm_tier(path);
+    p.capacity = 64 * SD_BLOCK;
+    p.high_wm  = 0.25;
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    free_n(r, 40);
+    write_n(d, "m", 10, 5000, r, lens, offs);
+    assert_int_equal(dango__sd_make_room(d, 8 * SD_BLOCK, NULL, NULL), 6);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 4);
+    for (int i = 0; i < 10; i++) {
+        expect_rec(d, "m", i, r[i], lens[i], offs[i], i >= 6);
+    }
+    dango__sd_close(d);
+    free_n(r, 10);
+    rm_tier(path);
+}
+
+/* A torn or corrupt entry ends the replay: the good prefix is kept; garbage
+ * after the last entry changes nothing. */
+static void index_torn_tail(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[10], path[256], ipath[300], *saved, junk[100];
+    uint64_t    lens[10], offs[10];
+    size_t      len;
+    sd_stats_t  s;
+    int         fd;
+
+    path_of(path, sizeof(path), "t.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "t", 10, 3000, r, lens, offs);
+    dango__sd_close(d);
+    saved = slurp(ipath, &len);
+
+    /* Cut inside the last ADD (killed mid-append). */
+    assert_int_equal(truncate(ipath, (off_t)len - 3), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 9);
+    assert_int_equal(s.scanned, 0);
+    for (int i = 0; i < 10; i++) {
+        expect_rec(d, "t", i, r[i], lens[i], offs[i], i < 9);
+    }
+    dango__sd_close(d);
+
+    /* Garbage appended: every entry before it counts. */
+    spill(ipath, saved, len);
+    memset(junk, 0xa5, sizeof(junk));
+    fd = open(ipath, O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 10);
+    /* The rewrite at open left the garbage out. */
+    assert_int_equal(s.index_bytes, len);
+    assert_int_equal(size_of(ipath), (off_t)len);
+    dango__sd_close(d);
+
+    /* A flipped byte in the 6th entry (header 32 B, entries 56 B + key):
+     * the 5 before it come back. */
+    assert_int_equal(len, 32 + 10 * (56 + 2));
+    saved[32 + 5 * (56 + 2) + 20] ^= 1;
+    spill(ipath, saved, len);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 5);
+    for (int i = 0; i < 10; i++) {
+        expect_rec(d, "t", i, r[i], lens[i], offs[i], i < 5);
+    }
+    dango__sd_close(d);
+
+    /* A header only, or not even that: nothing, or a scan. */
+    assert_int_equal(truncate(ipath, 32), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed + s.scanned, 0);
+    dango__sd_close(d);
+    free(saved);
+    free_n(r, 10);
+    rm_tier(path);
+}
+
+/* No index: the scan finds the records and a new index is written, which
+ * the next open uses. */
+static void index_missing_scans(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[12], path[256], ipath[300];
+    uint64_t    lens[12], offs[12];
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "m.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "s", 12, 20000, r, lens, offs);
+    assert_dango_ok(dango__sd_drop(d, offs[3]));
+    dango__sd_close(d);
+
+    assert_int_equal(unlink(ipath), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.scanned, 11);
+    assert_int_equal(s.indexed, 0);
+    assert_true(s.index_bytes > 0);
+    assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
+    dango__sd_close(d);
+
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 11);
+    assert_int_equal(s.scanned, 0);
+    for (int i = 0; i < 12; i++) {
+        expect_rec(d, "s", i, r[i], lens[i], offs[i], i != 3);
+    }
+    dango__sd_close(d);
+    free_n(r, 12);
+    rm_tier(path);
+}
+
+/* Record blocks changed behind the tier's back: zeroed, or holding another
+ * record: their entries are refused at open, never returned. */
+static void index_stale_entry(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[4], path[256];
+    uint64_t    lens[4], offs[4];
+    sd_stats_t  s;
+    static char z[SD_BLOCK];
+    int         fd;
+
+    path_of(path, sizeof(path), "z.data");
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "z", 4, 9000, r, lens, offs);
+    dango__sd_close(d);
+
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, z, sizeof(z), (off_t)offs[1]),
+                     (ssize_t)sizeof(z));
+    /* Record 0's first block over record 2's: intact, but not its key. */
+    assert_int_equal(pwrite(fd, r[0], SD_BLOCK, (off_t)offs[2]),
+                     (ssize_t)SD_BLOCK);
+    close(fd);
+
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 2);
+    assert_null(dango__sd_find(d, offs[1]));
+    assert_null(dango__sd_find(d, offs[2]));
+    for (int i = 0; i < 4; i++) {
+        expect_rec(d, "z", i, r[i], lens[i], offs[i], (i == 0) || (i == 3));
+    }
+    /* Their space is free again. */
+    assert_int_equal(s.used, SD_ALIGN_UP(lens[0]) + SD_ALIGN_UP(lens[3]));
+    dango__sd_close(d);
+    free_n(r, 4);
+    rm_tier(path);
+}
+
+/* An index of another capacity is ignored: the scan runs. */
+static void index_other_capacity(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[5], path[256];
+    uint64_t    lens[5], offs[5];
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "k.data");
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "k", 5, 7000, r, lens, offs);
+    dango__sd_close(d);
+
+    p.capacity = 32u << 20;
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 0);
+    assert_int_equal(s.scanned, 5);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 5);
+    for (int i = 0; i < 5; i++) {
+        expect_rec(d, "k", i, r[i], lens[i], offs[i], 1);
+    }
+    dango__sd_close(d);
+    free_n(r, 5);
+    rm_tier(path);
+}
+
+/* Many write/drop cycles: the log is compacted, so the index stays small,
+ * and a reopen still finds exactly the live records. */
+static void index_compaction(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[100], path[256], ipath[300], pfx[16];
+    uint64_t    lens[100], offs[100], max_bytes = 0;
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "y.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    for (int c = 0; c < 60; c++) {
+        snprintf(pfx, sizeof(pfx), "y%d.", c);
+        write_n(d, pfx, 100, 100, r, lens, offs);
+        for (int i = 0; i < 100; i++) {
+            if ((c < 59) || (i % 2 == 0)) {
+                assert_dango_ok(dango__sd_drop(d, offs[i]));
+            }
+        }
+        dango__sd_stats(d, &s);
+        max_bytes = (s.index_bytes > max_bytes) ? s.index_bytes : max_bytes;
+        if (c < 59) {
+            free_n(r, 100);
+        }
+    }
+    /* 12000 entries logged; never more than 4096 + one round's kept. */
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.records, 50);
+    assert_int_equal(s.index_errors, 0);
+    assert_true(max_bytes < (4096 + 200) * 80);
+    assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
+    dango__sd_close(d);
+
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 50);
+    assert_int_equal(s.rejected, 0);
+    for (int i = 0; i < 100; i++) {
+        expect_rec(d, "y59.", i, r[i], lens[i], offs[i], i % 2 != 0);
+    }
+    dango__sd_close(d);
+    free_n(r, 100);
+    rm_tier(path);
+}
+
+/* An index entry as the tier writes it (see store_disk.c), for forging. */
+static size_t ient_make(char *dst, uint64_t off, uint64_t asz, uint64_t put_id,
+                        uint64_t size, uint64_t checksum, const char *key)
+{
+    uint16_t klen = (uint16_t)strlen(key), type = 1;
+    uint32_t len = 56u + klen;
+    uint64_t sum;
+
+    memcpy(dst + 8, &len, 4);
+    memcpy(dst + 12, &type, 2);
+    memcpy(dst + 14, &klen, 2);
+    memcpy(dst + 16, &off, 8);
+    memcpy(dst + 24, &asz, 8);
+    memcpy(dst + 32, &put_id, 8);
+    memcpy(dst + 40, &size, 8);
+    memcpy(dst + 48, &checksum, 8);
+    memcpy(dst + 56, key, klen);
+    sum = dango_hash64(dst + 8, len - 8);
+    memcpy(dst, &sum, 8);
+    return len;
+}
+
+/* Forged entries past the capacity, misaligned or over another record are
+ * refused; the true records stay. */
+static void index_bad_entries(void **state)
+{
+    sd_params_t           p = {.capacity = 1u << 20};
+    sd_disk_t            *d;
+    char                 *r[2], path[256], ipath[300], e[256];
+    uint64_t              lens[2], offs[2];
+    dango_store_rec_hdr_t h;
+    sd_stats_t            s;
+    int                   fd;
+    size_t                n;
+
+    path_of(path, sizeof(path), "b.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "b", 2, 30000, r, lens, offs);
+    dango__sd_close(d);
+    memcpy(&h, r[0], sizeof(h));
+
+    fd = open(ipath, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    /* Past the capacity; ending past it; misaligned; a copy of b0's entry
+     * one block into b0 (overlap, and its header is not there). */
+    n = ient_make(e, 1u << 20, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
+                  h.checksum, "b0");
+    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    n = ient_make(e, (1u << 20) - SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
+                  h.value_len, h.checksum, "b0");
+    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    n = ient_make(e, offs[0] + 512, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
+                  h.checksum, "b0");
+    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    n = ient_make(e, offs[0] + SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
+                  h.value_len, h.checksum, "b0");
+    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    /* Wrong allocated size for its record. */
+    n = ient_make(e, 512u << 10, SD_BLOCK, 1000, h.value_len, h.checksum, "b0");
+    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    close(fd);
+
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 5);
+    assert_int_equal(s.records, 2);
+    expect_rec(d, "b", 0, r[0], lens[0], offs[0], 1);
+    expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
+    dango__sd_close(d);
+
+    free_n(r, 2);
+    rm_tier(path);
+}
+
+/* The index cannot be written (a directory sits at its path): the data
+ * path goes on, errors are counted, the next open scans. */
+static void index_write_fails(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[6], path[256], ipath[300];
+    uint64_t    lens[6], offs[6];
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "w.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_int_equal(mkdir(ipath, 0755), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "w", 6, 6000, r, lens, offs);
+    assert_dango_ok(dango__sd_drop(d, offs[2]));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.index_errors, 1);
+    assert_int_equal(s.index_bytes, 0);
+    assert_int_equal(s.records, 5);
+    for (int i = 0; i < 6; i++) {
+        expect_rec(d, "w", i, r[i], lens[i], offs[i], i != 2);
+    }
+    dango__sd_close(d);
+
+    assert_int_equal(rmdir(ipath), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.scanned, 5);
+    assert_int_equal(s.index_errors, 0);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 5);
+    dango__sd_close(d);
+    free_n(r, 6);
+    rm_tier(path);
+}
+
+/* The index's file system fills up (the data file is preallocated): appends
+ * fail with ENOSPC, the index is removed, every record stays readable, and
+ * the next open scans and writes the index again. */
+static void index_fs_full(void **state)
+{
+    char        mnt[256], cmd[512], path[300], ipath[320], fill[320];
+    sd_params_t p = {.capacity = 2u << 20};
+    sd_disk_t  *d;
+    char       *r[150], *chunk = calloc(1, 64u << 10);
+    uint64_t    lens[150], offs[150];
+    sd_stats_t  s;
+    int         fd;
+
+    snprintf(mnt, sizeof(mnt), "%s/tmpfs2", dir);
+    mkdir(mnt, 0755);
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=4m tmpfs %s 2>/dev/null",
+             mnt);
+    if (system(cmd) != 0) {
+        rmdir(mnt);
+        free(chunk);
+        skip();
+    }
+
+    snprintf(path, sizeof(path), "%s/e.data", mnt);
+    snprintf(fill, sizeof(fill), "%s/filler", mnt);
+    index_of(ipath, sizeof(ipath), path);
+    fd = open(path, O_RDWR | O_CREAT, 0644);
+    assert_int_equal(posix_fallocate(fd, 0, (off_t)p.capacity), 0);
+    close(fd);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    fd = open(fill, O_WRONLY | O_CREAT, 0644);
+    while (write(fd, chunk, 64u << 10) > 0) {
+    }
+    while (write(fd, chunk, 1) > 0) {
+    }
+    close(fd);
+
+    write_n(d, "e", 150, 3000, r, lens, offs);
+    dango__sd_stats(d, &s);
+    assert_true(s.index_errors >= 1);
+    assert_int_equal(s.records, 150);
+    assert_int_equal(s.write_errors, 0);
+    assert_int_equal(size_of(ipath), -1);
+    for (int i = 0; i < 150; i++) {
+        expect_rec(d, "e", i, r[i], lens[i], offs[i], 1);
+    }
+    dango__sd_close(d);
+
+    unlink(fill);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.scanned, 150);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 150);
+    dango__sd_close(d);
+
+    free_n(r, 150);
+    free(chunk);
+    snprintf(cmd, sizeof(cmd), "umount %s", mnt);
+    assert_int_equal(system(cmd), 0);
+    rmdir(mnt);
 }
 
 int main(void)
@@ -371,6 +984,15 @@ int main(void)
         cmocka_unit_test(fs_full),
         cmocka_unit_test(oom_open_write),
         cmocka_unit_test(direct_read_into_extra),
+        cmocka_unit_test(index_reopen),
+        cmocka_unit_test(index_torn_tail),
+        cmocka_unit_test(index_missing_scans),
+        cmocka_unit_test(index_stale_entry),
+        cmocka_unit_test(index_other_capacity),
+        cmocka_unit_test(index_compaction),
+        cmocka_unit_test(index_bad_entries),
+        cmocka_unit_test(index_write_fails),
+        cmocka_unit_test(index_fs_full),
     };
     int rc;
 
