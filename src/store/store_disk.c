@@ -53,7 +53,7 @@
  * I/O. One io_uring and one bounce buffer registered with it
  * (io_uring_register_buffers), so every transfer is a READ_FIXED or
  * WRITE_FIXED with O_DIRECT: 4 KiB-aligned memory, offset and length,
- * extents of up to 1 MiB, up to `depth` in flight. Records are copied into
+ * extents of up to 4 MiB, up to `depth` in flight. Records are copied into
  * the bounce buffer (a cold copy runs at about three times the disk's
  * bandwidth here) because segment regions are only 64-byte aligned. When
  * the file system refuses O_DIRECT the file is opened buffered and the
@@ -226,13 +226,14 @@ static uint64_t rec_valid(const char *rec, uint64_t len)
 }
 
 /* Header-only check (the value may not be read yet): 0 or record length. */
-static uint64_t hdr_valid(const char *rec, uint64_t cap)
+static uint64_t hdr_valid(const char *rec, uint64_t avail, uint64_t cap)
 {
     dango_store_rec_hdr_t h;
     uint64_t              rlen;
 
     memcpy(&h, rec, sizeof(h));
-    if ((h.magic != DANGO_STORE_REC_MAGIC) ||
+    if ((sizeof(h) + (uint64_t)h.key_len > avail) ||
+        (h.magic != DANGO_STORE_REC_MAGIC) ||
         (h.version != DANGO_STORE_REC_VERSION) || (h.key_len == 0) ||
         (h.value_len == 0) || (h.value_len > cap) ||
         (h.commit != (h.put_id ^ DANGO_STORE_REC_COMMIT_XOR)) ||
@@ -507,11 +508,21 @@ static void scan(sd_disk_t *d)
 
         len = io.done;
         for (uint64_t b = 0; b < len; b += adv) {
-            uint64_t rlen = hdr_valid(d->buf + b, cap - off - b);
-            uint64_t asz;
-            int      ok = 0;
+            uint64_t              rlen, asz;
+            int                   ok = 0;
+            dango_store_rec_hdr_t h;
 
-            adv = SD_BLOCK;
+            /* A header whose key runs past the chunk: read again from it
+             * (the header checksum covers the key). */
+            memcpy(&h, d->buf + b, sizeof(h));
+            if ((b > 0) && (h.magic == DANGO_STORE_REC_MAGIC) &&
+                (sizeof(h) + (uint64_t)h.key_len > len - b)) {
+                off += b;
+                goto next_chunk;
+            }
+
+            rlen = hdr_valid(d->buf + b, len - b, cap - off - b);
+            adv  = SD_BLOCK;
             if (rlen == 0) {
                 continue;
             }
@@ -959,7 +970,7 @@ static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
                 (dango_store_rec_check(rec, e->key, (uint16_t)e->rec.klen,
                                        e->rec.size, e->rec.checksum,
                                        e->rec.put_id) != 0) ||
-                (hdr_valid(rec, e->asz) != e->rec.rec_len)) {
+                (hdr_valid(rec, io[k].len, e->asz) != e->rec.rec_len)) {
                 c[idx[k]].ok = 0;
             }
         }
@@ -1371,7 +1382,7 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
 
             status[i] = 0;
             if ((len < DANGO_STORE_REC_HDR_SIZE) ||
-                (hdr_valid(recs[i], len) != len)) {
+                (hdr_valid(recs[i], len, len) != len)) {
                 status[i] = DANGO_EINVAL;
                 continue;
             }

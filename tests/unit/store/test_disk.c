@@ -20,6 +20,7 @@
 #include "dango_test.h"
 #include "common/alloc.h"
 #include "common/hash.h"
+#include <dango/store.h>
 #include "store/store_disk.h"
 #include "store/store_proto.h"
 
@@ -675,6 +676,51 @@ static void index_missing_scans(void **state)
     rm_tier(path);
 }
 
+/*
+ * The scan reads the file a chunk at a time: a record whose key runs past
+ * the end of a chunk is read again from its first block and taken back; a
+ * forged header claiming a longer key than the file holds is not, and
+ * nothing is read outside the buffer.
+ */
+static void scan_key_across_chunks(void **state)
+{
+    sd_params_t p = {.capacity = 1u << 20, .buf_size = 64u << 10};
+    sd_disk_t  *d;
+    char        path[256], key[DANGO_STORE_KEY_MAX + 1], *file, *r, *got;
+    uint64_t    len, at = (64u << 10) - SD_BLOCK;
+    uint64_t    forged = (128u << 10) - SD_BLOCK;
+    dango_store_rec_hdr_t h;
+    sd_stats_t            s;
+
+    (void)state;
+    memset(key, 'k', DANGO_STORE_KEY_MAX);
+    key[DANGO_STORE_KEY_MAX] = '\0';
+    r                        = mkrec(key, 1000, 7, 42, &len);
+    file                     = calloc(1, 128u << 10);
+    assert_non_null(file);
+    memcpy(file + at, r, len);
+    memcpy(&h, r, sizeof(h));
+    h.key_len = UINT16_MAX;
+    memcpy(file + forged, &h, sizeof(h));
+    path_of(path, sizeof(path), "chunks.data");
+    spill(path, file, 128u << 10);
+
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.scanned, 1);
+    assert_non_null(dango__sd_find(d, at));
+    assert_null(dango__sd_find(d, forged));
+    got = malloc(SD_ALIGN_UP(len));
+    assert_dango_ok(dango__sd_read(d, at, key, DANGO_STORE_KEY_MAX, 42, got,
+                                   SD_ALIGN_UP(len)));
+    assert_memory_equal(got, r, len);
+    dango__sd_close(d);
+    free(got);
+    free(file);
+    free(r);
+    rm_tier(path);
+}
+
 /* Record blocks changed behind the tier's back: zeroed, or holding another
  * record: their entries are refused at open, never returned. */
 static void index_stale_entry(void **state)
@@ -993,6 +1039,7 @@ int main(void)
         cmocka_unit_test(index_bad_entries),
         cmocka_unit_test(index_write_fails),
         cmocka_unit_test(index_fs_full),
+        cmocka_unit_test(scan_key_across_chunks),
     };
     int rc;
 
