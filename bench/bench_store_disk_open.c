@@ -74,15 +74,11 @@ static char *mkrec(const char *key, size_t vlen, uint64_t put_id,
     uint64_t len  = dango_store_rec_size(klen, vlen);
     char    *r    = malloc(len);
     char    *v    = r + dango_store_rec_value_off(klen);
-    uint64_t commit;
 
     for (size_t i = 0; i < vlen; i++) {
         v[i] = (char)(i * 7 + put_id);
     }
-    dango_store_rec_format(r, key, (uint16_t)klen, vlen, dango_hash64(v, vlen),
-                           put_id);
-    commit = put_id ^ DANGO_STORE_REC_COMMIT_XOR;
-    memcpy(r + offsetof(dango_store_rec_hdr_t, commit), &commit, 8);
+    dango_store_rec_seal(r, key, (uint16_t)klen, vlen, put_id);
     *len_p = len;
     return r;
 }

@@ -21,6 +21,7 @@
 #ifndef DANGO_STORE_PROTO_H
 #define DANGO_STORE_PROTO_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <dango/common.h>
@@ -145,6 +146,24 @@ static inline void dango_store_rec_format(void *dst, const char *key,
     memcpy(dst, &h, sizeof(h));
     memcpy((char *)dst + sizeof(h), key, key_len);
     memset((char *)dst + sizeof(h) + key_len, 0, off - sizeof(h) - key_len);
+}
+
+/*
+ * Makes the record at @rec, whose value (@value_len bytes) is already in
+ * place at dango_store_rec_value_off(@key_len), a committed one: header,
+ * key, value checksum and commit word (tests, benchmarks, copies).
+ */
+static inline void dango_store_rec_seal(void *rec, const char *key,
+                                        uint16_t key_len, uint64_t value_len,
+                                        uint64_t put_id)
+{
+    char    *v      = (char *)rec + dango_store_rec_value_off(key_len);
+    uint64_t commit = put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+
+    dango_store_rec_format(rec, key, key_len, value_len,
+                           dango_hash64(v, value_len), put_id);
+    memcpy((char *)rec + offsetof(dango_store_rec_hdr_t, commit), &commit,
+           sizeof(commit));
 }
 
 /*
