@@ -263,15 +263,20 @@ static char *full_key(const md_redis_t *h, const char *key, size_t *len_p)
     return full;
 }
 
-static int md_redis_get(dango_md_t *md, const char *key, char **value_p,
-                        size_t *len_p)
+/*
+ * Runs "@cmd <prefixed key> [@value [PX @ttl_ms]]" (@value NULL: no value;
+ * @ttl_ms 0 or beyond 2^52 ms, 142,000 years: no expiry, and no overflow).
+ * As redis_cmd(), or DANGO_ENOMEM.
+ */
+static int redis_key_cmd(md_redis_t *h, const char *cmd, const char *key,
+                         const void *value, size_t len, uint64_t ttl_ms,
+                         redisReply **reply_p)
 {
-    md_redis_t *h = dango_container_of(md, md_redis_t, super);
-    const char *argv[2];
-    size_t      argvlen[2];
-    redisReply *reply;
+    const char *argv[5];
+    size_t      argvlen[5];
+    char        px[24];
+    int         argc = 2;
     char       *full;
-    char       *value;
     int         rc;
 
     full = full_key(h, key, &argvlen[1]);
@@ -279,11 +284,35 @@ static int md_redis_get(dango_md_t *md, const char *key, char **value_p,
         return DANGO_ENOMEM;
     }
 
-    argv[0]    = "GET";
-    argvlen[0] = 3;
+    argv[0]    = cmd;
+    argvlen[0] = strlen(cmd);
     argv[1]    = full;
-    rc         = redis_cmd(h, 2, argv, argvlen, &reply);
+    if (value != NULL) {
+        argv[argc]      = value;
+        argvlen[argc++] = len;
+        if ((ttl_ms > 0) && (ttl_ms < (1ull << 52))) {
+            snprintf(px, sizeof(px), "%llu", (unsigned long long)ttl_ms);
+            argv[argc]      = "PX";
+            argvlen[argc++] = 2;
+            argv[argc]      = px;
+            argvlen[argc++] = strlen(px);
+        }
+    }
+
+    rc = redis_cmd(h, argc, argv, argvlen, reply_p);
     dango_free(full);
+    return rc;
+}
+
+static int md_redis_get(dango_md_t *md, const char *key, char **value_p,
+                        size_t *len_p)
+{
+    md_redis_t *h = dango_container_of(md, md_redis_t, super);
+    redisReply *reply;
+    char       *value;
+    int         rc;
+
+    rc = redis_key_cmd(h, "GET", key, NULL, 0, 0, &reply);
     if (rc != 0) {
         return rc;
     }
@@ -311,36 +340,12 @@ static int md_redis_put(dango_md_t *md, const char *key, const void *value,
                         size_t len, uint64_t ttl_ms)
 {
     md_redis_t *h = dango_container_of(md, md_redis_t, super);
-    const char *argv[5];
-    size_t      argvlen[5];
-    char        px[24];
-    int         argc = 3;
     redisReply *reply;
-    char       *full;
     int         rc;
 
-    full = full_key(h, key, &argvlen[1]);
-    if (full == NULL) {
-        return DANGO_ENOMEM;
-    }
-
-    argv[0]    = "SET";
-    argvlen[0] = 3;
-    argv[1]    = full;
-    argv[2]    = value;
-    argvlen[2] = len;
-    /* Beyond 2^52 ms (142,000 years) is forever, and safe from overflow. */
-    if ((ttl_ms > 0) && (ttl_ms < (1ull << 52))) {
-        snprintf(px, sizeof(px), "%llu", (unsigned long long)ttl_ms);
-        argv[3]    = "PX";
-        argvlen[3] = 2;
-        argv[4]    = px;
-        argvlen[4] = strlen(px);
-        argc       = 5;
-    }
-
-    rc = redis_cmd(h, argc, argv, argvlen, &reply);
-    dango_free(full);
+    /* SET of an empty value still needs an argument. */
+    rc = redis_key_cmd(h, "SET", key, (value != NULL) ? value : "", len, ttl_ms,
+                       &reply);
     if (rc == 0) {
         freeReplyObject(reply);
     }
@@ -351,22 +356,10 @@ static int md_redis_put(dango_md_t *md, const char *key, const void *value,
 static int md_redis_del(dango_md_t *md, const char *key)
 {
     md_redis_t *h = dango_container_of(md, md_redis_t, super);
-    const char *argv[2];
-    size_t      argvlen[2];
     redisReply *reply;
-    char       *full;
     int         rc;
 
-    full = full_key(h, key, &argvlen[1]);
-    if (full == NULL) {
-        return DANGO_ENOMEM;
-    }
-
-    argv[0]    = "DEL";
-    argvlen[0] = 3;
-    argv[1]    = full;
-    rc         = redis_cmd(h, 2, argv, argvlen, &reply);
-    dango_free(full);
+    rc = redis_key_cmd(h, "DEL", key, NULL, 0, 0, &reply);
     if (rc != 0) {
         return rc;
     }
