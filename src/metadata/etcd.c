@@ -876,6 +876,27 @@ static int range_parse(const json_t *resp, int keys_only,
     return 0;
 }
 
+/*
+ * Sends @req, built with status @rc (a failed build is not sent), and frees
+ * it either way; on success *@resp_p is the answer and *@rev_p (if not
+ * NULL) its header revision. As etcd_call(), or the build's error.
+ */
+static int etcd_send(dango__etcd_t *e, const char *path, json_t *req, int rc,
+                     int idempotent, json_t **resp_p, int64_t *rev_p)
+{
+    if (rc == 0) {
+        rc = etcd_call(e, path, req, idempotent, resp_p);
+    }
+    json_decref(req);
+    if (rc > 0) {
+        return DANGO_ENOMEM; /* a jansson setter's -1 folded into rc */
+    }
+    if ((rc == 0) && (rev_p != NULL)) {
+        *rev_p = header_revision(*resp_p);
+    }
+    return rc;
+}
+
 static int etcd_range(dango__etcd_t *e, const void *key, size_t key_len,
                       int prefix, int keys_only, int64_t revision,
                       dango__etcd_kv_t **kvs_p, size_t *count_p, int64_t *rev_p)
@@ -901,21 +922,12 @@ static int etcd_range(dango__etcd_t *e, const void *key, size_t key_len,
                  ? DANGO_ENOMEM
                  : 0;
     }
-    if (rc != 0) {
-        json_decref(req);
-        return (rc > 0) ? DANGO_ENOMEM : rc;
-    }
-
-    rc = etcd_call(e, "kv/range", req, 1, &resp);
-    json_decref(req);
+    rc = etcd_send(e, "kv/range", req, rc, 1, &resp, rev_p);
     if (rc != 0) {
         return rc;
     }
 
     rc = range_parse(resp, keys_only, kvs_p, count_p);
-    if ((rc == 0) && (rev_p != NULL)) {
-        *rev_p = header_revision(resp);
-    }
 
     json_decref(resp);
     return rc;
@@ -986,20 +998,10 @@ int dango__etcd_put(dango__etcd_t *etcd, const void *key, size_t key_len,
     if ((rc == 0) && (lease != 0)) {
         rc = json_set_i64(req, "lease", lease);
     }
-    if (rc != 0) {
-        json_decref(req);
-        return rc;
-    }
-
     /* A put of the same value is harmless to repeat. */
-    rc = etcd_call(etcd, "kv/put", req, 1, &resp);
-    json_decref(req);
+    rc = etcd_send(etcd, "kv/put", req, rc, 1, &resp, rev_p);
     if (rc != 0) {
         return rc;
-    }
-
-    if (rev_p != NULL) {
-        *rev_p = header_revision(resp);
     }
 
     json_decref(resp);
@@ -1023,24 +1025,15 @@ int dango__etcd_delete(dango__etcd_t *etcd, const void *key, size_t key_len,
         return DANGO_ENOMEM;
     }
 
-    rc = req_set_range(req, key, key_len, prefix);
-    if (rc != 0) {
-        json_decref(req);
-        return rc;
-    }
-
     /* Not idempotent in its answer (the count), so not retried. */
-    rc = etcd_call(etcd, "kv/deleterange", req, 0, &resp);
-    json_decref(req);
+    rc = etcd_send(etcd, "kv/deleterange", req,
+                   req_set_range(req, key, key_len, prefix), 0, &resp, rev_p);
     if (rc != 0) {
         return rc;
     }
 
     if (deleted_p != NULL) {
         *deleted_p = json_i64(resp, "deleted");
-    }
-    if (rev_p != NULL) {
-        *rev_p = header_revision(resp);
     }
 
     json_decref(resp);
@@ -1126,22 +1119,13 @@ int dango__etcd_txn(dango__etcd_t *etcd, const dango__etcd_cmp_t *cmps,
     if (rc == 0) {
         rc = ops_to_json(req, "failure", failure, num_failure);
     }
-    if (rc != 0) {
-        json_decref(req);
-        return rc;
-    }
-
     /* A compare-and-swap retried after it applied would report failure. */
-    rc = etcd_call(etcd, "kv/txn", req, 0, &resp);
-    json_decref(req);
+    rc = etcd_send(etcd, "kv/txn", req, rc, 0, &resp, rev_p);
     if (rc != 0) {
         return rc;
     }
 
     *succeeded_p = json_bool(resp, "succeeded");
-    if (rev_p != NULL) {
-        *rev_p = header_revision(resp);
-    }
 
     json_decref(resp);
     return 0;
