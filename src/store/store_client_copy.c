@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/copy.h"
 #include "common/hash.h"
 #include "store/store_proto.h"
 
@@ -33,7 +34,7 @@ static int copy_io(dango_store_client_t *c, sc_seg_t *seg, dango_xfer_op_t op,
         if (op == DANGO_XFER_OP_READ) {
             dango__sc_copy(local, (const void *)(uintptr_t)addr, len);
         } else {
-            dango__sc_copy((void *)(uintptr_t)addr, local, len);
+            dango_copy_stream((void *)(uintptr_t)addr, local, len);
         }
         return 0;
     }

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/copy.h"
 #include "common/hash.h"
 #include "store/store_client_int.h"
 #include "store/store_proto.h"
@@ -327,14 +328,14 @@ static void put_own_copies(dango_store_client_t *c, put_item_t *it)
         }
 
         if (it->copied) {
-            dango__sc_copy(dst, it->hdr.ptr, it->voff + it->len);
+            dango_copy_stream(dst, it->hdr.ptr, it->voff + it->len);
             continue;
         }
 
         dango__sc_copy(dst, it->hdr.ptr, it->voff);
         dst += it->voff;
         for (size_t p = 0; p < it->nparts; p++) {
-            dango__sc_copy(dst, it->parts[p].base, it->parts[p].len);
+            dango_copy_stream(dst, it->parts[p].base, it->parts[p].len);
             dst += it->parts[p].len;
         }
     }

@@ -86,6 +86,7 @@
 #include <dango/transport.h>
 #include "common/alloc.h"
 #include "common/config_table.h"
+#include "common/copy.h"
 #include "common/list.h"
 #include "common/loop.h"
 #include "common/time.h"
@@ -1275,7 +1276,9 @@ static void shm_copy_task(dango_loop_task_t *task)
     if (slice->op == DANGO_TP_OP_READ) {
         memcpy(slice->local, op->mapped, slice->length);
     } else {
-        memcpy(op->mapped, slice->local, slice->length);
+        /* Into the peer's segment, read much later (if at all) by someone
+         * else: streaming stores, about twice as fast into cold memory. */
+        dango_copy_stream(op->mapped, slice->local, slice->length);
     }
 
     slice->complete(slice, 0);
