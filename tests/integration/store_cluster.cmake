@@ -7,7 +7,7 @@ target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
 target_include_directories(store_peer PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 
 add_executable(test_store_cluster test_store_cluster.c)
-target_link_libraries(test_store_cluster PRIVATE dango_store dango_it_proc
+target_link_libraries(test_store_cluster PRIVATE dango_store dango_it_store dango_it_proc
                       PkgConfig::CMOCKA Threads::Threads)
 target_include_directories(test_store_cluster PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 target_compile_definitions(test_store_cluster PRIVATE
@@ -38,7 +38,7 @@ endforeach()
 # Master high availability against a real etcd (test_store_ha.c).
 add_executable(test_store_ha test_store_ha.c)
 target_link_libraries(test_store_ha PRIVATE dango_store dango_metadata
-                      dango_it_proc dango_test_md_servers
+                      dango_it_store dango_it_proc dango_test_md_servers
                       PkgConfig::CMOCKA Threads::Threads)
 target_include_directories(test_store_ha PRIVATE ${CMAKE_SOURCE_DIR}/tests
                            ${CMAKE_SOURCE_DIR}/src)
@@ -55,7 +55,7 @@ endforeach()
 # Disk tier of the nodes (test_store_disk_it.c): master and nodes as store_peer
 # processes, tier files in a temporary directory.
 add_executable(test_store_disk_it test_store_disk_it.c)
-target_link_libraries(test_store_disk_it PRIVATE dango_store dango_it_proc
+target_link_libraries(test_store_disk_it PRIVATE dango_store dango_it_store dango_it_proc
                       PkgConfig::CMOCKA Threads::Threads)
 target_include_directories(test_store_disk_it PRIVATE ${CMAKE_SOURCE_DIR}/tests
                            ${CMAKE_SOURCE_DIR}/src)

@@ -34,6 +34,7 @@
 #include "common/hash.h"
 #include "common/time.h"
 #include "it_proc.h"
+#include "it_store.h"
 #include "store/store_proto.h"
 #include "test_values.h"
 
@@ -42,7 +43,7 @@
 #endif
 
 #define MIB           (1ull << 20)
-#define START_TIMEOUT 30000 /* ms: a process up (ASan builds are slow) */
+#define START_TIMEOUT IT_PEER_START_MS
 #define CLIENT_TTL_MS 2000
 #define MAX_NODES     3
 
@@ -56,47 +57,27 @@ static dango_store_client_t *g_client;
 
 static void master_start(const char *listen)
 {
-    char        line[256];
     char       *argv[] = {STORE_PEER_PATH, "master", NULL};
     char        env[160];
     const char *add[] = {env, NULL};
 
     snprintf(env, sizeof(env), "DANGO_MASTER_LISTEN=%s", listen);
-    it_proc_spawn(&g_master, argv, add);
-    if (it_proc_expect(&g_master, "READY ", line, sizeof(line),
-                       START_TIMEOUT) != 0) {
-        fail_msg("master did not start");
-    }
-
-    snprintf(g_master_addr, sizeof(g_master_addr), "%.120s", line + 6);
+    it_peer_start(&g_master, argv, add, g_master_addr, sizeof(g_master_addr));
 }
 
 static void node_start(int i, uint64_t seg)
 {
-    char  line[512], size[32];
+    char  size[32];
     char *argv[] = {STORE_PEER_PATH, "node", g_master_addr, size, NULL};
 
     snprintf(size, sizeof(size), "%" PRIu64, seg);
-    it_proc_spawn(&g_nodes[i], argv, NULL);
-    if (it_proc_expect(&g_nodes[i], "READY ", line, sizeof(line),
-                       START_TIMEOUT) != 0) {
-        fail_msg("node %d did not start", i);
-    }
-
-    snprintf(g_node_names[i], sizeof(g_node_names[i]), "%.250s", line + 6);
+    it_peer_start(&g_nodes[i], argv, NULL, g_node_names[i],
+                  sizeof(g_node_names[i]));
 }
 
 static void client_start(uint64_t buf)
 {
-    dango_store_params_t p;
-
-    memset(&p, 0, sizeof(p));
-    p.field_mask = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE |
-                   DANGO_STORE_PARAM_BUFFER_SIZE;
-    p.master_addr       = g_master_addr;
-    p.segment_size      = 0;
-    p.local_buffer_size = buf;
-    assert_dango_ok(dango_store_client_create(&p, NULL, &g_client));
+    it_store_client(g_master_addr, buf, &g_client);
 }
 
 /* Master, @n nodes of @seg bytes, and this process as a client. */
@@ -136,22 +117,7 @@ static void put_key(const char *key, size_t len,
 /* Gets @key and checks every byte; returns the get's result. */
 static int64_t get_check(const char *key, size_t len)
 {
-    uint8_t *val  = malloc(len);
-    uint8_t *want = malloc(len);
-    int64_t  got;
-
-    assert_non_null(val);
-    assert_non_null(want);
-    got = dango_store_get(g_client, key, val, len, NULL);
-    if (got >= 0) {
-        test_fill(want, len, test_key_seed(key));
-        assert_int_equal((int64_t)len, got);
-        assert_memory_equal(want, val, len);
-    }
-
-    free(val);
-    free(want);
-    return got;
+    return it_store_get_check(g_client, key, len);
 }
 
 static int setup(void **state)
@@ -499,10 +465,7 @@ static void netns_two_hosts(void **state)
                               STORE_PEER_PATH,      "master", NULL};
         const char *add[]  = {"DANGO_MASTER_LISTEN=192.0.2.1:0", NULL};
 
-        it_proc_spawn(&g_master, argv, add);
-        assert_int_equal(0, it_proc_expect(&g_master, "READY ", line,
-                                           sizeof(line), START_TIMEOUT));
-        snprintf(master, sizeof(master), "%.120s", line + 6);
+        it_peer_start(&g_master, argv, add, master, sizeof(master));
     }
 
     snprintf(size, sizeof(size), "%llu", 64 * MIB);
@@ -511,10 +474,8 @@ static void netns_two_hosts(void **state)
                         STORE_PEER_PATH,      "node",  master, size,
                         "192.0.2.1:0",        NULL};
 
-        it_proc_spawn(&node, argv, NULL);
-        assert_int_equal(0, it_proc_expect(&node, "READY ", line, sizeof(line),
-                                           START_TIMEOUT));
-        assert_true(strncmp(line + 6, "192.0.2.1:", 10) == 0);
+        it_peer_start(&node, argv, NULL, line, sizeof(line));
+        assert_true(strncmp(line, "192.0.2.1:", 10) == 0);
     }
 
     /* Host B: a client puts and gets 4 MiB over the veth. */

@@ -43,6 +43,7 @@
 #include <dango/store.h>
 #include "common/time.h"
 #include "it_proc.h"
+#include "it_store.h"
 #include "store/store_proto.h"
 #include "test_values.h"
 
@@ -50,12 +51,11 @@
 #error "STORE_PEER_PATH must name the store_peer helper"
 #endif
 
-#define KIB           (1ull << 10)
-#define MIB           (1ull << 20)
-#define START_TIMEOUT 30000
-#define SEG_SIZE      (4 * MIB)
-#define VAL_SIZE      (256 * KIB)
-#define NKEYS         48
+#define KIB      (1ull << 10)
+#define MIB      (1ull << 20)
+#define SEG_SIZE (4 * MIB)
+#define VAL_SIZE (256 * KIB)
+#define NKEYS    48
 
 static it_proc_t             g_master;
 static char                  g_master_addr[128];
@@ -68,17 +68,12 @@ static char                  g_mnt[128];
 
 static void master_start_at(const char *listen)
 {
-    char        line[256], env[160];
+    char        env[160];
     char       *argv[] = {STORE_PEER_PATH, "master", NULL};
     const char *add[]  = {env, NULL};
 
     snprintf(env, sizeof(env), "DANGO_MASTER_LISTEN=%s", listen);
-    it_proc_spawn(&g_master, argv, add);
-    if (it_proc_expect(&g_master, "READY ", line, sizeof(line),
-                       START_TIMEOUT) != 0) {
-        fail_msg("master did not start");
-    }
-    snprintf(g_master_addr, sizeof(g_master_addr), "%.120s", line + 6);
+    it_peer_start(&g_master, argv, add, g_master_addr, sizeof(g_master_addr));
 }
 
 static void master_start(void)
@@ -88,7 +83,7 @@ static void master_start(void)
 
 static void node_start(const char *path, const char *disk_size)
 {
-    char  line[512], size[32], env_path[256], env_size[64];
+    char  size[32], env_path[256], env_size[64];
     char *argv[] = {STORE_PEER_PATH, "node", g_master_addr, size, NULL};
     /* Staging for 4 values: reads in a row work only if readers release
      * what they read (DiskRelease) instead of waiting out its time. */
@@ -98,23 +93,12 @@ static void node_start(const char *path, const char *disk_size)
     snprintf(size, sizeof(size), "%llu", (unsigned long long)SEG_SIZE);
     snprintf(env_path, sizeof(env_path), "DANGO_STORE_DISK_PATH=%s", path);
     snprintf(env_size, sizeof(env_size), "DANGO_STORE_DISK_SIZE=%s", disk_size);
-    it_proc_spawn(&g_node, argv, add);
-    if (it_proc_expect(&g_node, "READY ", line, sizeof(line), START_TIMEOUT) !=
-        0) {
-        fail_msg("node did not start");
-    }
+    it_peer_start(&g_node, argv, add, NULL, 0);
 }
 
 static void client_start(void)
 {
-    dango_store_params_t p;
-
-    memset(&p, 0, sizeof(p));
-    p.field_mask = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE |
-                   DANGO_STORE_PARAM_BUFFER_SIZE;
-    p.master_addr       = g_master_addr;
-    p.local_buffer_size = 16 * MIB;
-    assert_dango_ok(dango_store_client_create(&p, NULL, &g_client));
+    it_store_client(g_master_addr, 16 * MIB, &g_client);
 }
 
 static void key_of(char *buf, size_t len, int i)
@@ -154,21 +138,7 @@ static void put_all(void)
 /* Gets @key: its bytes must be right when it succeeds. Returns the rc. */
 static int64_t get_check(const char *key)
 {
-    uint8_t *val  = malloc(VAL_SIZE);
-    uint8_t *want = malloc(VAL_SIZE);
-    int64_t  got;
-
-    assert_non_null(val);
-    assert_non_null(want);
-    got = dango_store_get(g_client, key, val, VAL_SIZE, NULL);
-    if (got >= 0) {
-        test_fill(want, VAL_SIZE, test_key_seed(key));
-        assert_int_equal(VAL_SIZE, got);
-        assert_memory_equal(want, val, VAL_SIZE);
-    }
-    free(val);
-    free(want);
-    return got;
+    return it_store_get_check(g_client, key, VAL_SIZE);
 }
 
 static void pool(dango_store_pool_info_t *info)

@@ -33,6 +33,7 @@
 #include "common/time.h"
 #include "fixtures/md_servers.h"
 #include "it_proc.h"
+#include "it_store.h"
 #include "metadata/etcd.h"
 #include "test_values.h"
 
@@ -40,11 +41,10 @@
 #error "STORE_PEER_PATH must name the store_peer helper"
 #endif
 
-#define MIB           ((uint64_t)1 << 20)
-#define START_TIMEOUT 30000 /* ms */
-#define NMASTERS      3
-#define NNODES        2
-#define NKEYS         24
+#define MIB      ((uint64_t)1 << 20)
+#define NMASTERS 3
+#define NNODES   2
+#define NKEYS    24
 
 static dango_test_server_t   g_etcd;
 static char                  g_etcd_url[64];
@@ -71,62 +71,29 @@ static int put_key(const char *key, size_t len)
 /* Gets @key and checks every byte; the get's result. */
 static int64_t get_check(const char *key, size_t len)
 {
-    uint8_t *val  = malloc(len);
-    uint8_t *want = malloc(len);
-    int64_t  got;
-
-    assert_non_null(val);
-    assert_non_null(want);
-    got = dango_store_get(g_client, key, val, len, NULL);
-    if (got >= 0) {
-        test_fill(want, len, test_key_seed(key));
-        assert_int_equal((int64_t)len, got);
-        assert_memory_equal(want, val, len);
-    }
-
-    free(val);
-    free(want);
-    return got;
+    return it_store_get_check(g_client, key, len);
 }
 
 static void master_start(int i)
 {
-    char  line[256];
     char *argv[] = {STORE_PEER_PATH, "master", NULL};
 
-    it_proc_spawn(&g_masters[i], argv, NULL);
-    if (it_proc_expect(&g_masters[i], "READY ", line, sizeof(line),
-                       START_TIMEOUT) != 0) {
-        fail_msg("master %d did not start", i);
-    }
-
-    snprintf(g_master_addrs[i], sizeof(g_master_addrs[i]), "%.120s", line + 6);
+    it_peer_start(&g_masters[i], argv, NULL, g_master_addrs[i],
+                  sizeof(g_master_addrs[i]));
 }
 
 static void node_start(int i)
 {
-    char  line[512], size[32];
+    char  size[32];
     char *argv[] = {STORE_PEER_PATH, "node", g_etcd_url, size, NULL};
 
     snprintf(size, sizeof(size), "%" PRIu64, 32 * MIB);
-    it_proc_spawn(&g_nodes[i], argv, NULL);
-    if (it_proc_expect(&g_nodes[i], "READY ", line, sizeof(line),
-                       START_TIMEOUT) != 0) {
-        fail_msg("node %d did not start", i);
-    }
+    it_peer_start(&g_nodes[i], argv, NULL, NULL, 0);
 }
 
 static void client_start(const char *master, dango_store_client_t **c_p)
 {
-    dango_store_params_t p;
-
-    memset(&p, 0, sizeof(p));
-    p.field_mask = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE |
-                   DANGO_STORE_PARAM_BUFFER_SIZE;
-    p.master_addr       = master;
-    p.segment_size      = 0;
-    p.local_buffer_size = 8 * MIB;
-    assert_dango_ok(dango_store_client_create(&p, NULL, c_p));
+    it_store_client(master, 8 * MIB, c_p);
 }
 
 /*

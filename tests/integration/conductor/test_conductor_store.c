@@ -30,6 +30,7 @@
 #include <dango/store.h>
 #include "http_json.h"
 #include "it_proc.h"
+#include "it_store.h"
 #include "store/store_proto.h"
 #include "test_values.h"
 
@@ -41,7 +42,7 @@
 #endif
 
 #define MIB           (1ull << 20)
-#define START_TIMEOUT 30000 /* ms (ASan builds are slow) */
+#define START_TIMEOUT IT_PEER_START_MS
 #define WAIT_MS       15000 /* bound on waiting for events and copies */
 #define VLEN          (64 * 1024)
 
@@ -169,10 +170,7 @@ static void cluster_start(void)
                                     "DANGO_STORE_KV_EVENTS_INTERVAL=50ms", NULL};
     dango_store_params_t p;
 
-    it_proc_spawn(&g_master, margv, menv);
-    assert_dango_ok(
-        it_proc_expect(&g_master, "READY ", line, sizeof(line), START_TIMEOUT));
-    snprintf(g_master_addr, sizeof(g_master_addr), "%.120s", line + 6);
+    it_peer_start(&g_master, margv, menv, g_master_addr, sizeof(g_master_addr));
 
     snprintf(opt, sizeof(opt), "CONDUCTOR_STORE_MASTER=%s", g_master_addr);
     it_proc_spawn(&g_cond, cargv, NULL);
@@ -186,10 +184,8 @@ static void cluster_start(void)
         char *nargv[] = {STORE_PEER_PATH, "node", g_master_addr, "16777216",
                          NULL};
 
-        it_proc_spawn(&g_node[i], nargv, nenv);
-        assert_dango_ok(it_proc_expect(&g_node[i], "READY ", line, sizeof(line),
-                                       START_TIMEOUT));
-        sscanf(line + 6, "%255s", g_node_name[i]);
+        it_peer_start(&g_node[i], nargv, nenv, g_node_name[i],
+                      sizeof(g_node_name[i]));
     }
 
     memset(&p, 0, sizeof(p));
