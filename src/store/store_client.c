@@ -680,6 +680,17 @@ void dango__sc_batch_put(dango_store_client_t *c, dango_xfer_batch_t *batch)
 
 /* ---------- committer ---------- */
 
+void dango__sc_commit_req(dango_store_client_t *c, const sc_commit_t *w,
+                          uint64_t *word, dango_xfer_req_t *req)
+{
+    *word            = w->value;
+    req->op          = DANGO_XFER_OP_WRITE;
+    req->local_addr  = word;
+    req->segment     = dango__sc_seg_id(c, w->seg);
+    req->remote_addr = w->addr;
+    req->length      = sizeof(uint64_t);
+}
+
 static void commit_write(dango_store_client_t *c, dango_xfer_batch_t *batch,
                          const sc_commit_t *w, size_t n, uint64_t *words)
 {
@@ -695,12 +706,7 @@ static void commit_write(dango_store_client_t *c, dango_xfer_batch_t *batch,
             continue;
         }
 
-        words[nreq]            = w[i].value;
-        reqs[nreq].op          = DANGO_XFER_OP_WRITE;
-        reqs[nreq].local_addr  = &words[nreq];
-        reqs[nreq].segment     = dango__sc_seg_id(c, w[i].seg);
-        reqs[nreq].remote_addr = w[i].addr;
-        reqs[nreq].length      = sizeof(uint64_t);
+        dango__sc_commit_req(c, &w[i], &words[nreq], &reqs[nreq]);
         nreq++;
     }
 

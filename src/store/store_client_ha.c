@@ -501,13 +501,8 @@ void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
                     continue;
                 }
 
-                words[nreq]            = w[i].value;
-                reqs[nreq].op          = DANGO_XFER_OP_WRITE;
-                reqs[nreq].local_addr  = &words[nreq];
-                reqs[nreq].segment     = dango__sc_seg_id(c, w[i].seg);
-                reqs[nreq].remote_addr = w[i].addr;
-                reqs[nreq].length      = sizeof(uint64_t);
-                idx[nreq++]            = i;
+                dango__sc_commit_req(c, &w[i], &words[nreq], &reqs[nreq]);
+                idx[nreq++] = i;
             }
 
             /* One by one: a refused submit must not hide the others. */

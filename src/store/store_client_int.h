@@ -222,6 +222,10 @@ void dango__sc_buf_put(dango_store_client_t *c, sc_buf_t *b);
 /* 1 if [ptr, ptr+len) lies in a buffer the application registered. */
 int dango__sc_ureg_covers(dango_store_client_t *c, const void *ptr, size_t len);
 
+/* The WRITE request of commit word @w to another client's segment, its
+ * value kept in @word (registered memory). */
+void dango__sc_commit_req(dango_store_client_t *c, const sc_commit_t *w,
+                          uint64_t *word, dango_xfer_req_t *req);
 /* Queues commit words for the committer thread; writes them now when they
  * all go to this host (plain copies) or when the queue is full. */
 void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,

@@ -521,6 +521,27 @@ out:
 
 /* ---------- phase 3 ---------- */
 
+/* Takes the master's answer for started item @it: @rc for the whole
+ * call, else resp->status[*m] (*m advances either way). 1 if it ended. */
+static int put_ended(put_item_t *it, int rc,
+                     const Dango__Store__StatusList *resp, size_t *m)
+{
+    it->rc      = (rc != 0) ? rc : resp->status[*m];
+    it->started = 0; /* ended (or its end failed): no revoke */
+    (*m)++;
+    return it->rc == 0;
+}
+
+/* The commit words of @it's replicas, in @w[0..nrep). */
+static void put_commit_words(const put_item_t *it, sc_commit_t *w)
+{
+    for (unsigned j = 0; j < it->nrep; j++) {
+        w[j].seg   = it->segs[j];
+        w[j].addr  = it->addrs[j] + offsetof(dango_store_rec_hdr_t, commit);
+        w[j].value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+    }
+}
+
 /*
  * The end of a put whose commit words must be durable before it returns
  * (HA mode or STORE_SYNC_COMMIT): every word of the call is written from
@@ -555,10 +576,7 @@ static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
             continue;
         }
 
-        it->rc      = (rc != 0) ? rc : resp->status[m];
-        it->started = 0; /* ended (or its end failed): no revoke */
-        m++;
-        if (it->rc != 0) {
+        if (!put_ended(it, rc, resp, &m)) {
             continue;
         }
 
@@ -568,11 +586,9 @@ static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
         }
 
         got[i] = -1; /* ended: needs one durable word */
-        for (unsigned j = 0; j < it->nrep; j++, nw++) {
-            w[nw].seg  = it->segs[j];
-            w[nw].addr = it->addrs[j] + offsetof(dango_store_rec_hdr_t, commit);
-            w[nw].value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
-            owner[nw]   = i;
+        put_commit_words(it, &w[nw]);
+        for (unsigned j = 0; j < it->nrep; j++) {
+            owner[nw++] = i;
         }
     }
 
@@ -686,19 +702,11 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
             continue;
         }
 
-        it->rc      = (rc != 0) ? rc : resp->status[m];
-        it->started = 0; /* ended (or its end failed): no revoke */
-        m++;
-        if (it->rc != 0) {
+        if (!put_ended(it, rc, resp, &m)) {
             continue;
         }
 
-        for (unsigned j = 0; j < it->nrep; j++) {
-            w[j].seg   = it->segs[j];
-            w[j].addr  = it->addrs[j] + offsetof(dango_store_rec_hdr_t, commit);
-            w[j].value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
-        }
-
+        put_commit_words(it, w);
         dango__sc_commit_queue(c, w, it->nrep);
     }
 
