@@ -90,29 +90,20 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
         return DANGO_ENOSPC;
     }
 
-    cv = dango_calloc(1, sizeof(*cv) + sizeof(cv->rep[0]), "master_copy");
+    cv = dango__store_ms_ver_new(1);
     if (cv == NULL) {
         dango__store_ms_region_free(st, seg, off, cur->rec_len);
         return DANGO_ENOMEM;
     }
 
-    dango_list_init(&cv->inflight_link);
-    dango_list_init(&cv->client_link);
-    cv->cid           = cid;
-    cv->put_id        = cur->put_id;
-    cv->size          = cur->size;
-    cv->checksum      = cur->checksum;
-    cv->rec_len       = cur->rec_len;
-    cv->start         = now;
-    cv->heap_idx      = SIZE_MAX;
-    cv->copy_id       = st->next_put_id++;
-    cv->nrep          = 1;
-    cv->nlive         = 1;
-    cv->rep[0].seg    = seg;
-    cv->rep[0].ver    = cv;
-    cv->rep[0].off    = off;
-    cv->rep[0].status = DANGO_STORE_REPLICA_PROCESSING;
-    dango_list_add_tail(&seg->replicas, &cv->rep[0].seg_link);
+    cv->cid      = cid;
+    cv->put_id   = cur->put_id;
+    cv->size     = cur->size;
+    cv->checksum = cur->checksum;
+    cv->rec_len  = cur->rec_len;
+    cv->start    = now;
+    cv->copy_id  = st->next_put_id++;
+    dango__store_ms_rep_add(cv, seg, off, DANGO_STORE_REPLICA_PROCESSING);
     ce = dango_calloc(1, sizeof(*ce), "master_copy");
     if (ce == NULL) {
         cv->copy_id = 0;

@@ -454,30 +454,19 @@ static void mem_drop(ms_state_t *st, ms_obj_t *o)
 /* A version of one COMPLETE replica at (@seg, @off). */
 static ms_ver_t *ver_new(const ms_dwait_item_t *it, ms_cid_t cid, uint64_t now)
 {
-    ms_ver_t *v = dango_calloc(1, sizeof(*v) + sizeof(v->rep[0]), "master_ver");
-    ms_rep_t *r;
+    ms_ver_t *v = dango__store_ms_ver_new(1);
 
     if (v == NULL) {
         return NULL;
     }
 
-    dango_list_init(&v->inflight_link);
-    dango_list_init(&v->client_link);
     v->cid      = cid;
     v->put_id   = it->put_id;
     v->size     = it->size;
     v->checksum = it->checksum;
     v->rec_len  = it->rec_len;
     v->start    = now;
-    v->heap_idx = SIZE_MAX;
-    v->nrep     = 1;
-    v->nlive    = 1;
-    r           = &v->rep[0];
-    r->seg      = it->seg;
-    r->ver      = v;
-    r->off      = it->off;
-    r->status   = DANGO_STORE_REPLICA_COMPLETE;
-    dango_list_add_tail(&it->seg->replicas, &r->seg_link);
+    dango__store_ms_rep_add(v, it->seg, it->off, DANGO_STORE_REPLICA_COMPLETE);
     return v;
 }
 

@@ -558,7 +558,14 @@ int dango__store_ms_fence_claim(ms_state_t *st, ms_seg_t *seg, uint64_t off,
 void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_fence_destroy(ms_state_t *st);
 
-/* Version helpers shared with the copy code. */
+/* Version helpers shared with the copy and disk code. */
+/* A new version with room for @nrep replicas, none attached, on no list and
+ * not parked; NULL without memory. */
+ms_ver_t *dango__store_ms_ver_new(unsigned nrep);
+/* Attaches the next replica of @v (room for it allocated): region @off of
+ * @seg, in @status, counted live. */
+void      dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
+                                  uint32_t status);
 ms_ver_t *dango__store_ms_ver_grow(ms_ver_t *v);
 void      dango__store_ms_ver_unpark(ms_state_t *st, ms_ver_t *v);
 void      dango__store_ms_obj_lease(ms_state_t *st, ms_obj_t *o, uint64_t now);

@@ -274,7 +274,7 @@ again:
         st->c.partial_allocs++;
     }
 
-    v = dango_calloc(1, sizeof(*v) + placed * sizeof(v->rep[0]), "master_ver");
+    v = dango__store_ms_ver_new(placed);
     if (v == NULL) {
         goto err_free_regions;
     }
@@ -319,15 +319,9 @@ again:
     v->start        = now;
     v->soft_pin     = cfg->soft_pin;
     v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
-    v->heap_idx     = SIZE_MAX;
-    v->nrep         = (uint8_t)placed;
-    v->nlive        = (uint8_t)placed;
     for (unsigned i = 0; i < placed; i++) {
-        v->rep[i].seg    = segs[i];
-        v->rep[i].ver    = v;
-        v->rep[i].off    = offs[i];
-        v->rep[i].status = DANGO_STORE_REPLICA_PROCESSING;
-        dango_list_add_tail(&segs[i]->replicas, &v->rep[i].seg_link);
+        dango__store_ms_rep_add(v, segs[i], offs[i],
+                                DANGO_STORE_REPLICA_PROCESSING);
     }
     dango_list_add_tail(&st->inflight, &v->inflight_link);
     dango_list_add_tail(&c->puts, &v->client_link);
@@ -981,6 +975,33 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
 
 /* ---------- rebuild from node reports ---------- */
 
+ms_ver_t *dango__store_ms_ver_new(unsigned nrep)
+{
+    ms_ver_t *v =
+        dango_calloc(1, sizeof(*v) + nrep * sizeof(v->rep[0]), "master_ver");
+
+    if (v != NULL) {
+        dango_list_init(&v->inflight_link);
+        dango_list_init(&v->client_link);
+        v->heap_idx = SIZE_MAX;
+    }
+
+    return v;
+}
+
+void dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
+                             uint32_t status)
+{
+    ms_rep_t *r = &v->rep[v->nrep++];
+
+    r->seg    = seg;
+    r->ver    = v;
+    r->off    = off;
+    r->status = status;
+    dango_list_add_tail(&seg->replicas, &r->seg_link);
+    v->nlive++;
+}
+
 /*
  * A copy of @v with room for one more replica, taking @v's place in its
  * object and segment lists; @v's struct is freed (not its regions).
@@ -1017,7 +1038,6 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     ms_obj_t    *o;
     ms_ver_t    *v, *old = NULL;
     uint64_t     rec_len, off, asz;
-    ms_rep_t    *rep;
     int          same, ghost;
     int          rc = key_check(&r->key);
 
@@ -1090,7 +1110,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
             return DANGO_ENOMEM;
         }
     } else {
-        v = dango_calloc(1, sizeof(*v) + sizeof(v->rep[0]), "master_ver");
+        v = dango__store_ms_ver_new(1);
         if ((v == NULL) ||
             ((o == NULL) && ((o = dango_calloc(1, sizeof(*o) + r->key.len + 1,
                                                "master_obj")) == NULL))) {
@@ -1118,7 +1138,6 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         v->checksum = r->checksum;
         v->rec_len  = rec_len;
         v->start    = now;
-        v->heap_idx = SIZE_MAX;
         v->restored = 1;
         o->cur      = v;
         if (old != NULL) {
@@ -1128,13 +1147,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         }
     }
 
-    rep         = &v->rep[v->nrep++];
-    rep->seg    = seg;
-    rep->ver    = v;
-    rep->off    = off;
-    rep->status = DANGO_STORE_REPLICA_COMPLETE;
-    dango_list_add_tail(&seg->replicas, &rep->seg_link);
-    v->nlive++;
+    dango__store_ms_rep_add(v, seg, off, DANGO_STORE_REPLICA_COMPLETE);
     if (st->next_put_id <= r->put_id) {
         st->next_put_id = r->put_id + 1;
     }
