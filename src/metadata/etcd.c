@@ -888,9 +888,6 @@ static int etcd_send(dango__etcd_t *e, const char *path, json_t *req, int rc,
         rc = etcd_call(e, path, req, idempotent, resp_p);
     }
     json_decref(req);
-    if (rc > 0) {
-        return DANGO_ENOMEM; /* a jansson setter's -1 folded into rc */
-    }
     if ((rc == 0) && (rev_p != NULL)) {
         *rev_p = header_revision(*resp_p);
     }
@@ -911,7 +908,8 @@ static int etcd_range(dango__etcd_t *e, const void *key, size_t key_len,
 
     rc = req_set_range(req, key, key_len, prefix);
     if ((rc == 0) && keys_only) {
-        rc = json_object_set_new(req, "keys_only", json_true());
+        rc = json_object_set_new(req, "keys_only", json_true()) ? DANGO_ENOMEM
+                                                                : 0;
     }
     if ((rc == 0) && (revision > 0)) {
         rc = json_set_i64(req, "revision", revision);

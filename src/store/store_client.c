@@ -92,6 +92,15 @@ void dango__sc_copy(void *dst, const void *src, size_t len)
     memcpy(dst, src, len);
 }
 
+int dango__sc_own_range_ok(const dango_store_client_t *c, uint64_t addr,
+                           uint64_t len)
+{
+    uint64_t base = (uintptr_t)c->seg_base;
+
+    return (c->seg_base != NULL) && (addr >= base) &&
+           (addr - base <= c->seg_size) && (len <= c->seg_size - (addr - base));
+}
+
 static void sc_client_id(dango_store_client_t *c, Dango__Store__ClientId *id)
 {
     dango__store__client_id__init(id);

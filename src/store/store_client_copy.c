@@ -31,6 +31,14 @@ static int copy_io(dango_store_client_t *c, sc_seg_t *seg, dango_xfer_op_t op,
     int                 rc;
 
     if (seg->own) {
+        if (!dango__sc_own_range_ok(c, addr, len)) {
+            dango_error("store client %s: copy got %#llx+%llu outside the own "
+                        "segment",
+                        c->name, (unsigned long long)addr,
+                        (unsigned long long)len);
+            return DANGO_EPROTO;
+        }
+
         if (op == DANGO_XFER_OP_READ) {
             dango__sc_copy(local, (const void *)(uintptr_t)addr, len);
         } else {
@@ -103,6 +111,7 @@ static int copy_one(dango_store_client_t *c, const char *key,
     int      rc;
 
     if ((it->target == NULL) || (it->target->segment == NULL) ||
+        (it->size >= it->target->length) ||
         (it->target->length != dango_store_rec_size(klen, it->size))) {
         return DANGO_EPROTO;
     }
@@ -166,7 +175,7 @@ static int copy_end(dango_store_client_t *c, const char *const *keys,
     req.revoke     = revoke;
     rc             = dango__sc_call(c, DANGO_STORE_M_COPY_END, &req.base,
                                     &dango__store__status_list__descriptor,
-                                    (ProtobufCMessage **)&st, c->cfg.rpc_timeout);
+                                    (ProtobufCMessage **)&st, 0);
     if ((rc == 0) && (st->n_status != n)) {
         rc = DANGO_EPROTO;
     }
@@ -242,7 +251,7 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     req.target = (char *)target;
     rc         = dango__sc_call(c, DANGO_STORE_M_COPY_START, &req.base,
                                 &dango__store__copy_start_resp__descriptor,
-                                (ProtobufCMessage **)&resp, c->cfg.rpc_timeout);
+                                (ProtobufCMessage **)&resp, 0);
     if (rc != 0) {
         goto out;
     }

@@ -395,10 +395,8 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
         }
 
         if (s->own) {
-            uintptr_t base = (uintptr_t)c->seg_base;
-
-            if ((r->addr < base) || (r->addr - base > c->seg_size) ||
-                (g->voff + g->size > c->seg_size - (r->addr - base))) {
+            if ((g->voff + g->size < g->size) ||
+                !dango__sc_own_range_ok(c, r->addr, g->voff + g->size)) {
                 get_replica_failed(c, g, 0, DANGO_ECORRUPT);
                 continue;
             }

@@ -156,7 +156,12 @@ static void ha_apply(sc_ha_t *ha, const char *addr, size_t addr_len,
         ha->max_term = term;
         dango_rpc_client_fence(conn->rpc, (uint64_t)term);
     }
-    old     = ha->cur;
+    old = ha->cur;
+    if ((old != NULL) && (conn != NULL)) {
+        /* Calls still in flight on the deposed leader's connection must
+         * not take its answers any more. */
+        dango_rpc_client_fence(old->rpc, (uint64_t)term);
+    }
     ha->cur = conn;
     ha->changes++;
     pthread_cond_broadcast(&ha->cond);
@@ -394,9 +399,7 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
         }
 
         conn_put(ha, conn);
-        if ((rc == DANGO_ENOT_LEADER) || (rc == DANGO_ESTALE_TERM) ||
-            (rc == DANGO_ECONNREFUSED) || (rc == DANGO_EPEER_GONE) ||
-            (rc == DANGO_ECONNRESET) || (rc == DANGO_ETIMEDOUT)) {
+        if (ha_retryable(rc, 1)) {
             ha_reread(ha);
         }
 
@@ -438,25 +441,6 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
                     c->name, method, dango_strerror(rc));
     }
     return rc;
-}
-
-int64_t dango__sc_ha_leader(dango_store_client_t *c, char *buf, size_t len)
-{
-    sc_ha_t *ha   = c->ha;
-    int64_t  term = 0;
-
-    if ((ha == NULL) || (len == 0)) {
-        return 0;
-    }
-
-    pthread_mutex_lock(&ha->lock);
-    buf[0] = '\0';
-    if (ha->cur != NULL) {
-        snprintf(buf, len, "%s", ha->cur->addr);
-        term = ha->cur->term;
-    }
-    pthread_mutex_unlock(&ha->lock);
-    return term;
 }
 
 /* ---------- durable commit words ---------- */

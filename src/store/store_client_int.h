@@ -253,6 +253,10 @@ int dango__sc_fill_config(dango_store_client_t                 *c,
 
 /* Byte copy of @len bytes, used for same-host reads and writes. */
 void dango__sc_copy(void *dst, const void *src, size_t len);
+/* 1 when [@addr, @addr + @len) lies inside this client's own segment (an
+ * address from the master is checked before it is used as a pointer). */
+int dango__sc_own_range_ok(const dango_store_client_t *c, uint64_t addr,
+                           uint64_t len);
 
 /* ---------- store_client_events.c ---------- */
 
@@ -339,8 +343,6 @@ int dango__sc_commit_durable_mode(const dango_store_client_t *c);
 void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
                               size_t n, int *ok);
 
-/* The current leader's term (0: none known) and address into @buf. */
-int64_t dango__sc_ha_leader(dango_store_client_t *c, char *buf, size_t len);
 /* ---------- store_client_disk.c ---------- */
 
 /*

@@ -172,10 +172,7 @@ static int put_plan(dango_store_client_t *c, put_item_t *it,
             return rc;
         }
 
-        if (it->segs[j]->own &&
-            ((rep->addr < (uintptr_t)c->seg_base) ||
-             (rep->addr - (uintptr_t)c->seg_base > c->seg_size) ||
-             (rec > c->seg_size - (rep->addr - (uintptr_t)c->seg_base)))) {
+        if (it->segs[j]->own && !dango__sc_own_range_ok(c, rep->addr, rec)) {
             dango_error("store client %s: put of %s got 0x%" PRIx64
                         " outside the own segment",
                         c->name, it->key, rep->addr);
