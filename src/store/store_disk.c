@@ -670,6 +670,21 @@ static int ient_decode(const char *p, size_t avail, sd_ient_t *ie)
            ie->sum;
 }
 
+/* 1 when the @avail bytes at @p, the end of the index file, are a torn
+ * entry: too short for one, or shorter than the length it declares (an
+ * append cut short). A complete entry that does not check is corrupt. */
+static int ient_torn(const char *p, size_t avail)
+{
+    sd_ient_t ie;
+
+    if (avail < SD_IENT_DROP_LEN) {
+        return 1;
+    }
+
+    memcpy(&ie, p, (avail < sizeof(ie)) ? avail : sizeof(ie));
+    return ie.len > avail;
+}
+
 /*
  * An index write failed: the index is removed (truncated when it cannot
  * be), so the next open scans instead of trusting a log that misses
@@ -1066,8 +1081,9 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
 
 /*
  * Takes the records back from the index: *@used_p is 1 when it was valid
- * (replayed up to its first bad entry), 0 when there is none or it is void
- * (the caller scans). 0 or DANGO_ENOMEM.
+ * (replayed up to a torn last entry), 0 when there is none or it is void:
+ * another capacity, a corrupt entry before the end, a read error (the
+ * caller scans). 0 or DANGO_ENOMEM.
  */
 static int idx_load(sd_disk_t *d, int *used_p)
 {
@@ -1117,9 +1133,9 @@ static int idx_load(sd_disk_t *d, int *used_p)
             pos = 0;
             r   = idx_read_full(fd, d->ibuf + end, sizeof(d->ibuf) - end);
             if (r < 0) {
-                dango_warn("store_disk %s: read: %s", d->ipath,
-                           dango_strerror((int)r));
-                r = 0;
+                dango_warn("store_disk %s: read: %s; scanning instead",
+                           d->ipath, dango_strerror((int)r));
+                goto void_index;
             }
             eof = (size_t)r < sizeof(d->ibuf) - end;
             end += (size_t)r;
@@ -1128,6 +1144,14 @@ static int idx_load(sd_disk_t *d, int *used_p)
             break;
         }
         if (!ient_decode(d->ibuf + pos, end - pos, &ie)) {
+            if (!eof || !ient_torn(d->ibuf + pos, end - pos)) {
+                /* Not an append cut short: entries after it may be good,
+                 * and records they name would be lost. */
+                dango_warn("store_disk %s: corrupt entry at byte %" PRIu64
+                           ": index ignored, scanning instead",
+                           d->ipath, foff);
+                goto void_index;
+            }
             bad = foff;
             break;
         }
@@ -1146,7 +1170,7 @@ static int idx_load(sd_disk_t *d, int *used_p)
 
     if (bad != UINT64_MAX) {
         /* The rewrite after open leaves out the rest of the file. */
-        dango_warn("store_disk %s: torn or corrupt entry at byte %" PRIu64
+        dango_warn("store_disk %s: torn entry at byte %" PRIu64
                    ": replay stops there",
                    d->ipath, bad);
     }
@@ -1157,6 +1181,11 @@ static int idx_load(sd_disk_t *d, int *used_p)
         *used_p = 1;
     }
     return rc;
+
+void_index:
+    close(fd);
+    replay_cleanup(&rp);
+    return 0;
 }
 
 /* Frees every record entry (close, failed open). */
@@ -1271,6 +1300,16 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
         goto err_ring;
     }
     rc = io_uring_register_buffers(&d->ring, iov, (d->p.extra != NULL) ? 2 : 1);
+    if ((rc < 0) && (d->p.extra != NULL)) {
+        /* The kernel refuses buffers over 1 GiB (and RLIMIT_MEMLOCK may be
+         * low): reads then go through the bounce buffer instead. */
+        dango_warn("store_disk %s: extra buffer of %zu bytes not registered "
+                   "(%s): reads go through the bounce buffer",
+                   d->path, d->p.extra_len, strerror(-rc));
+        d->p.extra     = NULL;
+        d->p.extra_len = 0;
+        rc             = io_uring_register_buffers(&d->ring, iov, 1);
+    }
     if (rc < 0) {
         dango_error("store_disk %s: io_uring_register_buffers: %s", d->path,
                     strerror(-rc));
