@@ -387,6 +387,9 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
 
     old    = o->cur;
     o->cur = v;
+    /* A value lost with its nodes while this put ran is replaced now: its
+     * node coming back must not bring it back (say, after a remove). */
+    dango__store_ms_ghost_forget(st, k);
     if (old != NULL) {
         dango__store_ms_kv_ver(st, o, old, 0);
     }

@@ -763,6 +763,54 @@ static void ghost_comes_back_with_its_node(void **state)
     dango__store_ms_destroy(st);
 }
 
+/* A value lost while an upsert of its key was in flight is replaced when
+ * that upsert ends: removed afterwards, it never comes back with its node. */
+static void ghost_replaced_by_put_in_flight(void **state)
+{
+    ms_state_t   *st      = tm_state();
+    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
+    const char   *pref[1] = {"node-b"};
+    const char   *here[1] = {"node-a"};
+    ms_put_cfg_t  cfg;
+    ms_record_t   r;
+    ms_ver_t     *v;
+    uint64_t      now = T0, old_id, old_addr;
+
+    (void)state;
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", MiB, now);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.preferred  = pref;
+    cfg.npreferred = 1;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "k", 100, &cfg, 0, now, &v));
+    old_id   = v->put_id;
+    old_addr = ms_rep_addr(&v->rep[0]);
+    assert_dango_ok(tm_put_end(st, 1, "k", old_id, 0, now));
+
+    /* An upsert to node-a starts; node-b goes silent meanwhile. */
+    cfg.preferred = here;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "k", 60, &cfg, 1, now, &v));
+    now += st->p.client_ttl_ms + 1;
+    assert_int_equal(0, dango__store_ms_ping(st, tm_cid(1), now));
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_int_equal(1, dango_hmap_count(&st->ghosts));
+    assert_dango_ok(tm_put_end(st, 1, "k", v->put_id, 0, now));
+    assert_int_equal(0, dango_hmap_count(&st->ghosts));
+    assert_dango_ok(tm_remove(st, "k", 1, now));
+
+    /* node-b comes back (after any rebuild window) with the old record: it
+     * stays gone. */
+    now += 10 * 60 * 1000;
+    assert_dango_ok(dango__store_ms_remount(st, tm_cid(2), &d, 1, now));
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 1);
+    r = (ms_record_t){tm_key("k"), 100, 0x5eed, old_id, old_addr};
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    dango__store_ms_seg_recovering(st, tm_cid(2), &d, 1, 0);
+    assert_null(tm_obj(st, "k"));
+    tm_invariants(st);
+    dango__store_ms_destroy(st);
+}
+
 /*
  * A node that went silent and came back: the regions that a late write may
  * still reach (a put in flight on it, a put that ended just before) are not
@@ -1220,6 +1268,7 @@ int main(void)
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
         cmocka_unit_test_teardown(ghost_comes_back_with_its_node, tm_teardown),
+        cmocka_unit_test_teardown(ghost_replaced_by_put_in_flight, tm_teardown),
         cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
         cmocka_unit_test_teardown(fence_keeps_late_writes_off_new_puts,
                                   tm_teardown),
