@@ -168,6 +168,7 @@ typedef struct ms_disk {
     void                *put_retry_arg;
     int                  retrying;
     uint64_t             retry_deadline; /* of the PutStart being retried */
+    uint64_t             retry_used;     /* st->used at the last full retry */
     dango_hmap_t         objs;
     dango_hmap_t         nodes;
     dango_list_link_t    waits; /* DiskLoad calls not answered yet */
@@ -792,6 +793,7 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
     ms_disk_t                 *d;
     ms_dnode_t                *dn;
     ms_cid_t                   cid;
+    size_t                     ended;
     int                        rc = 0, wait;
 
     msg = dango__store__disk_poll_req__unpack(NULL, len, req);
@@ -902,9 +904,12 @@ static int rpc_disk_poll(dango_store_master_t *m, dango_rpc_call_t *call,
         }
     }
 
-    wait = msg->wait;
+    wait  = msg->wait;
+    ended = msg->n_done;
     dango__store__disk_poll_req__free_unpacked(msg, NULL);
-    puts_retry(st, now, 1); /* offloads may have made room */
+    /* Offloads that ended may have made room: every waiting put tries
+     * again; otherwise only those at their deadline get their answer. */
+    puts_retry(st, now, ended > 0);
     if (dn->held != NULL) {
         poll_answer(dn, now); /* an older poll of the same node */
     }
@@ -1163,6 +1168,11 @@ static void puts_retry(ms_state_t *st, uint64_t now, int all)
     if ((d == NULL) || d->retrying || (d->put_retry == NULL)) {
         return;
     }
+
+    if (st->used < d->retry_used) {
+        all = 1; /* room was made some other way (remove, eviction) */
+    }
+    d->retry_used = st->used;
 
     d->retrying = 1;
     n           = d->nputs;
