@@ -514,6 +514,12 @@ static void put_start_retry(void *arg, dango_rpc_call_t *call, const void *req,
     dango_store_master_t *m  = arg;
     ms_op_t               op = MS_OP_PUT_START;
 
+    if ((m->ha != NULL) && !dango__store_master_ha_serving(m)) {
+        /* Deposed while it waited: its placement would be stale. */
+        reply(call, DANGO_ENOT_LEADER, NULL);
+        return;
+    }
+
     m->disk_put_final = final;
     if (rpc_put_start(m, call, req, len, now, &op) != 0) {
         m->ops[op].failures++;
@@ -1186,6 +1192,21 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->disk_queue           = (unsigned)c->disk_queue;
 }
 
+/* A new, empty state of view @view, wired to this master (the same at
+ * start and at every election). */
+static int state_new(dango_store_master_t *m, int64_t view, ms_state_t **st_p)
+{
+    ms_params_t p;
+    int         rc;
+
+    params_of(&p, &m->cfg, view);
+    rc = dango__store_ms_create(&p, st_p);
+    if (rc == 0) {
+        dango__store_ms_disk_set_put_retry(*st_p, put_start_retry, m);
+    }
+    return rc;
+}
+
 /* ---------- public API ---------- */
 
 int dango_store_master_create(const dango_config_t  *config,
@@ -1194,7 +1215,6 @@ int dango_store_master_create(const dango_config_t  *config,
     dango_rpc_server_params_t rp;
     ms_timer_op_t             top;
     dango_store_master_t     *m;
-    ms_params_t               p;
     int                       rc;
 
     if (master_p == NULL) {
@@ -1216,13 +1236,11 @@ int dango_store_master_create(const dango_config_t  *config,
         m->view_version = (int64_t)(dango_time_wall_us() / 1000);
     }
 
-    params_of(&p, &m->cfg, m->view_version);
-    rc = dango__store_ms_create(&p, &m->st);
+    rc = state_new(m, m->view_version, &m->st);
     if (rc != 0) {
         goto err_config;
     }
 
-    dango__store_ms_disk_set_put_retry(m->st, put_start_retry, m);
     rc = dango_loop_create("master", &m->loop);
     if (rc != 0) {
         goto err_state;
@@ -1349,11 +1367,9 @@ typedef struct ms_reset_op {
 static void reset_on_loop(void *arg)
 {
     ms_reset_op_t *op = arg;
-    ms_params_t    p;
     ms_state_t    *st;
 
-    params_of(&p, &op->m->cfg, op->view);
-    op->rc = dango__store_ms_create(&p, &st);
+    op->rc = state_new(op->m, op->view, &st);
     if (op->rc != 0) {
         return;
     }
