@@ -247,7 +247,7 @@ static int ha_lead(ms_ha_t *ha, int64_t lease, int64_t ttl_s, int64_t term)
 {
     dango__etcd_keeper_t *keeper;
     uint64_t              warm_end;
-    int                   rc, stop = 0, leading;
+    int                   rc, stop = 0, failed = 0, leading;
 
     pthread_mutex_lock(&ha->lock);
     ha->lost = 0;
@@ -281,6 +281,7 @@ static int ha_lead(ms_ha_t *ha, int64_t lease, int64_t ttl_s, int64_t term)
             dango_error("master: cannot start term %lld: %s", (long long)term,
                         dango_strerror(rc));
             leading = 0;
+            failed  = 1; /* give the key up now, not after the TTL */
         }
     }
 
@@ -301,10 +302,10 @@ static int ha_lead(ms_ha_t *ha, int64_t lease, int64_t ttl_s, int64_t term)
     __atomic_store_n(&ha->valid_until, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&ha->term, 0, __ATOMIC_RELEASE);
     dango__etcd_keeper_stop(keeper);
-    if (stop) {
+    if (stop || failed) {
         dango__etcd_lease_revoke(ha->etcd, lease);
-        dango_info("master: term %lld ended (stopping), lease revoked",
-                   (long long)term);
+        dango_info("master: term %lld ended (%s), lease revoked",
+                   (long long)term, stop ? "stopping" : "could not start");
     } else {
         dango_warn("master: lost the leader lease of term %lld: stepped "
                    "down",
