@@ -152,9 +152,8 @@ void dango__store_ms_fence_add(ms_state_t *st, ms_seg_t *seg, const ms_rep_t *r,
         f->cap = cap;
     }
 
-    f->r[f->n].off = r->off;
-    f->r[f->n].asz =
-        (r->ver->rec_len + seg->granule - 1) / seg->granule * seg->granule;
+    f->r[f->n].off   = r->off;
+    f->r[f->n].asz   = ms_seg_round(seg, r->ver->rec_len);
     f->r[f->n].until = until;
     f->n++;
     if (until < st->fence_next) {

@@ -673,6 +673,12 @@ static inline uint64_t ms_ms_left(uint64_t deadline, uint64_t now)
     return (deadline > now) ? deadline - now : 0;
 }
 
+/* @len rounded up to the granule of @seg (the room a region takes). */
+static inline uint64_t ms_seg_round(const ms_seg_t *seg, uint64_t len)
+{
+    return (len + seg->granule - 1) / seg->granule * seg->granule;
+}
+
 /* Address of replica @r (of a live segment). */
 static inline uint64_t ms_rep_addr(const ms_rep_t *r)
 {

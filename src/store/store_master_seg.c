@@ -50,11 +50,6 @@ static void id_key(uint8_t *key, uint64_t hi, uint64_t lo)
     memcpy(key + sizeof(hi), &lo, sizeof(lo));
 }
 
-static uint64_t round_up(uint64_t v, uint64_t g)
-{
-    return (v + g - 1) / g * g;
-}
-
 /* ----- parked heap (min on free_at) ----- */
 
 static void heap_set(ms_state_t *st, size_t i, ms_ver_t *v)
@@ -132,7 +127,7 @@ static void ver_unpark(ms_state_t *st, ms_ver_t *v)
 {
     for (unsigned i = 0; i < v->nrep; i++) {
         if (v->rep[i].seg != NULL) {
-            st->parked_bytes -= round_up(v->rec_len, v->rep[i].seg->granule);
+            st->parked_bytes -= ms_seg_round(v->rep[i].seg, v->rec_len);
         }
     }
     heap_remove(st, v);
@@ -163,7 +158,7 @@ static void rep_detach(ms_state_t *st, ms_rep_t *r, int free_region)
 {
     ms_seg_t *seg = r->seg;
     ms_ver_t *v   = r->ver;
-    uint64_t  asz = round_up(v->rec_len, seg->granule);
+    uint64_t  asz = ms_seg_round(seg, v->rec_len);
 
     if (free_region) {
         int rc = dango__store_alloc_free(seg->alloc, r->off);
@@ -953,7 +948,7 @@ void dango__store_ms_ver_park(ms_state_t *st, ms_ver_t *v, uint64_t free_at,
 
     for (unsigned i = 0; i < v->nrep; i++) {
         if (v->rep[i].seg != NULL) {
-            st->parked_bytes += round_up(v->rec_len, v->rep[i].seg->granule);
+            st->parked_bytes += ms_seg_round(v->rep[i].seg, v->rec_len);
         }
     }
 }
@@ -1093,7 +1088,7 @@ unsigned dango__store_ms_place(ms_state_t *st, uint64_t len, unsigned want,
 void dango__store_ms_region_free(ms_state_t *st, ms_seg_t *seg, uint64_t off,
                                  uint64_t len)
 {
-    uint64_t asz = round_up(len, seg->granule);
+    uint64_t asz = ms_seg_round(seg, len);
 
     dango__store_alloc_free(seg->alloc, off);
     seg->used -= asz;
