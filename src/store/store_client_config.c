@@ -71,8 +71,9 @@ static const dango_config_field_t store_client_config_fields[] = {
      "segment gains and loses to its /kv_events (empty: off)",
      offsetof(store_client_config_t, kv_events_url), DANGO_CFG_STRING},
     {"KV_EVENTS_PREFIX", "",
-     "keys made of this prefix and 1..16 hex digits are KV blocks (the hex "
-     "is the block hash); other keys are not published",
+     "keys made of this prefix and exactly 16 lowercase hex digits (the "
+     "form the conductor names blocks in) are KV blocks (the hex is the "
+     "block hash); other keys are not published",
      offsetof(store_client_config_t, kv_events_prefix), DANGO_CFG_STRING},
     {"KV_EVENTS_INTERVAL", "200ms",
      "period of the KV event publisher (poll the master, post the batch)",

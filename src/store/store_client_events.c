@@ -7,8 +7,11 @@
  * master queues, per node that polls, the keys committed on and removed
  * from the node's segments (puts, upserts, copies, removes, evictions,
  * replicas reported bad). Keys of the form STORE_KV_EVENTS_PREFIX followed
- * by 1..16 hex digits name KV blocks (the hex is the block hash the
- * conductor schedules with); other keys are not blocks and are skipped.
+ * by exactly 16 lowercase hex digits name KV blocks (the hex is the block
+ * hash the conductor schedules with): the one form the conductor's
+ * replicator builds a block's key in (CONDUCTOR_STORE_KEY_PREFIX), so a
+ * published block is always one the conductor can copy, and no two keys
+ * publish the same block. Other keys are not blocks and are skipped.
  * Each poll's events become one POST <url>/kv_events
  *
  *   {"node": "<segment name>", "events": [{"type": "stored"|"removed",
@@ -69,24 +72,21 @@ static size_t ev_discard(char *ptr, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
-/* The block hash named by @key, if it is one: 1, else 0. */
-static int ev_key_hash(const char *prefix, size_t plen, const uint8_t *key,
-                       size_t len, char *hex)
+int dango__sc_ev_block_hex(const char *prefix, size_t plen, const uint8_t *key,
+                           size_t len, char *hex)
 {
-    if ((len <= plen) || (len - plen > 16) ||
-        (memcmp(key, prefix, plen) != 0)) {
+    if ((len != plen + 16) || (memcmp(key, prefix, plen) != 0)) {
         return 0;
     }
     for (size_t i = plen; i < len; i++) {
         char ch = (char)key[i];
 
-        if (!(((ch >= '0') && (ch <= '9')) || ((ch >= 'a') && (ch <= 'f')) ||
-              ((ch >= 'A') && (ch <= 'F')))) {
+        if (!(((ch >= '0') && (ch <= '9')) || ((ch >= 'a') && (ch <= 'f')))) {
             return 0;
         }
         hex[i - plen] = ch;
     }
-    hex[len - plen] = '\0';
+    hex[16] = '\0';
     return 1;
 }
 
@@ -111,7 +111,8 @@ static char *ev_body(dango_store_client_t             *c,
         const Dango__Store__KvEvent *e = r->events[i];
         char                         hex[17];
 
-        if (!ev_key_hash(prefix, plen, e->key.data, e->key.len, hex)) {
+        if (!dango__sc_ev_block_hex(prefix, plen, e->key.data, e->key.len,
+                                    hex)) {
             continue;
         }
         if ((run == NULL) || (type != (int)e->stored) ||

@@ -265,6 +265,11 @@ int dango__sc_own_range_ok(const dango_store_client_t *c, uint64_t addr,
  * error. Stop is a no-op when it never started. */
 int  dango__sc_events_start(dango_store_client_t *c);
 void dango__sc_events_stop(dango_store_client_t *c);
+/* 1 when @key (@len bytes) names a KV block: @prefix (@plen bytes) and
+ * exactly 16 lowercase hex digits, copied to @hex[0..16] with a NUL;
+ * else 0 (such keys are not published). */
+int dango__sc_ev_block_hex(const char *prefix, size_t plen, const uint8_t *key,
+                           size_t len, char *hex);
 
 /* ---------- store_client_put.c ---------- */
 

@@ -2,9 +2,9 @@
  * Store client without a master: every argument check with its exact code,
  * options and parameters, the errors a client gets when nothing listens at
  * the master address (promptly, within the timeouts the test sets), the
- * record helpers of store_proto.h, the Mooncake C API's argument checks and
- * its translation of Dango codes into Mooncake ErrorCode numbers, and an
- * OOM walk over create.
+ * record helpers of store_proto.h, which keys KV events name blocks, the
+ * Mooncake C API's argument checks and its translation of Dango codes into
+ * Mooncake ErrorCode numbers, and an OOM walk over create.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -368,6 +368,46 @@ static void buffers_register_and_unregister(void **state)
 
 /* ---------- record helpers ---------- */
 
+/* KV event keys: only the prefix and exactly 16 lowercase hex digits (the
+ * form the conductor's replicator builds keys in) name a block. */
+static void kv_event_block_keys(void **state)
+{
+    static const struct {
+        const char *key;
+        const char *hex; /* NULL: not a block */
+    } cases[] = {
+        {"kv/00000000000000ab", "00000000000000ab"},
+        {"kv/0123456789abcdef", "0123456789abcdef"},
+        {"kv/ab", NULL},                /* short: another key than the
+                                         * replicator's for block 0xab */
+        {"kv/00000000000000AB", NULL},  /* upper case */
+        {"kv/000000000000000ab", NULL}, /* 17 digits */
+        {"kv/00000000000000ag", NULL},  /* not hex */
+        {"kx/00000000000000ab", NULL},  /* other prefix */
+        {"kv/", NULL},
+        {"00000000000000ab", NULL},
+    };
+    char hex[17];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *k = cases[i].key;
+        int is = dango__sc_ev_block_hex("kv/", 3, (const uint8_t *)k, strlen(k),
+                                        hex);
+
+        assert_int_equal(cases[i].hex != NULL, is);
+        if (is) {
+            assert_string_equal(cases[i].hex, hex);
+        }
+    }
+
+    /* An empty prefix: the whole key is the hash. */
+    assert_int_equal(
+        1, dango__sc_ev_block_hex("", 0, (const uint8_t *)"ffffffffffffffff",
+                                  16, hex));
+    assert_string_equal("ffffffffffffffff", hex);
+}
+
 static void record_round_trip(void **state)
 {
     const char           *key = "layer-7/block-42";
@@ -622,6 +662,7 @@ int main(void)
         cmocka_unit_test(arguments_are_checked),
         cmocka_unit_test(buffers_register_and_unregister),
         cmocka_unit_test(record_round_trip),
+        cmocka_unit_test(kv_event_block_keys),
         cmocka_unit_test(mooncake_error_mapping),
         cmocka_unit_test(mooncake_arguments),
         cmocka_unit_test(create_survives_oom),
