@@ -39,9 +39,11 @@
  * a record that did not reach the disk, or lack one that did: the former fails
  * the check at open or the value checksum at read (the record is dropped, never
  * returned), the latter only loses a record from the tier. A failed index
- * write (ENOSPC, EIO) never fails the data path: the index is removed (so
- * the next open scans, which finds everything) and rewritten whole later
- * (after the same number of changes as a compaction, or at close). Without
+ * write (ENOSPC, EIO) never fails the data path: a failed append removes
+ * the index (so the next open scans, which finds everything) and it is
+ * rewritten whole later (after the same number of changes as a
+ * compaction, or at close); a failed compaction leaves the log it would
+ * have replaced in use (it is complete, only long). Without
  * a valid index (none, another capacity, bad header) open scans, then
  * writes a fresh index.
  *
@@ -851,7 +853,9 @@ static void idx_flush(sd_disk_t *d)
 }
 
 /* Rewrites a log grown past max(SD_IDX_MIN_LOG, 2 x records) entries (or
- * brings back a removed index after as many changes). */
+ * brings back a removed index after as many changes). A failed rewrite of
+ * a log still in place leaves that log in use: it is complete, only
+ * longer than it needs to be. */
 static void idx_maybe_compact(sd_disk_t *d)
 {
     uint64_t limit = 2 * d->s.records;
@@ -863,9 +867,24 @@ static void idx_maybe_compact(sd_disk_t *d)
     }
 
     idx_flush(d);
+    if (d->ifd < 0) {
+        /* No index in place: writing one is the only way back. */
+        rc = idx_rewrite(d);
+        if (rc != 0) {
+            idx_fail(d, "rewrite", rc);
+        }
+        return;
+    }
+
     rc = idx_rewrite(d);
     if (rc != 0) {
-        idx_fail(d, "rewrite", rc);
+        /* The index in place is whole (everything appended, the rewrite
+         * touched only "<index>.tmp"): keep appending to it, and try
+         * again after as many entries. */
+        SD_WARN(d, "store_disk %s: index rewrite: %s: the log goes on",
+                d->ipath, dango_strerror(rc));
+        d->s.index_errors++;
+        d->ilog = d->s.records;
     }
 }
 

@@ -950,6 +950,58 @@ static void index_bad_entries(void **state)
     rm_tier(path);
 }
 
+/* A compaction cannot write "<index>.tmp" (a directory sits there): the
+ * index in place is complete, so it stays and takes the appends, and the
+ * next open replays it instead of scanning. */
+static void index_rewrite_fails_keeps_log(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[100], path[256], ipath[300], tmp[320], pfx[16];
+    uint64_t    lens[100], offs[100];
+    sd_stats_t  s;
+
+    path_of(path, sizeof(path), "k.data");
+    index_of(ipath, sizeof(ipath), path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", ipath);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    assert_int_equal(mkdir(tmp, 0755), 0);
+    /* 50 rounds of 100 writes and drops: 10000 entries, past the
+     * uncompacted limit of 4096 twice. */
+    for (int c = 0; c < 50; c++) {
+        snprintf(pfx, sizeof(pfx), "k%d.", c);
+        write_n(d, pfx, 100, 100, r, lens, offs);
+        for (int i = 0; i < 100; i++) {
+            if ((c < 49) || (i % 2 == 0)) {
+                assert_dango_ok(dango__sd_drop(d, offs[i]));
+            }
+        }
+        if (c < 49) {
+            free_n(r, 100);
+        }
+    }
+
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.records, 50);
+    assert_int_equal(s.index_errors, 2); /* at 4097 and 8194 entries */
+    assert_true(s.index_bytes > 0);
+    assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
+    dango__sd_close(d);
+
+    assert_int_equal(rmdir(tmp), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 50);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.rejected, 0);
+    for (int i = 0; i < 100; i++) {
+        expect_rec(d, "k49.", i, r[i], lens[i], offs[i], i % 2 != 0);
+    }
+    dango__sd_close(d);
+    free_n(r, 100);
+    rm_tier(path);
+}
+
 /* The index cannot be written (a directory sits at its path): the data
  * path goes on, errors are counted, the next open scans. */
 static void index_write_fails(void **state)
@@ -1072,6 +1124,7 @@ int main(void)
         cmocka_unit_test(index_compaction),
         cmocka_unit_test(index_bad_entries),
         cmocka_unit_test(index_write_fails),
+        cmocka_unit_test(index_rewrite_fails_keeps_log),
         cmocka_unit_test(index_fs_full),
         cmocka_unit_test(scan_key_across_chunks),
     };
