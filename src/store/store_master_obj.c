@@ -238,7 +238,10 @@ again:
         (now < o->pend->start + st->p.put_discard_ms)) {
         return upsert ? DANGO_EBUSY : DANGO_EOBJ_EXISTS;
     }
-    if ((o != NULL) && !upsert && (o->cur != NULL)) {
+    /* A value held only on a disk tier exists too (an upsert replaces it):
+     * refused before placement, so that it costs no region or eviction. */
+    if (!upsert && (((o != NULL) && (o->cur != NULL)) ||
+                    dango__store_ms_disk_has(st, k->s, k->len))) {
         return DANGO_EOBJ_EXISTS;
     }
 
