@@ -1009,26 +1009,33 @@ void dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
 }
 
 /*
- * A copy of @v with room for one more replica, taking @v's place in its
- * object and segment lists; @v's struct is freed (not its regions).
+ * A copy of @v's live replicas with room for one more, taking @v's place in
+ * its object and segment lists; @v's struct is freed (not its regions).
+ * Slots of dropped replicas are left out: however often replicas are lost
+ * and added again, the array holds at most the live ones and the new one.
  */
 static ms_ver_t *ver_grow(ms_ver_t *v)
 {
     ms_ver_t *n = dango_calloc(
-        1, sizeof(*n) + (v->nrep + 1u) * sizeof(n->rep[0]), "master_ver");
+        1, sizeof(*n) + (v->nlive + 1u) * sizeof(n->rep[0]), "master_ver");
 
     if (n == NULL) {
         return NULL;
     }
 
     memcpy(n, v, sizeof(*v));
+    n->nrep = 0;
     for (unsigned i = 0; i < v->nrep; i++) {
-        n->rep[i]     = v->rep[i];
-        n->rep[i].ver = n;
-        if (v->rep[i].seg != NULL) {
-            dango_list_del(&v->rep[i].seg_link);
-            dango_list_add_tail(&v->rep[i].seg->replicas, &n->rep[i].seg_link);
+        ms_rep_t *r = &n->rep[n->nrep];
+
+        if (v->rep[i].seg == NULL) {
+            continue;
         }
+        *r     = v->rep[i];
+        r->ver = n;
+        dango_list_del(&v->rep[i].seg_link);
+        dango_list_add_tail(&r->seg->replicas, &r->seg_link);
+        n->nrep++;
     }
 
     n->obj->cur = n;
