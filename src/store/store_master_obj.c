@@ -1071,7 +1071,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
      */
     same = (o != NULL) && (o->cur != NULL) && (o->cur->put_id == r->put_id) &&
            (o->cur->size == r->size) && (o->cur->checksum == r->checksum) &&
-           (o->cur->nrep < DANGO_STORE_REPLICA_MAX);
+           (o->cur->nlive < DANGO_STORE_REPLICA_MAX);
     /* So is the record of an object lost with its nodes (a ghost), when
      * one of them comes back: nothing was put or removed since. */
     ghost = (o == NULL) && dango__store_ms_ghost_match(st, &r->key, r->put_id,
@@ -1103,7 +1103,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         ((o->cur->put_id > r->put_id) || !o->cur->restored ||
          ((o->cur->put_id == r->put_id) &&
           ((o->cur->size != r->size) || (o->cur->checksum != r->checksum) ||
-           (o->cur->nrep >= DANGO_STORE_REPLICA_MAX))))) {
+           (o->cur->nlive >= DANGO_STORE_REPLICA_MAX))))) {
         return 1; /* older, or not the same put after all */
     }
 
