@@ -480,18 +480,6 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
             continue;
         }
 
-        if (!msg->upsert &&
-            dango__store_ms_disk_has(m->st, bt.keys[i].s, bt.keys[i].len)) {
-            /* Held on a disk tier: it exists (an upsert replaces it). */
-            uint64_t put_id = v->put_id;
-            int      st;
-
-            dango__store_ms_put_end(m->st, cid_of(msg->client), 1, &bt.keys[i],
-                                    &put_id, 1, now, &st);
-            bt.status[i] = items[i].status = DANGO_EOBJ_EXISTS;
-            continue;
-        }
-
         items[i].put_id = v->put_id;
         items[i].replicas =
             replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);

@@ -75,7 +75,7 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     if (ver_on_name(cur, name)) {
         return DANGO_EOBJ_EXISTS;
     }
-    if (cur->nrep >= DANGO_STORE_REPLICA_MAX) {
+    if (cur->nlive >= DANGO_STORE_REPLICA_MAX) {
         return DANGO_ERANGE;
     }
 
@@ -185,7 +185,7 @@ int dango__store_ms_copy_end(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
         return revoke ? 0 : DANGO_ENO_OBJECT;
     }
     if (ver_on_name(o->cur, cv->rep[0].seg->name) ||
-        (o->cur->nrep >= DANGO_STORE_REPLICA_MAX)) {
+        (o->cur->nlive >= DANGO_STORE_REPLICA_MAX)) {
         dango__store_ms_ver_free(st, cv);
         return DANGO_EOBJ_EXISTS;
     }

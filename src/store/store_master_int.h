@@ -465,7 +465,7 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now);
  * replica) and *obj_p the object (valid until the next call). Errors:
  * DANGO_EINVAL / DANGO_ENAMETOOLONG (key), DANGO_ENO_OBJECT (no committed
  * value), DANGO_ENO_SEGMENT (no such node), DANGO_EOBJ_EXISTS (a replica
- * is already there), DANGO_ERANGE (DANGO_STORE_REPLICA_MAX reached),
+ * is already there), DANGO_ERANGE (DANGO_STORE_REPLICA_MAX live replicas),
  * DANGO_ENOSPC (no room on the node), DANGO_ENOMEM.
  */
 int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,

@@ -238,7 +238,10 @@ again:
         (now < o->pend->start + st->p.put_discard_ms)) {
         return upsert ? DANGO_EBUSY : DANGO_EOBJ_EXISTS;
     }
-    if ((o != NULL) && !upsert && (o->cur != NULL)) {
+    /* A value held only on a disk tier exists too (an upsert replaces it):
+     * refused before placement, so that it costs no region or eviction. */
+    if (!upsert && (((o != NULL) && (o->cur != NULL)) ||
+                    dango__store_ms_disk_has(st, k->s, k->len))) {
         return DANGO_EOBJ_EXISTS;
     }
 
@@ -1006,26 +1009,33 @@ void dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
 }
 
 /*
- * A copy of @v with room for one more replica, taking @v's place in its
- * object and segment lists; @v's struct is freed (not its regions).
+ * A copy of @v's live replicas with room for one more, taking @v's place in
+ * its object and segment lists; @v's struct is freed (not its regions).
+ * Slots of dropped replicas are left out: however often replicas are lost
+ * and added again, the array holds at most the live ones and the new one.
  */
 static ms_ver_t *ver_grow(ms_ver_t *v)
 {
     ms_ver_t *n = dango_calloc(
-        1, sizeof(*n) + (v->nrep + 1u) * sizeof(n->rep[0]), "master_ver");
+        1, sizeof(*n) + (v->nlive + 1u) * sizeof(n->rep[0]), "master_ver");
 
     if (n == NULL) {
         return NULL;
     }
 
     memcpy(n, v, sizeof(*v));
+    n->nrep = 0;
     for (unsigned i = 0; i < v->nrep; i++) {
-        n->rep[i]     = v->rep[i];
-        n->rep[i].ver = n;
-        if (v->rep[i].seg != NULL) {
-            dango_list_del(&v->rep[i].seg_link);
-            dango_list_add_tail(&v->rep[i].seg->replicas, &n->rep[i].seg_link);
+        ms_rep_t *r = &n->rep[n->nrep];
+
+        if (v->rep[i].seg == NULL) {
+            continue;
         }
+        *r     = v->rep[i];
+        r->ver = n;
+        dango_list_del(&v->rep[i].seg_link);
+        dango_list_add_tail(&r->seg->replicas, &r->seg_link);
+        n->nrep++;
     }
 
     n->obj->cur = n;
@@ -1061,7 +1071,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
      */
     same = (o != NULL) && (o->cur != NULL) && (o->cur->put_id == r->put_id) &&
            (o->cur->size == r->size) && (o->cur->checksum == r->checksum) &&
-           (o->cur->nrep < DANGO_STORE_REPLICA_MAX);
+           (o->cur->nlive < DANGO_STORE_REPLICA_MAX);
     /* So is the record of an object lost with its nodes (a ghost), when
      * one of them comes back: nothing was put or removed since. */
     ghost = (o == NULL) && dango__store_ms_ghost_match(st, &r->key, r->put_id,
@@ -1093,7 +1103,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
         ((o->cur->put_id > r->put_id) || !o->cur->restored ||
          ((o->cur->put_id == r->put_id) &&
           ((o->cur->size != r->size) || (o->cur->checksum != r->checksum) ||
-           (o->cur->nrep >= DANGO_STORE_REPLICA_MAX))))) {
+           (o->cur->nlive >= DANGO_STORE_REPLICA_MAX))))) {
         return 1; /* older, or not the same put after all */
     }
 

@@ -205,6 +205,80 @@ static void copy_to_a_full_node(void **state)
     fail_msg("a 4 KiB node took 64 copies");
 }
 
+/*
+ * The replica limit counts live replicas: slots of replicas dropped with
+ * their segment do not keep an object from being copied again, and the
+ * array does not grow with each drop and copy.
+ */
+static void copy_counts_live_replicas(void **state)
+{
+    ms_state_t *st  = tm_state();
+    uint64_t    now = T0;
+    ms_ver_t   *cv;
+    ms_obj_t   *o;
+    char        name[16];
+    int         refused = 0;
+
+    (void)state;
+    for (uint64_t i = 1; i <= DANGO_STORE_REPLICA_MAX + 1; i++) {
+        snprintf(name, sizeof(name), "node-%llu", (unsigned long long)i);
+        tm_mount(st, i, i, name, MiB, now);
+    }
+    (void)put_on(st, "k", "node-1", now);
+    for (int i = 2; i <= DANGO_STORE_REPLICA_MAX; i++) {
+        snprintf(name, sizeof(name), "node-%d", i);
+        assert_dango_ok(copy_start(st, 99, "k", name, now, &cv));
+        assert_dango_ok(copy_end(st, 99, "k", cv->copy_id, 0, now));
+    }
+    snprintf(name, sizeof(name), "node-%d", DANGO_STORE_REPLICA_MAX + 1);
+    assert_dango_err(DANGO_ERANGE, copy_start(st, 99, "k", name, now, NULL));
+
+    /* Each round: a node holding a replica goes away and comes back
+     * empty, and gets a copy again. */
+    for (int round = 0; round < 3 * DANGO_STORE_REPLICA_MAX; round++) {
+        ms_seg_t *seg = NULL;
+        uint64_t  idx;
+
+        o = tm_obj(st, "k");
+        for (unsigned i = 0; (seg == NULL) && (i < o->cur->nrep); i++) {
+            seg = o->cur->rep[i].seg;
+        }
+        assert_non_null(seg);
+        snprintf(name, sizeof(name), "%s", seg->name->name);
+        idx = seg->id_hi;
+
+        assert_dango_ok(
+            dango__store_ms_unmount(st, tm_cid(idx), idx, idx, now));
+        assert_int_equal(tm_obj(st, "k")->cur->nlive,
+                         DANGO_STORE_REPLICA_MAX - 1);
+        tm_mount(st, idx, idx, name, MiB, now);
+
+        assert_dango_ok(copy_start(st, 99, "k", name, now, &cv));
+        assert_dango_ok(copy_end(st, 99, "k", cv->copy_id, 0, now));
+        o = tm_obj(st, "k");
+        assert_int_equal(o->cur->nlive, DANGO_STORE_REPLICA_MAX);
+        assert_true(o->cur->nrep <= DANGO_STORE_REPLICA_MAX);
+        tm_invariants(st);
+        now += 1000;
+    }
+    /* Eight live replicas: the one node without one is refused. */
+    for (int i = 1; i <= DANGO_STORE_REPLICA_MAX + 1; i++) {
+        int rc;
+
+        snprintf(name, sizeof(name), "node-%d", i);
+        rc = copy_start(st, 99, "k", name, now, NULL);
+        refused += (rc == DANGO_ERANGE);
+        assert_true((rc == DANGO_ERANGE) || (rc == DANGO_EOBJ_EXISTS));
+    }
+    assert_int_equal(refused, 1);
+
+    /* The regions of the departed segments stay fenced for a while. */
+    assert_dango_ok(tm_remove(st, "k", 1, now + 20000));
+    dango__store_ms_tick(st, now + 1000ull * 1000 * 1000);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
 /* Takes client @c's KV events as "+key" / "-key" lines. */
 static size_t kv_take(ms_state_t *st, uint64_t c, char *out, size_t cap)
 {
@@ -319,6 +393,7 @@ int main(void)
         cmocka_unit_test_teardown(copy_of_a_changed_value_is_dropped,
                                   tm_teardown),
         cmocka_unit_test_teardown(copy_to_a_full_node, tm_teardown),
+        cmocka_unit_test_teardown(copy_counts_live_replicas, tm_teardown),
         cmocka_unit_test_teardown(kv_events_follow_the_segment, tm_teardown),
         cmocka_unit_test_teardown(kv_events_are_bounded, tm_teardown),
         cmocka_unit_test_teardown(kv_events_survive_a_failed_reply,

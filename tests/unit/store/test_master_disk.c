@@ -85,15 +85,16 @@ static void mount(void)
     assert_dango_ok(call_msg(DANGO_STORE_M_MOUNT, &req.base));
 }
 
-/* PutStart (+ PutEnd when it starts) of key @i; the PutStart status. */
-static int put_key(int i, int upsert)
+/* PutStart (+ PutEnd when it starts) of key @i with a value of @size
+ * bytes; the PutStart status. */
+static int put_key_size(int i, int upsert, uint64_t size)
 {
     Dango__Store__PutStartReq   req = DANGO__STORE__PUT_START_REQ__INIT;
     Dango__Store__PutEndReq     end = DANGO__STORE__PUT_END_REQ__INIT;
     Dango__Store__ClientId      id  = client_id();
     Dango__Store__PutStartResp *resp;
     Dango__Store__StatusList   *st;
-    uint64_t                    size = VAL_SIZE, sum = 1000 + (uint64_t)i;
+    uint64_t                    sum = 1000 + (uint64_t)i;
     int                         rc;
 
     req.client      = &id;
@@ -127,6 +128,11 @@ static int put_key(int i, int upsert)
     assert_int_equal(st->status[0], 0);
     dango__store__status_list__free_unpacked(st, NULL);
     return 0;
+}
+
+static int put_key(int i, int upsert)
+{
+    return put_key_size(i, upsert, VAL_SIZE);
 }
 
 static void put_one(int i)
@@ -323,6 +329,18 @@ static char *metrics(void)
     curl_easy_cleanup(curl);
     assert_non_null(body);
     return body;
+}
+
+/* The value of metric dango_master_@name in @text. */
+static uint64_t metric_value(const char *text, const char *name)
+{
+    char        line[128];
+    const char *at;
+
+    snprintf(line, sizeof(line), "\ndango_master_%s ", name);
+    at = strstr(text, line);
+    assert_non_null(at);
+    return strtoull(at + strlen(line), NULL, 10);
 }
 
 static void teardown_master(void)
@@ -636,6 +654,76 @@ static void disk_remove_and_put(void **state)
     teardown_master();
 }
 
+/* A plain put of a key held on disk is refused before it is placed: no
+ * region is allocated, no eviction pass runs and the put does not wait for
+ * offloads, even when the pool has no room for the new value. */
+static void disk_put_of_disk_key_places_nothing(void **state)
+{
+    static const char *const counters[] = {
+        "allocated_bytes",
+        "attempted_evictions_total",
+        "put_start_alloc_failures_total",
+        "put_start_partial_allocations_total",
+        "put_start_discard_cnt",
+        "disk_offloads_total",
+    };
+    Dango__Store__DiskPollResp *r;
+    Dango__Store__GetResp      *gr;
+    uint64_t                    before[6], tid[3], t0;
+    char                       *text;
+    int                         rc, k = -1;
+
+    (void)state;
+    setup_master();
+    mount();
+    r = poll_once(1, 0, NULL, 0, &rc);
+    assert_dango_ok(rc);
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    for (int i = 0; i < NKEYS; i++) {
+        put_one(i);
+    }
+    /* Three keys to disk: five stay in memory, below the watermark, so no
+     * eviction pass runs on its own from here on. */
+    for (int n = 0; n < 3;) {
+        r = poll_task();
+        for (size_t t = 0; (t < r->n_tasks) && (n < 3); t++, n++) {
+            if (k < 0) {
+                k = key_index(r->tasks[t]->key.data, r->tasks[t]->key.len);
+            }
+            tid[n] = r->tasks[t]->id;
+        }
+        dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    }
+    for (int n = 0; n < 3; n++) {
+        report(tid[n], 0, (uint64_t)n * (128 << 10));
+    }
+    assert_true(k >= 0);
+    assert_true(get_item(g_keys[k], &gr)->on_disk);
+    dango__store__get_resp__free_unpacked(gr, NULL);
+
+    text = metrics();
+    for (size_t i = 0; i < 6; i++) {
+        before[i] = metric_value(text, counters[i]);
+    }
+    free(text);
+
+    /* More than the free room: placing it would need an eviction pass. */
+    t0 = dango_time_ns();
+    assert_dango_err(DANGO_EOBJ_EXISTS, put_key_size(k, 0, 5 * VAL_SIZE));
+    assert_true(dango_time_ns() - t0 < 1000ull * DANGO_NSEC_PER_MSEC);
+    /* And one that fits. */
+    assert_dango_err(DANGO_EOBJ_EXISTS, put_key(k, 0));
+
+    text = metrics();
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(metric_value(text, counters[i]), before[i]);
+    }
+    free(text);
+    assert_true(get_item(g_keys[k], &gr)->on_disk);
+    dango__store__get_resp__free_unpacked(gr, NULL);
+    teardown_master();
+}
+
 /* A node that stopped polling does not get loads: the read fails at once
  * instead of waiting for the task's deadline. */
 static void disk_silent_node(void **state)
@@ -731,6 +819,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(disk_protocol),
         cmocka_unit_test(disk_remove_and_put),
+        cmocka_unit_test(disk_put_of_disk_key_places_nothing),
         cmocka_unit_test(disk_silent_node),
         cmocka_unit_test(disk_put_waits_for_offload),
     };

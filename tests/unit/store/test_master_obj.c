@@ -1125,6 +1125,59 @@ static void restore_readopts_same_put(void **state)
     dango__store_ms_destroy(st);
 }
 
+/* The same with every replica slot used: the slot of the dropped replica
+ * does not count against DANGO_STORE_REPLICA_MAX. */
+static void restore_readopts_same_put_at_the_limit(void **state)
+{
+    ms_state_t  *st = tm_state();
+    ms_put_cfg_t cfg;
+    ms_record_t  r;
+    ms_ver_t    *v;
+    ms_obj_t    *o;
+    uint64_t     now = T0, addr = 0, put_id, last = DANGO_STORE_REPLICA_MAX;
+    char         name[16];
+
+    (void)state;
+    for (uint64_t i = 1; i <= last; i++) {
+        snprintf(name, sizeof(name), "node-%llu", (unsigned long long)i);
+        tm_mount(st, i, i, name, MiB, now);
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.replica_num = DANGO_STORE_REPLICA_MAX;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "k", 100, &cfg, 0, now, &v));
+    put_id = v->put_id;
+    assert_int_equal(DANGO_STORE_REPLICA_MAX, v->nrep);
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg->id_hi == last) {
+            addr = ms_rep_addr(&v->rep[i]);
+        }
+    }
+    assert_dango_ok(tm_put_end(st, 1, "k", put_id, 0, now));
+
+    /* The last node expires, then comes back with its record. */
+    now += 2 * 60 * 1000;
+    for (uint64_t i = 1; i < last; i++) {
+        assert_int_equal(0, dango__store_ms_ping(st, tm_cid(i), now));
+    }
+    assert_int_equal(1, dango__store_ms_monitor(st, now));
+    assert_int_equal(DANGO_STORE_REPLICA_MAX - 1, tm_obj(st, "k")->cur->nlive);
+    snprintf(name, sizeof(name), "node-%llu", (unsigned long long)last);
+    {
+        ms_seg_desc_t d = {last, last,  name, 0x100000000ull * last,
+                           MiB,  "host"};
+
+        assert_dango_ok(dango__store_ms_remount(st, tm_cid(last), &d, 1, now));
+    }
+    r = (ms_record_t){tm_key("k"), 100, 0x5eed, put_id, addr};
+    assert_dango_ok(dango__store_ms_restore(st, tm_cid(last), &r, now));
+    o = tm_obj(st, "k");
+    assert_int_equal(DANGO_STORE_REPLICA_MAX, o->cur->nlive);
+    assert_true(o->cur->nrep <= DANGO_STORE_REPLICA_MAX);
+    tm_invariants(st);
+    drain(st, now);
+    dango__store_ms_destroy(st);
+}
+
 static uint64_t rnd(uint64_t *s, uint64_t n)
 {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -1270,6 +1323,8 @@ int main(void)
         cmocka_unit_test_teardown(ghost_comes_back_with_its_node, tm_teardown),
         cmocka_unit_test_teardown(ghost_replaced_by_put_in_flight, tm_teardown),
         cmocka_unit_test_teardown(restore_readopts_same_put, tm_teardown),
+        cmocka_unit_test_teardown(restore_readopts_same_put_at_the_limit,
+                                  tm_teardown),
         cmocka_unit_test_teardown(fence_keeps_late_writes_off_new_puts,
                                   tm_teardown),
         cmocka_unit_test_teardown(fence_follows_the_segment, tm_teardown),
