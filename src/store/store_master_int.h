@@ -710,7 +710,8 @@ void dango__store_ms_disk_seg_gone(ms_state_t *st, ms_seg_t *seg);
 void dango__store_ms_disk_tick(ms_state_t *st, uint64_t now);
 /* Answers every waiting call (DANGO_ECANCELED) and frees the disk state. */
 void dango__store_ms_disk_destroy(ms_state_t *st);
-/* 1 when @key is held on a disk tier (and not in memory). */
+/* 1 when @key is held on a disk tier (whether or not it is also in
+ * memory). */
 int dango__store_ms_disk_has(ms_state_t *st, const char *key, size_t len);
 /* As dango__store_ms_disk_has(), with the record's figures when it is. */
 int dango__store_ms_disk_info(ms_state_t *st, const char *key, size_t len,
