@@ -22,6 +22,7 @@ set(DANGO_STORE_IT_GROUPS
     corrupt   120
     evict     180
     restart   120
+    durable   120
     netns     120)
 list(LENGTH DANGO_STORE_IT_GROUPS _n)
 math(EXPR _last "${_n} - 1")

@@ -13,6 +13,8 @@
  *   evict_*      eviction under pressure never removes a leased object
  *   restart_*    the master is killed and restarted: nodes remount and
  *                report their records, objects written before are back
+ *   durable_*    STORE_SYNC_COMMIT: a put that runs out of memory is done
+ *                or not visible
  *   netns_*      master and node on host A, client on host B (root only)
  *
  * Timings are shortened through the environment (client TTL 2 s, ping every
@@ -89,6 +91,20 @@ static void cluster_start(int n, uint64_t seg)
     }
 
     client_start(128 * MIB);
+}
+
+/* As cluster_start(), with a client whose puts wait for their commit
+ * words (STORE_SYNC_COMMIT). */
+static void cluster_start_durable(int n, uint64_t seg)
+{
+    master_start("127.0.0.1:0");
+    for (int i = 0; i < n; i++) {
+        node_start(i, seg);
+    }
+
+    setenv("DANGO_STORE_SYNC_COMMIT", "yes", 1);
+    client_start(128 * MIB);
+    unsetenv("DANGO_STORE_SYNC_COMMIT");
 }
 
 /* Which node is @name? -1 if none. */
@@ -447,6 +463,125 @@ static void restart_master_remount(void **state)
     assert_int_equal(4096, get_check("after", 4096));
 }
 
+/* ---------- durable commit words ---------- */
+
+/*
+ * The library's allocator in this process (dango_set_allocator() in main):
+ * libc's, except that the t_fail_at-th allocation the calling thread makes
+ * once armed fails, once. Only that thread: dango__alloc_fail_after()
+ * fails every thread, the client's I/O thread too, and a reply lost there
+ * after the master acted on the request is another case than what the
+ * calling thread does with a failure of its own.
+ */
+static __thread long t_fail_at; /* 0: disarmed */
+static __thread int  t_failed;
+
+static int t_fail(void)
+{
+    if ((t_fail_at > 0) && (--t_fail_at == 0)) {
+        t_failed = 1;
+        return 1;
+    }
+
+    return 0;
+}
+
+static void *t_malloc(size_t size)
+{
+    return t_fail() ? NULL : malloc(size);
+}
+
+static void *t_calloc(size_t nmemb, size_t size)
+{
+    return t_fail() ? NULL : calloc(nmemb, size);
+}
+
+static void *t_realloc(void *ptr, size_t size)
+{
+    return t_fail() ? NULL : realloc(ptr, size);
+}
+
+static const dango_allocator_t t_alloc = {t_malloc, t_calloc, t_realloc, free};
+
+/*
+ * A durable batch put whose calling thread fails its n-th allocation, for
+ * every n until the put makes fewer: each key either succeeded (and reads
+ * back) or failed and is not visible. Never a key the master shows complete
+ * while the caller got an error and no commit word was written. Two keys,
+ * so that the key list of PutEnd is allocated too.
+ */
+static void durable_put_oom_done_or_invisible(void **state)
+{
+    enum { N = 2, LEN = 8192, MAX_ALLOCS = 2000 };
+    dango_store_replicate_config_t cfg = {.replica_num = 2};
+    char                           names[N][48];
+    const char                    *keys[N];
+    const void                    *bufs[N];
+    void                          *vals[N];
+    size_t                         lens[N];
+    int                            res[N];
+    long                           n, failures = 0;
+    int                            rc;
+
+    (void)state;
+    cluster_start_durable(2, 32 * MIB);
+    /* Opens both nodes' segments and fills the client's pools. */
+    put_key("oom/warm", LEN, &cfg);
+    for (int i = 0; i < N; i++) {
+        vals[i] = malloc(LEN);
+        assert_non_null(vals[i]);
+        bufs[i] = vals[i];
+        lens[i] = LEN;
+        keys[i] = names[i];
+    }
+
+    for (n = 1; n <= MAX_ALLOCS; n++) {
+        for (int i = 0; i < N; i++) {
+            snprintf(names[i], sizeof(names[i]), "oom/%ld/%d", n, i);
+            test_fill(vals[i], LEN, test_key_seed(names[i]));
+        }
+
+        t_failed  = 0;
+        t_fail_at = n;
+        rc = dango_store_batch_put(g_client, N, keys, bufs, lens, 0, &cfg, res);
+        t_fail_at = 0;
+        if (!t_failed) {
+            /* Fewer than n allocations: the walk is over. */
+            assert_dango_ok(rc);
+            for (int i = 0; i < N; i++) {
+                assert_dango_ok(res[i]);
+                assert_int_equal(LEN, get_check(keys[i], LEN));
+            }
+
+            break;
+        }
+
+        failures++;
+        for (int i = 0; i < N; i++) {
+            int64_t got;
+
+            if (res[i] == 0) {
+                got = get_check(keys[i], LEN);
+                if (got != LEN) {
+                    fail_msg("allocation %ld failing: %s succeeded but its "
+                             "get fails (%s)",
+                             n, keys[i], dango_err_name((int)got));
+                }
+            } else if (dango_store_exist(g_client, keys[i]) != 0) {
+                fail_msg("allocation %ld failing: %s failed (%s) but is "
+                         "visible",
+                         n, keys[i], dango_err_name(res[i]));
+            }
+        }
+    }
+
+    assert_true(n <= MAX_ALLOCS);
+    assert_true(failures >= 4);
+    for (int i = 0; i < N; i++) {
+        free(vals[i]);
+    }
+}
+
 /* ---------- two hosts ---------- */
 
 static void netns_two_hosts(void **state)
@@ -517,10 +652,14 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(evict_never_leased, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_master_remount, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(durable_put_oom_done_or_invisible,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(netns_two_hosts, setup, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
+    /* Before any library object exists (see t_alloc). */
+    dango_set_allocator(&t_alloc);
     /* Short liveness timings, inherited by every child. */
     setenv("DANGO_MASTER_ADMIN_LISTEN", "", 1);
     setenv("DANGO_MASTER_CLIENT_TTL", "2s", 1);
