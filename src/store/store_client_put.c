@@ -601,18 +601,7 @@ static void put_end_durable(dango_store_client_t *c, put_item_t *items,
         return;
     }
 
-    dango__sc_commit_durable(c, pw->w, nw, pw->ok);
-    for (size_t k = 0; k < nw; k++) {
-        if (!pw->ok[k]) {
-            /* Not durable there: the master must not count that replica
-             * (a rebuild would not find it). */
-            dango__sc_report_bad(
-                c, pw->keys[k], pw->w[k].value ^ DANGO_STORE_REC_COMMIT_XOR,
-                pw->w[k].seg->name,
-                pw->w[k].addr - offsetof(dango_store_rec_hdr_t, commit),
-                DANGO_EPEER_GONE);
-        }
-    }
+    dango__sc_commit_durable(c, pw->w, pw->keys, nw, pw->ok);
 
     /* The items that ended (put_ended() cleared started), in the order of
      * their words: each needs one durable word. */

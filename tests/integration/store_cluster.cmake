@@ -1,6 +1,6 @@
-# Store cluster tests: store_peer is the master / node / writer / client
-# process (fork + exec); each group of test_store_cluster is its own CTest
-# entry with its own timeout.
+# Store cluster tests: store_peer is the master / node / writer / client /
+# copier process (fork + exec); each group of test_store_cluster is its own
+# CTest entry with its own timeout.
 # (dango_it_proc, the child-process helpers, is in CMakeLists.txt.)
 add_executable(store_peer store_peer_helper.c)
 target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
