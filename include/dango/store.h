@@ -508,8 +508,11 @@ DANGO_API int dango_store_list(dango_store_client_t *c, const char *prefix,
  *                      DANGO_ENOSPC (no room there), DANGO_ERANGE (the
  *                      object has DANGO_STORE_REPLICA_MAX replicas),
  *                      DANGO_ECORRUPT / DANGO_EREPLICA_UNAVAIL (no source
- *                      replica could be read intact), transfer errors, or
- *                      a bad key's error.
+ *                      replica could be read intact), DANGO_EREPLICA_UNAVAIL
+ *                      also when commit words are durable (HA master or
+ *                      STORE_SYNC_COMMIT) and the new replica's could not
+ *                      be written (the replica is dropped), transfer
+ *                      errors, or a bad key's error.
  * @return 0 (see @p results), or DANGO_EINVAL (bad arguments), DANGO_ENOMEM,
  *         master errors (unreachable, DANGO_EPROTO).
  * @note Thread safety: as every call on @p c.

@@ -9,8 +9,12 @@
  * to the new region with its commit word cleared, and the successes are
  * ended with one CopyEnd, the failures revoked with another. Only then are
  * the new replicas' commit words written, exactly as a put does after
- * PutEnd. A record that fails its checks is reported bad and the next
- * source is tried; a wrong byte is never copied.
+ * PutEnd: queued for the committer or, when commit words are durable (HA
+ * mode or STORE_SYNC_COMMIT), written and acknowledged before the call
+ * returns; a copy whose word was not is reported bad (the master drops the
+ * new replica) and fails with DANGO_EREPLICA_UNAVAIL. A record that fails
+ * its checks is reported bad and the next source is tried; a wrong byte is
+ * never copied.
  */
 #include "store/store_client_int.h"
 
@@ -202,7 +206,11 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     size_t                      *ok = NULL, *bad = NULL, nok = 0, nbad = 0;
     char                       **good = NULL;
     size_t                      *map = NULL, ngood = 0;
-    int                         *sub = NULL;
+    int                         *sub   = NULL;
+    sc_commit_t                 *w     = NULL; /* commit words of the copies */
+    const char                 **wkeys = NULL;
+    int                         *wok   = NULL;
+    size_t                       nw    = 0;
     int                          rc;
 
     if ((c == NULL) || ((n > 0) && ((keys == NULL) || (results == NULL))) ||
@@ -220,8 +228,12 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     bad   = dango_malloc(n * sizeof(*bad), "store_copy");
     sub   = dango_malloc(n * sizeof(*sub), "store_copy");
     tsegs = dango_calloc(n, sizeof(*tsegs), "store_copy");
+    w     = dango_malloc(n * sizeof(*w), "store_copy");
+    wkeys = dango_malloc(n * sizeof(*wkeys), "store_copy");
+    wok   = dango_malloc(n * sizeof(*wok), "store_copy");
     if ((good == NULL) || (map == NULL) || (ok == NULL) || (bad == NULL) ||
-        (sub == NULL) || (tsegs == NULL)) {
+        (sub == NULL) || (tsegs == NULL) || (w == NULL) || (wkeys == NULL) ||
+        (wok == NULL)) {
         for (size_t i = 0; i < n; i++) {
             results[i] = DANGO_ENOMEM;
         }
@@ -286,17 +298,30 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
         goto out;
     }
 
+    /* The commit words of the copies CopyEnd accepted (ok[] keeps those). */
     for (size_t i = 0; i < nok; i++) {
         const Dango__Store__CopyStartItem *it = resp->items[ok[i]];
-        sc_commit_t                        w;
+        sc_commit_t                       *cw = &w[nw];
 
         if (sub[ok[i]] != 0) {
             continue;
         }
-        w.seg   = tsegs[ok[i]];
-        w.addr  = it->target->addr + offsetof(dango_store_rec_hdr_t, commit);
-        w.value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
-        dango__sc_commit_queue(c, &w, 1);
+        cw->seg   = tsegs[ok[i]];
+        cw->addr  = it->target->addr + offsetof(dango_store_rec_hdr_t, commit);
+        cw->value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
+        wkeys[nw] = good[ok[i]];
+        ok[nw++]  = ok[i];
+    }
+
+    if (dango__sc_commit_durable_mode(c)) {
+        /* As a put: acknowledged before we return, or the new replica is
+         * dropped (reported bad) and the copy fails. */
+        dango__sc_commit_durable(c, w, wkeys, nw, wok);
+        for (size_t k = 0; k < nw; k++) {
+            sub[ok[k]] = wok[k] ? 0 : DANGO_EREPLICA_UNAVAIL;
+        }
+    } else {
+        dango__sc_commit_queue(c, w, nw);
     }
 
     for (size_t j = 0; j < ngood; j++) {
@@ -319,5 +344,8 @@ out:
     dango_free(bad);
     dango_free(sub);
     dango_free(tsegs);
+    dango_free(w);
+    dango_free(wkeys);
+    dango_free(wok);
     return rc;
 }

@@ -32,6 +32,7 @@
 #include "store/store_client_int.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -456,8 +457,8 @@ int dango__sc_commit_durable_mode(const dango_store_client_t *c)
  * store; otherwise the node acknowledged the write). At most
  * SC_COMMIT_BATCH words per transfer batch.
  */
-void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
-                              size_t n, int *ok)
+static void commit_durable_write(dango_store_client_t *c, const sc_commit_t *w,
+                                 size_t n, int *ok)
 {
     while (n > 0) {
         size_t              k = DANGO_MIN(n, (size_t)SC_COMMIT_BATCH);
@@ -520,5 +521,22 @@ void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
         w += k;
         ok += k;
         n -= k;
+    }
+}
+
+void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
+                              const char *const *keys, size_t n, int *ok)
+{
+    commit_durable_write(c, w, n, ok);
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i]) {
+            /* Not durable there: the master must not count that replica
+             * (a rebuild would not find it). */
+            dango__sc_report_bad(
+                c, keys[i], w[i].value ^ DANGO_STORE_REC_COMMIT_XOR,
+                w[i].seg->name,
+                w[i].addr - offsetof(dango_store_rec_hdr_t, commit),
+                DANGO_EPEER_GONE);
+        }
     }
 }

@@ -341,12 +341,14 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
                       const ProtobufCMessageDescriptor *reply_desc,
                       ProtobufCMessage **reply_p, uint64_t timeout_ns);
 
-/* 1 when puts write their commit words before they return (HA mode or
- * STORE_SYNC_COMMIT). */
+/* 1 when puts and copies write their commit words before they return (HA
+ * mode or STORE_SYNC_COMMIT). */
 int dango__sc_commit_durable_mode(const dango_store_client_t *c);
-/* Writes commit words now and waits; ok[i]: word i is in place. */
+/* Writes commit words now and waits; ok[i]: word i is in place. A word
+ * that is not is reported to the master as a bad replica of keys[i], which
+ * drops it (no rebuild would find it). Used by puts and copies. */
 void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
-                              size_t n, int *ok);
+                              const char *const *keys, size_t n, int *ok);
 
 /* ---------- store_client_disk.c ---------- */
 

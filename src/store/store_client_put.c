@@ -539,6 +539,33 @@ static void put_commit_words(const put_item_t *it, sc_commit_t *w)
     }
 }
 
+/* The commit words of a durable end: allocated before PutEnd, so that
+ * nothing ends unless its words can be written. */
+typedef struct put_words {
+    sc_commit_t *w;
+    const char **keys; /* the key of each word */
+    int         *ok;
+} put_words_t;
+
+static int put_words_alloc(put_words_t *pw, size_t n)
+{
+    pw->w    = dango_malloc(n * sizeof(*pw->w), "store_commit");
+    pw->keys = dango_malloc(n * sizeof(*pw->keys), "store_commit");
+    pw->ok   = dango_malloc(n * sizeof(*pw->ok), "store_commit");
+    if ((pw->w == NULL) || (pw->keys == NULL) || (pw->ok == NULL)) {
+        return DANGO_ENOMEM;
+    }
+
+    return 0;
+}
+
+static void put_words_free(put_words_t *pw)
+{
+    dango_free(pw->w);
+    dango_free(pw->keys);
+    dango_free(pw->ok);
+}
+
 /*
  * The end of a put whose commit words must be durable before it returns
  * (HA mode or STORE_SYNC_COMMIT): every word of the call is written from
@@ -548,80 +575,65 @@ static void put_commit_words(const put_item_t *it, sc_commit_t *w)
  * words could be written fails with DANGO_EREPLICA_UNAVAIL: its nodes are
  * unreachable, and no rebuild would find it. A replica whose word could
  * not be written is reported to the master (dropped), so that the
- * replicas it lists are the durable ones.
+ * replicas it lists are the durable ones. @pw has room for the words of
+ * every item PutEnd was sent for.
  */
-static int put_end_durable(dango_store_client_t *c, put_item_t *items, size_t n,
-                           int rc, Dango__Store__StatusList *resp)
+static void put_end_durable(dango_store_client_t *c, put_item_t *items,
+                            size_t n, int rc, Dango__Store__StatusList *resp,
+                            const put_words_t *pw)
 {
-    size_t       cap = 1, m = 0, nw = 0;
-    sc_commit_t *w;
-    size_t      *owner; /* item of each word */
-    int         *ok, *got;
+    size_t m = 0, nw = 0;
 
-    for (size_t i = 0; i < n; i++) {
-        cap += (items[i].started && (items[i].rc == 0)) ? items[i].nrep : 0;
-    }
-
-    w     = dango_malloc(cap * sizeof(*w), "store_commit");
-    owner = dango_malloc(cap * sizeof(*owner), "store_commit");
-    ok    = dango_malloc(cap * sizeof(*ok), "store_commit");
-    got   = dango_calloc(n, sizeof(*got), "store_commit");
     for (size_t i = 0; i < n; i++) {
         put_item_t *it = &items[i];
 
-        if (!it->started || (it->rc != 0)) {
+        if (!it->started || (it->rc != 0) || !put_ended(it, rc, resp, &m)) {
             continue;
         }
 
-        if (!put_ended(it, rc, resp, &m)) {
-            continue;
-        }
-
-        if ((w == NULL) || (owner == NULL) || (ok == NULL) || (got == NULL)) {
-            it->rc = DANGO_ENOMEM;
-            continue;
-        }
-
-        got[i] = -1; /* ended: needs one durable word */
-        put_commit_words(it, &w[nw]);
+        put_commit_words(it, &pw->w[nw]);
         for (unsigned j = 0; j < it->nrep; j++) {
-            owner[nw++] = i;
+            pw->keys[nw++] = it->key;
         }
     }
 
-    if (nw > 0) {
-        dango__sc_commit_durable(c, w, nw, ok);
-        for (size_t k = 0; k < nw; k++) {
-            if (ok[k]) {
-                got[owner[k]] = 1;
-                continue;
-            }
-
-            /* Not durable there: the master must not count that replica
-             * (a rebuild would not find it). */
-            dango__sc_report_bad(
-                c, items[owner[k]].key, items[owner[k]].put_id, w[k].seg->name,
-                w[k].addr - offsetof(dango_store_rec_hdr_t, commit),
-                DANGO_EPEER_GONE);
-        }
+    if (nw == 0) {
+        return;
     }
 
-    for (size_t i = 0; (i < n) && (got != NULL); i++) {
-        if (got[i] == -1) {
+    dango__sc_commit_durable(c, pw->w, pw->keys, nw, pw->ok);
+
+    /* The items that ended (put_ended() cleared started), in the order of
+     * their words: each needs one durable word. */
+    nw = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_item_t *it  = &items[i];
+        int         any = 0;
+
+        if (it->started || (it->rc != 0)) {
+            continue;
+        }
+
+        for (unsigned j = 0; j < it->nrep; j++) {
+            any |= pw->ok[nw++];
+        }
+
+        if (!any) {
             dango_warn("store client %s: put of %s ended but no commit word "
                        "reached a replica",
-                       c->name, items[i].key);
-            items[i].rc = DANGO_EREPLICA_UNAVAIL;
+                       c->name, it->key);
+            it->rc = DANGO_EREPLICA_UNAVAIL;
         }
     }
-
-    dango_free(w);
-    dango_free(owner);
-    dango_free(ok);
-    dango_free(got);
-    return rc;
 }
 
+/*
+ * PutEnd for the items without an error (@revoke 0), or PutRevoke for the
+ * started items with one (@revoke 1). Everything the end needs is
+ * allocated before the request goes: an item the master ends must get its
+ * commit words, so when an allocation fails nothing is ended and the items
+ * take DANGO_ENOMEM (the revoke that follows frees them).
+ */
 static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
                    int revoke)
 {
@@ -632,11 +644,18 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
     uint64_t                  p1[1];
     char                    **keys = k1;
     uint64_t                 *pids = p1;
+    put_words_t               pw   = {NULL, NULL, NULL};
     size_t                    m    = 0;
-    int                       rc;
+    size_t                    nw   = 0;
+    int                       rc   = 0;
+    int                       durable;
 
+    durable = !revoke && dango__sc_commit_durable_mode(c);
     for (size_t i = 0; i < n; i++) {
-        m += items[i].started && ((items[i].rc != 0) == revoke);
+        if (items[i].started && ((items[i].rc != 0) == revoke)) {
+            m++;
+            nw += items[i].nrep;
+        }
     }
 
     if (m == 0) {
@@ -648,8 +667,21 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
         pids = dango_malloc(m * sizeof(*pids), "store_end_ids");
         if ((keys == NULL) || (pids == NULL)) {
             rc = DANGO_ENOMEM;
-            goto out;
         }
+    }
+
+    if ((rc == 0) && durable) {
+        rc = put_words_alloc(&pw, nw);
+    }
+
+    if (rc != 0) {
+        for (size_t i = 0; (i < n) && !revoke; i++) {
+            if (items[i].started && (items[i].rc == 0)) {
+                items[i].rc = rc;
+            }
+        }
+
+        goto out;
     }
 
     m = 0;
@@ -685,8 +717,8 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
         goto out;
     }
 
-    if (dango__sc_commit_durable_mode(c)) {
-        rc = put_end_durable(c, items, n, rc, resp);
+    if (durable) {
+        put_end_durable(c, items, n, rc, resp, &pw);
         goto out;
     }
 
@@ -717,6 +749,7 @@ out:
         dango_free(pids);
     }
 
+    put_words_free(&pw);
     return rc;
 }
 

@@ -1,6 +1,6 @@
-# Store cluster tests: store_peer is the master / node / writer / client
-# process (fork + exec); each group of test_store_cluster is its own CTest
-# entry with its own timeout.
+# Store cluster tests: store_peer is the master / node / writer / client /
+# copier process (fork + exec); each group of test_store_cluster is its own
+# CTest entry with its own timeout.
 # (dango_it_proc, the child-process helpers, is in CMakeLists.txt.)
 add_executable(store_peer store_peer_helper.c)
 target_link_libraries(store_peer PRIVATE dango_store Threads::Threads)
@@ -22,6 +22,7 @@ set(DANGO_STORE_IT_GROUPS
     corrupt   120
     evict     180
     restart   120
+    durable   120
     netns     120)
 list(LENGTH DANGO_STORE_IT_GROUPS _n)
 math(EXPR _last "${_n} - 1")

@@ -18,6 +18,12 @@
  *       A pure client that puts <key> with a deterministic value
  *       (seeded by the key), gets it back and checks it; prints
  *       "PUT <rc>" and "GET <rc>" and exits 0.
+ *   store_peer copier <master> <target> <key>
+ *       A pure client that copies <key> to the node whose segment is
+ *       <target> (dango_store_batch_replicate). When the copy succeeded it
+ *       kills itself with SIGKILL as soon as the call returns: its client
+ *       is never destroyed, so whatever the call left for later is never
+ *       done. Otherwise it prints "COPY <rc> <result>" and exits 1.
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -198,11 +204,38 @@ static int run_client(int argc, char **argv)
     return 0;
 }
 
+static int run_copier(int argc, char **argv)
+{
+    dango_store_client_t *c;
+    const char           *keys[1];
+    int                   rc, res = -1;
+
+    if (argc < 5) {
+        return 2;
+    }
+
+    rc = client_new(argv[2], 0, 1u << 20, NULL, &c);
+    if (rc != 0) {
+        say("ERR %s", dango_err_name(rc));
+        return 1;
+    }
+
+    keys[0] = argv[4];
+    rc      = dango_store_batch_replicate(c, 1, keys, argv[3], &res);
+    if ((rc == 0) && (res == 0)) {
+        kill(getpid(), SIGKILL);
+    }
+
+    say("COPY %s %s", dango_err_name(rc), dango_err_name(res));
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
-        fprintf(stderr, "usage: store_peer master|node|writer|client ...\n");
+        fprintf(stderr,
+                "usage: store_peer master|node|writer|client|copier ...\n");
         return 2;
     }
 
@@ -220,6 +253,10 @@ int main(int argc, char **argv)
 
     if (strcmp(argv[1], "client") == 0) {
         return run_client(argc, argv);
+    }
+
+    if (strcmp(argv[1], "copier") == 0) {
+        return run_copier(argc, argv);
     }
 
     return 2;

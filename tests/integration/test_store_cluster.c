@@ -13,6 +13,9 @@
  *   evict_*      eviction under pressure never removes a leased object
  *   restart_*    the master is killed and restarted: nodes remount and
  *                report their records, objects written before are back
+ *   durable_*    STORE_SYNC_COMMIT: a put that runs out of memory is done
+ *                or not visible; a copy's commit word is on its node
+ *                when the call returns (copier and master killed after)
  *   netns_*      master and node on host A, client on host B (root only)
  *
  * Timings are shortened through the environment (client TTL 2 s, ping every
@@ -89,6 +92,50 @@ static void cluster_start(int n, uint64_t seg)
     }
 
     client_start(128 * MIB);
+}
+
+/* As cluster_start(), with a client whose puts and copies wait for their
+ * commit words (STORE_SYNC_COMMIT). */
+static void cluster_start_durable(int n, uint64_t seg)
+{
+    master_start("127.0.0.1:0");
+    for (int i = 0; i < n; i++) {
+        node_start(i, seg);
+    }
+
+    setenv("DANGO_STORE_SYNC_COMMIT", "yes", 1);
+    client_start(128 * MIB);
+    unsetenv("DANGO_STORE_SYNC_COMMIT");
+}
+
+/* Kills the master, starts it again on its address and waits until the
+ * @n nodes have remounted (and reported their records). */
+static void master_restart(int n)
+{
+    char     addr[128];
+    uint64_t deadline;
+
+    snprintf(addr, sizeof(addr), "%s", g_master_addr);
+    it_proc_kill(&g_master);
+    master_start(addr);
+    assert_string_equal(addr, g_master_addr);
+
+    /* Nodes see NEED_REMOUNT on their next ping and mount again. */
+    deadline = dango_time_ns() + 15ull * DANGO_NSEC_PER_SEC;
+    for (;;) {
+        dango_store_pool_info_t pool;
+
+        if ((dango_store_pool_stat(g_client, &pool) == 0) &&
+            (pool.segments == (uint64_t)n)) {
+            return;
+        }
+
+        if (dango_time_ns() >= deadline) {
+            fail_msg("the restarted master never saw %d segments", n);
+        }
+
+        test_sleep_ms(100);
+    }
 }
 
 /* Which node is @name? -1 if none. */
@@ -413,38 +460,194 @@ static void evict_never_leased(void **state)
 
 static void restart_master_remount(void **state)
 {
-    char     addr[128];
-    uint64_t deadline;
-    int      rc = -1;
-
     (void)state;
     cluster_start(2, 32 * MIB);
     put_key("before", 4096, NULL);
-    snprintf(addr, sizeof(addr), "%s", g_master_addr);
-    it_proc_kill(&g_master);
-    master_start(addr);
-    assert_string_equal(addr, g_master_addr);
+    master_restart(2);
 
-    /* Nodes see NEED_REMOUNT on their next ping and mount again. */
-    deadline = dango_time_ns() + 15ull * DANGO_NSEC_PER_SEC;
-    while (dango_time_ns() < deadline) {
-        dango_store_pool_info_t pool;
-
-        if ((dango_store_pool_stat(g_client, &pool) == 0) &&
-            (pool.segments == 2)) {
-            rc = 0;
-            break;
-        }
-
-        test_sleep_ms(100);
-    }
-
-    assert_int_equal(0, rc);
     /* The killed master's objects come back from the nodes' reports. */
     assert_int_equal(1, dango_store_exist(g_client, "before"));
     assert_int_equal(4096, get_check("before", 4096));
     put_key("after", 4096, NULL);
     assert_int_equal(4096, get_check("after", 4096));
+}
+
+/* ---------- durable commit words ---------- */
+
+/*
+ * The library's allocator in this process (dango_set_allocator() in main):
+ * libc's, except that the t_fail_at-th allocation the calling thread makes
+ * once armed fails, once. Only that thread: dango__alloc_fail_after()
+ * fails every thread, the client's I/O thread too, and a reply lost there
+ * after the master acted on the request is another case than what the
+ * calling thread does with a failure of its own.
+ */
+static __thread long t_fail_at; /* 0: disarmed */
+static __thread int  t_failed;
+
+static int t_fail(void)
+{
+    if ((t_fail_at > 0) && (--t_fail_at == 0)) {
+        t_failed = 1;
+        return 1;
+    }
+
+    return 0;
+}
+
+static void *t_malloc(size_t size)
+{
+    return t_fail() ? NULL : malloc(size);
+}
+
+static void *t_calloc(size_t nmemb, size_t size)
+{
+    return t_fail() ? NULL : calloc(nmemb, size);
+}
+
+static void *t_realloc(void *ptr, size_t size)
+{
+    return t_fail() ? NULL : realloc(ptr, size);
+}
+
+static const dango_allocator_t t_alloc = {t_malloc, t_calloc, t_realloc, free};
+
+/*
+ * A durable batch put whose calling thread fails its n-th allocation, for
+ * every n until the put makes fewer: each key either succeeded (and reads
+ * back) or failed and is not visible. Never a key the master shows complete
+ * while the caller got an error and no commit word was written. Two keys,
+ * so that the key list of PutEnd is allocated too.
+ */
+static void durable_put_oom_done_or_invisible(void **state)
+{
+    enum { N = 2, LEN = 8192, MAX_ALLOCS = 2000 };
+    dango_store_replicate_config_t cfg = {.replica_num = 2};
+    char                           names[N][48];
+    const char                    *keys[N];
+    const void                    *bufs[N];
+    void                          *vals[N];
+    size_t                         lens[N];
+    int                            res[N];
+    long                           n, failures = 0;
+    int                            rc;
+
+    (void)state;
+    cluster_start_durable(2, 32 * MIB);
+    /* Opens both nodes' segments and fills the client's pools. */
+    put_key("oom/warm", LEN, &cfg);
+    for (int i = 0; i < N; i++) {
+        vals[i] = malloc(LEN);
+        assert_non_null(vals[i]);
+        bufs[i] = vals[i];
+        lens[i] = LEN;
+        keys[i] = names[i];
+    }
+
+    for (n = 1; n <= MAX_ALLOCS; n++) {
+        for (int i = 0; i < N; i++) {
+            snprintf(names[i], sizeof(names[i]), "oom/%ld/%d", n, i);
+            test_fill(vals[i], LEN, test_key_seed(names[i]));
+        }
+
+        t_failed  = 0;
+        t_fail_at = n;
+        rc = dango_store_batch_put(g_client, N, keys, bufs, lens, 0, &cfg, res);
+        t_fail_at = 0;
+        if (!t_failed) {
+            /* Fewer than n allocations: the walk is over. */
+            assert_dango_ok(rc);
+            for (int i = 0; i < N; i++) {
+                assert_dango_ok(res[i]);
+                assert_int_equal(LEN, get_check(keys[i], LEN));
+            }
+
+            break;
+        }
+
+        failures++;
+        for (int i = 0; i < N; i++) {
+            int64_t got;
+
+            if (res[i] == 0) {
+                got = get_check(keys[i], LEN);
+                if (got != LEN) {
+                    fail_msg("allocation %ld failing: %s succeeded but its "
+                             "get fails (%s)",
+                             n, keys[i], dango_err_name((int)got));
+                }
+            } else if (dango_store_exist(g_client, keys[i]) != 0) {
+                fail_msg("allocation %ld failing: %s failed (%s) but is "
+                         "visible",
+                         n, keys[i], dango_err_name(res[i]));
+            }
+        }
+    }
+
+    assert_true(n <= MAX_ALLOCS);
+    assert_true(failures >= 4);
+    for (int i = 0; i < N; i++) {
+        free(vals[i]);
+    }
+}
+
+/*
+ * A copy made with STORE_SYNC_COMMIT over TCP (as between hosts; a word
+ * for this host is written before the call returns anyway) has its commit
+ * word in the new node's memory when the call returns: the copier kills
+ * itself right then, the master is killed and restarted, and the object
+ * rebuilt from the nodes' reports still has the new replica. A word left
+ * queued for the copier's committer thread dies with it, and the rebuild
+ * finds one replica.
+ */
+static void durable_copy_survives_copier_and_master(void **state)
+{
+    enum { LEN = 100 * 1024 };
+    dango_store_replicate_config_t cfg = {0};
+    dango_store_object_info_t      info;
+    const char                    *pref[1];
+    const char                    *env[] = {"DANGO_STORE_SYNC_COMMIT=yes",
+                                            "DANGO_XFER_TRANSPORTS=tcp", NULL};
+    char     *argv[] = {STORE_PEER_PATH, "copier",   g_master_addr,
+                        g_node_names[1], "dur/copy", NULL};
+    char      line[128];
+    it_proc_t cp;
+    int       on[2] = {0, 0};
+    int       rc, status;
+
+    (void)state;
+    cluster_start(2, 32 * MIB);
+    pref[0]                = g_node_names[0];
+    cfg.replica_num        = 1;
+    cfg.preferred_segments = pref;
+    cfg.preferred_count    = 1;
+    put_key("dur/copy", LEN, &cfg);
+
+    /* The copier prints only when the copy failed. */
+    it_proc_spawn(&cp, argv, env);
+    rc = it_proc_expect(&cp, "COPY ", line, sizeof(line), START_TIMEOUT);
+    if (rc == 0) {
+        fail_msg("copier: %s", line);
+    }
+
+    assert_int_equal(DANGO_ECONNRESET, rc);
+    status = it_proc_stop(&cp, 10000);
+    assert_true(WIFSIGNALED(status) && (WTERMSIG(status) == SIGKILL));
+    assert_dango_ok(dango_store_stat(g_client, "dur/copy", &info));
+    assert_int_equal(2, info.num_replicas);
+
+    master_restart(2);
+    assert_dango_ok(dango_store_stat(g_client, "dur/copy", &info));
+    for (unsigned a = 0; a < info.num_replicas; a++) {
+        int k = node_of(info.replicas[a].segment);
+
+        assert_true(k >= 0);
+        on[k]++;
+    }
+
+    assert_int_equal(1, on[0]);
+    assert_int_equal(1, on[1]); /* the copy, back from node 1's report */
+    assert_int_equal(LEN, get_check("dur/copy", LEN));
 }
 
 /* ---------- two hosts ---------- */
@@ -517,10 +720,16 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(evict_never_leased, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_master_remount, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(durable_put_oom_done_or_invisible,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(durable_copy_survives_copier_and_master,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(netns_two_hosts, setup, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
+    /* Before any library object exists (see t_alloc). */
+    dango_set_allocator(&t_alloc);
     /* Short liveness timings, inherited by every child. */
     setenv("DANGO_MASTER_ADMIN_LISTEN", "", 1);
     setenv("DANGO_MASTER_CLIENT_TTL", "2s", 1);
