@@ -109,41 +109,21 @@ static int serve_parse(int argc, char **argv, dango_config_t *cfg,
     const char             **param;
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int         rc;
+        int rc;
 
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            serve_help();
-            return 0;
-        }
-
-        if ((param = app_param_find(serve_params,
-                                    DANGO_ARRAY_SIZE(serve_params), sa, a)) !=
-            NULL) {
+        if ((param =
+                 app_param_find(serve_params, DANGO_ARRAY_SIZE(serve_params),
+                                sa, argv[i])) != NULL) {
             if (app_flag_value(PROG, argc, argv, &i, 1, param) != 0) {
                 return 2;
             }
             continue;
         }
 
-        rc = app_common_flag(PROG, cfg, argc, argv, &i);
-        if (rc < 0) {
-            return 2;
-        }
-
-        if (rc == 0) {
-            continue;
-        }
-
-        rc = app_flag_option(PROG, cfg, prefixes, argc, argv, &i);
-        if (rc < 0) {
-            return 2;
-        }
-
-        if (rc > 0) {
-            app_bad_arg(PROG, a, "dango serve --help");
-            serve_usage(stderr);
-            return 2;
+        rc = app_daemon_arg(PROG, cfg, prefixes, argc, argv, &i, serve_help,
+                            serve_usage);
+        if (rc >= 0) {
+            return rc;
         }
     }
 

@@ -50,7 +50,6 @@
 #include "common/time.h"
 #include "metadata/md_curl.h"
 
-/* Idle curl handles kept per client. */
 /* Largest unary response accepted. */
 #define ETCD_RESP_MAX (512u << 20)
 /* Longest single watch message accepted. */
@@ -354,16 +353,8 @@ static int etcd_attempt(dango__etcd_t *e, size_t ep, const char *path,
     }
 
     etcd_url(e, ep, path, url, sizeof(url));
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROXY, "");
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     dango__curl_ms(e->connect_timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, dango__curl_ms(e->timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, e->headers);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, dango__curl_buf_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
+    dango__curl_setup(curl, url, e->headers, e->connect_timeout_ns,
+                      e->timeout_ns, errbuf, resp);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)strlen(body));
@@ -1648,12 +1639,9 @@ static void watch_stream(dango__etcd_watch_t *w)
     }
 
     etcd_url(w->etcd, w->ep, "watch", url, sizeof(url));
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROXY, "");
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     dango__curl_ms(w->etcd->connect_timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, w->etcd->headers);
+    /* A stream: no whole-transfer timeout. */
+    dango__curl_setup(curl, url, w->etcd->headers, w->etcd->connect_timeout_ns,
+                      0, NULL, NULL);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_write_cb);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, w);

@@ -74,6 +74,38 @@ size_t dango__curl_buf_cb(char *ptr, size_t size, size_t nmemb, void *arg)
     return dango__curl_buf_write(arg, ptr, size * nmemb);
 }
 
+static size_t curl_discard_cb(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    (void)ptr;
+    (void)arg;
+    return size * nmemb;
+}
+
+void dango__curl_setup(CURL *curl, const char *url,
+                       const struct curl_slist *hdrs, uint64_t connect_ns,
+                       uint64_t timeout_ns, char *errbuf,
+                       dango__curl_buf_t *resp)
+{
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     dango__curl_ms(connect_ns));
+    if (timeout_ns > 0) {
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, dango__curl_ms(timeout_ns));
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    if (errbuf != NULL) {
+        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    }
+    if (resp != NULL) {
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, dango__curl_buf_cb);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_discard_cb);
+    }
+}
+
 void dango__curl_pool_init(dango__curl_pool_t *p)
 {
     memset(p, 0, sizeof(*p));

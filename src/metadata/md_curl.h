@@ -2,6 +2,7 @@
  * libcurl plumbing shared by the library's HTTP clients: the metadata HTTP
  * backend (md_http.c), the etcd client (etcd.c) and the store's KV event
  * publisher (store_client_events.c): one process-wide curl_global_init,
+ * the options every request sets (dango__curl_setup),
  * a small pool of easy handles (keeps connections and DNS caches), a
  * bounded response body, and timeouts in curl's milliseconds.
  */
@@ -41,6 +42,20 @@ typedef struct dango__curl_buf {
 size_t dango__curl_buf_write(dango__curl_buf_t *buf, const char *ptr, size_t n);
 /* CURLOPT_WRITEFUNCTION for a dango__curl_buf_t (CURLOPT_WRITEDATA). */
 size_t dango__curl_buf_cb(char *ptr, size_t size, size_t nmemb, void *arg);
+
+/*
+ * The options every request of the library sets on @curl: @url, no
+ * signals, no proxy (an http_proxy variable must not send cluster traffic
+ * elsewhere), the connect timeout @connect_ns and the whole-transfer
+ * timeout @timeout_ns (0: none), @hdrs (may be NULL), curl's message in
+ * @errbuf (CURL_ERROR_SIZE bytes; NULL: none; the caller clears the option
+ * before @errbuf goes away) and the response body into @resp (NULL:
+ * discarded).
+ */
+void dango__curl_setup(CURL *curl, const char *url,
+                       const struct curl_slist *hdrs, uint64_t connect_ns,
+                       uint64_t timeout_ns, char *errbuf,
+                       dango__curl_buf_t *resp);
 
 /* A pool of easy handles; thread-safe. */
 typedef struct dango__curl_pool {

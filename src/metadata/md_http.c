@@ -43,7 +43,6 @@
 #include "common/time.h"
 #include "metadata/md_curl.h"
 
-/* Idle curl handles kept per metadata handle (and so open connections). */
 /* Largest list response accepted (a JSON array of keys). */
 #define MD_HTTP_LIST_MAX (64u << 20)
 /* Path used when the connection string names none. */
@@ -127,17 +126,8 @@ static int http_request(md_http_t *h, const char *method, const char *param,
         snprintf(url, url_len, "%s?%s=%s", h->base_url, param, escaped);
     }
 
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROXY, "");
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     dango__curl_ms(h->super.config.connect_timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
-                     dango__curl_ms(h->super.config.timeout_ns));
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h->headers);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, dango__curl_buf_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp);
+    dango__curl_setup(curl, url, h->headers, h->super.config.connect_timeout_ns,
+                      h->super.config.timeout_ns, errbuf, resp);
 
     if (strcmp(method, "PUT") == 0) {
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");

@@ -87,11 +87,6 @@ int dango__sc_key_check(const char *key, size_t *len_p)
     return 0;
 }
 
-void dango__sc_copy(void *dst, const void *src, size_t len)
-{
-    memcpy(dst, src, len);
-}
-
 int dango__sc_own_range_ok(const dango_store_client_t *c, uint64_t addr,
                            uint64_t len)
 {
@@ -700,14 +695,27 @@ void dango__sc_commit_req(dango_store_client_t *c, const sc_commit_t *w,
     req->length      = sizeof(uint64_t);
 }
 
+/*
+ * Writes the commit words @w[0..n) (at most SC_COMMIT_BATCH) through
+ * @batch, staged at @words, and waits. Own-segment words are plain stores.
+ * With @ok, ok[i] says whether word i is in place (stored, or acknowledged
+ * by its node). @batch NULL (no memory for one): only the own-segment
+ * words are written.
+ */
 static void commit_write(dango_store_client_t *c, dango_xfer_batch_t *batch,
-                         const sc_commit_t *w, size_t n, uint64_t *words)
+                         const sc_commit_t *w, size_t n, uint64_t *words,
+                         int *ok)
 {
     dango_xfer_req_t reqs[SC_COMMIT_BATCH];
-    size_t           nreq = 0;
+    size_t           idx[SC_COMMIT_BATCH];
+    size_t           nreq = 0, nsub = 0;
     int              rc;
 
     for (size_t i = 0; i < n; i++) {
+        if (ok != NULL) {
+            ok[i] = w[i].seg->own;
+        }
+
         if (w[i].seg->own) {
             /* Our own memory: a plain store, seen by peers' reads. */
             __atomic_store_n((uint64_t *)(uintptr_t)w[i].addr, w[i].value,
@@ -715,19 +723,25 @@ static void commit_write(dango_store_client_t *c, dango_xfer_batch_t *batch,
             continue;
         }
 
-        dango__sc_commit_req(c, &w[i], &words[nreq], &reqs[nreq]);
-        nreq++;
+        if (batch != NULL) {
+            dango__sc_commit_req(c, &w[i], &words[nreq], &reqs[nreq]);
+            idx[nreq++] = i;
+        }
     }
 
     if (nreq == 0) {
         return;
     }
 
-    rc = dango_xfer_batch_submit(batch, reqs, nreq);
-    if (rc != 0) {
-        /* All or nothing was queued: try one by one. */
-        for (size_t i = 0; i < nreq; i++) {
-            dango_xfer_batch_submit(batch, &reqs[i], 1);
+    if (dango_xfer_batch_submit(batch, reqs, nreq) == 0) {
+        nsub = nreq;
+    } else {
+        /* Nothing was queued: one by one, so that a refused word does not
+         * hide the others. */
+        for (size_t r = 0; r < nreq; r++) {
+            if (dango_xfer_batch_submit(batch, &reqs[r], 1) == 0) {
+                idx[nsub++] = idx[r];
+            }
         }
     }
 
@@ -735,6 +749,13 @@ static void commit_write(dango_store_client_t *c, dango_xfer_batch_t *batch,
     if (rc != 0) {
         dango_debug("store client %s: commit words not all written: %s",
                     c->name, dango_strerror(rc));
+    }
+
+    for (size_t k = 0; (ok != NULL) && (k < nsub); k++) {
+        dango_xfer_status_t st;
+
+        ok[idx[k]] = (dango_xfer_batch_status(batch, k, &st) == 0) &&
+                     (st.state == DANGO_XFER_COMPLETED);
     }
 
     dango_xfer_batch_reset(batch);
@@ -764,7 +785,7 @@ static void *commit_thread(void *arg)
         }
 
         pthread_mutex_unlock(&c->commit_lock);
-        commit_write(c, c->commit_batch, w, n, c->commit_words);
+        commit_write(c, c->commit_batch, w, n, c->commit_words, NULL);
         pthread_mutex_lock(&c->commit_lock);
     }
 
@@ -772,27 +793,32 @@ static void *commit_thread(void *arg)
     return NULL;
 }
 
-/* Writes commit words from the calling thread (queue full). */
-static void commit_sync(dango_store_client_t *c, const sc_commit_t *w, size_t n)
+void dango__sc_commit_sync(dango_store_client_t *c, const sc_commit_t *w,
+                           size_t n, int *ok)
 {
-    dango_xfer_batch_t *batch;
-    sc_buf_t            b;
-
     while (n > 0) {
-        size_t k = DANGO_MIN(n, (size_t)SC_COMMIT_BATCH);
+        size_t              k     = DANGO_MIN(n, (size_t)SC_COMMIT_BATCH);
+        dango_xfer_batch_t *batch = NULL;
+        sc_buf_t            b;
+        int                 have_b;
 
-        if (dango__sc_buf_get(c, k * sizeof(uint64_t), &b) != 0) {
-            return;
+        have_b = dango__sc_buf_get(c, k * sizeof(uint64_t), &b) == 0;
+        if (have_b && (dango__sc_batch_get(c, k, &batch) != 0)) {
+            batch = NULL;
         }
 
-        if (dango__sc_batch_get(c, k, &batch) == 0) {
-            commit_write(c, batch, w, k, b.ptr);
+        commit_write(c, batch, w, k, have_b ? b.ptr : NULL, ok);
+        if (batch != NULL) {
             dango__sc_batch_put(c, batch);
         }
 
-        dango__sc_buf_put(c, &b);
+        if (have_b) {
+            dango__sc_buf_put(c, &b);
+        }
+
         w += k;
         n -= k;
+        ok = (ok != NULL) ? ok + k : NULL;
     }
 }
 
@@ -812,7 +838,7 @@ void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
     }
 
     if (local) {
-        commit_sync(c, w, n);
+        dango__sc_commit_sync(c, w, n, NULL);
         return;
     }
 
@@ -832,7 +858,7 @@ void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
     }
 
     pthread_mutex_unlock(&c->commit_lock);
-    commit_sync(c, w, n);
+    dango__sc_commit_sync(c, w, n, NULL);
 }
 
 /* ---------- master membership ---------- */
@@ -1555,9 +1581,9 @@ int dango_store_unregister_buffer(dango_store_client_t *c, void *buf)
 
 /* ---------- reports ---------- */
 
-void dango__sc_report_bad(dango_store_client_t *c, const char *key,
-                          uint64_t put_id, const char *segment, uint64_t addr,
-                          int reason)
+int dango__sc_report_bad(dango_store_client_t *c, const char *key,
+                         uint64_t put_id, const char *segment, uint64_t addr,
+                         int reason)
 {
     Dango__Store__ReportBadReq req = DANGO__STORE__REPORT_BAD_REQ__INIT;
     Dango__Store__ClientId     id;
@@ -1577,6 +1603,8 @@ void dango__sc_report_bad(dango_store_client_t *c, const char *key,
         dango_debug("store client %s: report of %s failed: %s", c->name, key,
                     dango_strerror(rc));
     }
+
+    return rc;
 }
 
 /* ---------- metadata calls ---------- */

@@ -44,7 +44,7 @@ static int copy_io(dango_store_client_t *c, sc_seg_t *seg, dango_xfer_op_t op,
         }
 
         if (op == DANGO_XFER_OP_READ) {
-            dango__sc_copy(local, (const void *)(uintptr_t)addr, len);
+            memcpy(local, (const void *)(uintptr_t)addr, len);
         } else {
             dango_copy_stream((void *)(uintptr_t)addr, local, len);
         }

@@ -37,15 +37,16 @@
 
 #include "common/alloc.h"
 #include "common/log_limit.h"
+#include "common/time.h"
 #include "metadata/md_curl.h"
 #include "store/store_proto.h"
 
 /* Bodies waiting for the conductor, at most. */
 #define SC_EV_PENDING 16
 /* Bound on one POST. */
-#define SC_EV_POST_TIMEOUT_MS 2000L
+#define SC_EV_POST_TIMEOUT_NS (2 * DANGO_NSEC_PER_SEC)
 /* Bound on one poll of the master (ns). */
-#define SC_EV_POLL_TIMEOUT (2ull * 1000000000ull)
+#define SC_EV_POLL_TIMEOUT (2 * DANGO_NSEC_PER_SEC)
 /* Block hashes per event entry of one body. */
 #define SC_EV_RUN_MAX 4096
 
@@ -63,14 +64,6 @@ struct sc_events {
 };
 
 static dango_log_limit_t sc_ev_log_limit = DANGO_LOG_LIMIT_INIT(5);
-
-/* The conductor's reply is not needed: read and dropped. */
-static size_t ev_discard(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-    (void)ptr;
-    (void)arg;
-    return size * nmemb;
-}
 
 int dango__sc_ev_block_hex(const char *prefix, size_t plen, const uint8_t *key,
                            size_t len, char *hex)
@@ -159,12 +152,9 @@ static int ev_post(struct sc_events *ev, const char *body)
     CURLcode           cc;
 
     curl_easy_reset(ev->curl);
-    curl_easy_setopt(ev->curl, CURLOPT_URL, ev->url);
+    dango__curl_setup(ev->curl, ev->url, hdr, SC_EV_POST_TIMEOUT_NS,
+                      SC_EV_POST_TIMEOUT_NS, NULL, NULL);
     curl_easy_setopt(ev->curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(ev->curl, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(ev->curl, CURLOPT_TIMEOUT_MS, SC_EV_POST_TIMEOUT_MS);
-    curl_easy_setopt(ev->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(ev->curl, CURLOPT_WRITEFUNCTION, ev_discard);
     cc = curl_easy_perform(ev->curl);
     if (cc == CURLE_OK) {
         curl_easy_getinfo(ev->curl, CURLINFO_RESPONSE_CODE, &code);

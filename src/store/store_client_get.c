@@ -214,16 +214,16 @@ static void get_scatter(const get_item_t *g, const char *value)
             size_t l =
                 (size_t)DANGO_MIN((uint64_t)g->parts[k].len, g->size - off);
 
-            dango__sc_copy(g->parts[k].base, value + off, l);
+            memcpy(g->parts[k].base, value + off, l);
             off += l;
         }
     } else if (g->ranges != NULL) {
         for (size_t k = 0; k < g->nranges; k++) {
-            dango__sc_copy(g->ranges[k].dst, value + g->ranges[k].src_offset,
-                           g->ranges[k].len);
+            memcpy(g->ranges[k].dst, value + g->ranges[k].src_offset,
+                   g->ranges[k].len);
         }
     } else {
-        dango__sc_copy(g->dst, value, g->size);
+        memcpy(g->dst, value, g->size);
     }
 }
 
@@ -457,11 +457,11 @@ static void get_own(dango_store_client_t *c, get_item_t *g)
 
     /* The commit word may be being stored by the committer: it is not
      * part of the checks, so it is left out of the copy. */
-    dango__sc_copy(rec, src, offsetof(dango_store_rec_hdr_t, commit));
+    memcpy(rec, src, offsetof(dango_store_rec_hdr_t, commit));
     memset(rec + offsetof(dango_store_rec_hdr_t, commit), 0, sizeof(uint64_t));
-    dango__sc_copy(rec + offsetof(dango_store_rec_hdr_t, reserved),
-                   src + offsetof(dango_store_rec_hdr_t, reserved),
-                   g->voff - offsetof(dango_store_rec_hdr_t, reserved));
+    memcpy(rec + offsetof(dango_store_rec_hdr_t, reserved),
+           src + offsetof(dango_store_rec_hdr_t, reserved),
+           g->voff - offsetof(dango_store_rec_hdr_t, reserved));
     if (g->ranges != NULL) {
         /* The whole value is checked where it lies (the lease keeps it
          * there), then only the ranges are copied. */

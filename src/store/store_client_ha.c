@@ -451,92 +451,34 @@ int dango__sc_commit_durable_mode(const dango_store_client_t *c)
     return (c->ha != NULL) || c->cfg.sync_commit;
 }
 
-/*
- * Writes the commit words @w[0..n) from the calling thread and waits for
- * every one; ok[i] says whether word i is in place (own segment: a plain
- * store; otherwise the node acknowledged the write). At most
- * SC_COMMIT_BATCH words per transfer batch.
- */
-static void commit_durable_write(dango_store_client_t *c, const sc_commit_t *w,
-                                 size_t n, int *ok)
-{
-    while (n > 0) {
-        size_t              k = DANGO_MIN(n, (size_t)SC_COMMIT_BATCH);
-        dango_xfer_req_t    reqs[SC_COMMIT_BATCH];
-        size_t              idx[SC_COMMIT_BATCH];
-        dango_xfer_batch_t *batch;
-        uint64_t           *words;
-        size_t              nreq = 0;
-        sc_buf_t            b;
-
-        for (size_t i = 0; i < k; i++) {
-            ok[i] = 0;
-            if (w[i].seg->own) {
-                __atomic_store_n((uint64_t *)(uintptr_t)w[i].addr, w[i].value,
-                                 __ATOMIC_RELEASE);
-                ok[i] = 1;
-            }
-        }
-
-        if ((dango__sc_buf_get(c, k * sizeof(uint64_t), &b) == 0) &&
-            (dango__sc_batch_get(c, k, &batch) == 0)) {
-            words = b.ptr;
-            for (size_t i = 0; i < k; i++) {
-                if (w[i].seg->own) {
-                    continue;
-                }
-
-                dango__sc_commit_req(c, &w[i], &words[nreq], &reqs[nreq]);
-                idx[nreq++] = i;
-            }
-
-            /* One by one: a refused submit must not hide the others. */
-            for (size_t r = 0; r < nreq; r++) {
-                if (dango_xfer_batch_submit(batch, &reqs[r], 1) != 0) {
-                    idx[r] = SIZE_MAX;
-                }
-            }
-
-            (void)dango__sc_batch_wait(c, batch);
-            for (size_t r = 0, s = 0; r < nreq; r++) {
-                dango_xfer_status_t st;
-
-                if (idx[r] == SIZE_MAX) {
-                    continue;
-                }
-
-                if ((dango_xfer_batch_status(batch, s++, &st) == 0) &&
-                    (st.state == DANGO_XFER_COMPLETED)) {
-                    ok[idx[r]] = 1;
-                }
-            }
-
-            dango_xfer_batch_reset(batch);
-            dango__sc_batch_put(c, batch);
-            dango__sc_buf_put(c, &b);
-        } else if (b.kind != SC_BUF_NONE) {
-            dango__sc_buf_put(c, &b);
-        }
-
-        w += k;
-        ok += k;
-        n -= k;
-    }
-}
-
 void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
                               const char *const *keys, size_t n, int *ok)
 {
-    commit_durable_write(c, w, n, ok);
+    size_t unreported = 0;
+
+    dango__sc_commit_sync(c, w, n, ok);
     for (size_t i = 0; i < n; i++) {
-        if (!ok[i]) {
-            /* Not durable there: the master must not count that replica
-             * (a rebuild would not find it). */
-            dango__sc_report_bad(
-                c, keys[i], w[i].value ^ DANGO_STORE_REC_COMMIT_XOR,
-                w[i].seg->name,
-                w[i].addr - offsetof(dango_store_rec_hdr_t, commit),
-                DANGO_EPEER_GONE);
+        if (ok[i]) {
+            continue;
         }
+
+        /* Not durable there: the master must not count that replica (a
+         * rebuild would not find it). Once a report fails (master gone
+         * or failing over: each call waits out its timeout), the rest
+         * would fail the same way. */
+        if ((unreported > 0) ||
+            (dango__sc_report_bad(
+                 c, keys[i], w[i].value ^ DANGO_STORE_REC_COMMIT_XOR,
+                 w[i].seg->name,
+                 w[i].addr - offsetof(dango_store_rec_hdr_t, commit),
+                 DANGO_EPEER_GONE) != 0)) {
+            unreported++;
+        }
+    }
+
+    if (unreported > 0) {
+        dango_warn("store client %s: %zu replicas without a commit word "
+                   "not reported to the master (unreachable)",
+                   c->name, unreported);
     }
 }

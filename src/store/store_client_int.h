@@ -226,6 +226,11 @@ int dango__sc_ureg_covers(dango_store_client_t *c, const void *ptr, size_t len);
  * value kept in @word (registered memory). */
 void dango__sc_commit_req(dango_store_client_t *c, const sc_commit_t *w,
                           uint64_t *word, dango_xfer_req_t *req);
+/* Writes commit words from the calling thread, SC_COMMIT_BATCH per
+ * transfer batch, and waits; with @ok, ok[i] says whether word i is in
+ * place (stored, or acknowledged by its node). */
+void dango__sc_commit_sync(dango_store_client_t *c, const sc_commit_t *w,
+                           size_t n, int *ok);
 /* Queues commit words for the committer thread; writes them now when they
  * all go to this host (plain copies) or when the queue is full. */
 void dango__sc_commit_queue(dango_store_client_t *c, const sc_commit_t *w,
@@ -241,18 +246,17 @@ void dango__sc_batch_put(dango_store_client_t *c, dango_xfer_batch_t *batch);
  * timeouts) so that no memory of the call is touched after it returns. */
 int dango__sc_batch_wait(dango_store_client_t *c, dango_xfer_batch_t *batch);
 
-/* Reports a bad replica to the master (best effort). */
-void dango__sc_report_bad(dango_store_client_t *c, const char *key,
-                          uint64_t put_id, const char *segment, uint64_t addr,
-                          int reason);
+/* Reports a bad replica to the master (best effort): 0, or the error of
+ * the call (logged). */
+int dango__sc_report_bad(dango_store_client_t *c, const char *key,
+                         uint64_t put_id, const char *segment, uint64_t addr,
+                         int reason);
 
 /* Fills a wire replicate config from @cfg (NULL = defaults). */
 int dango__sc_fill_config(dango_store_client_t                 *c,
                           const dango_store_replicate_config_t *cfg,
                           Dango__Store__ReplicateConfig        *wire);
 
-/* Byte copy of @len bytes, used for same-host reads and writes. */
-void dango__sc_copy(void *dst, const void *src, size_t len);
 /* 1 when [@addr, @addr + @len) lies inside this client's own segment (an
  * address from the master is checked before it is used as a pointer). */
 int dango__sc_own_range_ok(const dango_store_client_t *c, uint64_t addr,
@@ -346,7 +350,8 @@ int dango__sc_ha_call(dango_store_client_t *c, uint32_t method,
 int dango__sc_commit_durable_mode(const dango_store_client_t *c);
 /* Writes commit words now and waits; ok[i]: word i is in place. A word
  * that is not is reported to the master as a bad replica of keys[i], which
- * drops it (no rebuild would find it). Used by puts and copies. */
+ * drops it (no rebuild would find it); after a report fails the rest are
+ * not tried (counted in one warning). Used by puts and copies. */
 void dango__sc_commit_durable(dango_store_client_t *c, const sc_commit_t *w,
                               const char *const *keys, size_t n, int *ok);
 

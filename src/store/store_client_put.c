@@ -51,6 +51,7 @@ typedef struct put_item {
     int                      copied;
     int                      rc;
     int       started; /* PutStart succeeded: End or Revoke follows */
+    int       ended;   /* durable end: PutEnd succeeded, words follow */
     unsigned  nrep;
     sc_seg_t *segs[DANGO_STORE_REPLICA_MAX];
     uint64_t  addrs[DANGO_STORE_REPLICA_MAX];
@@ -121,7 +122,7 @@ static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
             char *at = (char *)it->hdr.ptr + it->voff;
 
             for (size_t k = 0; k < it->nparts; k++) {
-                dango__sc_copy(at, it->parts[k].base, it->parts[k].len);
+                memcpy(at, it->parts[k].base, it->parts[k].len);
                 at += it->parts[k].len;
             }
 
@@ -329,7 +330,7 @@ static void put_own_copies(dango_store_client_t *c, put_item_t *it)
             continue;
         }
 
-        dango__sc_copy(dst, it->hdr.ptr, it->voff);
+        memcpy(dst, it->hdr.ptr, it->voff);
         dst += it->voff;
         for (size_t p = 0; p < it->nparts; p++) {
             dango_copy_stream(dst, it->parts[p].base, it->parts[p].len);
@@ -539,16 +540,27 @@ static void put_commit_words(const put_item_t *it, sc_commit_t *w)
     }
 }
 
-/* The commit words of a durable end: allocated before PutEnd, so that
- * nothing ends unless its words can be written. */
+/* The commit words of a durable end: in place before PutEnd, so that
+ * nothing ends unless its words can be written. Those of one key fit in
+ * the struct; more are allocated. */
 typedef struct put_words {
     sc_commit_t *w;
     const char **keys; /* the key of each word */
     int         *ok;
+    sc_commit_t  w1[DANGO_STORE_REPLICA_MAX];
+    const char  *keys1[DANGO_STORE_REPLICA_MAX];
+    int          ok1[DANGO_STORE_REPLICA_MAX];
 } put_words_t;
 
-static int put_words_alloc(put_words_t *pw, size_t n)
+static int put_words_init(put_words_t *pw, size_t n)
 {
+    if (n <= DANGO_STORE_REPLICA_MAX) {
+        pw->w    = pw->w1;
+        pw->keys = pw->keys1;
+        pw->ok   = pw->ok1;
+        return 0;
+    }
+
     pw->w    = dango_malloc(n * sizeof(*pw->w), "store_commit");
     pw->keys = dango_malloc(n * sizeof(*pw->keys), "store_commit");
     pw->ok   = dango_malloc(n * sizeof(*pw->ok), "store_commit");
@@ -561,9 +573,11 @@ static int put_words_alloc(put_words_t *pw, size_t n)
 
 static void put_words_free(put_words_t *pw)
 {
-    dango_free(pw->w);
-    dango_free(pw->keys);
-    dango_free(pw->ok);
+    if (pw->w != pw->w1) {
+        dango_free(pw->w);
+        dango_free(pw->keys);
+        dango_free(pw->ok);
+    }
 }
 
 /*
@@ -591,6 +605,7 @@ static void put_end_durable(dango_store_client_t *c, put_item_t *items,
             continue;
         }
 
+        it->ended = 1;
         put_commit_words(it, &pw->w[nw]);
         for (unsigned j = 0; j < it->nrep; j++) {
             pw->keys[nw++] = it->key;
@@ -603,14 +618,14 @@ static void put_end_durable(dango_store_client_t *c, put_item_t *items,
 
     dango__sc_commit_durable(c, pw->w, pw->keys, nw, pw->ok);
 
-    /* The items that ended (put_ended() cleared started), in the order of
-     * their words: each needs one durable word. */
+    /* The items that ended, in the order of their words: each needs one
+     * durable word. */
     nw = 0;
     for (size_t i = 0; i < n; i++) {
         put_item_t *it  = &items[i];
         int         any = 0;
 
-        if (it->started || (it->rc != 0)) {
+        if (!it->ended) {
             continue;
         }
 
@@ -644,10 +659,10 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
     uint64_t                  p1[1];
     char                    **keys = k1;
     uint64_t                 *pids = p1;
-    put_words_t               pw   = {NULL, NULL, NULL};
-    size_t                    m    = 0;
-    size_t                    nw   = 0;
-    int                       rc   = 0;
+    put_words_t               pw;
+    size_t                    m  = 0;
+    size_t                    nw = 0;
+    int                       rc = 0;
     int                       durable;
 
     durable = !revoke && dango__sc_commit_durable_mode(c);
@@ -670,8 +685,9 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
         }
     }
 
+    pw.w = pw.w1; /* nothing to free yet */
     if ((rc == 0) && durable) {
-        rc = put_words_alloc(&pw, nw);
+        rc = put_words_init(&pw, nw);
     }
 
     if (rc != 0) {
