@@ -673,8 +673,10 @@ static int ient_decode(const char *p, size_t avail, sd_ient_t *ie)
 }
 
 /* 1 when the @avail bytes at @p, the end of the index file, are a torn
- * entry: too short for one, or shorter than the length it declares (an
- * append cut short). A complete entry that does not check is corrupt. */
+ * entry: too short for one, or a well-formed start (type, key length and
+ * the length they imply) of an entry longer than what is left: an append
+ * cut short. Anything else is corrupt: taking it for a tail would drop
+ * the entries after it for good, where a scan finds their records. */
 static int ient_torn(const char *p, size_t avail)
 {
     sd_ient_t ie;
@@ -683,8 +685,13 @@ static int ient_torn(const char *p, size_t avail)
         return 1;
     }
 
-    memcpy(&ie, p, (avail < sizeof(ie)) ? avail : sizeof(ie));
-    return ie.len > avail;
+    memcpy(&ie, p, SD_IENT_DROP_LEN); /* sum, len, type, klen, off */
+    if (ie.type == SD_IDX_DROP) {
+        return 0; /* a DROP fits in what is left: it is whole */
+    }
+
+    return (ie.type == SD_IDX_ADD) && (ie.klen > 0) &&
+           (ie.len == sizeof(ie) + ie.klen) && (ie.len > avail);
 }
 
 /*
