@@ -90,6 +90,7 @@
 #include "store/store_alloc.h"
 #include "store/store_disk.h"
 #include "store/store_proto.h"
+#include "store/store_records.h"
 
 extern dango_log_component_t dango__log_store_client;
 
@@ -195,38 +196,6 @@ static sd_ent_t *ent_find(sd_disk_t *d, uint64_t off)
     return (n == NULL) ? NULL : dango_container_of(n, sd_ent_t, node);
 }
 
-/*
- * Checks that @rec (@len bytes available) is a committed, intact record.
- * Returns its record length, or 0.
- */
-static uint64_t rec_valid(const char *rec, uint64_t len)
-{
-    dango_store_rec_hdr_t h;
-    uint64_t              rlen, voff;
-
-    if (len < DANGO_STORE_REC_HDR_SIZE) {
-        return 0;
-    }
-
-    memcpy(&h, rec, sizeof(h));
-    if ((h.magic != DANGO_STORE_REC_MAGIC) ||
-        (h.version != DANGO_STORE_REC_VERSION) || (h.key_len == 0) ||
-        (h.commit != (h.put_id ^ DANGO_STORE_REC_COMMIT_XOR)) ||
-        (h.value_len == 0)) {
-        return 0;
-    }
-
-    voff = dango_store_rec_value_off(h.key_len);
-    rlen = voff + h.value_len;
-    if ((rlen < h.value_len) || (rlen > len) ||
-        (h.hdr_checksum != dango_store_rec_hdr_sum(&h, rec + sizeof(h))) ||
-        (dango_hash64(rec + voff, h.value_len) != h.checksum)) {
-        return 0;
-    }
-
-    return rlen;
-}
-
 /* Header-only check (the value may not be read yet): 0 or record length. */
 static uint64_t hdr_valid(const char *rec, uint64_t avail, uint64_t cap)
 {
@@ -245,6 +214,15 @@ static uint64_t hdr_valid(const char *rec, uint64_t avail, uint64_t cap)
 
     rlen = dango_store_rec_size(h.key_len, h.value_len);
     return (rlen <= cap) ? rlen : 0;
+}
+
+/* 1 when the header of @rec carries its commit word. */
+static int rec_committed(const char *rec)
+{
+    dango_store_rec_hdr_t h;
+
+    memcpy(&h, rec, sizeof(h));
+    return h.commit == (h.put_id ^ DANGO_STORE_REC_COMMIT_XOR);
 }
 
 /* What the header of @rec (at file offset @off) says; @r->key points into
@@ -531,12 +509,13 @@ static void scan(sd_disk_t *d)
 
             asz = SD_ALIGN_UP(rlen);
             if (b + rlen <= len) {
-                ok = rec_valid(d->buf + b, rlen) != 0;
+                ok = dango__store_rec_valid(d->buf + b, rlen) != 0;
             } else if (asz <= d->p.buf_size) {
                 sd_io_t r = {0, off + b, asz, 0, 0, 0, 0, NULL};
 
                 io_run(d, &r, 1, 0);
-                ok = (r.res == 0) && (rec_valid(d->buf, rlen) != 0);
+                ok =
+                    (r.res == 0) && (dango__store_rec_valid(d->buf, rlen) != 0);
                 if (ok) {
                     scan_take(d, d->buf, off + b, asz);
                 }
@@ -820,27 +799,6 @@ err:
     return rc;
 }
 
-/* Queues an ADD of @r (@asz bytes) or, @r NULL, a DROP of @off. */
-static void idx_log(sd_disk_t *d, const sd_rec_t *r, uint64_t asz, uint64_t off)
-{
-    int rc;
-
-    d->ilog++;
-    if (d->ifd < 0) {
-        return;
-    }
-    if (d->ilen + ient_len(r) > sizeof(d->ibuf)) {
-        rc = idx_write_all(d->ifd, d->ibuf, d->ilen);
-        if (rc != 0) {
-            idx_fail(d, "append", rc);
-            return;
-        }
-        d->s.index_bytes += d->ilen;
-        d->ilen = 0;
-    }
-    d->ilen += ient_encode(d->ibuf + d->ilen, r, asz, off);
-}
-
 /* Appends the queued entries (one write). */
 static void idx_flush(sd_disk_t *d)
 {
@@ -859,6 +817,19 @@ static void idx_flush(sd_disk_t *d)
     d->ilen = 0;
 }
 
+/* Queues an ADD of @r (@asz bytes) or, @r NULL, a DROP of @off. */
+static void idx_log(sd_disk_t *d, const sd_rec_t *r, uint64_t asz, uint64_t off)
+{
+    d->ilog++;
+    if (d->ilen + ient_len(r) > sizeof(d->ibuf)) {
+        idx_flush(d);
+    }
+    if (d->ifd < 0) {
+        return;
+    }
+    d->ilen += ient_encode(d->ibuf + d->ilen, r, asz, off);
+}
+
 /* Rewrites a log grown past max(SD_IDX_MIN_LOG, 2 x records) entries (or
  * brings back a removed index after as many changes). A failed rewrite of
  * a log still in place leaves that log in use: it is complete, only
@@ -866,7 +837,7 @@ static void idx_flush(sd_disk_t *d)
 static void idx_maybe_compact(sd_disk_t *d)
 {
     uint64_t limit = 2 * d->s.records;
-    int      rc;
+    int      rc, in_place;
 
     limit = (limit < SD_IDX_MIN_LOG) ? SD_IDX_MIN_LOG : limit;
     if (!d->iuse || (d->ilog <= limit)) {
@@ -874,17 +845,11 @@ static void idx_maybe_compact(sd_disk_t *d)
     }
 
     idx_flush(d);
-    if (d->ifd < 0) {
-        /* No index in place: writing one is the only way back. */
-        rc = idx_rewrite(d);
-        if (rc != 0) {
-            idx_fail(d, "rewrite", rc);
-        }
-        return;
-    }
-
-    rc = idx_rewrite(d);
-    if (rc != 0) {
+    in_place = d->ifd >= 0;
+    rc       = idx_rewrite(d);
+    if ((rc != 0) && !in_place) {
+        idx_fail(d, "rewrite", rc);
+    } else if (rc != 0) {
         /* The index in place is whole (everything appended, the rewrite
          * touched only "<index>.tmp"): keep appending to it, and try
          * again after as many entries. */
@@ -1005,13 +970,13 @@ static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
             sd_ent_t   *e   = c[idx[k]].e;
             const char *rec = d->buf + io[k].boff;
 
-            /* rec_check first: it compares the key length before reading
-             * the key, so hdr_valid() stays inside what was read. */
+            /* The header names the entry's key, put and value; it must
+             * also be committed. */
             if ((io[k].res != 0) ||
                 (dango_store_rec_check(rec, e->key, (uint16_t)e->rec.klen,
                                        e->rec.size, e->rec.checksum,
                                        e->rec.put_id) != 0) ||
-                (hdr_valid(rec, io[k].len, e->asz) != e->rec.rec_len)) {
+                !rec_committed(rec)) {
                 c[idx[k]].ok = 0;
             }
         }
@@ -1466,7 +1431,7 @@ void dango__sd_write(sd_disk_t *d, size_t n, const void *const *recs,
             /* Verified in the copy that is written: the source region may
              * have been freed and reused since the task was queued. */
             memcpy(d->buf + boff, recs[i], len);
-            if (rec_valid(d->buf + boff, len) != len) {
+            if (dango__store_rec_valid(d->buf + boff, len) != len) {
                 dango__store_alloc_free(d->alloc, off);
                 status[i] = DANGO_EINVAL;
                 continue;
@@ -1532,7 +1497,7 @@ static void read_done(sd_disk_t *d, sd_ioq_t *q, size_t k)
         return;
     }
 
-    if ((rec_valid(rec, e->rec.rec_len) != e->rec.rec_len) ||
+    if ((dango__store_rec_valid(rec, e->rec.rec_len) != e->rec.rec_len) ||
         (dango_store_rec_check(rec, r->key, (uint16_t)r->klen, e->rec.size,
                                e->rec.checksum, r->put_id) != 0)) {
         r->status = DANGO_ECORRUPT;

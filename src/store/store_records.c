@@ -44,6 +44,14 @@ static int rec_at(const char *p, uint64_t avail, dango_store_rec_hdr_t *h,
     return 1;
 }
 
+uint64_t dango__store_rec_valid(const void *rec, uint64_t avail)
+{
+    dango_store_rec_hdr_t h;
+    uint64_t              len;
+
+    return rec_at(rec, avail, &h, &len) ? len : 0;
+}
+
 size_t dango__store_rec_scan(const void *base, uint64_t size,
                              dango_store_rec_scan_cb cb, void *arg)
 {

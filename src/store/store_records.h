@@ -39,4 +39,10 @@ typedef int (*dango_store_rec_scan_cb)(void                        *arg,
 size_t dango__store_rec_scan(const void *base, uint64_t size,
                              dango_store_rec_scan_cb cb, void *arg);
 
+/*
+ * The same checks for the one record at @rec (@avail bytes readable
+ * there): its total length when it is committed and intact, else 0.
+ */
+uint64_t dango__store_rec_valid(const void *rec, uint64_t avail);
+
 #endif
