@@ -38,14 +38,16 @@
  */
 #include "store/store_master_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
 
 typedef struct ms_fence_reg {
     uint64_t off;
-    uint64_t asz;   /* allocated bytes */
-    uint64_t until; /* ms */
+    uint64_t asz;    /* allocated bytes; 0: claimed by a record */
+    uint64_t until;  /* ms */
+    uint64_t put_id; /* of the version the region held */
 } ms_fence_reg_t;
 
 typedef struct ms_fence {
@@ -54,8 +56,10 @@ typedef struct ms_fence {
     uint64_t          base, size; /* geometry of the segment */
     ms_seg_t         *seg;        /* the segment it is applied to, or NULL */
     uint64_t          applied;    /* bytes reserved in seg's allocator */
-    ms_fence_reg_t   *r;
+    ms_fence_reg_t   *r;          /* applied: sorted by off */
     size_t            n, cap;
+    size_t            live; /* regions not claimed */
+    uint64_t          next; /* ms of the earliest until of r */
 } ms_fence_t;
 
 static ms_fence_t *fence_find(ms_state_t *st, const uint8_t id_key[16])
@@ -73,25 +77,20 @@ static void fence_free(ms_state_t *st, ms_fence_t *f)
     dango_free(f);
 }
 
-/* Gives region @i of applied fence @f back to its segment's allocator. */
-static void reg_release(ms_state_t *st, ms_fence_t *f, size_t i)
+/* Counts @asz bytes of applied fence @f as reserved (+) or not (-). */
+static void fence_count(ms_state_t *st, ms_fence_t *f, int64_t asz)
 {
-    ms_seg_t *seg = f->seg;
-
-    if (dango__store_alloc_free(seg->alloc, f->r[i].off) != 0) {
-        dango_error("master: segment %s: free of fenced region %#llx failed",
-                    seg->name->name, (unsigned long long)f->r[i].off);
-    }
-    seg->used -= f->r[i].asz;
-    st->used -= f->r[i].asz;
-    st->fenced_bytes -= f->r[i].asz;
-    f->applied -= f->r[i].asz;
+    f->seg->used += (uint64_t)asz;
+    st->used += (uint64_t)asz;
+    st->fenced_bytes += (uint64_t)asz;
+    f->applied += (uint64_t)asz;
 }
 
-/* Removes region @i from @f (order is not kept). */
-static void reg_del(ms_fence_t *f, size_t i)
+static int reg_cmp(const void *a, const void *b)
 {
-    f->r[i] = f->r[--f->n];
+    const ms_fence_reg_t *x = a, *y = b;
+
+    return (x->off > y->off) - (x->off < y->off);
 }
 
 static uint64_t reg_until(const ms_state_t *st, const ms_ver_t *v)
@@ -131,6 +130,7 @@ void dango__store_ms_fence_add(ms_state_t *st, ms_seg_t *seg, const ms_rep_t *r,
 
     if ((f->base != seg->base) || (f->size != seg->size)) {
         f->n    = 0; /* another geometry: the old regions mean nothing */
+        f->live = 0;
         f->base = seg->base;
         f->size = seg->size;
     }
@@ -152,10 +152,13 @@ void dango__store_ms_fence_add(ms_state_t *st, ms_seg_t *seg, const ms_rep_t *r,
         f->cap = cap;
     }
 
-    f->r[f->n].off   = r->off;
-    f->r[f->n].asz   = ms_seg_round(seg, r->ver->rec_len);
-    f->r[f->n].until = until;
+    f->r[f->n].off    = r->off;
+    f->r[f->n].asz    = ms_seg_round(seg, r->ver->rec_len);
+    f->r[f->n].until  = until;
+    f->r[f->n].put_id = r->ver->put_id;
     f->n++;
+    f->live++;
+    f->next = (f->live == 1) ? until : DANGO_MIN(f->next, until);
     if (until < st->fence_next) {
         st->fence_next = until;
     }
@@ -179,8 +182,8 @@ void dango__store_ms_fence_detach(ms_state_t *st, ms_seg_t *seg)
 
 void dango__store_ms_fence_apply(ms_state_t *st, ms_seg_t *seg, uint64_t now)
 {
-    ms_fence_t *f = fence_find(st, seg->id_key);
-    size_t      i = 0;
+    ms_fence_t *f    = fence_find(st, seg->id_key);
+    size_t      kept = 0;
 
     if ((f == NULL) || (f->seg != NULL)) {
         return;
@@ -191,59 +194,60 @@ void dango__store_ms_fence_apply(ms_state_t *st, ms_seg_t *seg, uint64_t now)
         return;
     }
 
-    while (i < f->n) {
+    /* Sorted by offset, so that each record a node reports finds its
+     * region by binary search (dango__store_ms_fence_claim). */
+    qsort(f->r, f->n, sizeof(*f->r), reg_cmp);
+    f->seg  = seg;
+    f->next = UINT64_MAX;
+    for (size_t i = 0; i < f->n; i++) {
         ms_fence_reg_t *g = &f->r[i];
 
-        if ((g->until <= now) ||
+        if ((g->asz == 0) || (g->until <= now) ||
             (dango__store_alloc_reserve(seg->alloc, g->off, g->asz) != 0)) {
-            reg_del(f, i);
             continue;
         }
 
-        seg->used += g->asz;
-        st->used += g->asz;
-        st->fenced_bytes += g->asz;
-        f->applied += g->asz;
-        i++;
+        fence_count(st, f, (int64_t)g->asz);
+        f->next      = DANGO_MIN(f->next, g->until);
+        f->r[kept++] = *g;
     }
 
+    f->n = f->live = kept;
     if (f->n == 0) {
+        f->seg = NULL;
         fence_free(st, f);
         return;
     }
 
-    f->seg = seg;
     dango_info("master: segment %s came back: %zu regions fenced against late "
                "writes",
                seg->name->name, f->n);
 }
 
 int dango__store_ms_fence_claim(ms_state_t *st, ms_seg_t *seg, uint64_t off,
-                                uint64_t asz)
+                                uint64_t asz, uint64_t put_id)
 {
-    ms_fence_t *f = fence_find(st, seg->id_key);
+    ms_fence_t    *f = fence_find(st, seg->id_key);
+    ms_fence_reg_t key, *g;
 
     if ((f == NULL) || (f->seg != seg)) {
         return DANGO_ENOENT;
     }
 
-    for (size_t i = 0; i < f->n; i++) {
-        if ((f->r[i].off == off) && (f->r[i].asz == asz)) {
-            /* The allocator keeps the region: it is the record's now. */
-            seg->used -= asz;
-            st->used -= asz;
-            st->fenced_bytes -= asz;
-            f->applied -= asz;
-            reg_del(f, i);
-            st->c.fence_claimed++;
-            if (f->n == 0) {
-                fence_free(st, f);
-            }
-            return 0;
-        }
+    key.off = off;
+    g       = bsearch(&key, f->r, f->n, sizeof(*f->r), reg_cmp);
+    if ((g == NULL) || (g->asz != asz) || (g->put_id != put_id)) {
+        return DANGO_ENOENT;
     }
 
-    return DANGO_ENOENT;
+    /* The allocator keeps the region: it is the record's now. */
+    fence_count(st, f, -(int64_t)asz);
+    g->asz = 0;
+    st->c.fence_claimed++;
+    if (--f->live == 0) {
+        fence_free(st, f);
+    }
+    return 0;
 }
 
 void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now)
@@ -259,25 +263,39 @@ void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now)
     /* Freeing a fence removes its own node only: allowed mid-iteration. */
     dango_hmap_iter_begin(&st->fences, &it);
     while ((node = dango_hmap_iter_next(&it)) != NULL) {
-        ms_fence_t *f = dango_container_of(node, ms_fence_t, node);
-        size_t      i = 0;
+        ms_fence_t *f    = dango_container_of(node, ms_fence_t, node);
+        size_t      kept = 0;
 
-        while (i < f->n) {
-            if (f->r[i].until > now) {
-                if (f->r[i].until < st->fence_next) {
-                    st->fence_next = f->r[i].until;
-                }
-                i++;
+        if (f->next > now) {
+            st->fence_next = DANGO_MIN(st->fence_next, f->next);
+            continue; /* nothing due in this one */
+        }
+
+        /* Keeps the order (claims search it). */
+        f->next = UINT64_MAX;
+        for (size_t i = 0; i < f->n; i++) {
+            ms_fence_reg_t *g = &f->r[i];
+
+            if (g->asz == 0) {
+                continue; /* claimed */
+            }
+
+            if (g->until > now) {
+                f->next      = DANGO_MIN(f->next, g->until);
+                f->r[kept++] = *g;
                 continue;
             }
 
             if (f->seg != NULL) {
-                reg_release(st, f, i);
+                dango__store_ms_region_free(st, f->seg, g->off, g->asz);
+                st->fenced_bytes -= g->asz;
+                f->applied -= g->asz;
             }
-            reg_del(f, i);
             st->c.fence_released++;
         }
 
+        f->n = f->live = kept;
+        st->fence_next = DANGO_MIN(st->fence_next, f->next);
         if (f->n == 0) {
             fence_free(st, f);
         }

@@ -550,10 +550,11 @@ void dango__store_ms_fence_add(ms_state_t *st, ms_seg_t *seg, const ms_rep_t *r,
 void dango__store_ms_fence_detach(ms_state_t *st, ms_seg_t *seg);
 /* A segment was created: reserves the regions still fenced under its id. */
 void dango__store_ms_fence_apply(ms_state_t *st, ms_seg_t *seg, uint64_t now);
-/* A node reports a record in a fenced region of exactly (@off, @asz): the
- * region is the record's (kept reserved). 0, or DANGO_ENOENT. */
+/* A node reports a record of put @put_id in a fenced region of exactly
+ * (@off, @asz) that held that put: the region is the record's (kept
+ * reserved). 0, or DANGO_ENOENT. O(log regions). */
 int dango__store_ms_fence_claim(ms_state_t *st, ms_seg_t *seg, uint64_t off,
-                                uint64_t asz);
+                                uint64_t asz, uint64_t put_id);
 /* Frees the fenced regions whose time is up. */
 void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_fence_destroy(ms_state_t *st);

@@ -1110,7 +1110,7 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
     asz = ms_seg_round(seg, rec_len);
     if ((off % seg->granule != 0) ||
         ((dango__store_alloc_reserve(seg->alloc, off, asz) != 0) &&
-         (dango__store_ms_fence_claim(st, seg, off, asz) != 0))) {
+         (dango__store_ms_fence_claim(st, seg, off, asz, r->put_id) != 0))) {
         return 1; /* overlaps what is already there */
     }
 
