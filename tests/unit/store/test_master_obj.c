@@ -877,6 +877,14 @@ static void fence_keeps_late_writes_off_new_puts(void **state)
         assert_dango_ok(tm_put_end(st, 1, key, v->put_id, 1, now));
     }
 
+    /* A record of another put at exactly the place and size of the
+     * region "fly" held is not that put's: the region stays fenced. */
+    r = (ms_record_t){tm_key("fly"), 4000, 0x5eed, done_id + 100,
+                      d.base + fly_off};
+    assert_int_equal(1, dango__store_ms_restore(st, tm_cid(2), &r, now));
+    assert_int_equal(0, st->c.fence_claimed);
+    assert_int_equal(2 * asz, st->fenced_bytes);
+
     /* The node reports the record of "done": it takes its region back (as
      * a lost object coming back); a record overlapping a fence does not. */
     r = (ms_record_t){tm_key("done"), 4000, 0x5eed, done_id, d.base + done_off};
