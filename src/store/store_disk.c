@@ -98,14 +98,15 @@ extern dango_log_component_t dango__log_store_client;
 #define SD_SCAN_STEP (1u << 20)
 #define SD_FILE_NAME "dango-disk.data"
 
-#define SD_IDX_SUFFIX  ".index"
-#define SD_IDX_MAGIC   "DGOIDX1" /* 8 bytes with the NUL */
-#define SD_IDX_VERSION 1u
-#define SD_IDX_ADD     1u
-#define SD_IDX_DROP    2u
-#define SD_IDX_BUF     (128u << 10) /* append and replay buffer */
-#define SD_IDX_MIN_LOG 4096u        /* entries a log may hold uncompacted */
-#define SD_VERIFY_MAX  256u         /* index entries checked per round */
+#define SD_IDX_SUFFIX   ".index"
+#define SD_IDX_MAGIC    "DGOIDX1" /* 8 bytes with the NUL */
+#define SD_IDX_VERSION  1u
+#define SD_IDX_ADD      1u
+#define SD_IDX_DROP     2u
+#define SD_IDX_BUF      (128u << 10) /* append and replay buffer */
+#define SD_IDX_MIN_LOG  4096u        /* entries a log may hold uncompacted */
+#define SD_VERIFY_MAX   256u         /* index entries checked per round */
+#define SD_LOCK_WAIT_MS 3000u        /* for a killed predecessor's lock */
 
 #define SD_ALIGN_UP(_v) (((_v) + SD_BLOCK - 1) & ~(uint64_t)(SD_BLOCK - 1))
 
@@ -1191,6 +1192,32 @@ static void ents_free(sd_disk_t *d)
     }
 }
 
+/*
+ * Takes the tier file's lock. A node that was just killed may still hold it
+ * for a moment after it is reaped (its io_uring instance is torn down by the
+ * kernel after the exit), so a restart waits up to SD_LOCK_WAIT_MS for it
+ * before deciding that another tier uses the file.
+ */
+static int sd_lock(int fd)
+{
+    uint64_t deadline = dango_time_ns() + SD_LOCK_WAIT_MS * 1000000ull;
+
+    for (;;) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            return 0;
+        }
+        if (errno != EWOULDBLOCK) {
+            return DANGO__ERR(errno);
+        }
+        if (dango_time_ns() >= deadline) {
+            return DANGO_EBUSY;
+        }
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* ---------- internal API ---------- */
 
 int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
@@ -1246,9 +1273,10 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     }
 
     /* One tier per file: a second node on it would overwrite records. */
-    if (flock(d->fd, LOCK_EX | LOCK_NB) != 0) {
-        rc = (errno == EWOULDBLOCK) ? DANGO_EBUSY : DANGO__ERR(errno);
-        dango_error("store_disk %s: in use by another tier: %m", d->path);
+    rc = sd_lock(d->fd);
+    if (rc != 0) {
+        dango_error("store_disk %s: in use by another tier: %s", d->path,
+                    dango_strerror(rc));
         goto err_close;
     }
 

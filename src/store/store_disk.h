@@ -80,7 +80,7 @@ typedef struct sd_stats {
  * When @path is not a regular file (a block device) no index is kept and
  * every open scans.
  * 0, or DANGO_EINVAL (capacity below one block or path empty), DANGO_EBUSY
- * (another tier has the file open), DANGO_ENOMEM, or the errno of
+ * (another tier still holds the file's lock after 3 s), DANGO_ENOMEM, or the errno of
  * open/io_uring setup as a DANGO_E* code.
  */
 int  dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p);

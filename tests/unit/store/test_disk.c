@@ -13,14 +13,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "dango_test.h"
 #include "common/alloc.h"
 #include "common/hash.h"
+#include "common/time.h"
 #include <dango/store.h>
 #include "store/store_disk.h"
 #include "store/store_proto.h"
@@ -237,6 +240,60 @@ static void corrupt_and_torn(void **state)
     free(r0);
     free(r1);
     free(out);
+    rm_tier(path);
+}
+
+/*
+ * A predecessor that still holds the tier's lock for a moment (a killed node
+ * whose file the kernel has not released yet) is waited for; one that keeps
+ * it is reported busy after the bounded wait.
+ */
+static void lock_waits_for_predecessor(void **state)
+{
+    sd_params_t p = {.capacity = 64 * SD_BLOCK};
+    sd_disk_t  *d = NULL;
+    char        path[256], c;
+    int         fds[2];
+    pid_t       pid;
+    int         status;
+    uint64_t    t0;
+
+    (void)state;
+    path_of(path, sizeof(path), "k.data");
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+
+        if ((fd < 0) || (flock(fd, LOCK_EX) != 0) ||
+            (write(fds[1], "l", 1) != 1)) {
+            _exit(1);
+        }
+        usleep(300 * 1000);
+        _exit(0);
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+
+    /* Held when the open starts, released 300 ms later by the exit. */
+    t0 = dango_time_ns();
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    assert_true(dango_time_ns() - t0 >= 100ull * 1000 * 1000);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && (WEXITSTATUS(status) == 0));
+
+    /* Kept: busy after the wait, and the holder's tier is untouched. */
+    {
+        sd_disk_t *d2 = NULL;
+
+        t0 = dango_time_ns();
+        assert_dango_err(DANGO_EBUSY, dango__sd_open(path, &p, &d2));
+        assert_null(d2);
+        assert_true(dango_time_ns() - t0 >= 2ull * DANGO_NSEC_PER_SEC);
+    }
+    dango__sd_close(d);
     rm_tier(path);
 }
 
@@ -1130,6 +1187,7 @@ int main(void)
         cmocka_unit_test(write_read_reopen),
         cmocka_unit_test(corrupt_and_torn),
         cmocka_unit_test(lru_full_and_bad_input),
+        cmocka_unit_test(lock_waits_for_predecessor),
         cmocka_unit_test(fs_full),
         cmocka_unit_test(oom_open_write),
         cmocka_unit_test(direct_read_into_extra),
