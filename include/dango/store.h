@@ -230,6 +230,10 @@ DANGO_API int dango_store_health(dango_store_client_t *c);
  *                               (and it could not be registered directly).
  *         - DANGO_ETIMEDOUT, DANGO_ECONNREFUSED, DANGO_EPEER_GONE: the
  *           master or a node cannot be reached.
+ *         - DANGO_ECONNRESET    the connection to the master was lost after
+ *                               the put's end was asked for, twice (it is
+ *                               asked again once): the value may or may not
+ *                               have become visible.
  *         - a transfer error (link or peer band) when every replica failed.
  */
 DANGO_API int dango_store_put(dango_store_client_t *c, const char *key,
