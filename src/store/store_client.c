@@ -103,10 +103,29 @@ static void sc_client_id(dango_store_client_t *c, Dango__Store__ClientId *id)
     id->lo = c->id_lo;
 }
 
-int dango__sc_call(dango_store_client_t *c, uint32_t method,
-                   const ProtobufCMessage           *req,
-                   const ProtobufCMessageDescriptor *reply_desc,
-                   ProtobufCMessage **reply_p, uint64_t timeout_ns)
+/*
+ * 1 for the calls whose repetition has the effect of one call: reads, and
+ * PutEnd (the master answers 0 for a put that is already the key's value;
+ * a repeated revoke is refused, which a revoke ignores).
+ */
+static int sc_call_repeatable(uint32_t method)
+{
+    switch (method) {
+    case DANGO_STORE_M_GET_REPLICAS:
+    case DANGO_STORE_M_EXIST:
+    case DANGO_STORE_M_LIST:
+    case DANGO_STORE_M_POOL_STAT:
+    case DANGO_STORE_M_PUT_END:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int sc_call_once(dango_store_client_t *c, uint32_t method,
+                        const ProtobufCMessage           *req,
+                        const ProtobufCMessageDescriptor *reply_desc,
+                        ProtobufCMessage **reply_p, uint64_t timeout_ns)
 {
     if (c->ha != NULL) {
         return dango__sc_ha_call(c, method, req, reply_desc, reply_p,
@@ -115,6 +134,28 @@ int dango__sc_call(dango_store_client_t *c, uint32_t method,
 
     return dango__sc_call_rpc(c, c->rpc, method, req, reply_desc, reply_p,
                               timeout_ns);
+}
+
+int dango__sc_call(dango_store_client_t *c, uint32_t method,
+                   const ProtobufCMessage           *req,
+                   const ProtobufCMessageDescriptor *reply_desc,
+                   ProtobufCMessage **reply_p, uint64_t timeout_ns)
+{
+    int rc = sc_call_once(c, method, req, reply_desc, reply_p, timeout_ns);
+
+    /* The connection went after the request did: whether the master acted
+     * is unknown. A call that may be repeated is asked once more, on a new
+     * connection, so that the caller gets the answer instead of a doubt
+     * (a PutEnd served but unanswered would leave a visible value without
+     * its commit words, its writer told that the put failed). */
+    if ((rc == DANGO_ECONNRESET) && sc_call_repeatable(method)) {
+        dango_debug("store client %s: call %u lost with its connection, "
+                    "asking again",
+                    c->name, method);
+        rc = sc_call_once(c, method, req, reply_desc, reply_p, timeout_ns);
+    }
+
+    return rc;
 }
 
 int dango__sc_call_rpc(dango_store_client_t *c, dango_rpc_client_t *rpc,

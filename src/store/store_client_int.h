@@ -187,7 +187,9 @@ struct dango_store_client {
 int dango__sc_key_check(const char *key, size_t *len_p);
 
 /* One call to the master with STORE_RPC_TIMEOUT; @reply_desc NULL for
- * methods without a reply. */
+ * methods without a reply. A call that may be repeated (GetReplicaList,
+ * Exist, List, PoolStat, PutEnd) is sent once more when its connection is
+ * lost after it went (DANGO_ECONNRESET). */
 int dango__sc_call(dango_store_client_t *c, uint32_t method,
                    const ProtobufCMessage           *req,
                    const ProtobufCMessageDescriptor *reply_desc,

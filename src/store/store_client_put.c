@@ -720,17 +720,6 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
     rc            = dango__sc_call(c, DANGO_STORE_M_PUT_END, &req.base,
                                    &dango__store__status_list__descriptor,
                                    (ProtobufCMessage **)&resp, 0);
-    if (!revoke && (rc == DANGO_ECONNRESET)) {
-        /* The connection went after the request did: the master may have
-         * ended the puts. Asked again (on a new connection), it ends those
-         * it has not and answers 0 for those it has, so that no value is
-         * visible without its commit words and without the caller knowing. */
-        dango_debug("store client %s: PutEnd reply lost, asking again",
-                    c->name);
-        rc = dango__sc_call(c, DANGO_STORE_M_PUT_END, &req.base,
-                            &dango__store__status_list__descriptor,
-                            (ProtobufCMessage **)&resp, 0);
-    }
     if ((rc == 0) && (resp->n_status != m)) {
         rc = DANGO_EPROTO;
     }

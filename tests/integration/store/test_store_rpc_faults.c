@@ -13,6 +13,8 @@
  *                        the put fails with DANGO_ECONNRESET and nothing
  *                        else goes wrong (the key is readable or absent,
  *                        never wrong, and the client keeps working)
+ *   get_reply_lost       the reply of a GetReplicaList, then of an Exist,
+ *                        is lost: the calls are asked again and answer
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -447,11 +449,27 @@ static void put_end_lost_twice(void **state)
     assert_int_equal(VAL_LEN, get_check("lost/after", 11));
 }
 
+static void get_reply_lost(void **state)
+{
+    static uint8_t v[VAL_LEN];
+
+    (void)state;
+    fill(v, sizeof(v), 5);
+    assert_dango_ok(dango_store_put(g_c, "lost/get", v, sizeof(v), NULL));
+    proxy_drop(DANGO_STORE_M_GET_REPLICAS, 1);
+    assert_int_equal(VAL_LEN, get_check("lost/get", 5));
+    assert_int_equal(1, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    proxy_drop(DANGO_STORE_M_EXIST, 1);
+    assert_int_equal(1, dango_store_exist(g_c, "lost/get"));
+    assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_end_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(put_end_lost_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(get_reply_lost, setup, teardown),
     };
 
     if (argc > 1) {
