@@ -235,6 +235,15 @@ static int put_start(dango_store_client_t *c, put_item_t *items, size_t n,
     rc              = dango__sc_call(c, DANGO_STORE_M_PUT_START, &req.base,
                                      &dango__store__put_start_resp__descriptor,
                                      (ProtobufCMessage **)&resp, 0);
+    if (rc == DANGO_ECONNRESET) {
+        /* The master may have placed the puts: asked again as a retry, it
+         * answers with the puts it placed for us (without, the keys would
+         * read as taken by a put that never ends, for PUT_DISCARD). */
+        req.retry = 1;
+        rc        = dango__sc_call(c, DANGO_STORE_M_PUT_START, &req.base,
+                                   &dango__store__put_start_resp__descriptor,
+                                   (ProtobufCMessage **)&resp, 0);
+    }
     if (rc != 0) {
         goto out;
     }

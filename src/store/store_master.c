@@ -441,6 +441,7 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         cfg.preferred       = (const char *const *)msg->config->preferred;
         cfg.npreferred      = msg->config->n_preferred;
     }
+    cfg.retry = msg->retry;
 
     rc = batch_begin(m->st, msg->keys, n, sizeof(*items), &bt);
     if (rc != 0) {

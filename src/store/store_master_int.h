@@ -382,6 +382,10 @@ typedef struct ms_put_cfg {
     uint64_t           soft_pin_ttl_ms;
     const char *const *preferred;
     size_t             npreferred;
+    /* PutStart only: the call repeats one whose reply was lost, so a put
+     * of the same client, size and checksum in flight for a key is that
+     * key's answer (its put id and replicas) instead of EOBJ_EXISTS. */
+    int retry;
 } ms_put_cfg_t;
 
 /* One key of a batch: bytes and length (keys may be unterminated). */

@@ -234,6 +234,12 @@ static int put_start_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
 
 again:
     o = obj_find(st, k, hash);
+    if (cfg->retry && (o != NULL) && (o->pend != NULL) &&
+        (o->pend->client == c) && (o->pend->size == size) &&
+        (o->pend->checksum == checksum)) {
+        *ver_p = o->pend; /* our own put, whose answer was lost */
+        return 0;
+    }
     if ((o != NULL) && (o->pend != NULL) &&
         (now < o->pend->start + st->p.put_discard_ms)) {
         return upsert ? DANGO_EBUSY : DANGO_EOBJ_EXISTS;

@@ -15,6 +15,12 @@
  *                        never wrong, and the client keeps working)
  *   get_reply_lost       the reply of a GetReplicaList, then of an Exist,
  *                        is lost: the calls are asked again and answer
+ *   put_start_reply_lost the PutStart of a put (then of an upsert) is
+ *                        served but its reply is lost: asked again as a
+ *                        retry, the master answers with the put it placed,
+ *                        the put succeeds and nothing else is placed
+ *                        (without, the key read as taken by a put that
+ *                        never ended, for PUT_DISCARD)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -464,12 +470,42 @@ static void get_reply_lost(void **state)
     assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
 }
 
+static void put_start_reply_lost(void **state)
+{
+    static uint8_t          v[VAL_LEN];
+    dango_store_pool_info_t pi;
+    uint64_t                one;
+
+    (void)state;
+    fill(v, sizeof(v), 3);
+    proxy_drop(DANGO_STORE_M_PUT_START, 1);
+    assert_dango_ok(dango_store_put(g_c, "lost/start", v, sizeof(v), NULL));
+    assert_int_equal(1, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_int_equal(VAL_LEN, get_check("lost/start", 3));
+
+    /* One placement, not two: another value of that size takes as much. */
+    assert_dango_ok(dango_store_pool_stat(g_c, &pi));
+    one = pi.used;
+    assert_true(one > 0);
+    assert_dango_ok(dango_store_put(g_c, "lost/other", v, sizeof(v), NULL));
+    assert_dango_ok(dango_store_pool_stat(g_c, &pi));
+    assert_int_equal(2 * one, pi.used);
+
+    /* An upsert whose start answer is lost replaces the value. */
+    fill(v, sizeof(v), 4);
+    proxy_drop(DANGO_STORE_M_PUT_START, 1);
+    assert_dango_ok(dango_store_upsert(g_c, "lost/start", v, sizeof(v), NULL));
+    assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_int_equal(VAL_LEN, get_check("lost/start", 4));
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_end_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(put_end_lost_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(get_reply_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(put_start_reply_lost, setup, teardown),
     };
 
     if (argc > 1) {
