@@ -372,6 +372,52 @@ static void upsert(void **state)
     dango__store_ms_destroy(st);
 }
 
+/* A PutStart marked retry (its reply was lost) gets back its client's put
+ * in flight, and only that. */
+static void put_start_retry(void **state)
+{
+    ms_state_t  *st = state_one_seg(MiB);
+    ms_put_cfg_t cfg;
+    ms_ver_t    *v1, *v;
+    uint64_t     now = T0, used;
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    assert_dango_ok(tm_put_start(st, 1, "r", 100, now, &v1));
+    used = st->used;
+
+    cfg.retry = 1;
+    v         = NULL;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "r", 100, &cfg, 0, now, &v));
+    assert_ptr_equal(v, v1);
+    assert_int_equal(st->used, used); /* nothing placed twice */
+    assert_int_equal(st->ninflight, 1);
+
+    /* Another client's, another size, or no retry mark: the key is taken. */
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start_cfg(st, 2, "r", 100, &cfg, 0, now, NULL));
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start_cfg(st, 1, "r", 200, &cfg, 0, now, NULL));
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start(st, 1, "r", 100, now, NULL));
+
+    /* Ended: a retry finds nothing in flight and the value exists. */
+    assert_dango_ok(tm_put_end(st, 1, "r", v1->put_id, 0, now));
+    assert_dango_err(DANGO_EOBJ_EXISTS,
+                     tm_put_start_cfg(st, 1, "r", 100, &cfg, 0, now, NULL));
+
+    /* An upsert in flight is given back to its retried upsert. */
+    cfg.retry = 0;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "r", 300, &cfg, 1, now, &v1));
+    cfg.retry = 1;
+    assert_dango_ok(tm_put_start_cfg(st, 1, "r", 300, &cfg, 1, now, &v));
+    assert_ptr_equal(v, v1);
+    assert_dango_ok(tm_put_end(st, 1, "r", v1->put_id, 0, now));
+    tm_check(st);
+    drain(st, now + 100000);
+    dango__store_ms_destroy(st);
+}
+
 static void leases(void **state)
 {
     ms_state_t *st  = state_one_seg(MiB);
@@ -1321,6 +1367,7 @@ int main(void)
                                   tm_teardown),
         cmocka_unit_test_teardown(unfinished_put_reclaimed, tm_teardown),
         cmocka_unit_test_teardown(upsert, tm_teardown),
+        cmocka_unit_test_teardown(put_start_retry, tm_teardown),
         cmocka_unit_test_teardown(leases, tm_teardown),
         cmocka_unit_test_teardown(report_bad, tm_teardown),
         cmocka_unit_test_teardown(list_paging, tm_teardown),
