@@ -31,8 +31,10 @@
  * reads only the first block (header and key) of every live entry, many in
  * flight and in offset order, and keeps those whose header is intact and
  * names the entry's key, put id, size and checksum and that overlap no
- * other kept entry; values are not read (every read verifies them). It then
- * rewrites the index compacted, and so does a tier whose log holds more than
+ * other kept entry; values are not read (every read verifies them). A log
+ * replayed to its end with every entry kept is synced and appended to as
+ * it is; one with anything to repair (a torn tail, an entry refused) is
+ * rewritten compacted, and so is a log (at open or later) holding more than
  * max(4096, 2 x records) entries: live entries to "<index>.tmp", fdatasync,
  * rename, fsync of the directory. No fsync per entry: a dead node process
  * leaves its appends in the page cache; after a machine crash an entry may name
@@ -831,17 +833,24 @@ static void idx_log(sd_disk_t *d, const sd_rec_t *r, uint64_t asz, uint64_t off)
     d->ilen += ient_encode(d->ibuf + d->ilen, r, asz, off);
 }
 
-/* Rewrites a log grown past max(SD_IDX_MIN_LOG, 2 x records) entries (or
- * brings back a removed index after as many changes). A failed rewrite of
- * a log still in place leaves that log in use: it is complete, only
- * longer than it needs to be. */
-static void idx_maybe_compact(sd_disk_t *d)
+/* 1 when the log holds more than max(SD_IDX_MIN_LOG, 2 x records) entries
+ * (or a removed index has missed as many changes): time to rewrite it. */
+static int idx_compact_due(const sd_disk_t *d)
 {
     uint64_t limit = 2 * d->s.records;
-    int      rc, in_place;
 
     limit = (limit < SD_IDX_MIN_LOG) ? SD_IDX_MIN_LOG : limit;
-    if (!d->iuse || (d->ilog <= limit)) {
+    return d->ilog > limit;
+}
+
+/* Rewrites the log when idx_compact_due() (or brings back a removed index
+ * after as many changes). A failed rewrite of a log still in place leaves
+ * that log in use: it is complete, only longer than it needs to be. */
+static void idx_maybe_compact(sd_disk_t *d)
+{
+    int rc, in_place;
+
+    if (!d->iuse || !idx_compact_due(d)) {
         return;
     }
 
@@ -1075,7 +1084,10 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
  * Takes the records back from the index: *@used_p is 1 when it was valid
  * (replayed up to a torn last entry), 0 when there is none or it is void:
  * another capacity, a corrupt entry before the end, a read error (the
- * caller scans). 0 or DANGO_ENOMEM.
+ * caller scans). A valid index that needs no repair (replayed to its end,
+ * no entry refused, no compaction due) is kept: d->ifd is left on it,
+ * synced and positioned at its end, for the appends. Otherwise d->ifd
+ * stays -1 and the caller writes the index anew. 0 or DANGO_ENOMEM.
  */
 static int idx_load(sd_disk_t *d, int *used_p)
 {
@@ -1083,11 +1095,16 @@ static int idx_load(sd_disk_t *d, int *used_p)
     sd_replay_t rp;
     size_t      pos = 0, end = 0;
     uint64_t    foff = sizeof(h), bad = UINT64_MAX;
-    int         fd, eof               = 0, rc;
+    int         fd, eof = 0, keep = 1, rc;
     ssize_t     r;
 
     *used_p = 0;
-    fd      = open(d->ipath, O_RDONLY | O_CLOEXEC);
+    fd      = open(d->ipath, O_RDWR | O_CLOEXEC);
+    if ((fd < 0) && ((errno == EACCES) || (errno == EROFS))) {
+        /* Replayed all the same; the rewrite replaces the file. */
+        fd   = open(d->ipath, O_RDONLY | O_CLOEXEC);
+        keep = 0;
+    }
     if (fd < 0) {
         if (errno != ENOENT) {
             dango_warn("store_disk %s: open: %m", d->ipath);
@@ -1158,21 +1175,37 @@ static int idx_load(sd_disk_t *d, int *used_p)
         foff += ie.len;
         d->ilog++;
     }
-    close(fd);
 
     if (bad != UINT64_MAX) {
-        /* The rewrite after open leaves out the rest of the file. */
+        /* The rewrite after open leaves out the rest of the file: never
+         * append after a torn entry. */
         dango_warn("store_disk %s: torn entry at byte %" PRIu64
                    ": replay stops there",
                    d->ipath, bad);
+        keep = 0;
     }
 
     rc = idx_take(d, &rp);
     replay_cleanup(&rp);
-    if (rc == 0) {
-        *used_p = 1;
+    if (rc != 0) {
+        close(fd);
+        return rc;
     }
-    return rc;
+    *used_p = 1;
+
+    /* A rewrite would only drop dead entries, and the log names exactly
+     * the records taken back: keep it. The replay read it to its end
+     * (foff); it is synced as a rewrite would be, so what this open found
+     * is durable either way. */
+    keep = keep && (d->s.rejected == 0) && !idx_compact_due(d);
+    if (keep && (lseek(fd, (off_t)foff, SEEK_SET) == (off_t)foff) &&
+        (fdatasync(fd) == 0)) {
+        d->ifd           = fd;
+        d->s.index_bytes = foff;
+    } else {
+        close(fd);
+    }
+    return 0;
 
 void_index:
     close(fd);
@@ -1356,7 +1389,8 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     if (!indexed) {
         scan(d);
     }
-    if (d->iuse) {
+    if (d->iuse && (d->ifd < 0)) {
+        /* Scanned, or the index needed repair or compaction. */
         rc = idx_rewrite(d);
         if (rc != 0) {
             idx_fail(d, "rewrite", rc);

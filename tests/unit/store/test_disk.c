@@ -657,6 +657,96 @@ static void index_reopen(void **state)
     rm_tier(path);
 }
 
+/* 1 when @a and @b are the same file, unchanged: a rewrite of the index
+ * (a new file renamed over it) or an append would show. */
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return (a->st_dev == b->st_dev) && (a->st_ino == b->st_ino) &&
+           (a->st_size == b->st_size) &&
+           (a->st_mtim.tv_sec == b->st_mtim.tv_sec) &&
+           (a->st_mtim.tv_nsec == b->st_mtim.tv_nsec);
+}
+
+/* A clean, compact index is kept at open (the same file, untouched) and
+ * appended to at its end; one with a torn tail is written anew, never
+ * appended after. */
+static void index_kept_when_clean(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[6], *q[4], *t[1], path[256], ipath[300];
+    uint64_t    lens[6], offs[6], qlens[4], qoffs[4], tlens[1], toffs[1];
+    struct stat st0, st1;
+    sd_stats_t  s;
+
+    (void)state;
+    path_of(path, sizeof(path), "keep.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "a", 6, 4000, r, lens, offs);
+    assert_dango_ok(dango__sd_drop(d, offs[1]));
+    dango__sd_close(d);
+    assert_int_equal(stat(ipath, &st0), 0);
+
+    /* Replayed to its end, nothing refused: not rewritten. */
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 5);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.index_bytes, st0.st_size);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_true(same_file(&st0, &st1));
+    for (int i = 0; i < 6; i++) {
+        expect_rec(d, "a", i, r[i], lens[i], offs[i], i != 1);
+    }
+
+    /* Appended to the same file, right after its last entry (4 ADDs of
+     * 56 bytes and a 2-byte key). */
+    write_n(d, "b", 4, 4000, q, qlens, qoffs);
+    dango__sd_close(d);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_int_equal(st1.st_ino, st0.st_ino);
+    assert_int_equal(st1.st_size, st0.st_size + 4 * (56 + 2));
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 9);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.rejected, 0);
+    for (int i = 0; i < 6; i++) {
+        expect_rec(d, "a", i, r[i], lens[i], offs[i], i != 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        expect_rec(d, "b", i, q[i], qlens[i], qoffs[i], 1);
+    }
+    dango__sd_close(d);
+
+    /* Cut inside the last ADD: the index is written anew (b3 is not in
+     * it), so an entry appended now follows whole entries only. */
+    assert_int_equal(stat(ipath, &st0), 0);
+    assert_int_equal(truncate(ipath, st0.st_size - 3), 0);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 8);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_true(st1.st_ino != st0.st_ino);
+    assert_int_equal(st1.st_size, s.index_bytes);
+    write_n(d, "c", 1, 4000, t, tlens, toffs);
+    dango__sd_close(d);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 9);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.rejected, 0);
+    expect_rec(d, "b", 2, q[2], qlens[2], qoffs[2], 1);
+    expect_rec(d, "b", 3, q[3], qlens[3], qoffs[3], 0);
+    expect_rec(d, "c", 0, t[0], tlens[0], toffs[0], 1);
+    dango__sd_close(d);
+    free_n(r, 6);
+    free_n(q, 4);
+    free_n(t, 1);
+    rm_tier(path);
+}
+
 /* A torn last entry ends the replay (the good prefix is kept), garbage
  * after the last entry changes nothing, a corrupt entry before the end
  * voids the index (the scan takes over). */
@@ -867,6 +957,13 @@ static void index_stale_entry(void **state)
     /* Their space is free again. */
     assert_int_equal(s.used, SD_ALIGN_UP(lens[0]) + SD_ALIGN_UP(lens[3]));
     dango__sd_close(d);
+
+    /* The open wrote the index anew without them. */
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 0);
+    dango__sd_close(d);
     free_n(r, 4);
     rm_tier(path);
 }
@@ -1021,6 +1118,13 @@ static void index_bad_entries(void **state)
     expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
     dango__sd_close(d);
 
+    /* The open wrote the index anew without them. */
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 0);
+    dango__sd_close(d);
+
     free_n(r, 2);
     rm_tier(path);
 }
@@ -1069,6 +1173,10 @@ static void index_rewrite_fails_keeps_log(void **state)
     assert_int_equal(s.indexed, 50);
     assert_int_equal(s.scanned, 0);
     assert_int_equal(s.rejected, 0);
+    /* The log held far more dead entries than a compaction waits for: the
+     * open compacted it (50 ADDs, keys of 5 or 6 bytes). */
+    assert_true(s.index_bytes <= 32 + 50 * (56 + 6));
+    assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
     for (int i = 0; i < 100; i++) {
         expect_rec(d, "k49.", i, r[i], lens[i], offs[i], i % 2 != 0);
     }
@@ -1194,6 +1302,7 @@ int main(void)
         cmocka_unit_test(extra_too_big_bounces),
         cmocka_unit_test(index_reopen),
         cmocka_unit_test(index_torn_tail),
+        cmocka_unit_test(index_kept_when_clean),
         cmocka_unit_test(index_missing_scans),
         cmocka_unit_test(index_stale_entry),
         cmocka_unit_test(index_other_capacity),
