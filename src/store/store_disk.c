@@ -27,13 +27,14 @@
  * cannot come back through it); a DROP is appended before the record's
  * block is zeroed and its space freed (before the space can be reused).
  * Open replays the log (later entries win) up to its first bad entry (a
- * torn tail: process killed mid-append), rejects entries past the capacity,
- * reads only the first block (header and key) of every live entry, many in
- * flight and in offset order, and keeps those whose header is intact and
- * names the entry's key, put id, size and checksum and that overlap no
- * other kept entry; values are not read (every read verifies them). A log
- * replayed to its end with every entry kept is synced and appended to as
- * it is; one with anything to repair (a torn tail, an entry refused) is
+ * torn tail: process killed mid-append), rejects entries past the capacity
+ * (or misaligned, or of a size no record has) as it reads them, before any
+ * memory is taken for them, reads only the first block (header and key) of
+ * every live entry, many in flight and in offset order, and keeps those whose
+ * header is intact and names the entry's key, put id, size and checksum and
+ * that overlap no other kept entry; values are not read (every read verifies
+ * them). A log replayed to its end with every entry kept is synced and appended
+ * to as it is; one with anything to repair (a torn tail, an entry refused) is
  * rewritten compacted, and so is a log (at open or later) holding more than
  * max(4096, 2 x records) entries: live entries to "<index>.tmp", fdatasync,
  * rename, fsync of the directory. No fsync per entry: a dead node process
@@ -894,8 +895,29 @@ static void replay_cleanup(sd_replay_t *rp)
     dango_hmap_cleanup(&rp->map);
 }
 
-/* Applies one intact entry: later entries win. */
-static int replay_apply(sd_replay_t *rp, const sd_ient_t *ie, const char *key)
+/*
+ * 1 when the ADD @ie can name a record of the tier: a block-aligned offset
+ * inside the capacity, a value no larger than the capacity, the allocated
+ * bytes of such a record, ending inside the capacity. Checked before
+ * anything is allocated for the entry, so that even a checksummed index
+ * cannot make the replay hold more entries than the capacity has blocks.
+ */
+static int ient_fits(const sd_disk_t *d, const sd_ient_t *ie)
+{
+    uint64_t cap = d->p.capacity;
+
+    /* size <= cap: the record's length cannot wrap around. */
+    return (ie->off % SD_BLOCK == 0) && (ie->off < cap) && (ie->size > 0) &&
+           (ie->size <= cap) &&
+           (ie->asz == SD_ALIGN_UP(dango_store_rec_size(ie->klen, ie->size))) &&
+           (ie->asz <= cap - ie->off);
+}
+
+/* Applies one intact entry: later entries win. An ADD that does not fit
+ * the tier (ient_fits()) is refused and counted; it still replaces an
+ * earlier entry at its offset. */
+static int replay_apply(sd_disk_t *d, sd_replay_t *rp, const sd_ient_t *ie,
+                        const char *key)
 {
     dango_hmap_node_t *n;
     sd_ent_t          *e;
@@ -908,6 +930,13 @@ static int replay_apply(sd_replay_t *rp, const sd_ient_t *ie, const char *key)
         replay_free(rp, dango_container_of(n, sd_ent_t, node));
     }
     if (ie->type == SD_IDX_DROP) {
+        return 0;
+    }
+    if (!ient_fits(d, ie)) {
+        dango_debug("store_disk %s: index entry of '%.*s' at %" PRIu64
+                    " refused",
+                    d->path, (int)ie->klen, key, ie->off);
+        d->s.rejected++;
         return 0;
     }
 
@@ -994,9 +1023,9 @@ static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
 }
 
 /*
- * Makes the replayed entries records of the tier: those inside the
- * capacity, matching their record's first block and overlapping no other
- * are reserved in the allocator and linked (in log order, so the last
+ * Makes the replayed entries (each inside the capacity: ient_fits()) records
+ * of the tier: those matching their record's first block and overlapping no
+ * other are reserved in the allocator and linked (in log order, so the last
  * logged is the most recent); the others are dropped and counted. 0 or
  * DANGO_ENOMEM (the remaining entries are left in @rp).
  */
@@ -1018,12 +1047,8 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
 
     dango_list_for_each(e, &rp->list, lru)
     {
-        uint64_t last = e->rec.off + e->asz;
-
         c[k].e  = e;
-        c[k].ok = (e->rec.off % SD_BLOCK == 0) && (e->rec.size > 0) &&
-                  (e->asz == SD_ALIGN_UP(e->rec.rec_len)) &&
-                  (last > e->rec.off) && (last <= d->p.capacity);
+        c[k].ok = 1;
         k++;
     }
     /* By offset: the checks read the file in order, and each reservation
@@ -1165,7 +1190,7 @@ static int idx_load(sd_disk_t *d, int *used_p)
             break;
         }
 
-        rc = replay_apply(&rp, &ie, d->ibuf + pos + sizeof(ie));
+        rc = replay_apply(d, &rp, &ie, d->ibuf + pos + sizeof(ie));
         if (rc != 0) {
             close(fd);
             replay_cleanup(&rp);

@@ -1129,6 +1129,83 @@ static void index_bad_entries(void **state)
     rm_tier(path);
 }
 
+/*
+ * ADDs that cannot name a record of the tier (past the capacity, misaligned,
+ * a value larger than the tier) are refused as they are replayed, before
+ * anything is allocated for them: an index holding 900 of them, checksums
+ * right, opens within the allocations of a clean open of the same two
+ * records (one per entry would exceed them), and leaks nothing.
+ */
+static void index_entries_checked_before_alloc(void **state)
+{
+    sd_params_t           p = {.capacity = 1u << 20, .buf_size = 64u << 10};
+    sd_disk_t            *d = NULL;
+    char                 *r[2], path[256], ipath[300], e[256];
+    uint64_t              lens[2], offs[2];
+    long                  live = dango__alloc_live(), need;
+    dango_store_rec_hdr_t h;
+    sd_stats_t            s;
+    int                   fd, rc;
+    size_t                n;
+
+    (void)state;
+    path_of(path, sizeof(path), "cap.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "b", 2, 30000, r, lens, offs);
+    dango__sd_close(d);
+    memcpy(&h, r[0], sizeof(h));
+
+    /* The allocations of a clean open (need - 1). */
+    for (need = 1;; need++) {
+        dango__alloc_fail_after(need);
+        rc = dango__sd_open(path, &p, &d);
+        dango__alloc_fail_after(-1);
+        if (rc == 0) {
+            break;
+        }
+        assert_dango_err(DANGO_ENOMEM, rc);
+    }
+    dango__sd_close(d);
+
+    fd = open(ipath, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    for (uint64_t i = 0; i < 400; i++) {
+        /* Past the capacity, each at its own offset. */
+        n = ient_make(e, p.capacity + i * SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
+                      h.value_len, h.checksum, "b0");
+        assert_int_equal(write(fd, e, n), (ssize_t)n);
+        /* Misaligned. */
+        n = ient_make(e, i * SD_BLOCK + 512, SD_ALIGN_UP(lens[0]), 1000,
+                      h.value_len, h.checksum, "b0");
+        assert_int_equal(write(fd, e, n), (ssize_t)n);
+    }
+    for (uint64_t i = 0; i < 100; i++) {
+        /* In the free part, but a value larger than the tier, whose record
+         * length wraps around to one block. */
+        n = ient_make(e, (512u << 10) + i * SD_BLOCK, SD_BLOCK, 1000,
+                      UINT64_MAX - i, h.checksum, "b0");
+        assert_int_equal(write(fd, e, n), (ssize_t)n);
+    }
+    close(fd);
+
+    dango__alloc_fail_after(need);
+    rc = dango__sd_open(path, &p, &d);
+    dango__alloc_fail_after(-1);
+    assert_dango_ok(rc);
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 900);
+    assert_int_equal(s.records, 2);
+    expect_rec(d, "b", 0, r[0], lens[0], offs[0], 1);
+    expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
+    dango__sd_close(d);
+    assert_int_equal(dango__alloc_live(), live);
+
+    free_n(r, 2);
+    rm_tier(path);
+}
+
 /* A compaction cannot write "<index>.tmp" (a directory sits there): the
  * index in place is complete, so it stays and takes the appends, and the
  * next open replays it instead of scanning. */
@@ -1308,6 +1385,7 @@ int main(void)
         cmocka_unit_test(index_other_capacity),
         cmocka_unit_test(index_compaction),
         cmocka_unit_test(index_bad_entries),
+        cmocka_unit_test(index_entries_checked_before_alloc),
         cmocka_unit_test(index_write_fails),
         cmocka_unit_test(index_rewrite_fails_keeps_log),
         cmocka_unit_test(index_fs_full),
