@@ -27,12 +27,15 @@
  * cannot come back through it); a DROP is appended before the record's
  * block is zeroed and its space freed (before the space can be reused).
  * Open replays the log (later entries win) up to its first bad entry (a
- * torn tail: process killed mid-append), rejects entries past the capacity,
- * reads only the first block (header and key) of every live entry, many in
- * flight and in offset order, and keeps those whose header is intact and
- * names the entry's key, put id, size and checksum and that overlap no
- * other kept entry; values are not read (every read verifies them). It then
- * rewrites the index compacted, and so does a tier whose log holds more than
+ * torn tail: process killed mid-append), rejects entries past the capacity
+ * (or misaligned, or of a size no record has) as it reads them, before any
+ * memory is taken for them, reads only the first block (header and key) of
+ * every live entry, many in flight and in offset order, and keeps those whose
+ * header is intact and names the entry's key, put id, size and checksum and
+ * that overlap no other kept entry; values are not read (every read verifies
+ * them). A log replayed to its end with every entry kept is synced and appended
+ * to as it is; one with anything to repair (a torn tail, an entry refused) is
+ * rewritten compacted, and so is a log (at open or later) holding more than
  * max(4096, 2 x records) entries: live entries to "<index>.tmp", fdatasync,
  * rename, fsync of the directory. No fsync per entry: a dead node process
  * leaves its appends in the page cache; after a machine crash an entry may name
@@ -831,17 +834,24 @@ static void idx_log(sd_disk_t *d, const sd_rec_t *r, uint64_t asz, uint64_t off)
     d->ilen += ient_encode(d->ibuf + d->ilen, r, asz, off);
 }
 
-/* Rewrites a log grown past max(SD_IDX_MIN_LOG, 2 x records) entries (or
- * brings back a removed index after as many changes). A failed rewrite of
- * a log still in place leaves that log in use: it is complete, only
- * longer than it needs to be. */
-static void idx_maybe_compact(sd_disk_t *d)
+/* 1 when the log holds more than max(SD_IDX_MIN_LOG, 2 x records) entries
+ * (or a removed index has missed as many changes): time to rewrite it. */
+static int idx_compact_due(const sd_disk_t *d)
 {
     uint64_t limit = 2 * d->s.records;
-    int      rc, in_place;
 
     limit = (limit < SD_IDX_MIN_LOG) ? SD_IDX_MIN_LOG : limit;
-    if (!d->iuse || (d->ilog <= limit)) {
+    return d->ilog > limit;
+}
+
+/* Rewrites the log when idx_compact_due() (or brings back a removed index
+ * after as many changes). A failed rewrite of a log still in place leaves
+ * that log in use: it is complete, only longer than it needs to be. */
+static void idx_maybe_compact(sd_disk_t *d)
+{
+    int rc, in_place;
+
+    if (!d->iuse || !idx_compact_due(d)) {
         return;
     }
 
@@ -885,8 +895,29 @@ static void replay_cleanup(sd_replay_t *rp)
     dango_hmap_cleanup(&rp->map);
 }
 
-/* Applies one intact entry: later entries win. */
-static int replay_apply(sd_replay_t *rp, const sd_ient_t *ie, const char *key)
+/*
+ * 1 when the ADD @ie can name a record of the tier: a block-aligned offset
+ * inside the capacity, a value no larger than the capacity, the allocated
+ * bytes of such a record, ending inside the capacity. Checked before
+ * anything is allocated for the entry, so that even a checksummed index
+ * cannot make the replay hold more entries than the capacity has blocks.
+ */
+static int ient_fits(const sd_disk_t *d, const sd_ient_t *ie)
+{
+    uint64_t cap = d->p.capacity;
+
+    /* size <= cap: the record's length cannot wrap around. */
+    return (ie->off % SD_BLOCK == 0) && (ie->off < cap) && (ie->size > 0) &&
+           (ie->size <= cap) &&
+           (ie->asz == SD_ALIGN_UP(dango_store_rec_size(ie->klen, ie->size))) &&
+           (ie->asz <= cap - ie->off);
+}
+
+/* Applies one intact entry: later entries win. An ADD that does not fit
+ * the tier (ient_fits()) is refused and counted; it still replaces an
+ * earlier entry at its offset. */
+static int replay_apply(sd_disk_t *d, sd_replay_t *rp, const sd_ient_t *ie,
+                        const char *key)
 {
     dango_hmap_node_t *n;
     sd_ent_t          *e;
@@ -899,6 +930,13 @@ static int replay_apply(sd_replay_t *rp, const sd_ient_t *ie, const char *key)
         replay_free(rp, dango_container_of(n, sd_ent_t, node));
     }
     if (ie->type == SD_IDX_DROP) {
+        return 0;
+    }
+    if (!ient_fits(d, ie)) {
+        dango_debug("store_disk %s: index entry of '%.*s' at %" PRIu64
+                    " refused",
+                    d->path, (int)ie->klen, key, ie->off);
+        d->s.rejected++;
         return 0;
     }
 
@@ -985,9 +1023,9 @@ static void idx_verify(sd_disk_t *d, sd_cand_t *c, size_t n)
 }
 
 /*
- * Makes the replayed entries records of the tier: those inside the
- * capacity, matching their record's first block and overlapping no other
- * are reserved in the allocator and linked (in log order, so the last
+ * Makes the replayed entries (each inside the capacity: ient_fits()) records
+ * of the tier: those matching their record's first block and overlapping no
+ * other are reserved in the allocator and linked (in log order, so the last
  * logged is the most recent); the others are dropped and counted. 0 or
  * DANGO_ENOMEM (the remaining entries are left in @rp).
  */
@@ -1009,12 +1047,8 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
 
     dango_list_for_each(e, &rp->list, lru)
     {
-        uint64_t last = e->rec.off + e->asz;
-
         c[k].e  = e;
-        c[k].ok = (e->rec.off % SD_BLOCK == 0) && (e->rec.size > 0) &&
-                  (e->asz == SD_ALIGN_UP(e->rec.rec_len)) &&
-                  (last > e->rec.off) && (last <= d->p.capacity);
+        c[k].ok = 1;
         k++;
     }
     /* By offset: the checks read the file in order, and each reservation
@@ -1075,7 +1109,10 @@ static int idx_take(sd_disk_t *d, sd_replay_t *rp)
  * Takes the records back from the index: *@used_p is 1 when it was valid
  * (replayed up to a torn last entry), 0 when there is none or it is void:
  * another capacity, a corrupt entry before the end, a read error (the
- * caller scans). 0 or DANGO_ENOMEM.
+ * caller scans). A valid index that needs no repair (replayed to its end,
+ * no entry refused, no compaction due) is kept: d->ifd is left on it,
+ * synced and positioned at its end, for the appends. Otherwise d->ifd
+ * stays -1 and the caller writes the index anew. 0 or DANGO_ENOMEM.
  */
 static int idx_load(sd_disk_t *d, int *used_p)
 {
@@ -1083,11 +1120,16 @@ static int idx_load(sd_disk_t *d, int *used_p)
     sd_replay_t rp;
     size_t      pos = 0, end = 0;
     uint64_t    foff = sizeof(h), bad = UINT64_MAX;
-    int         fd, eof               = 0, rc;
+    int         fd, eof = 0, keep = 1, rc;
     ssize_t     r;
 
     *used_p = 0;
-    fd      = open(d->ipath, O_RDONLY | O_CLOEXEC);
+    fd      = open(d->ipath, O_RDWR | O_CLOEXEC);
+    if ((fd < 0) && ((errno == EACCES) || (errno == EROFS))) {
+        /* Replayed all the same; the rewrite replaces the file. */
+        fd   = open(d->ipath, O_RDONLY | O_CLOEXEC);
+        keep = 0;
+    }
     if (fd < 0) {
         if (errno != ENOENT) {
             dango_warn("store_disk %s: open: %m", d->ipath);
@@ -1148,7 +1190,7 @@ static int idx_load(sd_disk_t *d, int *used_p)
             break;
         }
 
-        rc = replay_apply(&rp, &ie, d->ibuf + pos + sizeof(ie));
+        rc = replay_apply(d, &rp, &ie, d->ibuf + pos + sizeof(ie));
         if (rc != 0) {
             close(fd);
             replay_cleanup(&rp);
@@ -1158,21 +1200,37 @@ static int idx_load(sd_disk_t *d, int *used_p)
         foff += ie.len;
         d->ilog++;
     }
-    close(fd);
 
     if (bad != UINT64_MAX) {
-        /* The rewrite after open leaves out the rest of the file. */
+        /* The rewrite after open leaves out the rest of the file: never
+         * append after a torn entry. */
         dango_warn("store_disk %s: torn entry at byte %" PRIu64
                    ": replay stops there",
                    d->ipath, bad);
+        keep = 0;
     }
 
     rc = idx_take(d, &rp);
     replay_cleanup(&rp);
-    if (rc == 0) {
-        *used_p = 1;
+    if (rc != 0) {
+        close(fd);
+        return rc;
     }
-    return rc;
+    *used_p = 1;
+
+    /* A rewrite would only drop dead entries, and the log names exactly
+     * the records taken back: keep it. The replay read it to its end
+     * (foff); it is synced as a rewrite would be, so what this open found
+     * is durable either way. */
+    keep = keep && (d->s.rejected == 0) && !idx_compact_due(d);
+    if (keep && (lseek(fd, (off_t)foff, SEEK_SET) == (off_t)foff) &&
+        (fdatasync(fd) == 0)) {
+        d->ifd           = fd;
+        d->s.index_bytes = foff;
+    } else {
+        close(fd);
+    }
+    return 0;
 
 void_index:
     close(fd);
@@ -1356,7 +1414,8 @@ int dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p)
     if (!indexed) {
         scan(d);
     }
-    if (d->iuse) {
+    if (d->iuse && (d->ifd < 0)) {
+        /* Scanned, or the index needed repair or compaction. */
         rc = idx_rewrite(d);
         if (rc != 0) {
             idx_fail(d, "rewrite", rc);

@@ -74,14 +74,18 @@ typedef struct sd_stats {
  *  - otherwise (no index, a bad header, another capacity, or one removed
  *    after a failed index write) by a scan of the whole file for
  *    committed, intact records.
- * Either way a fresh compacted index is written. A record whose write
+ * An index replayed to its end with every entry kept, and of at most
+ * max(4096, 2 x records) entries (past that the log is compacted), is
+ * synced and appended to as it is; otherwise (a scan, a torn tail, an
+ * entry dropped, a log due for compaction) a fresh compacted index is
+ * written in its place. A record whose write
  * completed but whose index entry was never appended (the process died in
  * between) is not taken back: its space is free again.
  * When @path is not a regular file (a block device) no index is kept and
  * every open scans.
  * 0, or DANGO_EINVAL (capacity below one block or path empty), DANGO_EBUSY
- * (another tier still holds the file's lock after 3 s), DANGO_ENOMEM, or the errno of
- * open/io_uring setup as a DANGO_E* code.
+ * (another tier still holds the file's lock after 3 s), DANGO_ENOMEM, or the
+ * errno of open/io_uring setup as a DANGO_E* code.
  */
 int  dango__sd_open(const char *path, const sd_params_t *p, sd_disk_t **d_p);
 void dango__sd_close(sd_disk_t *d);

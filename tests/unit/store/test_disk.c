@@ -2,8 +2,9 @@
  * Disk tier of a store node (store_disk.c): records written and read back
  * through io_uring, taken back after a reopen, torn and corrupted records
  * detected, a full tier and a full file system reported, LRU room-making;
- * the index: reopen through it, torn tails, fallback to the scan, stale,
- * forged and out-of-range entries, compaction, failed index writes.
+ * the index: reopen through it (a clean one kept as it is), torn tails,
+ * fallback to the scan, stale, forged and out-of-range entries (refused
+ * before anything is allocated for them), compaction, failed index writes.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -98,6 +99,208 @@ static void spill(const char *path, const char *b, size_t len)
     fclose(f);
 }
 
+/* Writes @len bytes at @off of the file at @path, behind the tier's back. */
+static void file_write_at(const char *path, uint64_t off, const void *b,
+                          size_t len)
+{
+    int fd = open(path, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, b, len, (off_t)off), (ssize_t)len);
+    close(fd);
+}
+
+/* Appends @len bytes to the file at @path. */
+static void file_append(const char *path, const void *b, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_APPEND);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, len), (ssize_t)len);
+    close(fd);
+}
+
+static off_t size_of(const char *path)
+{
+    struct stat st;
+
+    return (stat(path, &st) == 0) ? st.st_size : -1;
+}
+
+/* Mounts a tmpfs of @size ("2m") at "<dir>/@name", its path put in @mnt:
+ * 0, or -1 when this process may not mount one (the caller skips). */
+static int tmpfs_mount(char *mnt, size_t len, const char *name,
+                       const char *size)
+{
+    char cmd[512];
+
+    snprintf(mnt, len, "%s/%s", dir, name);
+    mkdir(mnt, 0755);
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=%s tmpfs %s 2>/dev/null",
+             size, mnt);
+    if (system(cmd) != 0) {
+        rmdir(mnt);
+        return -1;
+    }
+    return 0;
+}
+
+static void tmpfs_umount(const char *mnt)
+{
+    char cmd[512];
+
+    snprintf(cmd, sizeof(cmd), "umount %s", mnt);
+    assert_int_equal(system(cmd), 0);
+    rmdir(mnt);
+}
+
+/* Opens the tier at @path (which must succeed) and reads its counters. */
+static void tier_open(const char *path, const sd_params_t *p, sd_disk_t **d_p,
+                      sd_stats_t *s)
+{
+    assert_dango_ok(dango__sd_open(path, p, d_p));
+    dango__sd_stats(*d_p, s);
+}
+
+/* Opens the tier at @path, checks the records the open took back through
+ * the index and by a scan, and closes it. */
+static void expect_open(const char *path, const sd_params_t *p,
+                        uint64_t indexed, uint64_t scanned)
+{
+    sd_disk_t *d;
+    sd_stats_t s;
+
+    tier_open(path, p, &d, &s);
+    assert_int_equal(s.indexed, indexed);
+    assert_int_equal(s.scanned, scanned);
+    dango__sd_close(d);
+}
+
+/*
+ * Opens the tier at @path with its n-th allocation failing, n = 1, 2, ...
+ * until it opens (in *@d_p): every open before fails with DANGO_ENOMEM,
+ * leaves *@d_p NULL and leaves @live allocations live. Returns the number
+ * of failed opens: the allocations an open makes.
+ */
+static long open_oom(const char *path, const sd_params_t *p, long live,
+                     sd_disk_t **d_p)
+{
+    for (long n = 1;; n++) {
+        int rc;
+
+        *d_p = NULL;
+        dango__alloc_fail_after(n);
+        rc = dango__sd_open(path, p, d_p);
+        dango__alloc_fail_after(-1);
+        if (rc == 0) {
+            return n - 1;
+        }
+        assert_dango_err(DANGO_ENOMEM, rc);
+        assert_null(*d_p);
+        assert_int_equal(dango__alloc_live(), live);
+    }
+}
+
+/* dango__sd_write() of the one record @rec (@len bytes): its status, and
+ * its offset in *@off_p. */
+static int write_one(sd_disk_t *d, const char *rec, uint64_t len,
+                     uint64_t *off_p)
+{
+    const void *recs[1] = {rec};
+    int         st;
+
+    dango__sd_write(d, 1, recs, &len, &st, off_p);
+    return st;
+}
+
+/* Writes @n records "<pfx><i>" (value of @vlen + 97 * i bytes, seed i,
+ * put id 1000 + i) one write call each; keeps them in @r / @lens / @offs. */
+static void write_n(sd_disk_t *d, const char *pfx, int n, uint64_t vlen,
+                    char **r, uint64_t *lens, uint64_t *offs)
+{
+    for (int i = 0; i < n; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "%s%d", pfx, i);
+        r[i] = mkrec(key, vlen + 97u * (unsigned)i, (unsigned)i,
+                     1000u + (unsigned)i, &lens[i]);
+        assert_dango_ok(write_one(d, r[i], lens[i], &offs[i]));
+    }
+}
+
+/* A tier at @path holding write_n(@pfx, @n, @vlen)'s records, closed. */
+static void tier_fill(const char *path, const sd_params_t *p, const char *pfx,
+                      int n, uint64_t vlen, char **r, uint64_t *lens,
+                      uint64_t *offs)
+{
+    sd_disk_t *d;
+
+    assert_dango_ok(dango__sd_open(path, p, &d));
+    write_n(d, pfx, n, vlen, r, lens, offs);
+    dango__sd_close(d);
+}
+
+/* Record @i of write_n(@pfx) reads back byte for byte (or is gone). */
+static void expect_rec(sd_disk_t *d, const char *pfx, int i, const char *r,
+                       uint64_t len, uint64_t off, int present)
+{
+    char  key[32];
+    char *out = malloc(1u << 20);
+
+    snprintf(key, sizeof(key), "%s%d", pfx, i);
+    if (present) {
+        assert_non_null(dango__sd_find(d, off));
+        assert_dango_ok(dango__sd_read(d, off, key, strlen(key),
+                                       1000u + (unsigned)i, out, 1u << 20));
+        assert_memory_equal(out, r, len);
+    } else {
+        assert_dango_err(DANGO_ENOENT,
+                         dango__sd_read(d, off, key, strlen(key),
+                                        1000u + (unsigned)i, out, 1u << 20));
+    }
+    free(out);
+}
+
+static void free_n(char **r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(r[i]);
+    }
+}
+
+/* An index entry as the tier writes it (see store_disk.c), for forging. */
+static size_t ient_make(char *dst, uint64_t off, uint64_t asz, uint64_t put_id,
+                        uint64_t size, uint64_t checksum, const char *key)
+{
+    uint16_t klen = (uint16_t)strlen(key), type = 1;
+    uint32_t len = 56u + klen;
+    uint64_t sum;
+
+    memcpy(dst + 8, &len, 4);
+    memcpy(dst + 12, &type, 2);
+    memcpy(dst + 14, &klen, 2);
+    memcpy(dst + 16, &off, 8);
+    memcpy(dst + 24, &asz, 8);
+    memcpy(dst + 32, &put_id, 8);
+    memcpy(dst + 40, &size, 8);
+    memcpy(dst + 48, &checksum, 8);
+    memcpy(dst + 56, key, klen);
+    sum = dango_hash64(dst + 8, len - 8);
+    memcpy(dst, &sum, 8);
+    return len;
+}
+
+/* Appends an entry of ient_make() to the index at @ipath. */
+static void ient_append(const char *ipath, uint64_t off, uint64_t asz,
+                        uint64_t put_id, uint64_t size, uint64_t checksum,
+                        const char *key)
+{
+    char   e[256];
+    size_t n = ient_make(e, off, asz, put_id, size, checksum, key);
+
+    file_append(ipath, e, n);
+}
+
 static void write_read_reopen(void **state)
 {
     sd_params_t p = {.capacity = 16u << 20, .buf_size = 4u << 20};
@@ -137,8 +340,7 @@ static void write_read_reopen(void **state)
 
     /* Reopen: the two live records come back (through the index), the
      * dropped one does not. */
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 2);
     assert_int_equal(s.scanned, 0);
     assert_non_null(dango__sd_find(d, offs[0]));
@@ -161,8 +363,8 @@ static void corrupt_and_torn(void **state)
 {
     sd_params_t p = {.capacity = 8u << 20};
     sd_disk_t  *d;
-    uint64_t    len, off[2], lens[2];
-    int         st[2], fd;
+    uint64_t    off[2], lens[2];
+    int         st[2];
     char       *r0      = mkrec("c0", 50000, 1, 3, &lens[0]);
     char       *r1      = mkrec("c1", 70000, 2, 4, &lens[1]);
     const void *recs[2] = {r0, r1};
@@ -170,8 +372,8 @@ static void corrupt_and_torn(void **state)
     char       *saved;
     size_t      saved_len;
     sd_stats_t  s;
+    static char z[SD_BLOCK];
 
-    (void)len;
     path_of(path, sizeof(path), "c.data");
     index_of(ipath, sizeof(ipath), path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
@@ -180,35 +382,21 @@ static void corrupt_and_torn(void **state)
     assert_dango_ok(st[1]);
     dango__sd_close(d);
 
-    fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
     /* r0: corrupt a value byte; r1: cut (torn) by zeroing its tail block. */
-    assert_int_equal(pwrite(fd, &b, 1, (off_t)(off[0] + 30000)), 1);
-    {
-        static char z[SD_BLOCK];
-
-        assert_int_equal(
-            pwrite(fd, z, sizeof(z),
-                   (off_t)(off[1] + (lens[1] / SD_BLOCK - 1) * SD_BLOCK)),
-            (ssize_t)sizeof(z));
-    }
-    close(fd);
+    file_write_at(path, off[0] + 30000, &b, 1);
+    file_write_at(path, off[1] + (lens[1] / SD_BLOCK - 1) * SD_BLOCK, z,
+                  sizeof(z));
 
     /* The scan (no index) verifies values: neither comes back. */
     saved = slurp(ipath, &saved_len);
     unlink(ipath);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.scanned, 0);
-    assert_int_equal(s.indexed, 0);
-    dango__sd_close(d);
+    expect_open(path, &p, 0, 0);
 
     /* The index checks first blocks only: both come back, and each read
      * verifies the value, fails and drops the record. */
     spill(ipath, saved, saved_len);
     free(saved);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 2);
     assert_dango_err(DANGO_ECORRUPT,
                      dango__sd_read(d, off[0], "c0", 2, 3, out, 1u << 20));
@@ -218,19 +406,13 @@ static void corrupt_and_torn(void **state)
     assert_int_equal(s.corrupt, 2);
     assert_int_equal(s.records, 0);
     dango__sd_close(d);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.indexed + s.scanned, 0);
-    dango__sd_close(d);
+    expect_open(path, &p, 0, 0);
 
     /* Corrupted after indexing: the read detects it and drops the record. */
     rm_tier(path);
     assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_write(d, 1, recs, lens, st, off);
-    assert_dango_ok(st[0]);
-    fd = open(path, O_RDWR);
-    assert_int_equal(pwrite(fd, &b, 1, (off_t)(off[0] + 1000)), 1);
-    close(fd);
+    assert_dango_ok(write_one(d, r0, lens[0], &off[0]));
+    file_write_at(path, off[0] + 1000, &b, 1);
     assert_dango_err(DANGO_ECORRUPT,
                      dango__sd_read(d, off[0], "c0", 2, 3, out, 1u << 20));
     assert_null(dango__sd_find(d, off[0]));
@@ -301,8 +483,7 @@ static void lru_full_and_bad_input(void **state)
 {
     sd_params_t p = {.capacity = 64 * SD_BLOCK, .high_wm = 0.5};
     sd_disk_t  *d;
-    uint64_t    lens[1], off[1], first = 0;
-    int         st[1];
+    uint64_t    len, off, first = 0;
     char        path[256], key[16];
     size_t      dropped = 0;
     sd_stats_t  s;
@@ -322,33 +503,29 @@ static void lru_full_and_bad_input(void **state)
 
     /* 8 blocks each: the 9th does not fit into 64 blocks. */
     for (int i = 0; i < 9; i++) {
-        char       *r;
-        const void *recs[1];
+        char *r;
+        int   st;
 
         snprintf(key, sizeof(key), "l%d", i);
-        r       = mkrec(key, 7 * SD_BLOCK + 100, (unsigned)i, 10u + (unsigned)i,
-                        &lens[0]);
-        recs[0] = r;
-        dango__sd_write(d, 1, recs, lens, st, off);
+        r  = mkrec(key, 7 * SD_BLOCK + 100, (unsigned)i, 10u + (unsigned)i,
+                   &len);
+        st = write_one(d, r, len, &off);
         if (i < 8) {
-            assert_dango_ok(st[0]);
+            assert_dango_ok(st);
             if (i == 0) {
-                first = off[0];
+                first = off;
             }
         } else {
-            assert_dango_err(DANGO_ENOSPC, st[0]);
+            assert_dango_err(DANGO_ENOSPC, st);
         }
         free(r);
     }
 
     /* Not a committed record. */
     {
-        char        junk[4096] = {0};
-        const void *recs[1]    = {junk};
+        char junk[4096] = {0};
 
-        lens[0] = sizeof(junk);
-        dango__sd_write(d, 1, recs, lens, st, off);
-        assert_dango_err(DANGO_EINVAL, st[0]);
+        assert_dango_err(DANGO_EINVAL, write_one(d, junk, sizeof(junk), &off));
     }
 
     /* Room for 8 more blocks under 50 %: the oldest records go first. */
@@ -364,41 +541,31 @@ static void lru_full_and_bad_input(void **state)
 /* A file system too small for the tier: writes fail with ENOSPC. */
 static void fs_full(void **state)
 {
-    char        mnt[256], cmd[512], path[300];
+    char        mnt[256], path[300];
     sd_params_t p = {.capacity = 64u << 20};
     sd_disk_t  *d;
-    uint64_t    lens[1], off[1];
-    int         st[1], rc, fails = 0;
+    uint64_t    len, off;
+    int         fails = 0;
 
-    snprintf(mnt, sizeof(mnt), "%s/tmpfs", dir);
-    mkdir(mnt, 0755);
-    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=2m tmpfs %s 2>/dev/null",
-             mnt);
-    if (system(cmd) != 0) {
-        rmdir(mnt);
+    if (tmpfs_mount(mnt, sizeof(mnt), "tmpfs", "2m") != 0) {
         skip();
     }
 
     snprintf(path, sizeof(path), "%s/f.data", mnt);
-    rc = dango__sd_open(path, &p, &d);
-    assert_dango_ok(rc);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
     for (int i = 0; i < 8; i++) {
-        char *r =
-            mkrec("f", 512u << 10, (unsigned)i, 1u + (unsigned)i, &lens[0]);
-        const void *recs[1] = {r};
+        char *r  = mkrec("f", 512u << 10, (unsigned)i, 1u + (unsigned)i, &len);
+        int   st = write_one(d, r, len, &off);
 
-        dango__sd_write(d, 1, recs, lens, st, off);
-        if (st[0] != 0) {
-            assert_dango_err(DANGO_ENOSPC, st[0]);
+        if (st != 0) {
+            assert_dango_err(DANGO_ENOSPC, st);
             fails++;
         }
         free(r);
     }
     assert_true(fails > 0);
     dango__sd_close(d);
-    snprintf(cmd, sizeof(cmd), "umount %s", mnt);
-    assert_int_equal(system(cmd), 0);
-    rmdir(mnt);
+    tmpfs_umount(mnt);
 }
 
 /* Reads into the extra registered memory go there directly (and are
@@ -412,16 +579,12 @@ static void direct_read_into_extra(void **state)
     sd_disk_t  *d;
     char        path[256], *r;
     uint64_t    len, off;
-    int         st, fd;
-    const void *recs[1];
     char        b = 0x11;
 
     path_of(path, sizeof(path), "x.data");
     assert_dango_ok(dango__sd_open(path, &p, &d));
-    r       = mkrec("x", 300000, 3, 9, &len);
-    recs[0] = r;
-    dango__sd_write(d, 1, recs, &len, &st, &off);
-    assert_dango_ok(st);
+    r = mkrec("x", 300000, 3, 9, &len);
+    assert_dango_ok(write_one(d, r, len, &off));
 
     /* Direct: aligned, whole blocks of room. */
     memset(extra, 0, xlen);
@@ -433,10 +596,7 @@ static void direct_read_into_extra(void **state)
     assert_memory_equal(extra + 64, r, len);
 
     /* Corrupt on disk: the direct read detects it too. */
-    fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + 200000)), 1);
-    close(fd);
+    file_write_at(path, off + 200000, &b, 1);
     assert_dango_err(
         DANGO_ECORRUPT,
         dango__sd_read(d, off, "x", 1, 9, extra + SD_BLOCK,
@@ -463,8 +623,6 @@ static void extra_too_big_bounces(void **state)
     sd_disk_t  *d;
     char        path[256], *r;
     uint64_t    len, off;
-    int         st;
-    const void *recs[1];
 
     (void)state;
     assert_true(extra != MAP_FAILED);
@@ -472,10 +630,8 @@ static void extra_too_big_bounces(void **state)
     p.extra_len = xlen;
     path_of(path, sizeof(path), "big.data");
     assert_dango_ok(dango__sd_open(path, &p, &d));
-    r       = mkrec("x", 300000, 3, 9, &len);
-    recs[0] = r;
-    dango__sd_write(d, 1, recs, &len, &st, &off);
-    assert_dango_ok(st);
+    r = mkrec("x", 300000, 3, 9, &len);
+    assert_dango_ok(write_one(d, r, len, &off));
     assert_dango_ok(dango__sd_read(d, off, "x", 1, 9, extra + SD_BLOCK,
                                    (len + SD_BLOCK - 1) / SD_BLOCK * SD_BLOCK));
     assert_memory_equal(extra + SD_BLOCK, r, len);
@@ -489,59 +645,29 @@ static void extra_too_big_bounces(void **state)
  * nothing leaked, the tier usable afterwards. */
 static void oom_open_write(void **state)
 {
-    sd_params_t p        = {.capacity = 4u << 20};
-    sd_disk_t  *d        = NULL;
-    long        live     = dango__alloc_live();
-    int         failures = 0, rc, st[1];
+    sd_params_t p    = {.capacity = 4u << 20};
+    sd_disk_t  *d    = NULL;
+    long        live = dango__alloc_live();
     char        path[256], *r;
-    uint64_t    len, off[1];
-    const void *recs[1];
+    uint64_t    len, off;
+    int         st;
+    sd_stats_t  s;
 
     path_of(path, sizeof(path), "o.data");
-    for (long n = 1;; n++) {
-        dango__alloc_fail_after(n);
-        rc = dango__sd_open(path, &p, &d);
-        dango__alloc_fail_after(-1);
-        if (rc == 0) {
-            break;
-        }
-        assert_dango_err(DANGO_ENOMEM, rc);
-        assert_null(d);
-        assert_int_equal(dango__alloc_live(), live);
-        failures++;
-    }
-    assert_true(failures >= 2);
+    assert_true(open_oom(path, &p, live, &d) >= 2);
 
-    r       = mkrec("o", 10000, 1, 5, &len);
-    recs[0] = r;
+    r = mkrec("o", 10000, 1, 5, &len);
     dango__alloc_fail_after(1);
-    dango__sd_write(d, 1, recs, &len, st, off);
+    st = write_one(d, r, len, &off);
     dango__alloc_fail_after(-1);
-    assert_dango_err(DANGO_ENOMEM, st[0]);
-    dango__sd_write(d, 1, recs, &len, st, off);
-    assert_dango_ok(st[0]);
+    assert_dango_err(DANGO_ENOMEM, st);
+    assert_dango_ok(write_one(d, r, len, &off));
     dango__sd_close(d);
 
     /* Through the index: the same, and the record is back at the end. */
-    failures = 0;
-    d        = NULL;
-    for (long n = 1;; n++) {
-        sd_stats_t s;
-
-        dango__alloc_fail_after(n);
-        rc = dango__sd_open(path, &p, &d);
-        dango__alloc_fail_after(-1);
-        if (rc == 0) {
-            dango__sd_stats(d, &s);
-            assert_int_equal(s.indexed, 1);
-            break;
-        }
-        assert_dango_err(DANGO_ENOMEM, rc);
-        assert_null(d);
-        assert_int_equal(dango__alloc_live(), live);
-        failures++;
-    }
-    assert_true(failures >= 4);
+    assert_true(open_oom(path, &p, live, &d) >= 4);
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 1);
     free(r);
     dango__sd_close(d);
     assert_int_equal(dango__alloc_live(), live);
@@ -549,60 +675,6 @@ static void oom_open_write(void **state)
 }
 
 /* ---------- index ---------- */
-
-/* Writes @n records "<pfx><i>" (value of @vlen + 97 * i bytes, seed i,
- * put id 1000 + i) one write call each; keeps them in @r / @lens / @offs. */
-static void write_n(sd_disk_t *d, const char *pfx, int n, uint64_t vlen,
-                    char **r, uint64_t *lens, uint64_t *offs)
-{
-    for (int i = 0; i < n; i++) {
-        char        key[32];
-        const void *recs[1];
-        int         st;
-
-        snprintf(key, sizeof(key), "%s%d", pfx, i);
-        r[i]    = mkrec(key, vlen + 97u * (unsigned)i, (unsigned)i,
-                        1000u + (unsigned)i, &lens[i]);
-        recs[0] = r[i];
-        dango__sd_write(d, 1, recs, &lens[i], &st, &offs[i]);
-        assert_dango_ok(st);
-    }
-}
-
-/* Record @i of write_n(@pfx) reads back byte for byte (or is gone). */
-static void expect_rec(sd_disk_t *d, const char *pfx, int i, const char *r,
-                       uint64_t len, uint64_t off, int present)
-{
-    char  key[32];
-    char *out = malloc(1u << 20);
-
-    snprintf(key, sizeof(key), "%s%d", pfx, i);
-    if (present) {
-        assert_non_null(dango__sd_find(d, off));
-        assert_dango_ok(dango__sd_read(d, off, key, strlen(key),
-                                       1000u + (unsigned)i, out, 1u << 20));
-        assert_memory_equal(out, r, len);
-    } else {
-        assert_dango_err(DANGO_ENOENT,
-                         dango__sd_read(d, off, key, strlen(key),
-                                        1000u + (unsigned)i, out, 1u << 20));
-    }
-    free(out);
-}
-
-static void free_n(char **r, int n)
-{
-    for (int i = 0; i < n; i++) {
-        free(r[i]);
-    }
-}
-
-static off_t size_of(const char *path)
-{
-    struct stat st;
-
-    return (stat(path, &st) == 0) ? st.st_size : -1;
-}
 
 /* Writes and drops come back through the index at reopen, byte for byte;
  * dropped records do not. */
@@ -624,8 +696,7 @@ static void index_reopen(void **state)
     dango__sd_close(d);
 
     for (int round = 0; round < 2; round++) {
-        assert_dango_ok(dango__sd_open(path, &p, &d));
-        dango__sd_stats(d, &s);
+        tier_open(path, &p, &d, &s);
         assert_int_equal(s.indexed, 40 - 14);
         assert_int_equal(s.scanned, 0);
         assert_int_equal(s.rejected, 0);
@@ -646,14 +717,99 @@ static void index_reopen(void **state)
     write_n(d, "m", 10, 5000, r, lens, offs);
     assert_int_equal(dango__sd_make_room(d, 8 * SD_BLOCK, NULL, NULL), 6);
     dango__sd_close(d);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 4);
     for (int i = 0; i < 10; i++) {
         expect_rec(d, "m", i, r[i], lens[i], offs[i], i >= 6);
     }
     dango__sd_close(d);
     free_n(r, 10);
+    rm_tier(path);
+}
+
+/* 1 when @a and @b are the same file, unchanged: a rewrite of the index
+ * (a new file renamed over it) or an append would show. */
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return (a->st_dev == b->st_dev) && (a->st_ino == b->st_ino) &&
+           (a->st_size == b->st_size) &&
+           (a->st_mtim.tv_sec == b->st_mtim.tv_sec) &&
+           (a->st_mtim.tv_nsec == b->st_mtim.tv_nsec);
+}
+
+/* A clean, compact index is kept at open (the same file, untouched) and
+ * appended to at its end; one with a torn tail is written anew, never
+ * appended after. */
+static void index_kept_when_clean(void **state)
+{
+    sd_params_t p = {.capacity = 16u << 20};
+    sd_disk_t  *d;
+    char       *r[6], *q[4], *t[1], path[256], ipath[300];
+    uint64_t    lens[6], offs[6], qlens[4], qoffs[4], tlens[1], toffs[1];
+    struct stat st0, st1;
+    sd_stats_t  s;
+
+    (void)state;
+    path_of(path, sizeof(path), "keep.data");
+    index_of(ipath, sizeof(ipath), path);
+    assert_dango_ok(dango__sd_open(path, &p, &d));
+    write_n(d, "a", 6, 4000, r, lens, offs);
+    assert_dango_ok(dango__sd_drop(d, offs[1]));
+    dango__sd_close(d);
+    assert_int_equal(stat(ipath, &st0), 0);
+
+    /* Replayed to its end, nothing refused: not rewritten. */
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 5);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.index_bytes, st0.st_size);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_true(same_file(&st0, &st1));
+    for (int i = 0; i < 6; i++) {
+        expect_rec(d, "a", i, r[i], lens[i], offs[i], i != 1);
+    }
+
+    /* Appended to the same file, right after its last entry (4 ADDs of
+     * 56 bytes and a 2-byte key). */
+    write_n(d, "b", 4, 4000, q, qlens, qoffs);
+    dango__sd_close(d);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_int_equal(st1.st_ino, st0.st_ino);
+    assert_int_equal(st1.st_size, st0.st_size + 4 * (56 + 2));
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 9);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.rejected, 0);
+    for (int i = 0; i < 6; i++) {
+        expect_rec(d, "a", i, r[i], lens[i], offs[i], i != 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        expect_rec(d, "b", i, q[i], qlens[i], qoffs[i], 1);
+    }
+    dango__sd_close(d);
+
+    /* Cut inside the last ADD: the index is written anew (b3 is not in
+     * it), so an entry appended now follows whole entries only. */
+    assert_int_equal(stat(ipath, &st0), 0);
+    assert_int_equal(truncate(ipath, st0.st_size - 3), 0);
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 8);
+    assert_int_equal(stat(ipath, &st1), 0);
+    assert_true(st1.st_ino != st0.st_ino);
+    assert_int_equal(st1.st_size, s.index_bytes);
+    write_n(d, "c", 1, 4000, t, tlens, toffs);
+    dango__sd_close(d);
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 9);
+    assert_int_equal(s.scanned, 0);
+    assert_int_equal(s.rejected, 0);
+    expect_rec(d, "b", 2, q[2], qlens[2], qoffs[2], 1);
+    expect_rec(d, "b", 3, q[3], qlens[3], qoffs[3], 0);
+    expect_rec(d, "c", 0, t[0], tlens[0], toffs[0], 1);
+    dango__sd_close(d);
+    free_n(r, 6);
+    free_n(q, 4);
+    free_n(t, 1);
     rm_tier(path);
 }
 
@@ -668,19 +824,15 @@ static void index_torn_tail(void **state)
     uint64_t    lens[10], offs[10];
     size_t      len;
     sd_stats_t  s;
-    int         fd;
 
     path_of(path, sizeof(path), "t.data");
     index_of(ipath, sizeof(ipath), path);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    write_n(d, "t", 10, 3000, r, lens, offs);
-    dango__sd_close(d);
+    tier_fill(path, &p, "t", 10, 3000, r, lens, offs);
     saved = slurp(ipath, &len);
 
     /* Cut inside the last ADD (killed mid-append). */
     assert_int_equal(truncate(ipath, (off_t)len - 3), 0);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 9);
     assert_int_equal(s.scanned, 0);
     for (int i = 0; i < 10; i++) {
@@ -692,11 +844,8 @@ static void index_torn_tail(void **state)
      * the scan finds all 10. */
     spill(ipath, saved, len);
     memset(junk, 0xa5, sizeof(junk));
-    fd = open(ipath, O_WRONLY | O_APPEND);
-    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
-    close(fd);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    file_append(ipath, junk, sizeof(junk));
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 0);
     assert_int_equal(s.scanned, 10);
     /* The rewrite at open left the garbage out. */
@@ -710,8 +859,7 @@ static void index_torn_tail(void **state)
     assert_int_equal(len, 32 + 10 * (56 + 2));
     saved[32 + 5 * (56 + 2) + 20] ^= 1;
     spill(ipath, saved, len);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 0);
     assert_int_equal(s.scanned, 10);
     for (int i = 0; i < 10; i++) {
@@ -726,8 +874,7 @@ static void index_torn_tail(void **state)
     saved[32 + 5 * (56 + 2) + 20] ^= 1;
     memset(saved + 32 + 8 * (56 + 2) + 8, 0x7f, 4);
     spill(ipath, saved, len);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 0);
     assert_int_equal(s.scanned, 10);
     for (int i = 0; i < 10; i++) {
@@ -737,10 +884,7 @@ static void index_torn_tail(void **state)
 
     /* A header only, or not even that: nothing, or a scan. */
     assert_int_equal(truncate(ipath, 32), 0);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.indexed + s.scanned, 0);
-    dango__sd_close(d);
+    expect_open(path, &p, 0, 0);
     free(saved);
     free_n(r, 10);
     rm_tier(path);
@@ -764,16 +908,14 @@ static void index_missing_scans(void **state)
     dango__sd_close(d);
 
     assert_int_equal(unlink(ipath), 0);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.scanned, 11);
     assert_int_equal(s.indexed, 0);
     assert_true(s.index_bytes > 0);
     assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
     dango__sd_close(d);
 
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 11);
     assert_int_equal(s.scanned, 0);
     for (int i = 0; i < 12; i++) {
@@ -813,8 +955,7 @@ static void scan_key_across_chunks(void **state)
     path_of(path, sizeof(path), "chunks.data");
     spill(path, file, 128u << 10);
 
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.scanned, 1);
     assert_non_null(dango__sd_find(d, at));
     assert_null(dango__sd_find(d, forged));
@@ -839,24 +980,15 @@ static void index_stale_entry(void **state)
     uint64_t    lens[4], offs[4];
     sd_stats_t  s;
     static char z[SD_BLOCK];
-    int         fd;
 
     path_of(path, sizeof(path), "z.data");
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    write_n(d, "z", 4, 9000, r, lens, offs);
-    dango__sd_close(d);
+    tier_fill(path, &p, "z", 4, 9000, r, lens, offs);
 
-    fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, z, sizeof(z), (off_t)offs[1]),
-                     (ssize_t)sizeof(z));
+    file_write_at(path, offs[1], z, sizeof(z));
     /* Record 0's first block over record 2's: intact, but not its key. */
-    assert_int_equal(pwrite(fd, r[0], SD_BLOCK, (off_t)offs[2]),
-                     (ssize_t)SD_BLOCK);
-    close(fd);
+    file_write_at(path, offs[2], r[0], SD_BLOCK);
 
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 2);
     assert_int_equal(s.rejected, 2);
     assert_null(dango__sd_find(d, offs[1]));
@@ -866,6 +998,12 @@ static void index_stale_entry(void **state)
     }
     /* Their space is free again. */
     assert_int_equal(s.used, SD_ALIGN_UP(lens[0]) + SD_ALIGN_UP(lens[3]));
+    dango__sd_close(d);
+
+    /* The open wrote the index anew without them. */
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 0);
     dango__sd_close(d);
     free_n(r, 4);
     rm_tier(path);
@@ -881,18 +1019,11 @@ static void index_other_capacity(void **state)
     sd_stats_t  s;
 
     path_of(path, sizeof(path), "k.data");
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    write_n(d, "k", 5, 7000, r, lens, offs);
-    dango__sd_close(d);
+    tier_fill(path, &p, "k", 5, 7000, r, lens, offs);
 
     p.capacity = 32u << 20;
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.indexed, 0);
-    assert_int_equal(s.scanned, 5);
-    dango__sd_close(d);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    expect_open(path, &p, 0, 5);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 5);
     for (int i = 0; i < 5; i++) {
         expect_rec(d, "k", i, r[i], lens[i], offs[i], 1);
@@ -937,8 +1068,7 @@ static void index_compaction(void **state)
     assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
     dango__sd_close(d);
 
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 50);
     assert_int_equal(s.rejected, 0);
     for (int i = 0; i < 100; i++) {
@@ -949,77 +1079,109 @@ static void index_compaction(void **state)
     rm_tier(path);
 }
 
-/* An index entry as the tier writes it (see store_disk.c), for forging. */
-static size_t ient_make(char *dst, uint64_t off, uint64_t asz, uint64_t put_id,
-                        uint64_t size, uint64_t checksum, const char *key)
-{
-    uint16_t klen = (uint16_t)strlen(key), type = 1;
-    uint32_t len = 56u + klen;
-    uint64_t sum;
-
-    memcpy(dst + 8, &len, 4);
-    memcpy(dst + 12, &type, 2);
-    memcpy(dst + 14, &klen, 2);
-    memcpy(dst + 16, &off, 8);
-    memcpy(dst + 24, &asz, 8);
-    memcpy(dst + 32, &put_id, 8);
-    memcpy(dst + 40, &size, 8);
-    memcpy(dst + 48, &checksum, 8);
-    memcpy(dst + 56, key, klen);
-    sum = dango_hash64(dst + 8, len - 8);
-    memcpy(dst, &sum, 8);
-    return len;
-}
-
 /* Forged entries past the capacity, misaligned or over another record are
  * refused; the true records stay. */
 static void index_bad_entries(void **state)
 {
     sd_params_t           p = {.capacity = 1u << 20};
     sd_disk_t            *d;
-    char                 *r[2], path[256], ipath[300], e[256];
+    char                 *r[2], path[256], ipath[300];
     uint64_t              lens[2], offs[2];
     dango_store_rec_hdr_t h;
     sd_stats_t            s;
-    int                   fd;
-    size_t                n;
 
     path_of(path, sizeof(path), "b.data");
     index_of(ipath, sizeof(ipath), path);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    write_n(d, "b", 2, 30000, r, lens, offs);
-    dango__sd_close(d);
+    tier_fill(path, &p, "b", 2, 30000, r, lens, offs);
     memcpy(&h, r[0], sizeof(h));
 
-    fd = open(ipath, O_WRONLY | O_APPEND);
-    assert_true(fd >= 0);
     /* Past the capacity; ending past it; misaligned; a copy of b0's entry
      * one block into b0 (overlap, and its header is not there). */
-    n = ient_make(e, 1u << 20, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
-                  h.checksum, "b0");
-    assert_int_equal(write(fd, e, n), (ssize_t)n);
-    n = ient_make(e, (1u << 20) - SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
-                  h.value_len, h.checksum, "b0");
-    assert_int_equal(write(fd, e, n), (ssize_t)n);
-    n = ient_make(e, offs[0] + 512, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
-                  h.checksum, "b0");
-    assert_int_equal(write(fd, e, n), (ssize_t)n);
-    n = ient_make(e, offs[0] + SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
-                  h.value_len, h.checksum, "b0");
-    assert_int_equal(write(fd, e, n), (ssize_t)n);
+    ient_append(ipath, 1u << 20, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
+                h.checksum, "b0");
+    ient_append(ipath, (1u << 20) - SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
+                h.value_len, h.checksum, "b0");
+    ient_append(ipath, offs[0] + 512, SD_ALIGN_UP(lens[0]), 1000, h.value_len,
+                h.checksum, "b0");
+    ient_append(ipath, offs[0] + SD_BLOCK, SD_ALIGN_UP(lens[0]), 1000,
+                h.value_len, h.checksum, "b0");
     /* Wrong allocated size for its record. */
-    n = ient_make(e, 512u << 10, SD_BLOCK, 1000, h.value_len, h.checksum, "b0");
-    assert_int_equal(write(fd, e, n), (ssize_t)n);
-    close(fd);
+    ient_append(ipath, 512u << 10, SD_BLOCK, 1000, h.value_len, h.checksum,
+                "b0");
 
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 2);
     assert_int_equal(s.rejected, 5);
     assert_int_equal(s.records, 2);
     expect_rec(d, "b", 0, r[0], lens[0], offs[0], 1);
     expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
     dango__sd_close(d);
+
+    /* The open wrote the index anew without them. */
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 0);
+    dango__sd_close(d);
+
+    free_n(r, 2);
+    rm_tier(path);
+}
+
+/*
+ * ADDs that cannot name a record of the tier (past the capacity, misaligned,
+ * a value larger than the tier) are refused as they are replayed, before
+ * anything is allocated for them: an index holding 900 of them, checksums
+ * right, opens within the allocations of a clean open of the same two
+ * records (one per entry would exceed them), and leaks nothing.
+ */
+static void index_entries_checked_before_alloc(void **state)
+{
+    sd_params_t           p = {.capacity = 1u << 20, .buf_size = 64u << 10};
+    sd_disk_t            *d;
+    char                 *r[2], path[256], ipath[300];
+    uint64_t              lens[2], offs[2];
+    long                  live = dango__alloc_live(), need;
+    dango_store_rec_hdr_t h;
+    sd_stats_t            s;
+    int                   rc;
+
+    (void)state;
+    path_of(path, sizeof(path), "cap.data");
+    index_of(ipath, sizeof(ipath), path);
+    tier_fill(path, &p, "b", 2, 30000, r, lens, offs);
+    memcpy(&h, r[0], sizeof(h));
+
+    /* One more than the allocations of a clean open. */
+    need = open_oom(path, &p, live, &d) + 1;
+    dango__sd_close(d);
+
+    for (uint64_t i = 0; i < 400; i++) {
+        /* Past the capacity, each at its own offset. */
+        ient_append(ipath, p.capacity + i * SD_BLOCK, SD_ALIGN_UP(lens[0]),
+                    1000, h.value_len, h.checksum, "b0");
+        /* Misaligned. */
+        ient_append(ipath, i * SD_BLOCK + 512, SD_ALIGN_UP(lens[0]), 1000,
+                    h.value_len, h.checksum, "b0");
+    }
+    for (uint64_t i = 0; i < 100; i++) {
+        /* In the free part, but a value larger than the tier, whose record
+         * length wraps around to one block. */
+        ient_append(ipath, (512u << 10) + i * SD_BLOCK, SD_BLOCK, 1000,
+                    UINT64_MAX - i, h.checksum, "b0");
+    }
+
+    dango__alloc_fail_after(need);
+    rc = dango__sd_open(path, &p, &d);
+    dango__alloc_fail_after(-1);
+    assert_dango_ok(rc);
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 900);
+    assert_int_equal(s.records, 2);
+    expect_rec(d, "b", 0, r[0], lens[0], offs[0], 1);
+    expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
+    dango__sd_close(d);
+    assert_int_equal(dango__alloc_live(), live);
 
     free_n(r, 2);
     rm_tier(path);
@@ -1064,11 +1226,14 @@ static void index_rewrite_fails_keeps_log(void **state)
     dango__sd_close(d);
 
     assert_int_equal(rmdir(tmp), 0);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.indexed, 50);
     assert_int_equal(s.scanned, 0);
     assert_int_equal(s.rejected, 0);
+    /* The log held far more dead entries than a compaction waits for: the
+     * open compacted it (50 ADDs, keys of 5 or 6 bytes). */
+    assert_true(s.index_bytes <= 32 + 50 * (56 + 6));
+    assert_int_equal(size_of(ipath), (off_t)s.index_bytes);
     for (int i = 0; i < 100; i++) {
         expect_rec(d, "k49.", i, r[i], lens[i], offs[i], i % 2 != 0);
     }
@@ -1103,15 +1268,11 @@ static void index_write_fails(void **state)
     dango__sd_close(d);
 
     assert_int_equal(rmdir(ipath), 0);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
+    tier_open(path, &p, &d, &s);
     assert_int_equal(s.scanned, 5);
     assert_int_equal(s.index_errors, 0);
     dango__sd_close(d);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.indexed, 5);
-    dango__sd_close(d);
+    expect_open(path, &p, 5, 0);
     free_n(r, 6);
     rm_tier(path);
 }
@@ -1121,7 +1282,7 @@ static void index_write_fails(void **state)
  * the next open scans and writes the index again. */
 static void index_fs_full(void **state)
 {
-    char        mnt[256], cmd[512], path[300], ipath[320], fill[320];
+    char        mnt[256], path[300], ipath[320], fill[320];
     sd_params_t p = {.capacity = 2u << 20};
     sd_disk_t  *d;
     char       *r[150], *chunk = calloc(1, 64u << 10);
@@ -1129,12 +1290,7 @@ static void index_fs_full(void **state)
     sd_stats_t  s;
     int         fd;
 
-    snprintf(mnt, sizeof(mnt), "%s/tmpfs2", dir);
-    mkdir(mnt, 0755);
-    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=4m tmpfs %s 2>/dev/null",
-             mnt);
-    if (system(cmd) != 0) {
-        rmdir(mnt);
+    if (tmpfs_mount(mnt, sizeof(mnt), "tmpfs2", "4m") != 0) {
         free(chunk);
         skip();
     }
@@ -1165,20 +1321,12 @@ static void index_fs_full(void **state)
     dango__sd_close(d);
 
     unlink(fill);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.scanned, 150);
-    dango__sd_close(d);
-    assert_dango_ok(dango__sd_open(path, &p, &d));
-    dango__sd_stats(d, &s);
-    assert_int_equal(s.indexed, 150);
-    dango__sd_close(d);
+    expect_open(path, &p, 0, 150);
+    expect_open(path, &p, 150, 0);
 
     free_n(r, 150);
     free(chunk);
-    snprintf(cmd, sizeof(cmd), "umount %s", mnt);
-    assert_int_equal(system(cmd), 0);
-    rmdir(mnt);
+    tmpfs_umount(mnt);
 }
 
 int main(void)
@@ -1194,11 +1342,13 @@ int main(void)
         cmocka_unit_test(extra_too_big_bounces),
         cmocka_unit_test(index_reopen),
         cmocka_unit_test(index_torn_tail),
+        cmocka_unit_test(index_kept_when_clean),
         cmocka_unit_test(index_missing_scans),
         cmocka_unit_test(index_stale_entry),
         cmocka_unit_test(index_other_capacity),
         cmocka_unit_test(index_compaction),
         cmocka_unit_test(index_bad_entries),
+        cmocka_unit_test(index_entries_checked_before_alloc),
         cmocka_unit_test(index_write_fails),
         cmocka_unit_test(index_rewrite_fails_keeps_log),
         cmocka_unit_test(index_fs_full),
