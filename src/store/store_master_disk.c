@@ -455,18 +455,13 @@ static void mem_drop(ms_state_t *st, ms_obj_t *o)
 /* A version of one COMPLETE replica at (@seg, @off). */
 static ms_ver_t *ver_new(const ms_dwait_item_t *it, ms_cid_t cid, uint64_t now)
 {
-    ms_ver_t *v = dango__store_ms_ver_new(1);
+    ms_ver_t *v = dango__store_ms_ver_new(1, cid, it->put_id, it->size,
+                                          it->checksum, it->rec_len, now);
 
     if (v == NULL) {
         return NULL;
     }
 
-    v->cid      = cid;
-    v->put_id   = it->put_id;
-    v->size     = it->size;
-    v->checksum = it->checksum;
-    v->rec_len  = it->rec_len;
-    v->start    = now;
     dango__store_ms_rep_add(v, it->seg, it->off, DANGO_STORE_REPLICA_COMPLETE);
     return v;
 }

@@ -560,9 +560,16 @@ void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_fence_destroy(ms_state_t *st);
 
 /* Version helpers shared with the copy and disk code. */
-/* A new version with room for @nrep replicas, none attached, on no list and
- * not parked; NULL without memory. */
-ms_ver_t *dango__store_ms_ver_new(unsigned nrep);
+/*
+ * A new version of put @put_id by client @cid, started at @now, of a value
+ * of @size bytes with xxh3 @checksum in records of @rec_len bytes; room for
+ * @nrep replicas, none attached, on no list and not parked. NULL without
+ * memory. What every version is born with is an argument, so that no
+ * caller can leave a field unset.
+ */
+ms_ver_t *dango__store_ms_ver_new(unsigned nrep, ms_cid_t cid, uint64_t put_id,
+                                  uint64_t size, uint64_t checksum,
+                                  uint64_t rec_len, uint64_t now);
 /* Attaches the next replica of @v (room for it allocated): region @off of
  * @seg, in @status, counted live. */
 void      dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
