@@ -516,8 +516,10 @@ void dango__store_ms_kv_rep(ms_state_t *st, const ms_obj_t *o,
  * The caller frees it with dango__store_ms_kv_free(). DANGO_ENOMEM, or 0. */
 int  dango__store_ms_kv_take(ms_state_t *st, ms_cid_t cid, ms_kv_q_t **q_p);
 void dango__store_ms_kv_free(ms_kv_q_t *q);
-/* Gives a queue taken by dango__store_ms_kv_take() back when its reply
- * could not be built: requeued, or counted as dropped. Frees @q. */
+/* Puts a queue taken by dango__store_ms_kv_take() back in its place when
+ * its reply could not be built, freeing the empty one the take left there.
+ * Only right after the take, with nothing run on the state in between (so
+ * no event can have been queued since); NULL does nothing. */
 void dango__store_ms_kv_untake(ms_state_t *st, ms_cid_t cid, ms_kv_q_t *q);
 
 /* Ghosts of objects lost with their nodes (store_master_ghost.c), at most
