@@ -206,9 +206,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "ghosts_restored_total", "counter",
            "lost objects given back by a node that came back",
            st->c.ghosts_restored);
-    metric(&t, "ghosts_dropped_total", "counter",
-           "lost objects forgotten (more than 1M at once)",
-           st->c.ghosts_dropped);
+    snprintf(help, sizeof(help),
+             "lost objects forgotten (more than %u at once)",
+             (unsigned)MS_GHOST_MAX);
+    metric(&t, "ghosts_dropped_total", "counter", help, st->c.ghosts_dropped);
     metric(&t, "fence_regions_total", "counter",
            "regions of a departed segment kept from new puts (late writes)",
            st->c.fence_regions);
@@ -217,9 +218,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "fence_released_total", "counter",
            "fenced regions freed once no late write could come",
            st->c.fence_released);
-    metric(&t, "fence_dropped_total", "counter",
-           "regions not fenced (more than 65536 per segment, or no memory)",
-           st->c.fence_dropped);
+    snprintf(help, sizeof(help),
+             "regions not fenced (more than %u per segment, or no memory)",
+             (unsigned)MS_FENCE_MAX);
+    metric(&t, "fence_dropped_total", "counter", help, st->c.fence_dropped);
     metric(&t, "fenced_bytes", "gauge",
            "bytes of segments held by fences against late writes",
            st->fenced_bytes);

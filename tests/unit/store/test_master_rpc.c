@@ -10,6 +10,9 @@
 
 #include <curl/curl.h>
 
+/* First: it names the log component before dango/log.h is seen. */
+#include "store/store_master_int.h"
+
 #include "dango_test.h"
 
 #include <dango/config.h>
@@ -405,6 +408,7 @@ static void rpc_end_to_end(void **state)
     {
         const char *admin   = dango_store_master_admin_addr(m);
         char       *kodd[1] = {"a b/c"};
+        char        help[160];
         http_buf_t  b;
 
         put_keys(cli, kodd, 1, 50);
@@ -426,6 +430,17 @@ static void rpc_end_to_end(void **state)
         assert_non_null(strstr(b.data, "dango_master_active_clients 1\n"));
         assert_non_null(
             strstr(b.data, "dango_master_malformed_requests_total"));
+        /* Help texts that name a limit name the one in force. */
+        snprintf(help, sizeof(help),
+                 "# HELP dango_master_fence_dropped_total regions not fenced "
+                 "(more than %u per segment,",
+                 (unsigned)MS_FENCE_MAX);
+        assert_non_null(strstr(b.data, help));
+        snprintf(help, sizeof(help),
+                 "# HELP dango_master_ghosts_dropped_total lost objects "
+                 "forgotten (more than %u at once)",
+                 (unsigned)MS_GHOST_MAX);
+        assert_non_null(strstr(b.data, help));
         free(b.data);
 
         assert_int_equal(http(admin, "/segments", NULL, &b), 200);
