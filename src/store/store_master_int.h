@@ -654,16 +654,23 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
 /* ---------- store_master_ha.c: leader election ---------- */
 
 /*
- * Starts the election thread when MASTER_HA is set (else does nothing):
- * from then on the master answers DANGO_ENOT_LEADER until it has won and
- * warmed up. 0, DANGO_EINVAL (bad endpoints), DANGO_ENOMEM or a thread
- * error.
+ * Sets the election up when MASTER_HA is set (else does nothing), before
+ * the RPC server is created: from its first call on, the master answers
+ * DANGO_ENOT_LEADER until it has won and warmed up. 0, DANGO_EINVAL (bad
+ * endpoints), DANGO_ECONFIG (bad cluster id) or DANGO_ENOMEM.
+ */
+int dango__store_master_ha_init(dango_store_master_t *m);
+/*
+ * Starts the election thread set up by _ha_init() (none: does nothing),
+ * once the RPC server's address is known (it is the one advertised unless
+ * MASTER_ADVERTISE says otherwise). 0, DANGO_EINVAL (advertised address
+ * too long) or a thread error; _ha_free() still frees the election.
  */
 int dango__store_master_ha_start(dango_store_master_t *m);
 /*
  * Stops the election; a leader gives its lease back (revoked). The master
  * answers DANGO_ENOT_LEADER from then on; _ha_free() frees the election
- * once the loop no longer runs.
+ * (stopping it first if need be) once the loop no longer runs.
  */
 void dango__store_master_ha_stop(dango_store_master_t *m);
 void dango__store_master_ha_free(dango_store_master_t *m);
