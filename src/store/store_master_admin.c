@@ -266,6 +266,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
                ds.node_evicted);
         metric(&t, "disk_task_timeouts_total", "counter",
                "disk tasks not finished in time", ds.timeouts);
+        metric(&t, "disk_put_waits", "gauge",
+               "put starts held until offloads make room", ds.put_waits);
+        metric(&t, "disk_put_wait_bytes", "gauge",
+               "bytes of the put start requests held", ds.put_wait_bytes);
     }
 
     if (t.oom) {

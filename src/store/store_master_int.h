@@ -751,15 +751,31 @@ typedef struct ms_disk_stats {
     uint64_t offloads, offload_bytes, offload_failures, offload_skipped;
     uint64_t loads, load_bytes, load_failures, promotions, corrupt;
     uint64_t node_evicted, timeouts, node_reads, node_writes;
+    uint64_t put_waits, put_wait_bytes; /* PutStarts held for room */
 } ms_disk_stats_t;
 void dango__store_ms_disk_stats(ms_state_t *st, ms_disk_stats_t *s);
 
 /*
+ * How long a PutStart with no room waits for offloads, how many wait, and
+ * how many bytes their kept requests (with their headers) may pin
+ * together. The count alone does not bound that memory: a request may
+ * carry DANGO_STORE_BATCH_MAX keys of up to DANGO_STORE_KEY_MAX bytes
+ * (16 MiB) and fill an RPC frame (64 MiB), so 4096 of them could pin tens
+ * of GiB. 64 MiB holds 4096 batches of 16 KiB, or 3 of the largest batches
+ * of keys. Beyond either cap a PutStart is answered at once (its keys
+ * ENOSPC).
+ */
+#define MS_DISK_PUT_WAIT_MS    2000
+#define MS_DISK_PUT_WAIT_MAX   4096
+#define MS_DISK_PUT_WAIT_BYTES (64ull << 20)
+
+/*
  * A PutStart whose every key found no space while offloads are running may
- * wait for them (at most MS_DISK_PUT_WAIT_MS): the request is kept and
- * @retry runs it again (loop thread) after offloads freed memory, with
- * @final set at the deadline (then it must answer). Returns 1 when @call
- * was taken (answered later), 0 when it must be answered now.
+ * wait for them (at most MS_DISK_PUT_WAIT_MS, within the caps above): the
+ * request is kept and @retry runs it again (loop thread) after offloads
+ * freed memory, with @final set at the deadline (then it must answer).
+ * Returns 1 when @call was taken (answered later), 0 when it must be
+ * answered now.
  */
 typedef void (*ms_disk_put_retry_cb)(void *arg, dango_rpc_call_t *call,
                                      const void *req, size_t len, uint64_t now,
