@@ -1240,6 +1240,12 @@ int dango_store_master_create(const dango_config_t  *config,
         goto err_loop;
     }
 
+    /* Before the RPC server: a standby refuses its very first call. */
+    rc = dango__store_master_ha_init(m);
+    if (rc != 0) {
+        goto err_loop;
+    }
+
     memset(&rp, 0, sizeof(rp));
     rp.loop    = m->loop;
     rp.listen  = m->cfg.listen;
@@ -1300,6 +1306,7 @@ err_rpc:
     dango_rpc_server_destroy(m->rpc);
 err_loop:
     dango_loop_destroy(m->loop);
+    dango__store_master_ha_free(m); /* nothing reads it any more */
 err_state:
     dango__store_ms_destroy(m->st);
 err_config:

@@ -206,9 +206,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "ghosts_restored_total", "counter",
            "lost objects given back by a node that came back",
            st->c.ghosts_restored);
-    metric(&t, "ghosts_dropped_total", "counter",
-           "lost objects forgotten (more than 1M at once)",
-           st->c.ghosts_dropped);
+    snprintf(help, sizeof(help),
+             "lost objects forgotten (more than %u at once)",
+             (unsigned)MS_GHOST_MAX);
+    metric(&t, "ghosts_dropped_total", "counter", help, st->c.ghosts_dropped);
     metric(&t, "fence_regions_total", "counter",
            "regions of a departed segment kept from new puts (late writes)",
            st->c.fence_regions);
@@ -217,9 +218,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "fence_released_total", "counter",
            "fenced regions freed once no late write could come",
            st->c.fence_released);
-    metric(&t, "fence_dropped_total", "counter",
-           "regions not fenced (more than 65536 per segment, or no memory)",
-           st->c.fence_dropped);
+    snprintf(help, sizeof(help),
+             "regions not fenced (more than %u per segment, or no memory)",
+             (unsigned)MS_FENCE_MAX);
+    metric(&t, "fence_dropped_total", "counter", help, st->c.fence_dropped);
     metric(&t, "fenced_bytes", "gauge",
            "bytes of segments held by fences against late writes",
            st->fenced_bytes);
@@ -264,6 +266,10 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
                ds.node_evicted);
         metric(&t, "disk_task_timeouts_total", "counter",
                "disk tasks not finished in time", ds.timeouts);
+        metric(&t, "disk_put_waits", "gauge",
+               "put starts held until offloads make room", ds.put_waits);
+        metric(&t, "disk_put_wait_bytes", "gauge",
+               "bytes of the put start requests held", ds.put_wait_bytes);
     }
 
     if (t.oom) {

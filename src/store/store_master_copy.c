@@ -90,19 +90,14 @@ int dango__store_ms_copy_start(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
         return DANGO_ENOSPC;
     }
 
-    cv = dango__store_ms_ver_new(1);
+    cv = dango__store_ms_ver_new(1, cid, cur->put_id, cur->size, cur->checksum,
+                                 cur->rec_len, now);
     if (cv == NULL) {
         dango__store_ms_region_free(st, seg, off, cur->rec_len);
         return DANGO_ENOMEM;
     }
 
-    cv->cid      = cid;
-    cv->put_id   = cur->put_id;
-    cv->size     = cur->size;
-    cv->checksum = cur->checksum;
-    cv->rec_len  = cur->rec_len;
-    cv->start    = now;
-    cv->copy_id  = st->next_put_id++;
+    cv->copy_id = st->next_put_id++;
     dango__store_ms_rep_add(cv, seg, off, DANGO_STORE_REPLICA_PROCESSING);
     ce = dango_calloc(1, sizeof(*ce), "master_copy");
     if (ce == NULL) {

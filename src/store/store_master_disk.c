@@ -76,9 +76,6 @@
 #define MS_DISK_DROPS_PER_POLL 4096
 /* How long a node keeps a record it staged for a reader (its lease). */
 #define MS_DISK_STAGE_MS 1000
-/* How long a PutStart with no room waits for offloads, and how many wait. */
-#define MS_DISK_PUT_WAIT_MS  2000
-#define MS_DISK_PUT_WAIT_MAX 4096
 /* How long eviction waits for a remounted node's disk report. */
 #define MS_DISK_PENDING_MS 5000
 /* Records accepted per DiskPoll report. */
@@ -164,6 +161,7 @@ typedef struct ms_dput {
 typedef struct ms_disk {
     dango_list_link_t    puts; /* ms_dput_t */
     size_t               nputs;
+    uint64_t             puts_bytes; /* of the ms_dput_t, requests included */
     ms_disk_put_retry_cb put_retry;
     void                *put_retry_arg;
     int                  retrying;
@@ -455,18 +453,13 @@ static void mem_drop(ms_state_t *st, ms_obj_t *o)
 /* A version of one COMPLETE replica at (@seg, @off). */
 static ms_ver_t *ver_new(const ms_dwait_item_t *it, ms_cid_t cid, uint64_t now)
 {
-    ms_ver_t *v = dango__store_ms_ver_new(1);
+    ms_ver_t *v = dango__store_ms_ver_new(1, cid, it->put_id, it->size,
+                                          it->checksum, it->rec_len, now);
 
     if (v == NULL) {
         return NULL;
     }
 
-    v->cid      = cid;
-    v->put_id   = it->put_id;
-    v->size     = it->size;
-    v->checksum = it->checksum;
-    v->rec_len  = it->rec_len;
-    v->start    = now;
     dango__store_ms_rep_add(v, it->seg, it->off, DANGO_STORE_REPLICA_COMPLETE);
     return v;
 }
@@ -1186,6 +1179,7 @@ static void puts_retry(ms_state_t *st, uint64_t now, int all)
             continue;
         }
         d->nputs--;
+        d->puts_bytes -= sizeof(*p) + p->len;
         d->retry_deadline = p->deadline;
         d->put_retry(d->put_retry_arg, p->call, p->req, p->len, now, final);
         dango_free(p);
@@ -1214,7 +1208,8 @@ int dango__store_ms_disk_put_wait(ms_state_t *st, dango_rpc_call_t *call,
     int                offloading = 0;
 
     if ((d == NULL) || (d->put_retry == NULL) ||
-        (d->nputs >= MS_DISK_PUT_WAIT_MAX)) {
+        (d->nputs >= MS_DISK_PUT_WAIT_MAX) ||
+        (d->puts_bytes + sizeof(*p) + len > MS_DISK_PUT_WAIT_BYTES)) {
         return 0;
     }
 
@@ -1238,6 +1233,7 @@ int dango__store_ms_disk_put_wait(ms_state_t *st, dango_rpc_call_t *call,
     memcpy(p->req, req, len);
     dango_list_add_tail(&d->puts, &p->link);
     d->nputs++;
+    d->puts_bytes += sizeof(*p) + len;
     return 1;
 }
 
@@ -1431,6 +1427,8 @@ void dango__store_ms_disk_destroy(ms_state_t *st)
         ms_dput_t *p = dango_list_head_elem(&d->puts, ms_dput_t, link);
 
         dango_list_del(&p->link);
+        d->nputs--;
+        d->puts_bytes -= sizeof(*p) + p->len;
         dango_rpc_reply(p->call, DANGO_ECANCELED, NULL, 0);
         dango_free(p);
     }
@@ -1530,8 +1528,10 @@ void dango__store_ms_disk_stats(ms_state_t *st, ms_disk_stats_t *s)
         return;
     }
 
-    *s      = st->disk->c;
-    s->keys = dango_hmap_count(&st->disk->objs);
+    *s                = st->disk->c;
+    s->keys           = dango_hmap_count(&st->disk->objs);
+    s->put_waits      = st->disk->nputs;
+    s->put_wait_bytes = st->disk->puts_bytes;
     dango_hmap_iter_begin(&st->disk->nodes, &it);
     while ((node = dango_hmap_iter_next(&it)) != NULL) {
         ms_dnode_t *dn = dango_container_of(node, ms_dnode_t, node);

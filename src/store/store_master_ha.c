@@ -36,6 +36,9 @@
  *   lost callback zeroes it at once. A leader past its deadline answers
  *   DANGO_ENOT_LEADER to every request from that instant, then steps down
  *   (stops the keeper) and campaigns again.
+ * - The election is set up (not serving) before the RPC server is created,
+ *   so a standby refuses the very first call it takes; the thread starts
+ *   once that server's address, advertised by default, is known.
  * - Stop revokes the lease of a leader, so a follower takes over without
  *   waiting for the lease to expire (it still warms up).
  * - Every wait is a timed condition wait on `cond`, woken by stop, the
@@ -68,7 +71,8 @@ typedef struct ms_ha {
     char                  addr[DANGO_STORE_HA_ADDR_MAX];
     int64_t               ttl_s;
 
-    pthread_t       thread;
+    pthread_t       thread; /* running while started */
+    int             started;
     pthread_mutex_t lock;
     pthread_cond_t  cond;
     int             stop;        /* under lock */
@@ -409,7 +413,7 @@ static int ha_addr_of(ms_ha_t *ha)
 
 /* ---------- internal API ---------- */
 
-int dango__store_master_ha_start(dango_store_master_t *m)
+int dango__store_master_ha_init(dango_store_master_t *m)
 {
     ms_ha_t *ha;
     int      rc;
@@ -428,9 +432,9 @@ int dango__store_master_ha_start(dango_store_master_t *m)
                           DANGO_NSEC_PER_SEC);
     ha->key_len =
         dango__store_ha_key(m->cfg.cluster_id, ha->key, sizeof(ha->key));
-    rc = (ha->key_len == 0) ? DANGO_ECONFIG : ha_addr_of(ha);
-    if (rc != 0) {
-        dango_error("master: bad cluster id or advertised address");
+    if (ha->key_len == 0) {
+        dango_error("master: bad cluster id %s", m->cfg.cluster_id);
+        rc = DANGO_ECONFIG;
         goto err_free;
     }
 
@@ -454,26 +458,41 @@ int dango__store_master_ha_start(dango_store_master_t *m)
         pthread_condattr_destroy(&ca);
     }
 
-    /* Not serving until elected: set before the first request is read. */
+    /* Not serving until elected. The RPC server is created after this, and
+     * handing it to the loop thread orders the write before its first
+     * request. */
     m->ha = ha;
-    rc    = pthread_create(&ha->thread, NULL, ha_main, ha);
-    if (rc != 0) {
-        m->ha = NULL;
-        rc    = DANGO__ERR(rc);
-        goto err_etcd;
-    }
-
-    dango_info("master: standing for election on %s as %s (cluster key %s)",
-               m->cfg.ha, ha->addr, ha->key);
     return 0;
 
-err_etcd:
-    pthread_cond_destroy(&ha->cond);
-    pthread_mutex_destroy(&ha->lock);
-    dango__etcd_close(ha->etcd);
 err_free:
     dango_free(ha);
     return rc;
+}
+
+int dango__store_master_ha_start(dango_store_master_t *m)
+{
+    ms_ha_t *ha = m->ha;
+    int      rc;
+
+    if (ha == NULL) {
+        return 0;
+    }
+
+    rc = ha_addr_of(ha);
+    if (rc != 0) {
+        dango_error("master: bad advertised address");
+        return rc;
+    }
+
+    rc = pthread_create(&ha->thread, NULL, ha_main, ha);
+    if (rc != 0) {
+        return DANGO__ERR(rc);
+    }
+
+    ha->started = 1;
+    dango_info("master: standing for election on %s as %s (cluster key %s)",
+               m->cfg.ha, ha->addr, ha->key);
+    return 0;
 }
 
 void dango__store_master_ha_stop(dango_store_master_t *m)
@@ -484,11 +503,14 @@ void dango__store_master_ha_stop(dango_store_master_t *m)
         return;
     }
 
-    pthread_mutex_lock(&ha->lock);
-    ha->stop = 1;
-    pthread_cond_broadcast(&ha->cond);
-    pthread_mutex_unlock(&ha->lock);
-    pthread_join(ha->thread, NULL);
+    if (ha->started) {
+        pthread_mutex_lock(&ha->lock);
+        ha->stop = 1;
+        pthread_cond_broadcast(&ha->cond);
+        pthread_mutex_unlock(&ha->lock);
+        pthread_join(ha->thread, NULL);
+        ha->started = 0;
+    }
     /* Requests still arriving are refused from here on. */
     __atomic_store_n(&ha->serving, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&ha->valid_until, 0, __ATOMIC_RELEASE);
@@ -504,6 +526,7 @@ void dango__store_master_ha_free(dango_store_master_t *m)
         return;
     }
 
+    dango__store_master_ha_stop(m); /* if not stopped yet */
     m->ha = NULL;
     pthread_cond_destroy(&ha->cond);
     pthread_mutex_destroy(&ha->lock);

@@ -520,8 +520,10 @@ void dango__store_ms_kv_rep(ms_state_t *st, const ms_obj_t *o,
  * The caller frees it with dango__store_ms_kv_free(). DANGO_ENOMEM, or 0. */
 int  dango__store_ms_kv_take(ms_state_t *st, ms_cid_t cid, ms_kv_q_t **q_p);
 void dango__store_ms_kv_free(ms_kv_q_t *q);
-/* Gives a queue taken by dango__store_ms_kv_take() back when its reply
- * could not be built: requeued, or counted as dropped. Frees @q. */
+/* Puts a queue taken by dango__store_ms_kv_take() back in its place when
+ * its reply could not be built, freeing the empty one the take left there.
+ * Only right after the take, with nothing run on the state in between (so
+ * no event can have been queued since); NULL does nothing. */
 void dango__store_ms_kv_untake(ms_state_t *st, ms_cid_t cid, ms_kv_q_t *q);
 
 /* Ghosts of objects lost with their nodes (store_master_ghost.c), at most
@@ -564,9 +566,16 @@ void dango__store_ms_fence_tick(ms_state_t *st, uint64_t now);
 void dango__store_ms_fence_destroy(ms_state_t *st);
 
 /* Version helpers shared with the copy and disk code. */
-/* A new version with room for @nrep replicas, none attached, on no list and
- * not parked; NULL without memory. */
-ms_ver_t *dango__store_ms_ver_new(unsigned nrep);
+/*
+ * A new version of put @put_id by client @cid, started at @now, of a value
+ * of @size bytes with xxh3 @checksum in records of @rec_len bytes; room for
+ * @nrep replicas, none attached, on no list and not parked. NULL without
+ * memory. What every version is born with is an argument, so that no
+ * caller can leave a field unset.
+ */
+ms_ver_t *dango__store_ms_ver_new(unsigned nrep, ms_cid_t cid, uint64_t put_id,
+                                  uint64_t size, uint64_t checksum,
+                                  uint64_t rec_len, uint64_t now);
 /* Attaches the next replica of @v (room for it allocated): region @off of
  * @seg, in @status, counted live. */
 void      dango__store_ms_rep_add(ms_ver_t *v, ms_seg_t *seg, uint64_t off,
@@ -649,16 +658,23 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
 /* ---------- store_master_ha.c: leader election ---------- */
 
 /*
- * Starts the election thread when MASTER_HA is set (else does nothing):
- * from then on the master answers DANGO_ENOT_LEADER until it has won and
- * warmed up. 0, DANGO_EINVAL (bad endpoints), DANGO_ENOMEM or a thread
- * error.
+ * Sets the election up when MASTER_HA is set (else does nothing), before
+ * the RPC server is created: from its first call on, the master answers
+ * DANGO_ENOT_LEADER until it has won and warmed up. 0, DANGO_EINVAL (bad
+ * endpoints), DANGO_ECONFIG (bad cluster id) or DANGO_ENOMEM.
+ */
+int dango__store_master_ha_init(dango_store_master_t *m);
+/*
+ * Starts the election thread set up by _ha_init() (none: does nothing),
+ * once the RPC server's address is known (it is the one advertised unless
+ * MASTER_ADVERTISE says otherwise). 0, DANGO_EINVAL (advertised address
+ * too long) or a thread error; _ha_free() still frees the election.
  */
 int dango__store_master_ha_start(dango_store_master_t *m);
 /*
  * Stops the election; a leader gives its lease back (revoked). The master
  * answers DANGO_ENOT_LEADER from then on; _ha_free() frees the election
- * once the loop no longer runs.
+ * (stopping it first if need be) once the loop no longer runs.
  */
 void dango__store_master_ha_stop(dango_store_master_t *m);
 void dango__store_master_ha_free(dango_store_master_t *m);
@@ -739,15 +755,31 @@ typedef struct ms_disk_stats {
     uint64_t offloads, offload_bytes, offload_failures, offload_skipped;
     uint64_t loads, load_bytes, load_failures, promotions, corrupt;
     uint64_t node_evicted, timeouts, node_reads, node_writes;
+    uint64_t put_waits, put_wait_bytes; /* PutStarts held for room */
 } ms_disk_stats_t;
 void dango__store_ms_disk_stats(ms_state_t *st, ms_disk_stats_t *s);
 
 /*
+ * How long a PutStart with no room waits for offloads, how many wait, and
+ * how many bytes their kept requests (with their headers) may pin
+ * together. The count alone does not bound that memory: a request may
+ * carry DANGO_STORE_BATCH_MAX keys of up to DANGO_STORE_KEY_MAX bytes
+ * (16 MiB) and fill an RPC frame (64 MiB), so 4096 of them could pin tens
+ * of GiB. 64 MiB holds 4096 batches of 16 KiB, or 3 of the largest batches
+ * of keys. Beyond either cap a PutStart is answered at once (its keys
+ * ENOSPC).
+ */
+#define MS_DISK_PUT_WAIT_MS    2000
+#define MS_DISK_PUT_WAIT_MAX   4096
+#define MS_DISK_PUT_WAIT_BYTES (64ull << 20)
+
+/*
  * A PutStart whose every key found no space while offloads are running may
- * wait for them (at most MS_DISK_PUT_WAIT_MS): the request is kept and
- * @retry runs it again (loop thread) after offloads freed memory, with
- * @final set at the deadline (then it must answer). Returns 1 when @call
- * was taken (answered later), 0 when it must be answered now.
+ * wait for them (at most MS_DISK_PUT_WAIT_MS, within the caps above): the
+ * request is kept and @retry runs it again (loop thread) after offloads
+ * freed memory, with @final set at the deadline (then it must answer).
+ * Returns 1 when @call was taken (answered later), 0 when it must be
+ * answered now.
  */
 typedef void (*ms_disk_put_retry_cb)(void *arg, dango_rpc_call_t *call,
                                      const void *req, size_t len, uint64_t now,

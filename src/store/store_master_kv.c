@@ -110,22 +110,16 @@ void dango__store_ms_kv_free(ms_kv_q_t *q)
 
 void dango__store_ms_kv_untake(ms_state_t *st, ms_cid_t cid, ms_kv_q_t *q)
 {
-    ms_client_t *c = dango__store_ms_client_find(st, cid);
+    ms_client_t *c;
 
     if (q == NULL) {
         return;
     }
-    if ((c == NULL) || (c->kv == NULL)) {
-        dango__store_ms_kv_free(q);
-        return;
-    }
-    if (c->kv->n == 0) {
-        /* Nothing queued since: the taken queue goes back as it was. */
-        q->dropped += c->kv->dropped;
-        dango__store_ms_kv_free(c->kv);
-        c->kv = q;
-        return;
-    }
-    c->kv->dropped += q->n + q->dropped; /* the consumer learns of the gap */
-    dango__store_ms_kv_free(q);
+
+    /* The take found the client and left it a fresh queue; nothing has run
+     * on the state since (the KvEvents handler only allocates its reply in
+     * between, on the loop thread), so that queue is still empty. */
+    c = dango__store_ms_client_find(st, cid);
+    dango__store_ms_kv_free(c->kv);
+    c->kv = q;
 }

@@ -283,7 +283,9 @@ again:
         st->c.partial_allocs++;
     }
 
-    v = dango__store_ms_ver_new(placed);
+    /* The put id is taken (next_put_id moves) only once the put is in. */
+    v = dango__store_ms_ver_new(placed, c->id, st->next_put_id, size, checksum,
+                                rec_len, now);
     if (v == NULL) {
         goto err_free_regions;
     }
@@ -318,14 +320,9 @@ again:
         }
     }
 
+    st->next_put_id++;
     v->obj          = o;
     v->client       = c;
-    v->cid          = c->id;
-    v->put_id       = st->next_put_id++;
-    v->size         = size;
-    v->checksum     = checksum;
-    v->rec_len      = rec_len;
-    v->start        = now;
     v->soft_pin     = cfg->soft_pin;
     v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
     for (unsigned i = 0; i < placed; i++) {
@@ -987,17 +984,26 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
 
 /* ---------- rebuild from node reports ---------- */
 
-ms_ver_t *dango__store_ms_ver_new(unsigned nrep)
+ms_ver_t *dango__store_ms_ver_new(unsigned nrep, ms_cid_t cid, uint64_t put_id,
+                                  uint64_t size, uint64_t checksum,
+                                  uint64_t rec_len, uint64_t now)
 {
     ms_ver_t *v =
         dango_calloc(1, sizeof(*v) + nrep * sizeof(v->rep[0]), "master_ver");
 
-    if (v != NULL) {
-        dango_list_init(&v->inflight_link);
-        dango_list_init(&v->client_link);
-        v->heap_idx = SIZE_MAX;
+    if (v == NULL) {
+        return NULL;
     }
 
+    dango_list_init(&v->inflight_link);
+    dango_list_init(&v->client_link);
+    v->heap_idx = SIZE_MAX;
+    v->cid      = cid;
+    v->put_id   = put_id;
+    v->size     = size;
+    v->checksum = checksum;
+    v->rec_len  = rec_len;
+    v->start    = now;
     return v;
 }
 
@@ -1129,7 +1135,8 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
             return DANGO_ENOMEM;
         }
     } else {
-        v = dango__store_ms_ver_new(1);
+        v = dango__store_ms_ver_new(1, cid, r->put_id, r->size, r->checksum,
+                                    rec_len, now);
         if ((v == NULL) ||
             ((o == NULL) && ((o = dango_calloc(1, sizeof(*o) + r->key.len + 1,
                                                "master_obj")) == NULL))) {
@@ -1151,12 +1158,6 @@ int dango__store_ms_restore(ms_state_t *st, ms_cid_t cid, const ms_record_t *r,
 
         old         = o->cur;
         v->obj      = o;
-        v->cid      = cid;
-        v->put_id   = r->put_id;
-        v->size     = r->size;
-        v->checksum = r->checksum;
-        v->rec_len  = rec_len;
-        v->start    = now;
         v->restored = 1;
         o->cur      = v;
         if (old != NULL) {

@@ -4,11 +4,15 @@
  * an unknown method, the admin HTTP routes through libcurl, the embedded
  * metadata server, and configuration errors.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
+
+/* First: it names the log component before dango/log.h is seen. */
+#include "store/store_master_int.h"
 
 #include "dango_test.h"
 
@@ -405,6 +409,7 @@ static void rpc_end_to_end(void **state)
     {
         const char *admin   = dango_store_master_admin_addr(m);
         char       *kodd[1] = {"a b/c"};
+        char        help[160];
         http_buf_t  b;
 
         put_keys(cli, kodd, 1, 50);
@@ -426,6 +431,17 @@ static void rpc_end_to_end(void **state)
         assert_non_null(strstr(b.data, "dango_master_active_clients 1\n"));
         assert_non_null(
             strstr(b.data, "dango_master_malformed_requests_total"));
+        /* Help texts that name a limit name the one in force. */
+        snprintf(help, sizeof(help),
+                 "# HELP dango_master_fence_dropped_total regions not fenced "
+                 "(more than %u per segment,",
+                 (unsigned)MS_FENCE_MAX);
+        assert_non_null(strstr(b.data, help));
+        snprintf(help, sizeof(help),
+                 "# HELP dango_master_ghosts_dropped_total lost objects "
+                 "forgotten (more than %u at once)",
+                 (unsigned)MS_GHOST_MAX);
+        assert_non_null(strstr(b.data, help));
         free(b.data);
 
         assert_int_equal(http(admin, "/segments", NULL, &b), 200);
@@ -562,11 +578,104 @@ static void config_errors(void **state)
     dango_config_release(cfg);
 }
 
+/* A master with MASTER_HA refuses every call but ServiceReady until it has
+ * been elected, from the very first call its RPC server takes. The probe
+ * pings the master from inside dango_store_master_create(): the RPC
+ * server logs "rpc server <addr>: listening" on the creating thread once
+ * the loop serves it, and the log sink calls it right there, before the
+ * create goes on. */
+typedef struct ha_probe {
+    pthread_t creator;
+    int       busy; /* the probe's own calls log too */
+    int       done;
+    int       rc; /* of the Ping */
+} ha_probe_t;
+
+static void ha_probe_log(const dango_log_record_t *rec, void *arg)
+{
+    static const char   pre[] = "rpc server ", post[] = ": listening";
+    const size_t        plen = sizeof(pre) - 1, qlen = sizeof(post) - 1;
+    ha_probe_t         *p   = arg;
+    size_t              len = strlen(rec->message);
+    char                addr[128];
+    dango_rpc_client_t *cli;
+
+    dango_test_log_swallow(rec, NULL);
+    if (!pthread_equal(pthread_self(), p->creator) || p->busy || p->done ||
+        (len <= plen + qlen) || (len - plen - qlen >= sizeof(addr)) ||
+        (strncmp(rec->message, pre, plen) != 0) ||
+        (strcmp(rec->message + len - qlen, post) != 0)) {
+        return;
+    }
+
+    memcpy(addr, rec->message + plen, len - plen - qlen);
+    addr[len - plen - qlen] = '\0';
+    p->busy                 = 1;
+    p->rc                   = dango_rpc_client_create(addr, NULL, NULL, &cli);
+    if (p->rc == 0) {
+        Dango__Store__PingReq  req = DANGO__STORE__PING_REQ__INIT;
+        Dango__Store__ClientId id  = client_id(9);
+
+        req.client = &id;
+        p->rc      = call_msg(cli, DANGO_STORE_M_PING, &req.base);
+        dango_rpc_client_destroy(cli);
+    }
+    p->busy = 0;
+    p->done = 1;
+}
+
+static void ha_standby_refuses_from_the_start(void **state)
+{
+    dango_store_master_t *m = NULL;
+    dango_config_t       *cfg;
+    dango_rpc_client_t   *cli;
+    ha_probe_t            probe;
+    int32_t               status;
+    char                  adv[300];
+
+    (void)state;
+    memset(&probe, 0, sizeof(probe));
+    probe.creator = pthread_self();
+    assert_dango_ok(dango_config_read(NULL, &cfg));
+    assert_dango_ok(dango_config_set(cfg, "MASTER_LISTEN", "127.0.0.1:0"));
+    assert_dango_ok(dango_config_set(cfg, "MASTER_ADMIN_LISTEN", ""));
+    /* No etcd there: the master stays a candidate, never elected. */
+    assert_dango_ok(dango_config_set(cfg, "MASTER_HA", "etcd://127.0.0.1:1"));
+    assert_dango_ok(dango_log_configure("rpc=debug"));
+    dango_log_set_handler(ha_probe_log, &probe);
+    assert_dango_ok(dango_store_master_create(cfg, &m));
+    dango_log_set_handler(NULL, NULL);
+    dango_test_quiet_logs();
+    assert_dango_ok(dango_log_configure("rpc=warn"));
+
+    assert_true(probe.done);
+    assert_dango_err(DANGO_ENOT_LEADER, probe.rc);
+
+    assert_dango_ok(
+        dango_rpc_client_create(dango_store_master_addr(m), NULL, NULL, &cli));
+    assert_dango_err(DANGO_ENOT_LEADER, ping(cli, 9, &status));
+    assert_dango_ok(dango_rpc_call(cli, DANGO_STORE_M_SERVICE_READY, NULL, 0,
+                                   NULL, NULL, 0));
+    dango_rpc_client_destroy(cli);
+    dango_store_master_destroy(m);
+
+    /* An advertised address too long fails the create once the RPC server
+     * is up (the election set up before it): all of it unwinds. */
+    memset(adv, 'a', sizeof(adv) - 1);
+    adv[sizeof(adv) - 1] = '\0';
+    assert_dango_ok(dango_config_set(cfg, "MASTER_ADVERTISE", adv));
+    m = NULL;
+    assert_dango_err(DANGO_EINVAL, dango_store_master_create(cfg, &m));
+    assert_null(m);
+    dango_config_release(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rpc_end_to_end),
         cmocka_unit_test(config_errors),
+        cmocka_unit_test(ha_standby_refuses_from_the_start),
     };
     int rc;
 
