@@ -1427,8 +1427,6 @@ void dango__store_ms_disk_destroy(ms_state_t *st)
         ms_dput_t *p = dango_list_head_elem(&d->puts, ms_dput_t, link);
 
         dango_list_del(&p->link);
-        d->nputs--;
-        d->puts_bytes -= sizeof(*p) + p->len;
         dango_rpc_reply(p->call, DANGO_ECANCELED, NULL, 0);
         dango_free(p);
     }

@@ -112,7 +112,8 @@ static int write_all(int fd, const uint8_t *b, size_t n)
 static int frame_seen(pair_t *p, int up, const dango_frame_t *f)
 {
     if (up) {
-        if ((f->type == DANGO_FRAME_RPC_REQ) && (f->addr == P.method) &&
+        if ((f->type == DANGO_FRAME_RPC_REQ) &&
+            (f->addr == __atomic_load_n(&P.method, __ATOMIC_ACQUIRE)) &&
             (p->nwatch < sizeof(p->watch) / sizeof(p->watch[0]))) {
             p->watch[p->nwatch++] = f->id;
         }
@@ -305,7 +306,7 @@ static void proxy_stop(void)
 /* Loses the next @n replies to @method. */
 static void proxy_drop(uint32_t method, int n)
 {
-    P.method = method; /* read by the proxy thread after the store below */
+    __atomic_store_n(&P.method, method, __ATOMIC_RELEASE);
     __atomic_store_n(&P.drops, n, __ATOMIC_RELEASE);
 }
 
@@ -393,6 +394,22 @@ static int64_t get_check(const char *key, unsigned seed)
     return rc;
 }
 
+/* Puts (or upserts) @key with the value fill(@seed). */
+static int put_seeded(const char *key, unsigned seed, int upsert)
+{
+    static uint8_t v[VAL_LEN];
+
+    fill(v, sizeof(v), seed);
+    return upsert ? dango_store_upsert(g_c, key, v, sizeof(v), NULL)
+                  : dango_store_put(g_c, key, v, sizeof(v), NULL);
+}
+
+/* Replies the proxy has lost so far. */
+static int dropped(void)
+{
+    return __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE);
+}
+
 /* Waits (bounded) until the master sees @n objects. */
 static void wait_keys(uint64_t n)
 {
@@ -413,14 +430,12 @@ static void wait_keys(uint64_t n)
 
 static void put_end_reply_lost(void **state)
 {
-    static uint8_t v[VAL_LEN];
-    char           listen[64];
+    char listen[64];
 
     (void)state;
-    fill(v, sizeof(v), 7);
     proxy_drop(DANGO_STORE_M_PUT_END, 1);
-    assert_dango_ok(dango_store_put(g_c, "lost/end", v, sizeof(v), NULL));
-    assert_int_equal(1, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_dango_ok(put_seeded("lost/end", 7, 0));
+    assert_int_equal(1, dropped());
     assert_int_equal(VAL_LEN, get_check("lost/end", 7));
 
     /* The commit word is in place: a new master learns of the object from
@@ -435,67 +450,54 @@ static void put_end_reply_lost(void **state)
 
 static void put_end_lost_twice(void **state)
 {
-    static uint8_t v[VAL_LEN];
-    int64_t        rc;
-
     (void)state;
-    fill(v, sizeof(v), 9);
     proxy_drop(DANGO_STORE_M_PUT_END, 2);
-    assert_dango_err(DANGO_ECONNRESET,
-                     dango_store_put(g_c, "lost/twice", v, sizeof(v), NULL));
-    assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_dango_err(DANGO_ECONNRESET, put_seeded("lost/twice", 9, 0));
+    assert_int_equal(2, dropped());
 
     /* The master did end it: readable, with the right bytes. */
-    rc = get_check("lost/twice", 9);
-    assert_int_equal(VAL_LEN, rc);
+    assert_int_equal(VAL_LEN, get_check("lost/twice", 9));
 
     /* The client works on. */
-    fill(v, sizeof(v), 11);
-    assert_dango_ok(dango_store_put(g_c, "lost/after", v, sizeof(v), NULL));
+    assert_dango_ok(put_seeded("lost/after", 11, 0));
     assert_int_equal(VAL_LEN, get_check("lost/after", 11));
 }
 
 static void get_reply_lost(void **state)
 {
-    static uint8_t v[VAL_LEN];
-
     (void)state;
-    fill(v, sizeof(v), 5);
-    assert_dango_ok(dango_store_put(g_c, "lost/get", v, sizeof(v), NULL));
+    assert_dango_ok(put_seeded("lost/get", 5, 0));
     proxy_drop(DANGO_STORE_M_GET_REPLICAS, 1);
     assert_int_equal(VAL_LEN, get_check("lost/get", 5));
-    assert_int_equal(1, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_int_equal(1, dropped());
     proxy_drop(DANGO_STORE_M_EXIST, 1);
     assert_int_equal(1, dango_store_exist(g_c, "lost/get"));
-    assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_int_equal(2, dropped());
 }
 
 static void put_start_reply_lost(void **state)
 {
-    static uint8_t          v[VAL_LEN];
     dango_store_pool_info_t pi;
     uint64_t                one;
 
     (void)state;
-    fill(v, sizeof(v), 3);
     proxy_drop(DANGO_STORE_M_PUT_START, 1);
-    assert_dango_ok(dango_store_put(g_c, "lost/start", v, sizeof(v), NULL));
-    assert_int_equal(1, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_dango_ok(put_seeded("lost/start", 3, 0));
+    assert_int_equal(1, dropped());
     assert_int_equal(VAL_LEN, get_check("lost/start", 3));
 
     /* One placement, not two: another value of that size takes as much. */
     assert_dango_ok(dango_store_pool_stat(g_c, &pi));
     one = pi.used;
     assert_true(one > 0);
-    assert_dango_ok(dango_store_put(g_c, "lost/other", v, sizeof(v), NULL));
+    assert_dango_ok(put_seeded("lost/other", 3, 0));
     assert_dango_ok(dango_store_pool_stat(g_c, &pi));
     assert_int_equal(2 * one, pi.used);
 
     /* An upsert whose start answer is lost replaces the value. */
-    fill(v, sizeof(v), 4);
     proxy_drop(DANGO_STORE_M_PUT_START, 1);
-    assert_dango_ok(dango_store_upsert(g_c, "lost/start", v, sizeof(v), NULL));
-    assert_int_equal(2, __atomic_load_n(&P.dropped, __ATOMIC_ACQUIRE));
+    assert_dango_ok(put_seeded("lost/start", 4, 1));
+    assert_int_equal(2, dropped());
     assert_int_equal(VAL_LEN, get_check("lost/start", 4));
 }
 

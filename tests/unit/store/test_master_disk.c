@@ -356,6 +356,38 @@ static void teardown_master(void)
 
 /* ---------- tests ---------- */
 
+/* A master and a mounted node whose tier has reported, holding the NKEYS
+ * values: above the watermark, so offloads are queued. */
+static void setup_full_node(void)
+{
+    Dango__Store__DiskPollResp *r;
+    int                         rc;
+
+    setup_master();
+    mount();
+    r = poll_once(1, 0, NULL, 0, &rc);
+    assert_dango_ok(rc);
+    dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    for (int i = 0; i < NKEYS; i++) {
+        put_one(i);
+    }
+}
+
+/* Takes the next @n offload tasks (they may come in one reply or several):
+ * the index of each one's key in @ks, its task id in @tid. */
+static void take_offloads(int n, int *ks, uint64_t *tid)
+{
+    for (int k = 0; k < n;) {
+        Dango__Store__DiskPollResp *r = poll_task();
+
+        for (size_t t = 0; (t < r->n_tasks) && (k < n); t++, k++) {
+            ks[k]  = key_index(r->tasks[t]->key.data, r->tasks[t]->key.len);
+            tid[k] = r->tasks[t]->id;
+        }
+        dango__store__disk_poll_resp__free_unpacked(r, NULL);
+    }
+}
+
 static void disk_protocol(void **state)
 {
     Dango__Store__DiskPollResp *r;
@@ -573,31 +605,15 @@ static void wait_drop(const char *key, uint64_t off)
  * told); a plain put of a key on disk finds it exists. */
 static void disk_remove_and_put(void **state)
 {
-    Dango__Store__DiskPollResp *r;
-    Dango__Store__KeysReq       rm = DANGO__STORE__KEYS_REQ__INIT;
-    Dango__Store__StatusList   *st;
-    int                         rc, k, ks[3];
-    uint64_t                    tid[3];
-    char                       *key;
+    Dango__Store__KeysReq     rm = DANGO__STORE__KEYS_REQ__INIT;
+    Dango__Store__StatusList *st;
+    int                       k, ks[3];
+    uint64_t                  tid[3];
+    char                     *key;
 
     (void)state;
-    setup_master();
-    mount();
-    r = poll_once(1, 0, NULL, 0, &rc);
-    assert_dango_ok(rc);
-    dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    for (int i = 0; i < NKEYS; i++) {
-        put_one(i);
-    }
-    /* Three offloads (they may come in one reply or several). */
-    for (int n = 0; n < 3;) {
-        r = poll_task();
-        for (size_t t = 0; (t < r->n_tasks) && (n < 3); t++, n++) {
-            ks[n]  = key_index(r->tasks[t]->key.data, r->tasks[t]->key.len);
-            tid[n] = r->tasks[t]->id;
-        }
-        dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    }
+    setup_full_node();
+    take_offloads(3, ks, tid);
     report(tid[0], 0, 8192);
     report(tid[1], 0, 16384);
     report(tid[2], 0, 24576);
@@ -670,33 +686,17 @@ static void disk_put_of_disk_key_places_nothing(void **state)
         "put_start_discard_cnt",
         "disk_offloads_total",
     };
-    Dango__Store__DiskPollResp *r;
-    Dango__Store__GetResp      *gr;
-    uint64_t                    before[6], tid[3], t0;
-    char                       *text;
-    int                         rc, k = -1;
+    Dango__Store__GetResp *gr;
+    uint64_t               before[6], tid[3], t0;
+    char                  *text;
+    int                    k, ks[3];
 
     (void)state;
-    setup_master();
-    mount();
-    r = poll_once(1, 0, NULL, 0, &rc);
-    assert_dango_ok(rc);
-    dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    for (int i = 0; i < NKEYS; i++) {
-        put_one(i);
-    }
     /* Three keys to disk: five stay in memory, below the watermark, so no
      * eviction pass runs on its own from here on. */
-    for (int n = 0; n < 3;) {
-        r = poll_task();
-        for (size_t t = 0; (t < r->n_tasks) && (n < 3); t++, n++) {
-            if (k < 0) {
-                k = key_index(r->tasks[t]->key.data, r->tasks[t]->key.len);
-            }
-            tid[n] = r->tasks[t]->id;
-        }
-        dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    }
+    setup_full_node();
+    take_offloads(3, ks, tid);
+    k = ks[0];
     for (int n = 0; n < 3; n++) {
         report(tid[n], 0, (uint64_t)n * (128 << 10));
     }
@@ -784,19 +784,11 @@ static void disk_put_waits_for_offload(void **state)
 {
     Dango__Store__DiskPollResp *r;
     put_thread_t                pt;
-    int                         rc;
     uint64_t                    ids[NKEYS];
     size_t                      nids = 0;
 
     (void)state;
-    setup_master();
-    mount();
-    r = poll_once(1, 0, NULL, 0, &rc);
-    assert_dango_ok(rc);
-    dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    for (int i = 0; i < NKEYS; i++) {
-        put_one(i);
-    }
+    setup_full_node();
 
     /* Offloads queued, none reported yet: the next put waits. */
     r = poll_task();
@@ -904,7 +896,6 @@ static void disk_put_wait_capped_by_bytes(void **state)
     size_t                      len;
     char                       *text;
     char                        num[16];
-    int                         rc;
 
     (void)state;
     g_big_keys  = calloc(BIG_NKEYS, sizeof(*g_big_keys));
@@ -927,14 +918,7 @@ static void disk_put_wait_capped_by_bytes(void **state)
     assert_true(4 * len > MS_DISK_PUT_WAIT_BYTES);
     assert_true(3 < MS_DISK_PUT_WAIT_MAX);
 
-    setup_master();
-    mount();
-    r = poll_once(1, 0, NULL, 0, &rc);
-    assert_dango_ok(rc);
-    dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    for (int i = 0; i < NKEYS; i++) {
-        put_one(i);
-    }
+    setup_full_node();
     /* Offloads handed out and never reported: puts without room wait. */
     r = poll_task();
     dango__store__disk_poll_resp__free_unpacked(r, NULL);
