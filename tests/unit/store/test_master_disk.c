@@ -734,18 +734,11 @@ static void disk_silent_node(void **state)
     Dango__Store__DiskPollResp *r;
     Dango__Store__GetItem      *it;
     load_t                      l;
-    int                         rc, k;
+    int                         k;
     uint64_t                    t0;
 
     (void)state;
-    setup_master();
-    mount();
-    r = poll_once(1, 0, NULL, 0, &rc);
-    assert_dango_ok(rc);
-    dango__store__disk_poll_resp__free_unpacked(r, NULL);
-    for (int i = 0; i < NKEYS; i++) {
-        put_one(i);
-    }
+    setup_full_node();
     r = poll_task();
     k = key_index(r->tasks[0]->key.data, r->tasks[0]->key.len);
     report(r->tasks[0]->id, 0, 0);
