@@ -28,11 +28,15 @@
  * block is zeroed and its space freed (before the space can be reused).
  * Open replays the log (later entries win) up to its first bad entry (a
  * torn tail: process killed mid-append), rejects entries past the capacity
- * (or misaligned, or of a size no record has) as it reads them, before any
- * memory is taken for them, reads only the first block (header and key) of
- * every live entry, many in flight and in offset order, and keeps those whose
- * header is intact and names the entry's key, put id, size and checksum and
- * that overlap no other kept entry; values are not read (every read verifies
+ * (or misaligned, or of a size no record has), and ADDs that would leave the
+ * live entries naming more bytes than the capacity (those of a true log are
+ * records allocated side by side, so they never do), as it reads them,
+ * before any memory is taken for them: whatever a log holds, the replay
+ * keeps at most one entry per block and fewer key bytes than the capacity.
+ * It then reads only the first block (header and key) of every live entry,
+ * many in flight and in offset order, and keeps those whose header is
+ * intact and names the entry's key, put id, size and checksum and that
+ * overlap no other kept entry; values are not read (every read verifies
  * them). A log replayed to its end with every entry kept is synced and appended
  * to as it is; one with anything to repair (a torn tail, an entry refused) is
  * rewritten compacted, and so is a log (at open or later) holding more than
@@ -873,12 +877,14 @@ static void idx_maybe_compact(sd_disk_t *d)
 
 /* Replayed entries of the index, before they are checked (idx_take). */
 typedef struct sd_replay {
-    dango_hmap_t      map;  /* off -> entry */
-    dango_list_link_t list; /* log order of the live entries' last ADD */
+    dango_hmap_t      map;   /* off -> entry */
+    dango_list_link_t list;  /* log order of the live entries' last ADD */
+    uint64_t          bytes; /* allocated bytes of the live entries */
 } sd_replay_t;
 
 static void replay_free(sd_replay_t *rp, sd_ent_t *e)
 {
+    rp->bytes -= e->asz;
     dango_hmap_remove(&rp->map, &e->node);
     dango_list_del(&e->lru);
     dango_free(e);
@@ -913,9 +919,18 @@ static int ient_fits(const sd_disk_t *d, const sd_ient_t *ie)
            (ie->asz <= cap - ie->off);
 }
 
-/* Applies one intact entry: later entries win. An ADD that does not fit
- * the tier (ient_fits()) is refused and counted; it still replaces an
- * earlier entry at its offset. */
+/*
+ * Applies one intact entry: later entries win. An ADD that does not fit the
+ * tier (ient_fits()) is refused and counted; it still replaces an earlier
+ * entry at its offset. So is an ADD that would leave the live entries
+ * naming more allocated bytes than the capacity. The live entries of a true
+ * log are records allocated side by side, so they never do; a forged log
+ * could name a record with a 64 KiB key at every block, all overlapping,
+ * and the replay would hold 16 times the capacity in keys. Each entry's key
+ * is part of the record it names, so with this bound the entries hold less
+ * than the capacity in keys whatever the log says (and one overhead per
+ * block at most). Overlaps left inside the bound are refused by idx_take().
+ */
 static int replay_apply(sd_disk_t *d, sd_replay_t *rp, const sd_ient_t *ie,
                         const char *key)
 {
@@ -932,7 +947,7 @@ static int replay_apply(sd_disk_t *d, sd_replay_t *rp, const sd_ient_t *ie,
     if (ie->type == SD_IDX_DROP) {
         return 0;
     }
-    if (!ient_fits(d, ie)) {
+    if (!ient_fits(d, ie) || (ie->asz > d->p.capacity - rp->bytes)) {
         dango_debug("store_disk %s: index entry of '%.*s' at %" PRIu64
                     " refused",
                     d->path, (int)ie->klen, key, ie->off);
@@ -953,6 +968,7 @@ static int replay_apply(sd_disk_t *d, sd_replay_t *rp, const sd_ient_t *ie,
     }
     dango_hmap_insert(&rp->map, &e->node);
     dango_list_add_tail(&rp->list, &e->lru);
+    rp->bytes += e->asz;
     return 0;
 }
 
@@ -1157,6 +1173,7 @@ static int idx_load(sd_disk_t *d, int *used_p)
         return rc;
     }
     dango_list_init(&rp.list);
+    rp.bytes = 0;
 
     for (;;) {
         sd_ient_t ie;

@@ -56,7 +56,8 @@ typedef struct sd_stats {
     uint64_t scanned;  /* records found by the last open's full scan */
     uint64_t indexed;  /* records taken back from the index by the last open */
     uint64_t rejected; /* index entries refused by the last open (record
-                          block not the entry's, out of range, overlap) */
+                          block not the entry's, out of range, overlap,
+                          live entries past the capacity in all) */
     uint64_t index_bytes;  /* size of the index file (0: none) */
     uint64_t index_errors; /* failed index writes (each removes the index) */
 } sd_stats_t;
@@ -70,7 +71,10 @@ typedef struct sd_stats {
  *    the log is replayed up to its first torn entry and every live entry
  *    is checked against the first block of its record (header, key, put
  *    id, size, checksum; the value is verified by every read): entries
- *    that fail, overlap or pass the capacity are dropped;
+ *    that fail, overlap or pass the capacity are dropped, and so is an ADD
+ *    that would leave the live entries naming more bytes than the capacity
+ *    (a true log never does), so that the replay holds less than the
+ *    capacity in keys whatever the index says;
  *  - otherwise (no index, a bad header, another capacity, or one removed
  *    after a failed index write) by a scan of the whole file for
  *    committed, intact records.

@@ -4,7 +4,8 @@
  * detected, a full tier and a full file system reported, LRU room-making;
  * the index: reopen through it (a clean one kept as it is), torn tails,
  * fallback to the scan, stale, forged and out-of-range entries (refused
- * before anything is allocated for them), compaction, failed index writes.
+ * before anything is allocated for them), forged overlapping entries naming
+ * more than the capacity (refused as well), compaction, failed index writes.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -1187,6 +1188,74 @@ static void index_entries_checked_before_alloc(void **state)
     rm_tier(path);
 }
 
+/*
+ * A checksummed index naming a record with a 65000-byte key at every free
+ * block, all overlapping: each ADD fits the tier on its own, but together
+ * they name 14 times the capacity, in about as many bytes of keys. ADDs
+ * that would leave the live entries naming more than the capacity are
+ * refused as they are replayed, before anything is allocated for them: the
+ * open stays within the allocations of a clean open plus two per entry the
+ * capacity has room for (the entry and a share of the replay map's growth),
+ * refuses every forged entry, keeps the true records and leaks nothing.
+ */
+static void index_overlaps_bounded(void **state)
+{
+    enum { KLEN = 65000 };
+    sd_params_t p = {.capacity = 1u << 20, .buf_size = 64u << 10};
+    sd_disk_t  *d;
+    char       *r[2], path[256], ipath[300], *key, *e;
+    uint64_t    lens[2], offs[2], asz, off, n = 0;
+    long        live = dango__alloc_live(), need;
+    sd_stats_t  s;
+    int         rc;
+
+    (void)state;
+    path_of(path, sizeof(path), "ov.data");
+    index_of(ipath, sizeof(ipath), path);
+    tier_fill(path, &p, "b", 2, 30000, r, lens, offs);
+    assert_true(offs[0] < offs[1]);
+
+    /* One more than the allocations of a clean open. */
+    need = open_oom(path, &p, live, &d) + 1;
+    dango__sd_close(d);
+
+    key = malloc(KLEN + 1);
+    e   = malloc(64 + KLEN);
+    memset(key, 'o', KLEN);
+    key[KLEN] = '\0';
+    asz       = SD_ALIGN_UP(dango_store_rec_size(KLEN, 1));
+    for (off = offs[1] + SD_ALIGN_UP(lens[1]); off + asz <= p.capacity;
+         off += SD_BLOCK) {
+        file_append(ipath, e, ient_make(e, off, asz, 7, 1, 0, key));
+        n++;
+    }
+    assert_true(n * asz > 14 * p.capacity);
+
+    dango__alloc_fail_after(need + 2 * (long)(p.capacity / asz));
+    rc = dango__sd_open(path, &p, &d);
+    dango__alloc_fail_after(-1);
+    assert_dango_ok(rc);
+    dango__sd_stats(d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, n);
+    assert_int_equal(s.records, 2);
+    expect_rec(d, "b", 0, r[0], lens[0], offs[0], 1);
+    expect_rec(d, "b", 1, r[1], lens[1], offs[1], 1);
+    dango__sd_close(d);
+    assert_int_equal(dango__alloc_live(), live);
+
+    /* The open wrote the index anew without them. */
+    tier_open(path, &p, &d, &s);
+    assert_int_equal(s.indexed, 2);
+    assert_int_equal(s.rejected, 0);
+    dango__sd_close(d);
+
+    free(e);
+    free(key);
+    free_n(r, 2);
+    rm_tier(path);
+}
+
 /* A compaction cannot write "<index>.tmp" (a directory sits there): the
  * index in place is complete, so it stays and takes the appends, and the
  * next open replays it instead of scanning. */
@@ -1349,6 +1418,7 @@ int main(void)
         cmocka_unit_test(index_compaction),
         cmocka_unit_test(index_bad_entries),
         cmocka_unit_test(index_entries_checked_before_alloc),
+        cmocka_unit_test(index_overlaps_bounded),
         cmocka_unit_test(index_write_fails),
         cmocka_unit_test(index_rewrite_fails_keeps_log),
         cmocka_unit_test(index_fs_full),
