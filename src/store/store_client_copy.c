@@ -208,10 +208,10 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     size_t                      *map = NULL, ngood = 0;
     int                         *sub   = NULL;
     sc_commit_t                 *w     = NULL; /* commit words of the copies */
-    const char                 **wkeys = NULL;
-    int                         *wok   = NULL;
+    const char                 **wkeys = NULL; /* durable only: their keys */
+    int                         *wok   = NULL; /* durable only: written */
     size_t                       nw    = 0;
-    int                          rc;
+    int                          durable, rc;
 
     if ((c == NULL) || ((n > 0) && ((keys == NULL) || (results == NULL))) ||
         (target == NULL) || (target[0] == '\0') ||
@@ -222,6 +222,9 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
         return 0;
     }
 
+    /* Fixed for the client's life: HA mode or STORE_SYNC_COMMIT. */
+    durable = dango__sc_commit_durable_mode(c);
+
     good  = dango_malloc(n * sizeof(*good), "store_copy");
     map   = dango_malloc(n * sizeof(*map), "store_copy");
     ok    = dango_malloc(n * sizeof(*ok), "store_copy");
@@ -229,11 +232,15 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
     sub   = dango_malloc(n * sizeof(*sub), "store_copy");
     tsegs = dango_calloc(n, sizeof(*tsegs), "store_copy");
     w     = dango_malloc(n * sizeof(*w), "store_copy");
-    wkeys = dango_malloc(n * sizeof(*wkeys), "store_copy");
-    wok   = dango_malloc(n * sizeof(*wok), "store_copy");
+    /* Taken before anything is copied, as a put takes them before PutEnd:
+     * no copy is ended unless its word can be written. */
+    if (durable) {
+        wkeys = dango_malloc(n * sizeof(*wkeys), "store_copy");
+        wok   = dango_malloc(n * sizeof(*wok), "store_copy");
+    }
     if ((good == NULL) || (map == NULL) || (ok == NULL) || (bad == NULL) ||
-        (sub == NULL) || (tsegs == NULL) || (w == NULL) || (wkeys == NULL) ||
-        (wok == NULL)) {
+        (sub == NULL) || (tsegs == NULL) || (w == NULL) ||
+        (durable && ((wkeys == NULL) || (wok == NULL)))) {
         for (size_t i = 0; i < n; i++) {
             results[i] = DANGO_ENOMEM;
         }
@@ -309,11 +316,13 @@ int dango_store_batch_replicate(dango_store_client_t *c, size_t n,
         cw->seg   = tsegs[ok[i]];
         cw->addr  = it->target->addr + offsetof(dango_store_rec_hdr_t, commit);
         cw->value = it->put_id ^ DANGO_STORE_REC_COMMIT_XOR;
-        wkeys[nw] = good[ok[i]];
-        ok[nw++]  = ok[i];
+        if (durable) {
+            wkeys[nw] = good[ok[i]];
+        }
+        ok[nw++] = ok[i];
     }
 
-    if (dango__sc_commit_durable_mode(c)) {
+    if (durable) {
         /* As a put: acknowledged before we return, or the new replica is
          * dropped (reported bad) and the copy fails. */
         dango__sc_commit_durable(c, w, wkeys, nw, wok);
