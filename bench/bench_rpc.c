@@ -6,9 +6,11 @@
  * operations at the rate Redis serves GET on the same machine.
  *
  *   bench_rpc [--threads 8] [--clients 1] [--duration 3] [--size 0]
- *             [--deferred]
+ *             [--deferred] [--lanes N]
  * --size is the request and reply payload; --deferred answers from a
- * second thread instead of inside the handler (the worker-pool path).
+ * second thread instead of inside the handler (the worker-pool path);
+ * --lanes is the client's dango_rpc_client_params_t::lanes (0: default,
+ * -1: every call over the shared connection).
  * Prints one JSON object: calls/s and p50/p99 latency in microseconds.
  */
 #define _GNU_SOURCE
@@ -130,7 +132,7 @@ static void bench_usage(void)
 {
     fprintf(stderr,
             "usage: bench_rpc [--threads 1..%d] [--clients N] "
-            "[--duration S] [--size BYTES] [--deferred]\n",
+            "[--duration S] [--size BYTES] [--deferred] [--lanes N]\n",
             BENCH_MAX_THREADS);
     exit(2);
 }
@@ -139,6 +141,7 @@ int main(int argc, char **argv)
 {
     unsigned                  threads = 8, clients = 1;
     double                    duration = 3.0;
+    dango_rpc_client_params_t cp       = {0};
     dango_rpc_server_params_t sp       = {0};
     dango_rpc_server_t       *srv;
     dango_rpc_client_t      **cli;
@@ -157,6 +160,8 @@ int main(int argc, char **argv)
             duration = atof(argv[++i]);
         } else if ((strcmp(argv[i], "--size") == 0) && (i + 1 < argc)) {
             bench_size = (size_t)atol(argv[++i]);
+        } else if ((strcmp(argv[i], "--lanes") == 0) && (i + 1 < argc)) {
+            cp.lanes = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--deferred") == 0) {
             bench_deferred = 1;
         } else {
@@ -202,7 +207,7 @@ int main(int argc, char **argv)
     }
 
     for (unsigned c = 0; c < clients; c++) {
-        rc = dango_rpc_client_create(dango_rpc_server_addr(srv), NULL, NULL,
+        rc = dango_rpc_client_create(dango_rpc_server_addr(srv), NULL, &cp,
                                      &cli[c]);
         if ((rc == 0) &&
             ((rc = dango_rpc_call(cli[c], 1, NULL, 0, NULL, NULL, 0)) != 0)) {
@@ -257,13 +262,14 @@ int main(int argc, char **argv)
         free(t[i].hist);
     }
 
-    printf("{\"bench\":\"rpc\",\"threads\":%u,\"clients\":%u,\"size\":%zu,"
-           "\"deferred\":%s,\"duration_s\":%.2f,\"calls\":%llu,"
+    printf("{\"bench\":\"rpc\",\"threads\":%u,\"clients\":%u,\"lanes\":%d,"
+           "\"size\":%zu,\"deferred\":%s,\"duration_s\":%.2f,\"calls\":%llu,"
            "\"errors\":%llu,\"calls_per_s\":%.0f,\"p50_us\":%.1f,"
            "\"p99_us\":%.1f}\n",
-           threads, clients, bench_size, bench_deferred ? "true" : "false",
-           (double)elapsed / 1e9, (unsigned long long)calls,
-           (unsigned long long)errors, (double)calls * 1e9 / (double)elapsed,
+           threads, clients, cp.lanes, bench_size,
+           bench_deferred ? "true" : "false", (double)elapsed / 1e9,
+           (unsigned long long)calls, (unsigned long long)errors,
+           (double)calls * 1e9 / (double)elapsed,
            bench_percentile(hist, calls, 0.50),
            bench_percentile(hist, calls, 0.99));
 

@@ -93,7 +93,7 @@ static int rx_recv(rpc_rx_t *rx, int fd, char *dst, size_t want, size_t *got_p)
 
     rx->recvs--;
     do {
-        n = recv(fd, dst, want, MSG_DONTWAIT);
+        n = recv(fd, dst, want, rx->block ? 0 : MSG_DONTWAIT);
     } while ((n < 0) && (errno == EINTR));
 
     if (n == 0) {
@@ -101,7 +101,7 @@ static int rx_recv(rpc_rx_t *rx, int fd, char *dst, size_t want, size_t *got_p)
     }
 
     if (n < 0) {
-        if (errno == EAGAIN) {
+        if (errno == EAGAIN) { /* also a blocking recv() timing out */
             rx->recvs = 0;
             return 0;
         }

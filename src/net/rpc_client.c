@@ -1,7 +1,25 @@
 /*
- * RPC client: many calling threads, one connection, one private loop thread.
+ * RPC client: many calling threads, a few lanes and one shared connection,
+ * one private loop thread.
  *
  * DESIGN
+ * - Lanes: up to lanes_max connections of their own, each borrowed by one
+ *   caller for one call. The caller writes its request, waits in recv() for
+ *   its reply and gives the lane back: the reply wakes the caller directly,
+ *   where the shared connection needs the loop thread to wake it (one
+ *   wake-up and one thread hop less per call, which is most of a call's
+ *   cost on a small machine). A lane's socket is blocking with a receive and
+ *   send timeout of LANE_TICK_NS (less when the call's deadline is nearer),
+ *   so the caller checks its deadline and the client's closing flag between
+ *   slices. A lane connects (and does the handshake) on its first call;
+ *   before each call a one-byte MSG_PEEK tells whether the server closed it
+ *   meanwhile (then it reconnects, so a server restart costs an idle lane
+ *   nothing). A lane whose call timed out or failed is closed: a late reply
+ *   never meets the next call. A call that finds every lane busy, or whose
+ *   lane cannot connect (then no lane connects for LANE_BACKOFF_NS: e.g.
+ *   the server's connection limit), takes the shared connection below.
+ *   lanes_free and each lane's busy flag and fd change under the lock, so
+ *   destroy can shut down the sockets of busy lanes to end their waits.
  * - The connection (socket, receive buffer, handshake state) belongs to the
  *   client's loop thread, except for writing: a call copies its request
  *   into a frame and registers a waiter under the client lock; then, when
@@ -51,6 +69,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -62,6 +82,14 @@
 #include "net/sock.h"
 
 #define CLI_BUCKETS 1024 /* waiter table size (power of two) */
+
+#define LANE_TICK_NS (100ull * 1000000ull) /* socket timeout slice */
+#define LANE_BACKOFF_NS                                                        \
+    (1000ull * 1000000ull) /* after a lane connect failed                      \
+                            */
+#define LANE_STACK_REQ                                                         \
+    1024              /* requests up to this size are built on the stack */
+#define LANE_SHARED 1 /* lane_call(): take the shared connection */
 
 enum { WAITER_PENDING = 0, WAITER_DONE = 1 };
 
@@ -92,6 +120,17 @@ struct rpc_req {
     uint8_t       data[];
 };
 
+/* A connection of its own, borrowed by one caller for one call. */
+typedef struct rpc_lane {
+    struct rpc_lane *next;     /* free list (under lock) */
+    struct rpc_lane *all_next; /* every lane; set once under lock */
+    int              fd;       /* -1: not connected; changes under lock */
+    int              busy;     /* borrowed (under lock) */
+    uint64_t         next_id;
+    uint64_t         tmo_ns; /* SO_RCVTIMEO and SO_SNDTIMEO now set */
+    rpc_rx_t         rx;
+} rpc_lane_t;
+
 struct dango_rpc_client {
     /* immutable */
     char                   *addr;
@@ -105,14 +144,19 @@ struct dango_rpc_client {
     dango_loop_task_t       kick;
     unsigned                users; /* atomic: threads inside the client */
     uint64_t                epoch; /* atomic: highest reply epoch seen */
+    unsigned                lanes_max;
 
     /* under lock */
     pthread_mutex_t   lock;
     rpc_waiter_t    **table;
     dango_list_link_t sendq;
     uint64_t          next_id;
-    int               closing;
+    int               closing; /* also read atomically by lane callers */
     int               kick_pending;
+    rpc_lane_t       *lanes_free;
+    rpc_lane_t       *lanes_all;
+    unsigned          lanes_n;
+    uint64_t          lanes_retry_at; /* no lane connects before (ns) */
 
     /* under tx_lock: the write queue, and whether callers may write */
     pthread_mutex_t   tx_lock;
@@ -341,6 +385,54 @@ static int client_queue_ctl(dango_rpc_client_t *cli, uint8_t type,
     return 0;
 }
 
+/* Fills @hello with the client's Hello and a fresh @nonce. */
+static void hello_init(const dango_rpc_client_t *cli, uint8_t *nonce,
+                       Dango__Ctrl__Hello *hello)
+{
+    dango_random_bytes(nonce, DANGO_AUTH_NONCE_LEN);
+    hello->version      = DANGO_FRAME_VERSION;
+    hello->segment_name = (char *)cli->name;
+    hello->nonce.data   = nonce;
+    hello->nonce.len    = DANGO_AUTH_NONCE_LEN;
+    hello->target_name  = "";
+}
+
+/*
+ * Checks the server's answer (a frame of @type with @payload) to a Hello
+ * sent with @nonce. On success sets *@send_auth_p, and when it is set the
+ * @proof (DANGO_AUTH_PROOF_LEN bytes) the Auth frame must carry.
+ */
+static int hello_ack_check(const dango_rpc_client_t *cli, const uint8_t *nonce,
+                           uint8_t type, const void *payload, size_t len,
+                           uint8_t *proof, int *send_auth_p)
+{
+    Dango__Ctrl__HelloAck *ack;
+    int                    rc;
+
+    if (type != DANGO_FRAME_HELLO_ACK) {
+        rpc_peer_error("rpc client %s: frame type %u during the handshake",
+                       cli->addr, type);
+        return DANGO_EPROTO;
+    }
+
+    ack = dango__ctrl__hello_ack__unpack(NULL, len, payload);
+    rc  = (ack == NULL)
+              ? DANGO_EPROTO
+              : dango_auth_check_hello_ack(cli->token, nonce, ack->nonce.data,
+                                           ack->nonce.len, ack->status,
+                                           ack->proof.data, ack->proof.len,
+                                           proof, send_auth_p);
+    if (rc != 0) {
+        rpc_peer_error("rpc client %s: hello reply: %s", cli->addr,
+                       (rc == DANGO_EAUTH) ? "cluster token authentication "
+                                             "failed"
+                                           : dango_strerror(rc));
+    }
+
+    dango__ctrl__hello_ack__free_unpacked(ack, NULL);
+    return rc;
+}
+
 static void client_connected(dango_rpc_client_t *cli)
 {
     Dango__Ctrl__Hello hello = DANGO__CTRL__HELLO__INIT;
@@ -354,12 +446,7 @@ static void client_connected(dango_rpc_client_t *cli)
     }
 
     dango_sock_tune(cli->fd);
-    dango_random_bytes(cli->nonce, sizeof(cli->nonce));
-    hello.version      = DANGO_FRAME_VERSION;
-    hello.segment_name = cli->name;
-    hello.nonce.data   = cli->nonce;
-    hello.nonce.len    = sizeof(cli->nonce);
-    hello.target_name  = "";
+    hello_init(cli, cli->nonce, &hello);
     if (client_queue_ctl(cli, DANGO_FRAME_HELLO, &hello.base) != 0) {
         client_fail(cli, DANGO_ENOMEM);
         return;
@@ -404,42 +491,19 @@ static void client_connect(dango_rpc_client_t *cli)
 
 static int client_hello_ack(dango_rpc_client_t *cli, const rpc_frame_t *f)
 {
-    Dango__Ctrl__HelloAck *ack;
-    Dango__Ctrl__Auth      auth = DANGO__CTRL__AUTH__INIT;
-    uint8_t                proof[DANGO_AUTH_PROOF_LEN];
-    int                    send_auth = 0;
-    int                    rc        = 0;
+    Dango__Ctrl__Auth auth = DANGO__CTRL__AUTH__INIT;
+    uint8_t           proof[DANGO_AUTH_PROOF_LEN];
+    int               send_auth = 0;
+    int               rc;
 
-    if (f->hdr.type != DANGO_FRAME_HELLO_ACK) {
-        rpc_peer_error("rpc client %s: frame type %u during the handshake",
-                       cli->addr, f->hdr.type);
-        return DANGO_EPROTO;
-    }
-
-    ack = dango__ctrl__hello_ack__unpack(NULL, f->len,
-                                         (const uint8_t *)f->payload);
-    rc  = (ack == NULL)
-              ? DANGO_EPROTO
-              : dango_auth_check_hello_ack(cli->token, cli->nonce,
-                                           ack->nonce.data, ack->nonce.len,
-                                           ack->status, ack->proof.data,
-                                           ack->proof.len, proof, &send_auth);
-    if (rc != 0) {
-        rpc_peer_error("rpc client %s: hello reply: %s", cli->addr,
-                       (rc == DANGO_EAUTH) ? "cluster token authentication "
-                                             "failed"
-                                           : dango_strerror(rc));
-        goto out;
-    }
-
-    if (send_auth) {
+    rc = hello_ack_check(cli, cli->nonce, f->hdr.type, f->payload,
+                         (size_t)f->len, proof, &send_auth);
+    if ((rc == 0) && send_auth) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
         rc              = client_queue_ctl(cli, DANGO_FRAME_AUTH, &auth.base);
     }
 
-out:
-    dango__ctrl__hello_ack__free_unpacked(ack, NULL);
     if (rc == 0) {
         cli->state = CLI_READY;
         pthread_mutex_lock(&cli->lock);
@@ -468,26 +532,10 @@ static int client_epoch_accept(dango_rpc_client_t *cli, uint64_t epoch)
     return epoch >= cur;
 }
 
-static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
+/* The call's code from its reply frame @f: the server's status, or
+ * DANGO_ESTALE_TERM when the reply comes from a superseded server. */
+static int reply_status(dango_rpc_client_t *cli, const rpc_frame_t *f)
 {
-    rpc_waiter_t *w;
-    void         *buf = NULL;
-    size_t        len = 0;
-    int           rc  = f->hdr.status;
-
-    pthread_mutex_lock(&cli->lock);
-    w = table_remove(cli, f->hdr.id);
-    pthread_mutex_unlock(&cli->lock);
-    if (w == NULL) {
-        dango_trace("rpc client %s: late reply %lu dropped", cli->addr,
-                    (unsigned long)f->hdr.id);
-        return;
-    }
-
-    if (rc > 0) {
-        rc = DANGO_EPROTO; /* not a code of ours */
-    }
-
     /*
      * Epoch fencing: a reply stamped with an epoch older than one already
      * seen (or fenced) comes from a server that has been superseded (a
@@ -499,22 +547,56 @@ static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
             "rejected",
             cli->addr, (unsigned long)f->hdr.id, (unsigned long)f->hdr.addr,
             (unsigned long)__atomic_load_n(&cli->epoch, __ATOMIC_ACQUIRE));
-        waiter_done(w, DANGO_ESTALE_TERM, NULL, 0);
+        return DANGO_ESTALE_TERM;
+    }
+
+    return (f->hdr.status > 0) ? DANGO_EPROTO /* not a code of ours */
+                               : f->hdr.status;
+}
+
+/* The payload of @f, read through @rx: taken from @rx when it has a buffer
+ * of its own, else copied (NULL when empty). */
+static int reply_payload(rpc_rx_t *rx, const rpc_frame_t *f, void **buf_p,
+                         size_t *len_p)
+{
+    void *buf = NULL;
+
+    if (f->len > 0) {
+        buf = f->in_big ? dango__rpc_rx_take(rx) : NULL;
+        if (buf == NULL) {
+            buf = dango_malloc((size_t)f->len, "rpc_reply");
+            if (buf == NULL) {
+                return DANGO_ENOMEM;
+            }
+
+            memcpy(buf, f->payload, (size_t)f->len);
+        }
+    }
+
+    *buf_p = buf;
+    *len_p = (size_t)f->len;
+    return 0;
+}
+
+static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
+{
+    rpc_waiter_t *w;
+    void         *buf = NULL;
+    size_t        len = 0;
+    int           rc;
+
+    pthread_mutex_lock(&cli->lock);
+    w = table_remove(cli, f->hdr.id);
+    pthread_mutex_unlock(&cli->lock);
+    if (w == NULL) {
+        dango_trace("rpc client %s: late reply %lu dropped", cli->addr,
+                    (unsigned long)f->hdr.id);
         return;
     }
 
-    if ((rc == 0) && (f->len > 0)) {
-        len = (size_t)f->len;
-        buf = f->in_big ? dango__rpc_rx_take(&cli->rx) : NULL;
-        if (buf == NULL) {
-            buf = dango_malloc(len, "rpc_reply");
-            if (buf == NULL) {
-                rc  = DANGO_ENOMEM;
-                len = 0;
-            } else {
-                memcpy(buf, f->payload, len);
-            }
-        }
+    rc = reply_status(cli, f);
+    if (rc == 0) {
+        rc = reply_payload(&cli->rx, f, &buf, &len);
     }
 
     waiter_done(w, rc, buf, len);
@@ -629,9 +711,26 @@ static void client_shutdown(void *arg)
     dango_loop_timer_del(cli->loop, cli->timer_id);
 }
 
-/* ---------- calls ---------- */
+/* ---------- calls over the shared connection ---------- */
 
 typedef void (*req_fill_cb)(const void *src, size_t len, uint8_t *dst);
+
+/* Where a call's reply goes. */
+typedef struct rpc_out {
+    /* in: unpack the reply as this message (NULL: keep the bytes) */
+    const ProtobufCMessageDescriptor *desc;
+    void                             *buf; /* bytes, allocated; NULL if none */
+    size_t                            len;
+    ProtobufCMessage                 *msg; /* unpacked, with desc */
+} rpc_out_t;
+
+/* Unpacks @len bytes at @buf into @out->msg. */
+static int out_unpack(rpc_out_t *out, const void *buf, size_t len)
+{
+    out->msg = protobuf_c_message_unpack(out->desc, NULL, len,
+                                         buf ? buf : (const uint8_t *)"");
+    return (out->msg != NULL) ? 0 : DANGO_EPROTO;
+}
 
 static void fill_copy(const void *src, size_t len, uint8_t *dst)
 {
@@ -680,21 +779,16 @@ static int client_wait(dango_rpc_client_t *cli, rpc_waiter_t *w,
     return w->rc;
 }
 
-static int client_call(dango_rpc_client_t *cli, uint32_t method,
+/* A call over the shared connection. */
+static int shared_call(dango_rpc_client_t *cli, uint32_t method,
                        req_fill_cb fill, const void *src, size_t len,
-                       void **reply_p, size_t *reply_len_p, uint64_t timeout_ns)
+                       rpc_out_t *out, uint64_t deadline)
 {
     rpc_waiter_t w = {0};
     rpc_req_t   *req;
-    uint64_t     deadline;
     int          kick, direct, rc;
 
-    if (len > DANGO_FRAME_RPC_MAX) {
-        return DANGO_EMSGSIZE;
-    }
-
-    deadline = dango_time_ns() + (timeout_ns ? timeout_ns : cli->call_ns);
-    req      = dango_malloc(sizeof(*req) + len, "rpc_req");
+    req = dango_malloc(sizeof(*req) + len, "rpc_req");
     if (req == NULL) {
         return DANGO_ENOMEM;
     }
@@ -709,13 +803,11 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
     req->w           = &w;
     w.state          = WAITER_PENDING;
 
-    __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&cli->lock);
     if (cli->closing) {
         pthread_mutex_unlock(&cli->lock);
         dango_free(req);
-        rc = DANGO_ECANCELED;
-        goto out;
+        return DANGO_ECANCELED;
     }
 
     w.id = cli->next_id++;
@@ -758,19 +850,416 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
     }
 
     rc = client_wait(cli, &w, deadline);
-    if (rc == 0) {
-        if (reply_p != NULL) {
-            *reply_p = w.reply;
-        } else {
-            dango_free(w.reply);
-        }
+    if ((rc == 0) && (out->desc != NULL)) {
+        rc = out_unpack(out, w.reply, w.reply_len);
+        dango_free(w.reply);
+    } else if (rc == 0) {
+        out->buf = w.reply;
+        out->len = w.reply_len;
+    }
 
-        if (reply_len_p != NULL) {
-            *reply_len_p = w.reply_len;
+    return rc;
+}
+
+/* ---------- lanes ---------- */
+
+/* Borrows a free lane, or a new one while there are fewer than lanes_max;
+ * NULL when none can be had (the call takes the shared connection). */
+static rpc_lane_t *lane_get(dango_rpc_client_t *cli)
+{
+    rpc_lane_t *l    = NULL;
+    int         grow = 0;
+
+    pthread_mutex_lock(&cli->lock);
+    if (!cli->closing) {
+        l = cli->lanes_free;
+        if (l != NULL) {
+            cli->lanes_free = l->next;
+            l->busy         = 1;
+        } else if ((cli->lanes_n < cli->lanes_max) &&
+                   (dango_time_ns() >= cli->lanes_retry_at)) {
+            cli->lanes_n++;
+            grow = 1;
         }
     }
 
-out:
+    pthread_mutex_unlock(&cli->lock);
+    if (!grow) {
+        return l;
+    }
+
+    l = dango_calloc(1, sizeof(*l), "rpc_lane");
+    if ((l != NULL) && (dango__rpc_rx_init(&l->rx) != 0)) {
+        dango_free(l);
+        l = NULL;
+    }
+
+    pthread_mutex_lock(&cli->lock);
+    if (l == NULL) {
+        cli->lanes_n--;
+    } else {
+        l->fd          = -1;
+        l->next_id     = 1;
+        l->busy        = 1;
+        l->rx.block    = 1;
+        l->all_next    = cli->lanes_all;
+        cli->lanes_all = l;
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    return l;
+}
+
+static void lane_put(dango_rpc_client_t *cli, rpc_lane_t *l)
+{
+    pthread_mutex_lock(&cli->lock);
+    l->busy         = 0;
+    l->next         = cli->lanes_free;
+    cli->lanes_free = l;
+    pthread_mutex_unlock(&cli->lock);
+}
+
+/* Closes the lane's connection (the lane stays borrowed). */
+static void lane_close(dango_rpc_client_t *cli, rpc_lane_t *l)
+{
+    pthread_mutex_lock(&cli->lock);
+    if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    dango__rpc_rx_reset(&l->rx);
+    l->tmo_ns = 0;
+}
+
+static int lane_closing(dango_rpc_client_t *cli)
+{
+    return __atomic_load_n(&cli->closing, __ATOMIC_ACQUIRE);
+}
+
+/* Sets the socket's timeouts to a slice that ends by @deadline. */
+static int lane_set_timeout(rpc_lane_t *l, uint64_t deadline)
+{
+    uint64_t       now = dango_time_ns();
+    uint64_t       want;
+    struct timeval tv;
+
+    if (now >= deadline) {
+        return DANGO_ETIMEDOUT;
+    }
+
+    want = DANGO_MIN(deadline - now, LANE_TICK_NS);
+    want = (want + 999999) / 1000000 * 1000000; /* whole milliseconds */
+    if (want == l->tmo_ns) {
+        return 0;
+    }
+
+    tv.tv_sec  = (time_t)(want / DANGO_NSEC_PER_SEC);
+    tv.tv_usec = (suseconds_t)((want % DANGO_NSEC_PER_SEC) / 1000);
+    if ((setsockopt(l->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) ||
+        (setsockopt(l->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)) {
+        return dango_err_from_errno(errno);
+    }
+
+    l->tmo_ns = want;
+    return 0;
+}
+
+/* Writes a whole frame; a send timeout only ends a slice. */
+static int lane_send(dango_rpc_client_t *cli, rpc_lane_t *l,
+                     const dango_frame_t *hdr, const void *data, size_t len,
+                     uint64_t deadline)
+{
+    struct iovec  iov[2] = {{(void *)hdr, DANGO_FRAME_HDR_LEN},
+                            {(void *)data, len}};
+    struct msghdr msg    = {.msg_iov = iov, .msg_iovlen = (len > 0) ? 2 : 1};
+
+    for (;;) {
+        ssize_t n = sendmsg(l->fd, &msg, MSG_NOSIGNAL);
+
+        if (n < 0) {
+            int rc;
+
+            if (errno == EINTR) {
+                continue;
+            }
+
+            if (errno != EAGAIN) {
+                return dango_err_from_errno(errno);
+            }
+
+            rc = lane_closing(cli) ? DANGO_ECANCELED
+                                   : lane_set_timeout(l, deadline);
+            if (rc != 0) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        while ((msg.msg_iovlen > 0) && ((size_t)n >= msg.msg_iov->iov_len)) {
+            n -= (ssize_t)msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+
+        if (msg.msg_iovlen == 0) {
+            return 0;
+        }
+
+        msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
+        msg.msg_iov->iov_len -= (size_t)n;
+    }
+}
+
+/*
+ * Connects the lane and does the handshake, by @deadline (the call's) and
+ * within the connect timeout. The socket is published in l->fd as soon as
+ * it exists, so destroy can shut it down.
+ */
+static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
+                        uint64_t deadline)
+{
+    Dango__Ctrl__Hello hello = DANGO__CTRL__HELLO__INIT;
+    Dango__Ctrl__Auth  auth  = DANGO__CTRL__AUTH__INIT;
+    uint8_t            nonce[DANGO_AUTH_NONCE_LEN];
+    uint8_t            proof[DANGO_AUTH_PROOF_LEN];
+    uint8_t            buf[RPC_HANDSHAKE_MAX];
+    dango_frame_t      hdr;
+    void              *payload = NULL;
+    size_t             len;
+    int                fd, send_auth = 0, rc;
+
+    deadline = DANGO_MIN(deadline, dango_time_ns() + cli->connect_ns);
+    fd = socket(cli->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
+    if (fd < 0) {
+        return dango_err_from_errno(errno);
+    }
+
+    pthread_mutex_lock(&cli->lock);
+    rc = cli->closing ? DANGO_ECANCELED : 0;
+    if (rc == 0) {
+        l->fd = fd;
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+
+    rc = dango_sock_connect_fd(fd, (struct sockaddr *)&cli->ss, cli->ss_len,
+                               deadline);
+    if (rc != 0) {
+        return rc;
+    }
+
+    dango_sock_tune(fd);
+    hello_init(cli, nonce, &hello);
+    len = protobuf_c_message_get_packed_size(&hello.base);
+    if (len > sizeof(buf)) {
+        return DANGO_EINVAL;
+    }
+
+    protobuf_c_message_pack(&hello.base, buf);
+    dango_frame_init(&hdr, DANGO_FRAME_HELLO, 0, 0, len, 0);
+    rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
+    if (rc == 0) {
+        rc = dango_sock_recv_frame(fd, &hdr, &payload, deadline);
+    }
+
+    if (rc == 0) {
+        rc = hello_ack_check(cli, nonce, hdr.type, payload,
+                             (size_t)dango_frame_payload_len(&hdr), proof,
+                             &send_auth);
+        dango_free(payload);
+    }
+
+    if ((rc == 0) && send_auth) {
+        auth.proof.data = proof;
+        auth.proof.len  = sizeof(proof);
+        len             = protobuf_c_message_pack(&auth.base, buf);
+        dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
+        rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
+    }
+
+    if (rc == 0) {
+        rc = dango_sock_set_nonblock(fd, 0);
+    }
+
+    return rc;
+}
+
+/* Whether the lane's connection is still open at the server's end. */
+static int lane_alive(rpc_lane_t *l)
+{
+    char    b;
+    ssize_t n = recv(l->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return (n < 0) && (errno == EAGAIN);
+}
+
+/* Reads frames until the reply to call @id. */
+static int lane_recv(dango_rpc_client_t *cli, rpc_lane_t *l, uint64_t id,
+                     rpc_frame_t *f, uint64_t deadline)
+{
+    for (;;) {
+        int rc;
+
+        l->rx.recvs = RPC_RX_RECVS;
+        rc          = dango__rpc_rx_next(&l->rx, l->fd, DANGO_FRAME_RPC_MAX, f);
+        if (rc == 1) {
+            if ((f->hdr.type != DANGO_FRAME_RPC_RESP) || (f->hdr.id != id)) {
+                rpc_peer_error("rpc client %s: unexpected frame type %u id "
+                               "%lu on a lane",
+                               cli->addr, f->hdr.type,
+                               (unsigned long)f->hdr.id);
+                return DANGO_EPROTO;
+            }
+
+            return 0;
+        }
+
+        if (lane_closing(cli)) {
+            return DANGO_ECANCELED;
+        }
+
+        if (rc < 0) {
+            if ((rc == DANGO_EPROTO) || (rc == DANGO_EPROTO_VERSION) ||
+                (rc == DANGO_EMSGSIZE)) {
+                rpc_peer_error("rpc client %s: bad frame header (magic 0x%x "
+                               "version %u type %u length %lu)",
+                               cli->addr, f->hdr.magic, f->hdr.version,
+                               f->hdr.type, (unsigned long)f->hdr.length);
+                return DANGO_EPROTO;
+            }
+
+            return (rc == DANGO_ENOMEM) ? rc : DANGO_ECONNRESET;
+        }
+
+        rc = lane_set_timeout(l, deadline); /* a slice ended, or a part */
+        if (rc != 0) {
+            return rc;
+        }
+    }
+}
+
+/*
+ * A call on the borrowed lane @l, which it gives back. Returns LANE_SHARED
+ * when the lane could not connect: nothing was sent, and the call goes
+ * over the shared connection.
+ */
+static int lane_call(dango_rpc_client_t *cli, rpc_lane_t *l, uint32_t method,
+                     req_fill_cb fill, const void *src, size_t len,
+                     rpc_out_t *out, uint64_t deadline)
+{
+    uint8_t       stack[LANE_STACK_REQ];
+    uint8_t      *data = stack;
+    dango_frame_t hdr;
+    rpc_frame_t   f = {0};
+    uint64_t      id;
+    int           rc;
+
+    if ((l->fd >= 0) && !lane_alive(l)) {
+        lane_close(cli, l); /* closed by the server meanwhile */
+    }
+
+    if (l->fd < 0) {
+        rc = lane_connect(cli, l, deadline);
+        if (rc != 0) {
+            dango_debug("rpc client %s: lane: %s", cli->addr,
+                        dango_strerror(rc));
+            lane_close(cli, l);
+            pthread_mutex_lock(&cli->lock);
+            cli->lanes_retry_at = dango_time_ns() + LANE_BACKOFF_NS;
+            pthread_mutex_unlock(&cli->lock);
+            lane_put(cli, l);
+            return (rc == DANGO_ECANCELED) ? rc : LANE_SHARED;
+        }
+    }
+
+    if (len > sizeof(stack)) {
+        data = dango_malloc(len, "rpc_req");
+        if (data == NULL) {
+            lane_put(cli, l);
+            return DANGO_ENOMEM;
+        }
+    }
+
+    if (len > 0) {
+        fill(src, len, data);
+    }
+
+    id = l->next_id++;
+    dango_frame_init(&hdr, DANGO_FRAME_RPC_REQ, id, method, len, 0);
+    rc = lane_set_timeout(l, deadline);
+    if (rc == 0) {
+        rc = lane_send(cli, l, &hdr, data, len, deadline);
+    }
+
+    if (data != stack) {
+        dango_free(data);
+    }
+
+    if (rc == 0) {
+        rc = lane_recv(cli, l, id, &f, deadline);
+    }
+
+    if (rc != 0) {
+        /* The call may or may not have been served; a late reply must not
+         * meet the next call. */
+        lane_close(cli, l);
+        lane_put(cli, l);
+        if (lane_closing(cli)) {
+            return DANGO_ECANCELED;
+        }
+
+        return ((rc == DANGO_ETIMEDOUT) || (rc == DANGO_EPROTO) ||
+                (rc == DANGO_ENOMEM))
+                   ? rc
+                   : DANGO_ECONNRESET;
+    }
+
+    /* A message is unpacked where the reply lies: no copy, and nothing to
+     * allocate once the server has answered. */
+    rc = reply_status(cli, &f);
+    if ((rc == 0) && (out->desc != NULL)) {
+        rc = out_unpack(out, f.payload, (size_t)f.len);
+    } else if (rc == 0) {
+        rc = reply_payload(&l->rx, &f, &out->buf, &out->len);
+    }
+
+    lane_put(cli, l);
+    return rc;
+}
+
+/* ---------- calls ---------- */
+
+static int client_call(dango_rpc_client_t *cli, uint32_t method,
+                       req_fill_cb fill, const void *src, size_t len,
+                       rpc_out_t *out, uint64_t timeout_ns)
+{
+    uint64_t    deadline;
+    rpc_lane_t *l;
+    int         rc = LANE_SHARED;
+
+    if (len > DANGO_FRAME_RPC_MAX) {
+        return DANGO_EMSGSIZE;
+    }
+
+    deadline = dango_time_ns() + (timeout_ns ? timeout_ns : cli->call_ns);
+    __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
+    l = (cli->lanes_max > 0) ? lane_get(cli) : NULL;
+    if (l != NULL) {
+        rc = lane_call(cli, l, method, fill, src, len, out, deadline);
+    }
+
+    if (rc == LANE_SHARED) {
+        rc = shared_call(cli, method, fill, src, len, out, deadline);
+    }
+
     /* The last access to @cli: destroy may free it right after. */
     __atomic_sub_fetch(&cli->users, 1, __ATOMIC_RELEASE);
     return rc;
@@ -780,12 +1269,29 @@ int dango_rpc_call(dango_rpc_client_t *cli, uint32_t method, const void *req,
                    size_t len, void **reply_p, size_t *reply_len_p,
                    uint64_t timeout_ns)
 {
+    rpc_out_t out = {0};
+    int       rc;
+
     if ((cli == NULL) || ((req == NULL) && (len > 0))) {
         return DANGO_EINVAL;
     }
 
-    return client_call(cli, method, fill_copy, req, len, reply_p, reply_len_p,
-                       timeout_ns);
+    rc = client_call(cli, method, fill_copy, req, len, &out, timeout_ns);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (reply_p != NULL) {
+        *reply_p = out.buf;
+    } else {
+        dango_free(out.buf);
+    }
+
+    if (reply_len_p != NULL) {
+        *reply_len_p = out.len;
+    }
+
+    return 0;
 }
 
 int dango_rpc_call_pb(dango_rpc_client_t *cli, uint32_t method,
@@ -793,10 +1299,8 @@ int dango_rpc_call_pb(dango_rpc_client_t *cli, uint32_t method,
                       const ProtobufCMessageDescriptor *reply_desc,
                       ProtobufCMessage **reply_p, uint64_t timeout_ns)
 {
-    ProtobufCMessage *msg;
-    void             *buf = NULL;
-    size_t            len = 0;
-    int               rc;
+    rpc_out_t out = {.desc = reply_desc};
+    int       rc;
 
     if ((cli == NULL) || (req == NULL) || (reply_desc == NULL) ||
         (reply_p == NULL)) {
@@ -804,21 +1308,12 @@ int dango_rpc_call_pb(dango_rpc_client_t *cli, uint32_t method,
     }
 
     rc = client_call(cli, method, fill_pb, req,
-                     protobuf_c_message_get_packed_size(req), &buf, &len,
-                     timeout_ns);
-    if (rc != 0) {
-        return rc;
+                     protobuf_c_message_get_packed_size(req), &out, timeout_ns);
+    if (rc == 0) {
+        *reply_p = out.msg;
     }
 
-    msg = protobuf_c_message_unpack(reply_desc, NULL, len,
-                                    buf ? buf : (const uint8_t *)"");
-    dango_free(buf);
-    if (msg == NULL) {
-        return DANGO_EPROTO;
-    }
-
-    *reply_p = msg;
-    return 0;
+    return rc;
 }
 
 /* ---------- create / destroy ---------- */
@@ -849,6 +1344,9 @@ int dango_rpc_client_create(const char *addr, const char *token,
     cli->call_ns    = (p && p->call_timeout_ns) ? p->call_timeout_ns
                                                 : DANGO_RPC_DEFAULT_CALL_NS;
     name            = (p && p->name) ? p->name : "rpc-client";
+    cli->lanes_max  = (p == NULL || p->lanes == 0) ? DANGO_RPC_DEFAULT_LANES
+                      : (p->lanes < 0)             ? 0
+                                                   : (unsigned)p->lanes;
     snprintf(cli->name, sizeof(cli->name), "%s", name);
     dango_list_init(&cli->sendq);
     dango_list_init(&cli->txq);
@@ -920,20 +1418,38 @@ err_free:
 void dango_rpc_client_destroy(dango_rpc_client_t *cli)
 {
     rpc_waiter_t *all;
+    rpc_lane_t   *l;
 
     if (cli == NULL) {
         return;
     }
 
     pthread_mutex_lock(&cli->lock);
-    cli->closing = 1;
-    all          = table_take_all(cli);
+    __atomic_store_n(&cli->closing, 1, __ATOMIC_RELEASE);
+    for (l = cli->lanes_all; l != NULL; l = l->all_next) {
+        if (l->busy && (l->fd >= 0)) {
+            shutdown(l->fd, SHUT_RDWR); /* ends its caller's wait */
+        }
+    }
+
+    all = table_take_all(cli);
     pthread_mutex_unlock(&cli->lock);
     waiters_fail(all, DANGO_ECANCELED);
 
     /* Callers leave within moments once failed; none may enter now. */
     while (__atomic_load_n(&cli->users, __ATOMIC_ACQUIRE) != 0) {
         sched_yield();
+    }
+
+    while (cli->lanes_all != NULL) {
+        l              = cli->lanes_all;
+        cli->lanes_all = l->all_next;
+        if (l->fd >= 0) {
+            close(l->fd);
+        }
+
+        dango__rpc_rx_cleanup(&l->rx);
+        dango_free(l);
     }
 
     dango_loop_run_sync(cli->loop, client_shutdown, cli);

@@ -34,6 +34,7 @@ typedef struct rpc_rx {
     uint64_t      big_have;
     int           in_big;        /* hdr parsed, payload arriving in big */
     unsigned      recvs;         /* recv() calls left in this callback */
+    int           block;         /* recv() waits (SO_RCVTIMEO bounds it) */
     uint64_t      last_progress; /* monotonic ns of the last byte in */
 } rpc_rx_t;
 
@@ -76,7 +77,8 @@ void dango__rpc_rx_cleanup(rpc_rx_t *rx);
 
 /*
  * Returns 1 with the next complete frame in @f, 0 when none is complete and
- * the socket is drained (or rx->recvs is spent), or an error: DANGO_ECONNRESET
+ * the socket is drained (or rx->recvs is spent; with rx->block, when the
+ * socket's receive timeout expired), or an error: DANGO_ECONNRESET
  * (EOF), DANGO_EPROTO / DANGO_EPROTO_VERSION (bad header), DANGO_EMSGSIZE
  * (payload above @limit), DANGO_ENOMEM or a socket error. With rx->recvs 0
  * only frames already in the staging buffer are returned.

@@ -109,6 +109,7 @@ struct dango_rpc_server {
     uint64_t             io_ns;
     uint64_t             instance_id;
     int                  listen_fd;
+    int                  listen_paused; /* out of descriptors: see accept */
     int                  timer_id;
     char                 addr[DANGO_ADDR_STR_MAX];
     dango_list_link_t    conns;
@@ -765,8 +766,18 @@ static void server_listen_cb(dango_loop_t *loop, int fd, unsigned events,
         cfd = accept4(fd, (struct sockaddr *)&ss, &sl,
                       SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
-            if ((errno != EAGAIN) && (errno != EINTR) &&
-                (errno != ECONNABORTED)) {
+            if ((errno == EMFILE) || (errno == ENFILE) || (errno == ENOBUFS) ||
+                (errno == ENOMEM)) {
+                /* The pending connection stays queued and the listener
+                 * readable: stop watching it until the next tick rather
+                 * than spin. */
+                rpc_peer_error("rpc server %s: accept: %m (connections "
+                               "wait; %u served)",
+                               srv->addr, srv->num_conns);
+                dango_loop_fd_mod(srv->loop, fd, 0);
+                srv->listen_paused = 1;
+            } else if ((errno != EAGAIN) && (errno != EINTR) &&
+                       (errno != ECONNABORTED)) {
                 dango_warn("rpc server %s: accept: %m", srv->addr);
             }
 
@@ -782,6 +793,11 @@ static void server_timer_cb(dango_loop_t *loop, void *arg)
     dango_rpc_server_t *srv = arg;
     uint64_t            now = dango_time_ns();
     rpc_sconn_t        *conn, *tmp;
+
+    if (srv->listen_paused && (srv->listen_fd >= 0)) {
+        srv->listen_paused = 0;
+        dango_loop_fd_mod(srv->loop, srv->listen_fd, DANGO_LOOP_READ);
+    }
 
     dango_list_for_each_safe(conn, tmp, &srv->conns, link)
     {

@@ -197,12 +197,38 @@ static int sock_poll(int fd, short events, uint64_t deadline_ns)
     }
 }
 
+int dango_sock_connect_fd(int fd, const struct sockaddr *sa, socklen_t len,
+                          uint64_t deadline_ns)
+{
+    int       rc, err = 0;
+    socklen_t elen = sizeof(err);
+
+    if (connect(fd, sa, len) == 0) {
+        return 0;
+    }
+
+    if (errno != EINPROGRESS) {
+        return dango_err_from_errno(errno);
+    }
+
+    rc = sock_poll(fd, POLLOUT, deadline_ns);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if ((getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) ||
+        (err != 0)) {
+        return dango_err_from_errno(err ? err : errno);
+    }
+
+    return 0;
+}
+
 int dango_sock_connect(const char *addr, uint64_t timeout_ns, int nonblock)
 {
     struct sockaddr_storage ss;
     socklen_t               len;
-    int                     fd, rc, err = 0;
-    socklen_t               elen = sizeof(err);
+    int                     fd, rc;
 
     rc = dango_sock_parse_addr(addr, 0, &ss, &len);
     if (rc != 0) {
@@ -214,22 +240,11 @@ int dango_sock_connect(const char *addr, uint64_t timeout_ns, int nonblock)
         return dango_err_from_errno(errno);
     }
 
-    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
-        if (errno != EINPROGRESS) {
-            rc = dango_err_from_errno(errno);
-            goto err_close;
-        }
-
-        rc = sock_poll(fd, POLLOUT, dango_time_ns() + timeout_ns);
-        if (rc != 0) {
-            goto err_close;
-        }
-
-        if ((getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) ||
-            (err != 0)) {
-            rc = dango_err_from_errno(err ? err : errno);
-            goto err_close;
-        }
+    rc = dango_sock_connect_fd(fd, (struct sockaddr *)&ss, len,
+                               dango_time_ns() + timeout_ns);
+    if (rc != 0) {
+        close(fd);
+        return rc;
     }
 
     dango_sock_tune(fd);
@@ -238,10 +253,6 @@ int dango_sock_connect(const char *addr, uint64_t timeout_ns, int nonblock)
     }
 
     return fd;
-
-err_close:
-    close(fd);
-    return rc;
 }
 
 int dango_sock_send_all(int fd, const void *buf, size_t len,

@@ -46,6 +46,15 @@ DANGO_API int dango_sock_local_addr(int fd, char *buf, size_t len);
 DANGO_API int dango_sock_connect(const char *addr, uint64_t timeout_ns,
                                  int nonblock);
 
+/*
+ * Connects the non-blocking socket @fd to @sa, waiting until @deadline_ns
+ * (monotonic ns). Returns 0 or DANGO_ECONNREFUSED, DANGO_ETIMEDOUT, ...
+ * (the caller closes @fd on error). A shutdown() of @fd from another thread
+ * ends the wait.
+ */
+DANGO_API int dango_sock_connect_fd(int fd, const struct sockaddr *sa,
+                                    socklen_t len, uint64_t deadline_ns);
+
 DANGO_API int  dango_sock_set_nonblock(int fd, int on);
 DANGO_API void dango_sock_tune(int fd); /* TCP_NODELAY, buffer sizes */
 

@@ -1181,6 +1181,12 @@ static int sc_params(dango_store_client_t *c, const dango_store_params_t *p,
         return DANGO_ECONFIG;
     }
 
+    if (c->cfg.master_lanes > SC_MASTER_LANES_MAX) {
+        dango_error("store client: STORE_MASTER_LANES %lu above %u",
+                    c->cfg.master_lanes, SC_MASTER_LANES_MAX);
+        return DANGO_ECONFIG;
+    }
+
     if ((c->cfg.commit_queue == 0) || (c->cfg.ping_interval == 0) ||
         (c->cfg.rpc_timeout == 0) || (c->cfg.transfer_timeout == 0)) {
         dango_error("store client: STORE_COMMIT_QUEUE, STORE_PING_INTERVAL, "
@@ -1436,6 +1442,7 @@ int dango_store_client_create(const dango_store_params_t *params,
         DANGO_MIN(c->cfg.connect_timeout, c->cfg.rpc_timeout);
     rp.call_timeout_ns = c->cfg.rpc_timeout;
     rp.name            = "store-rpc";
+    rp.lanes = (c->cfg.master_lanes == 0) ? -1 : (int)c->cfg.master_lanes;
     if (dango__store_ha_is_url(c->master_addr)) {
         rc = dango__sc_ha_create(c); /* follows the elected leader */
     } else {

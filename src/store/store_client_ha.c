@@ -131,6 +131,7 @@ static void ha_apply(sc_ha_t *ha, const char *addr, size_t addr_len,
             DANGO_MIN(c->cfg.connect_timeout, c->cfg.rpc_timeout);
         rp.call_timeout_ns = c->cfg.rpc_timeout;
         rp.name            = "store-rpc";
+        rp.lanes = (c->cfg.master_lanes == 0) ? -1 : (int)c->cfg.master_lanes;
         rc = dango_rpc_client_create(conn->addr, dango_auth_env_token(), &rp,
                                      &conn->rpc);
         if (rc != 0) {

@@ -32,6 +32,7 @@ typedef struct store_client_config {
     unsigned long ping_failures;
     uint64_t      rpc_timeout;
     uint64_t      connect_timeout;
+    unsigned long master_lanes;
     uint64_t      transfer_timeout;
     uint64_t      wait_poll;
     int           verify_checksum;
@@ -55,6 +56,8 @@ extern dango_config_table_t dango__store_client_config_table;
 /* Bytes of staging kept beyond local_buffer_size for record headers and
  * commit words, so that registered-buffer calls work without a buffer. */
 #define SC_STAGING_RESERVE (1u << 20)
+/* Bound on STORE_MASTER_LANES. */
+#define SC_MASTER_LANES_MAX 256
 /* Commit words written by one committer batch. */
 #define SC_COMMIT_BATCH 256
 /* Transfer batches kept for reuse, and the capacity of each. */

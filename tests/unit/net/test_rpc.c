@@ -6,7 +6,10 @@
  * timeouts with late replies, a server that dies mid-call and comes back,
  * refused connections, tokens both ways, malformed and hostile input, limits
  * (payload size, connections, pending calls, handshake time) and allocation
- * failures during create. Every wait is bounded; nothing sleeps to
+ * failures during create. Every test runs twice: with the client's default
+ * lanes (a caller borrows a connection of its own) and with none (every call
+ * over the shared pipelined connection); the lane tests check what is
+ * particular to lanes. Every wait is bounded; nothing sleeps to
  * synchronise: tests wait on conditions with deadlines.
  */
 #define _GNU_SOURCE
@@ -15,6 +18,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +78,10 @@ typedef struct test_server {
     test_held_t work[4096];
     unsigned    work_head, work_tail;
 } test_server_t;
+
+/* dango_rpc_client_params_t::lanes of test_client(): the suite runs with 0
+ * (the default lanes) and with -1 (the shared connection only). */
+static int g_lanes;
 
 /* ---------- helpers ---------- */
 
@@ -366,14 +375,34 @@ static int test_last_reply_rc(test_server_t *ts)
     return rc;
 }
 
-static dango_rpc_client_t *test_client(const char *addr, const char *token)
+static dango_rpc_client_t *test_client_lanes(const char *addr,
+                                             const char *token, int lanes)
 {
     dango_rpc_client_params_t p = {.connect_timeout_ns = TEST_WAIT_NS,
-                                   .call_timeout_ns    = TEST_CALL_NS};
+                                   .call_timeout_ns    = TEST_CALL_NS,
+                                   .lanes              = lanes};
     dango_rpc_client_t       *cli;
 
     assert_dango_ok(dango_rpc_client_create(addr, token, &p, &cli));
     return cli;
+}
+
+static dango_rpc_client_t *test_client(const char *addr, const char *token)
+{
+    return test_client_lanes(addr, token, g_lanes);
+}
+
+/* The address the server sees the call of @cli come from, in @peer. */
+static void test_peer(dango_rpc_client_t *cli, char *peer, size_t cap)
+{
+    void  *rep;
+    size_t rlen;
+
+    assert_dango_ok(dango_rpc_call(cli, M_PEER, NULL, 0, &rep, &rlen, 0));
+    assert_true(rlen < cap);
+    memcpy(peer, rep, rlen);
+    peer[rlen] = '\0';
+    dango_free(rep);
 }
 
 /* One echo of @len bytes through @method, checked. */
@@ -408,7 +437,6 @@ static void rpc_echo_sizes(void **state)
     test_server_t      *ts      = test_server_new(NULL, 0, 0);
     dango_rpc_client_t *cli     = test_client(ts->addr, NULL);
     char                peer[DANGO_ADDR_STR_MAX];
-    void               *rep;
     size_t              rlen;
 
     (void)state;
@@ -423,11 +451,7 @@ static void rpc_echo_sizes(void **state)
     assert_int_equal(rlen, 3);
 
     /* The handler sees where the call came from. */
-    assert_dango_ok(dango_rpc_call(cli, M_PEER, NULL, 0, &rep, &rlen, 0));
-    assert_true(rlen < sizeof(peer));
-    memcpy(peer, rep, rlen);
-    peer[rlen] = '\0';
-    dango_free(rep);
+    test_peer(cli, peer, sizeof(peer));
     assert_int_equal(strncmp(peer, "127.0.0.1:", 10), 0);
 
     dango_rpc_client_destroy(cli);
@@ -896,8 +920,8 @@ static void test_raw_send(int fd, uint8_t type, uint64_t id, uint64_t addr,
                                           dango_time_ns() + TEST_WAIT_NS));
 }
 
-/* Sends Hello and reads HelloAck; returns the fd, ready (without token). */
-static int test_raw_hello(const char *addr)
+/* Sends Hello on @fd and reads HelloAck (without token). */
+static void test_raw_handshake(int fd)
 {
     Dango__Ctrl__Hello     hello = DANGO__CTRL__HELLO__INIT;
     Dango__Ctrl__HelloAck *ack;
@@ -906,7 +930,6 @@ static int test_raw_hello(const char *addr)
     dango_frame_t          hdr;
     void                  *payload = NULL;
     size_t                 len;
-    int                    fd = test_raw_connect(addr);
 
     hello.version    = DANGO_FRAME_VERSION;
     hello.nonce.data = nonce;
@@ -922,6 +945,14 @@ static int test_raw_hello(const char *addr)
     assert_int_equal(ack->nonce.len, DANGO_AUTH_NONCE_LEN);
     dango__ctrl__hello_ack__free_unpacked(ack, NULL);
     dango_free(payload);
+}
+
+/* Connects and does the handshake; returns the fd, ready. */
+static int test_raw_hello(const char *addr)
+{
+    int fd = test_raw_connect(addr);
+
+    test_raw_handshake(fd);
     return fd;
 }
 
@@ -1221,6 +1252,162 @@ static void rpc_stale_epoch_rejected(void **state)
     test_server_free(ts);
 }
 
+/* ---------- lanes ---------- */
+
+/* A call that finds every lane busy takes the shared connection; the lane
+ * serves again once it is given back. */
+static void rpc_lanes_busy_use_shared(void **state)
+{
+    test_server_t      *ts  = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli = test_client_lanes(ts->addr, NULL, 1);
+    char                lane[DANGO_ADDR_STR_MAX], shared[DANGO_ADDR_STR_MAX];
+    char                again[DANGO_ADDR_STR_MAX];
+    test_async_call_t   c;
+
+    (void)state;
+    test_peer(cli, lane, sizeof(lane));
+    test_async_start(&c, cli, M_HOLD, 1, TEST_CALL_NS); /* on the lane */
+    test_wait_held(ts, 1);
+    test_peer(cli, shared, sizeof(shared));
+    assert_string_not_equal(lane, shared);
+    test_echo(cli, M_ECHO, 100, 1);
+    test_echo(cli, M_WORKER, 100, 2);
+    test_peer(cli, again, sizeof(again));
+    assert_string_equal(again, shared);
+
+    assert_dango_ok(test_answer(ts, 0, 0));
+    pthread_join(c.tid, NULL);
+    assert_dango_ok(c.rc);
+    dango_free(c.rep);
+    test_peer(cli, again, sizeof(again));
+    assert_string_equal(again, lane);
+
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
+/* A lane the server closed while it was idle (a server restart) is opened
+ * again by its next call, which does not fail. */
+static void rpc_lanes_reopen_after_restart(void **state)
+{
+    test_server_t      *ts  = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli = test_client_lanes(ts->addr, NULL, 2);
+    char                addr[DANGO_ADDR_STR_MAX];
+    char                before[DANGO_ADDR_STR_MAX], after[DANGO_ADDR_STR_MAX];
+
+    (void)state;
+    test_peer(cli, before, sizeof(before));
+    snprintf(addr, sizeof(addr), "%s", ts->addr);
+    for (unsigned i = 0; i < 3; i++) {
+        dango_rpc_server_destroy(ts->srv);
+        ts->srv = NULL;
+        assert_dango_ok(test_server_start(ts, addr, NULL, 0, 0));
+        test_echo(cli, M_ECHO, 64, i);
+        test_peer(cli, after, sizeof(after));
+        assert_string_not_equal(before, after); /* a new connection */
+        snprintf(before, sizeof(before), "%s", after);
+    }
+
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
+/* A timed-out call closes its lane: its late reply never reaches the next
+ * call on that lane, and short deadlines are kept (not rounded up to the
+ * lane's timeout slice). */
+static void rpc_lanes_timeout_closes_lane(void **state)
+{
+    test_server_t      *ts  = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli = test_client_lanes(ts->addr, NULL, 1);
+    uint64_t            start, took;
+
+    (void)state;
+    test_echo(cli, M_ECHO, 8, 1);
+    start = dango_time_ns();
+    assert_dango_err(DANGO_ETIMEDOUT,
+                     dango_rpc_call(cli, M_HOLD, "late", 4, NULL, NULL,
+                                    20 * DANGO_NSEC_PER_MSEC));
+    took = dango_time_ns() - start;
+    assert_true(took >= 20 * DANGO_NSEC_PER_MSEC);
+    assert_true(took < 95 * DANGO_NSEC_PER_MSEC); /* below a slice */
+    test_wait_held(ts, 1);
+    assert_dango_ok(test_answer(ts, 0, 0));
+    for (unsigned i = 0; i < 20; i++) {
+        test_echo(cli, M_ECHO, 16, 100 + i);
+    }
+
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
+/* ---------- listener ---------- */
+
+static uint64_t test_cpu_ns(void)
+{
+    struct rusage ru;
+
+    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
+               DANGO_NSEC_PER_SEC +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) *
+               1000;
+}
+
+/* Out of descriptors, the server leaves a pending connection queued and
+ * stops watching its listener until its next tick, instead of spinning on
+ * accept(); once descriptors are free it serves the connection. */
+static void rpc_accept_out_of_fds(void **state)
+{
+    test_server_t      *ts = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli;
+    struct rlimit       old, low;
+    int                *fds;
+    unsigned            n = 0;
+    uint64_t            cpu;
+    int                 cfd;
+
+    (void)state;
+    dango_test_quiet_logs();
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low          = old;
+    low.rlim_cur = DANGO_MIN(old.rlim_cur, (rlim_t)2048);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    fds = calloc(low.rlim_cur, sizeof(*fds));
+    assert_non_null(fds);
+    while (n < low.rlim_cur) {
+        int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
+
+        if (fd < 0) {
+            assert_int_equal(errno, EMFILE);
+            break;
+        }
+
+        fds[n++] = fd;
+    }
+
+    assert_true(n > 0);
+    close(fds[--n]); /* one for the client's end; none for the server's */
+    cfd = test_raw_connect(ts->addr);
+
+    cpu = test_cpu_ns();
+    usleep(300 * 1000);
+    cpu = test_cpu_ns() - cpu;
+    assert_true(cpu < 100 * DANGO_NSEC_PER_MSEC);
+
+    while (n > 0) {
+        close(fds[--n]);
+    }
+
+    free(fds);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    test_raw_handshake(cfd); /* accepted at the next tick, and served */
+    close(cfd);
+    cli = test_client(ts->addr, NULL);
+    test_echo(cli, M_ECHO, 32, 1);
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -1250,7 +1437,21 @@ int main(void)
         T(rpc_server_create_oom),
         T(rpc_stale_epoch_rejected),
     };
+    const struct CMUnitTest lane_tests[] = {
+        T(rpc_lanes_busy_use_shared),
+        T(rpc_lanes_reopen_after_restart),
+        T(rpc_lanes_timeout_closes_lane),
+        T(rpc_accept_out_of_fds),
+    };
 #undef T
+    int failed;
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    g_lanes = 0;
+    failed  = cmocka_run_group_tests_name("rpc with lanes", tests, NULL, NULL);
+    g_lanes = -1;
+    failed += cmocka_run_group_tests_name("rpc over the shared connection",
+                                          tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("lanes and the listener", lane_tests,
+                                          NULL, NULL);
+    return failed;
 }
