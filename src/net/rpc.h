@@ -40,7 +40,7 @@
 /** Client defaults (used for parameters left 0). */
 #define DANGO_RPC_DEFAULT_CONNECT_NS (5ull * 1000000000ull)
 #define DANGO_RPC_DEFAULT_CALL_NS    (30ull * 1000000000ull)
-#define DANGO_RPC_DEFAULT_LANES      8
+#define DANGO_RPC_DEFAULT_LANES      4
 
 typedef struct dango_rpc_server dango_rpc_server_t;
 typedef struct dango_rpc_client dango_rpc_client_t;
@@ -106,9 +106,11 @@ typedef struct dango_rpc_client_params {
     /** Lanes: connections of their own that calling threads borrow, one
      *  call at a time, and on which the caller reads its own reply (no
      *  hand-off through the client's thread: one wake-up less per call).
-     *  0 = DANGO_RPC_DEFAULT_LANES; negative = none. A call that finds
-     *  every lane busy, or whose lane cannot connect, goes over the shared
-     *  pipelined connection instead. */
+     *  A call takes a lane while at most this many calls (itself included)
+     *  are in progress on the client; beyond that, and when its lane
+     *  cannot connect, it is pipelined on the shared connection, which
+     *  the server reads and answers in bursts. 0 = DANGO_RPC_DEFAULT_LANES;
+     *  negative = none. */
     int lanes;
 } dango_rpc_client_params_t;
 
@@ -251,10 +253,11 @@ DANGO_API void dango_rpc_client_destroy(dango_rpc_client_t *cli);
 /**
  * @brief Calls @p method with @p req and waits for the reply.
  *
- * A caller borrows a free lane when there is one: it writes its request,
- * reads its own reply and gives the lane back. Otherwise calls from many
- * threads share one connection and are pipelined on it; each caller sleeps
- * until its own reply or its deadline. Both paths give the same results.
+ * While few calls are in progress (dango_rpc_client_params_t::lanes), a
+ * caller borrows a lane: it writes its request, reads its own reply and
+ * gives the lane back. Otherwise calls from many threads share one
+ * connection and are pipelined on it; each caller sleeps until its own
+ * reply or its deadline. Both paths give the same results.
  *
  * @param[in]  cli          Client.
  * @param[in]  method       Method id, passed to the server's handler.

@@ -8,7 +8,12 @@
  *   its reply and gives the lane back: the reply wakes the caller directly,
  *   where the shared connection needs the loop thread to wake it (one
  *   wake-up and one thread hop less per call, which is most of a call's
- *   cost on a small machine). A lane's socket is blocking with a receive and
+ *   latency when few calls are in flight). Under load the shared
+ *   connection is cheaper: the server reads a burst of requests with one
+ *   recv() and answers them with one sendmsg(), where lanes cost it a pair
+ *   per call and a packet each way. So a call takes a lane only while at
+ *   most lanes_max calls (the users count, itself included) are in
+ *   progress. A lane's socket is blocking with a receive and
  *   send timeout of LANE_TICK_NS (less when the call's deadline is nearer),
  *   so the caller checks its deadline and the client's closing flag between
  *   slices. A lane connects (and does the handshake) on its first call;
@@ -1243,6 +1248,7 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
 {
     uint64_t    deadline;
     rpc_lane_t *l;
+    unsigned    busy;
     int         rc = LANE_SHARED;
 
     if (len > DANGO_FRAME_RPC_MAX) {
@@ -1250,8 +1256,8 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
     }
 
     deadline = dango_time_ns() + (timeout_ns ? timeout_ns : cli->call_ns);
-    __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
-    l = (cli->lanes_max > 0) ? lane_get(cli) : NULL;
+    busy     = __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
+    l        = (busy <= cli->lanes_max) ? lane_get(cli) : NULL;
     if (l != NULL) {
         rc = lane_call(cli, l, method, fill, src, len, out, deadline);
     }

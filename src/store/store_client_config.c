@@ -29,10 +29,11 @@ static const dango_config_field_t store_client_config_fields[] = {
     {"CONNECT_TIMEOUT", "5s",
      "bound on connecting to the master (within RPC_TIMEOUT)",
      offsetof(store_client_config_t, connect_timeout), DANGO_CFG_TIME},
-    {"MASTER_LANES", "8",
+    {"MASTER_LANES", "4",
      "connections to the master that calling threads borrow one call at a "
-     "time, each caller reading its own reply (0: every call shares one "
-     "pipelined connection; 0..256)",
+     "time, each caller reading its own reply, while at most this many "
+     "calls are in progress (more share one pipelined connection; 0: all "
+     "do; 0..256)",
      offsetof(store_client_config_t, master_lanes), DANGO_CFG_UINT},
     {"TRANSFER_TIMEOUT", "30s", "bound on the data transfers of one put or get",
      offsetof(store_client_config_t, transfer_timeout), DANGO_CFG_TIME},
