@@ -98,6 +98,7 @@ int main(int argc, char **argv)
     }
 
     app_signals_block(&sigs);
+    app_raise_nofile(PROG, APP_MASTER_NOFILE);
     rc = dango_store_master_create(cfg, &m);
     if (rc != 0) {
         app_master_addrs(cfg, addrs, sizeof(addrs));

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <dango/error.h>
 #include <dango/log.h>
@@ -83,6 +84,26 @@ uint64_t app_auto_segment_size(void)
 
     size &= ~((1ull << 20) - 1);
     return (size < APP_SEGMENT_MIN) ? APP_SEGMENT_MIN : size;
+}
+
+void app_raise_nofile(const char *prog, unsigned long want)
+{
+    struct rlimit rl;
+
+    if ((getrlimit(RLIMIT_NOFILE, &rl) != 0) || (rl.rlim_cur >= want)) {
+        return;
+    }
+
+    rl.rlim_cur = (rl.rlim_max < want) ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", prog,
+                strerror(errno));
+    } else if (rl.rlim_cur < want) {
+        fprintf(stderr,
+                "%s: open files limited to %lu (hard limit): fewer client "
+                "connections than %lu can be served\n",
+                prog, (unsigned long)rl.rlim_cur, want);
+    }
 }
 
 int app_segment_size(const char *prog, const dango_config_t *cfg,

@@ -44,6 +44,18 @@ uint64_t app_auto_segment_size(void);
 int app_segment_size(const char *prog, const dango_config_t *cfg,
                      const char *flag, uint64_t *size_p);
 
+/* Open files a master should be able to hold: the RPC server's connection
+ * limit (16384; each client opens up to 1 + STORE_MASTER_LANES) and some. */
+#define APP_MASTER_NOFILE 17408
+
+/*
+ * Raises the process's soft limit on open files to @want, or to the hard
+ * limit when that is lower (then says so on stderr, naming @prog). A lower
+ * soft limit, often 1024, would make a master refuse connections long
+ * before its own limit. Never lowers it.
+ */
+void app_raise_nofile(const char *prog, unsigned long want);
+
 /*
  * Where the effective value of option @name comes from: "set" (given to
  * @cfg), "env" (DANGO_<NAME>), "file" or "default". Returns "default" also

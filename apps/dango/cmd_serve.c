@@ -254,6 +254,7 @@ int cli_serve(int argc, char **argv)
     }
 
     app_signals_block(&sigs);
+    app_raise_nofile(PROG, APP_MASTER_NOFILE);
     rc = dango_store_master_create(cfg, &m);
     if (rc != 0) {
         char addrs[512];

@@ -214,11 +214,19 @@ grep -q "(master $M)" "$TMP/cmd.err" ||
 
 # ------------------------------------------------------ master + nodes
 step "dango-master and two dango-nodes"
-start master "$MASTER_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+start master bash -c 'ulimit -Sn 1024 && exec "$0" "$@"' \
+    "$MASTER_BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
 MPID=$LAST_PID
 wait_line "$MPID" "$TMP/master.out" '^dango-master listening on '
 M=$(sed -nE 's/^dango-master listening on ([^,]+).*/\1/p' "$TMP/master.out")
 [ -n "$M" ] || fail "cannot parse $(cat "$TMP/master.out")"
+# Started with a soft limit of 1024 open files, the master raises it so
+# that its RPC server's own connection limit is what binds.
+soft=$(awk '/^Max open files/ {print $4}' "/proc/$MPID/limits")
+hard=$(awk '/^Max open files/ {print $5}' "/proc/$MPID/limits")
+want=17408
+[ "$hard" = unlimited ] || [ "$hard" -ge "$want" ] || want=$hard
+[ "$soft" -ge "$want" ] || fail "master open-file limit $soft, not $want"
 start node1 "$NODE_BIN" --master "$M" --segment-size 64m
 N1=$LAST_PID
 mkdir -p "$TMP/disk"
