@@ -23,8 +23,8 @@
  *   never meets the next call. A call that finds every lane busy, or whose
  *   lane cannot connect (then no lane connects for LANE_BACKOFF_NS: e.g.
  *   the server's connection limit), takes the shared connection below.
- *   lanes_free and each lane's busy flag and fd change under the lock, so
- *   destroy can shut down the sockets of busy lanes to end their waits.
+ *   lanes_free and each lane's fd change under the lock, so destroy can
+ *   shut down the lanes' sockets to end their borrowers' waits.
  * - The connection (socket, receive buffer, handshake state) belongs to the
  *   client's loop thread, except for writing: a call copies its request
  *   into a frame and registers a waiter under the client lock; then, when
@@ -130,7 +130,6 @@ typedef struct rpc_lane {
     struct rpc_lane *next;     /* free list (under lock) */
     struct rpc_lane *all_next; /* every lane; set once under lock */
     int              fd;       /* -1: not connected; changes under lock */
-    int              busy;     /* borrowed (under lock) */
     uint64_t         next_id;
     uint64_t         tmo_ns; /* SO_RCVTIMEO and SO_SNDTIMEO now set */
     rpc_rx_t         rx;
@@ -607,6 +606,23 @@ static void client_reply(dango_rpc_client_t *cli, const rpc_frame_t *f)
     waiter_done(w, rc, buf, len);
 }
 
+/* Logs a frame header that dango__rpc_rx_next() refused with @rc and
+ * returns the call's code: DANGO_EPROTO for a bad header, else @rc. */
+static int rx_header_error(const dango_rpc_client_t *cli, int rc,
+                           const rpc_frame_t *f)
+{
+    if ((rc != DANGO_EPROTO) && (rc != DANGO_EPROTO_VERSION) &&
+        (rc != DANGO_EMSGSIZE)) {
+        return rc;
+    }
+
+    rpc_peer_error("rpc client %s: bad frame header (magic 0x%x version %u "
+                   "type %u length %lu)",
+                   cli->addr, f->hdr.magic, f->hdr.version, f->hdr.type,
+                   (unsigned long)f->hdr.length);
+    return DANGO_EPROTO;
+}
+
 static int client_read(dango_rpc_client_t *cli)
 {
     cli->rx.recvs = RPC_RX_RECVS;
@@ -621,16 +637,7 @@ static int client_read(dango_rpc_client_t *cli)
         }
 
         if (rc < 0) {
-            if ((rc == DANGO_EPROTO) || (rc == DANGO_EPROTO_VERSION) ||
-                (rc == DANGO_EMSGSIZE)) {
-                rpc_peer_error("rpc client %s: bad frame header (magic 0x%x "
-                               "version %u type %u length %lu)",
-                               cli->addr, f.hdr.magic, f.hdr.version,
-                               f.hdr.type, (unsigned long)f.hdr.length);
-                rc = DANGO_EPROTO;
-            }
-
-            return rc;
+            return rx_header_error(cli, rc, &f);
         }
 
         if (cli->state == CLI_HANDSHAKE) {
@@ -880,7 +887,6 @@ static rpc_lane_t *lane_get(dango_rpc_client_t *cli)
         l = cli->lanes_free;
         if (l != NULL) {
             cli->lanes_free = l->next;
-            l->busy         = 1;
         } else if ((cli->lanes_n < cli->lanes_max) &&
                    (dango_time_ns() >= cli->lanes_retry_at)) {
             cli->lanes_n++;
@@ -905,7 +911,6 @@ static rpc_lane_t *lane_get(dango_rpc_client_t *cli)
     } else {
         l->fd          = -1;
         l->next_id     = 1;
-        l->busy        = 1;
         l->rx.block    = 1;
         l->all_next    = cli->lanes_all;
         cli->lanes_all = l;
@@ -918,7 +923,6 @@ static rpc_lane_t *lane_get(dango_rpc_client_t *cli)
 static void lane_put(dango_rpc_client_t *cli, rpc_lane_t *l)
 {
     pthread_mutex_lock(&cli->lock);
-    l->busy         = 0;
     l->next         = cli->lanes_free;
     cli->lanes_free = l;
     pthread_mutex_unlock(&cli->lock);
@@ -1132,16 +1136,10 @@ static int lane_recv(dango_rpc_client_t *cli, rpc_lane_t *l, uint64_t id,
         }
 
         if (rc < 0) {
-            if ((rc == DANGO_EPROTO) || (rc == DANGO_EPROTO_VERSION) ||
-                (rc == DANGO_EMSGSIZE)) {
-                rpc_peer_error("rpc client %s: bad frame header (magic 0x%x "
-                               "version %u type %u length %lu)",
-                               cli->addr, f->hdr.magic, f->hdr.version,
-                               f->hdr.type, (unsigned long)f->hdr.length);
-                return DANGO_EPROTO;
-            }
-
-            return (rc == DANGO_ENOMEM) ? rc : DANGO_ECONNRESET;
+            rc = rx_header_error(cli, rc, f);
+            return ((rc == DANGO_EPROTO) || (rc == DANGO_ENOMEM))
+                       ? rc
+                       : DANGO_ECONNRESET;
         }
 
         rc = lane_set_timeout(l, deadline); /* a slice ended, or a part */
@@ -1248,7 +1246,7 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
 {
     uint64_t    deadline;
     rpc_lane_t *l;
-    unsigned    busy;
+    unsigned    inflight;
     int         rc = LANE_SHARED;
 
     if (len > DANGO_FRAME_RPC_MAX) {
@@ -1256,8 +1254,8 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
     }
 
     deadline = dango_time_ns() + (timeout_ns ? timeout_ns : cli->call_ns);
-    busy     = __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
-    l        = (busy <= cli->lanes_max) ? lane_get(cli) : NULL;
+    inflight = __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
+    l        = (inflight <= cli->lanes_max) ? lane_get(cli) : NULL;
     if (l != NULL) {
         rc = lane_call(cli, l, method, fill, src, len, out, deadline);
     }
@@ -1433,8 +1431,8 @@ void dango_rpc_client_destroy(dango_rpc_client_t *cli)
     pthread_mutex_lock(&cli->lock);
     __atomic_store_n(&cli->closing, 1, __ATOMIC_RELEASE);
     for (l = cli->lanes_all; l != NULL; l = l->all_next) {
-        if (l->busy && (l->fd >= 0)) {
-            shutdown(l->fd, SHUT_RDWR); /* ends its caller's wait */
+        if (l->fd >= 0) {
+            shutdown(l->fd, SHUT_RDWR); /* ends a borrower's wait */
         }
     }
 

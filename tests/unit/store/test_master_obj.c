@@ -741,6 +741,20 @@ static void oom_paths(void **state)
     dango__store_ms_destroy(st);
 }
 
+/* Mounts node-a (client 1, 1 MiB) and node-b (client 2, @b_size) and sets
+ * @cfg to place a put on node-b. */
+static void tm_two_nodes(ms_state_t *st, uint64_t b_size, uint64_t now,
+                         ms_put_cfg_t *cfg)
+{
+    static const char *const pref[1] = {"node-b"};
+
+    tm_mount(st, 1, 1, "node-a", MiB, now);
+    tm_mount(st, 2, 2, "node-b", b_size, now);
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->preferred  = pref;
+    cfg->npreferred = 1;
+}
+
 /*
  * An object whose every node went silent is lost to the master, but a node
  * coming back later (partition, pause) gives it back from its record, at
@@ -748,9 +762,8 @@ static void oom_paths(void **state)
  */
 static void ghost_comes_back_with_its_node(void **state)
 {
-    ms_state_t   *st      = tm_state();
-    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
-    const char   *pref[1] = {"node-b"};
+    ms_state_t   *st = tm_state();
+    ms_seg_desc_t d  = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
     ms_put_cfg_t  cfg;
     ms_record_t   r;
     ms_ver_t     *v;
@@ -758,11 +771,7 @@ static void ghost_comes_back_with_its_node(void **state)
     const char   *keys[3] = {"back", "put-again", "removed"};
 
     (void)state;
-    tm_mount(st, 1, 1, "node-a", MiB, now);
-    tm_mount(st, 2, 2, "node-b", MiB, now);
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.preferred  = pref;
-    cfg.npreferred = 1;
+    tm_two_nodes(st, MiB, now, &cfg);
     for (int i = 0; i < 3; i++) {
         assert_dango_ok(
             tm_put_start_cfg(st, 1, keys[i], 100, &cfg, 0, now, &v));
@@ -815,7 +824,6 @@ static void ghost_replaced_by_put_in_flight(void **state)
 {
     ms_state_t   *st      = tm_state();
     ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, MiB, "host"};
-    const char   *pref[1] = {"node-b"};
     const char   *here[1] = {"node-a"};
     ms_put_cfg_t  cfg;
     ms_record_t   r;
@@ -823,11 +831,7 @@ static void ghost_replaced_by_put_in_flight(void **state)
     uint64_t      now = T0, old_id, old_addr;
 
     (void)state;
-    tm_mount(st, 1, 1, "node-a", MiB, now);
-    tm_mount(st, 2, 2, "node-b", MiB, now);
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.preferred  = pref;
-    cfg.npreferred = 1;
+    tm_two_nodes(st, MiB, now, &cfg);
     assert_dango_ok(tm_put_start_cfg(st, 1, "k", 100, &cfg, 0, now, &v));
     old_id   = v->put_id;
     old_addr = ms_rep_addr(&v->rep[0]);
@@ -865,9 +869,8 @@ static void ghost_replaced_by_put_in_flight(void **state)
  */
 static void fence_keeps_late_writes_off_new_puts(void **state)
 {
-    ms_state_t   *st      = tm_state();
-    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
-    const char   *pref[1] = {"node-b"};
+    ms_state_t   *st = tm_state();
+    ms_seg_desc_t d  = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
     ms_put_cfg_t  cfg;
     ms_record_t   r;
     ms_ver_t     *v, *fly, *done;
@@ -875,11 +878,7 @@ static void fence_keeps_late_writes_off_new_puts(void **state)
     ms_seg_t     *seg;
 
     (void)state;
-    tm_mount(st, 1, 1, "node-a", MiB, now);
-    tm_mount(st, 2, 2, "node-b", 64 * KiB, now);
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.preferred  = pref;
-    cfg.npreferred = 1;
+    tm_two_nodes(st, 64 * KiB, now, &cfg);
 
     /* Ended long before the node went away: nothing to fence. */
     assert_dango_ok(tm_put_start_cfg(st, 1, "old", 4000, &cfg, 0, now, &v));
@@ -967,19 +966,14 @@ static void fence_keeps_late_writes_off_new_puts(void **state)
  */
 static void fence_follows_the_segment(void **state)
 {
-    ms_state_t   *st      = tm_state();
-    ms_seg_desc_t d       = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
-    const char   *pref[1] = {"node-b"};
+    ms_state_t   *st = tm_state();
+    ms_seg_desc_t d  = {2, 2, "node-b", 0x200000000ull, 64 * KiB, "h"};
     ms_put_cfg_t  cfg;
     ms_ver_t     *v;
     uint64_t      now = T0;
 
     (void)state;
-    tm_mount(st, 1, 1, "node-a", MiB, now);
-    tm_mount(st, 2, 2, "node-b", 64 * KiB, now);
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.preferred  = pref;
-    cfg.npreferred = 1;
+    tm_two_nodes(st, 64 * KiB, now, &cfg);
     assert_dango_ok(tm_put_start_cfg(st, 1, "fly", 4000, &cfg, 0, now, &v));
 
     now += st->p.client_ttl_ms + 1;
