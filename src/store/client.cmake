@@ -9,5 +9,6 @@ list(APPEND DANGO_STORE_SOURCES
   store_records.c
   store_mooncake.c
   store_client_ha.c
+  store_client_loc.c
   store_disk.c
   store_client_disk.c)

@@ -1095,6 +1095,8 @@ static void sc_liveness(dango_store_client_t *c, uint64_t timeout_ns,
     __atomic_store_n(&c->health, 0, __ATOMIC_RELAXED);
     if ((status == DANGO_ENEED_REMOUNT) ||
         !__atomic_load_n(&c->mounted, __ATOMIC_RELAXED)) {
+        /* A master that lost us may have lost the leases too. */
+        dango__sc_loc_forget_all(c);
         rc = sc_remount(c, timeout_ns);
         if (rc == 0) {
             __atomic_store_n(&c->mounted, 1, __ATOMIC_RELAXED);
@@ -1184,6 +1186,12 @@ static int sc_params(dango_store_client_t *c, const dango_store_params_t *p,
     if (c->cfg.master_lanes > SC_MASTER_LANES_MAX) {
         dango_error("store client: STORE_MASTER_LANES %lu above %u",
                     c->cfg.master_lanes, SC_MASTER_LANES_MAX);
+        return DANGO_ECONFIG;
+    }
+
+    if (c->cfg.location_cache_entries > SC_LOC_ENTRIES_MAX) {
+        dango_error("store client: STORE_LOCATION_CACHE_ENTRIES %lu above %u",
+                    c->cfg.location_cache_entries, SC_LOC_ENTRIES_MAX);
         return DANGO_ECONFIG;
     }
 
@@ -1277,6 +1285,7 @@ static int sc_own_segment(dango_store_client_t *c)
 
 static void sc_free(dango_store_client_t *c)
 {
+    dango__sc_loc_cleanup(c);
     for (size_t i = 0; i < c->pool_count; i++) {
         dango_xfer_batch_destroy(c->pool[(c->pool_head + i) % SC_POOL_MAX]);
     }
@@ -1411,6 +1420,9 @@ int dango_store_client_create(const dango_store_params_t *params,
     }
 
     rc = sc_staging_create(c);
+    if (rc == 0) {
+        rc = dango__sc_loc_init(c);
+    }
     if (rc != 0) {
         goto err_free;
     }
@@ -1673,6 +1685,23 @@ static int sc_batch_check(dango_store_client_t *c, size_t n,
  * Sends the valid keys among @keys with @method (KeysReq -> StatusList) and
  * fills @results: the key's validation error, or the master's status.
  */
+int dango__sc_again_wait(uint32_t retry_ms, uint64_t deadline)
+{
+    uint64_t ns =
+        DANGO_MAX((uint64_t)retry_ms, (uint64_t)1) * DANGO_NSEC_PER_MSEC;
+    struct timespec ts;
+
+    if (dango_time_ns() + ns >= deadline) {
+        return DANGO_ETIMEDOUT;
+    }
+
+    ts.tv_sec  = (time_t)(ns / DANGO_NSEC_PER_SEC);
+    ts.tv_nsec = (long)(ns % DANGO_NSEC_PER_SEC);
+    while ((nanosleep(&ts, &ts) != 0) && (errno == EINTR)) {
+    }
+    return 0;
+}
+
 static int sc_keys_status(dango_store_client_t *c, uint32_t method, size_t n,
                           const char *const *keys, int force, int *results)
 {
@@ -1681,6 +1710,7 @@ static int sc_keys_status(dango_store_client_t *c, uint32_t method, size_t n,
     char                     *one[1];
     char                    **send = one;
     size_t                   *idx = NULL, one_idx[1], k = 0, len;
+    uint64_t                  deadline;
     int                       rc;
 
     if (n > 1) {
@@ -1708,27 +1738,53 @@ static int sc_keys_status(dango_store_client_t *c, uint32_t method, size_t n,
         goto out;
     }
 
-    req.n_keys = k;
-    req.keys   = send;
-    req.force  = force != 0;
-    rc         = dango__sc_call(c, method, &req.base,
-                                &dango__store__status_list__descriptor,
-                                (ProtobufCMessage **)&resp, 0);
-    if (rc != 0) {
-        goto out;
-    }
+    deadline = dango_time_ns() + c->cfg.rpc_timeout;
+    for (;;) {
+        size_t   again = 0;
+        uint32_t wait;
 
-    if (resp->n_status != k) {
-        rc = DANGO_EPROTO;
+        req.n_keys = k;
+        req.keys   = send;
+        req.force  = force != 0;
+        rc         = dango__sc_call(c, method, &req.base,
+                                    &dango__store__status_list__descriptor,
+                                    (ProtobufCMessage **)&resp, 0);
+        if (rc != 0) {
+            goto out;
+        }
+
+        if (resp->n_status != k) {
+            rc = DANGO_EPROTO;
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            goto out;
+        }
+
+        /* A forced remove of an object other clients may still read
+         * through cached locations waits for them: those keys again. */
+        for (size_t j = 0; j < k; j++) {
+            results[idx[j]] = resp->status[j];
+            if (resp->status[j] == DANGO_EAGAIN) {
+                send[again] = send[j];
+                idx[again]  = idx[j];
+                again++;
+            }
+        }
+
+        wait = resp->retry_ms;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
-        goto out;
-    }
+        if (again == 0) {
+            break;
+        }
 
-    for (size_t j = 0; j < k; j++) {
-        results[idx[j]] = resp->status[j];
-    }
+        if (dango__sc_again_wait(wait, deadline) != 0) {
+            for (size_t j = 0; j < again; j++) {
+                results[idx[j]] = DANGO_ETIMEDOUT;
+            }
+            break;
+        }
 
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+        k = again;
+    }
 
 out:
     if (n > 1) {
@@ -1772,6 +1828,7 @@ int dango_store_remove(dango_store_client_t *c, const char *key, int force)
     }
 
     rc = sc_keys_status(c, DANGO_STORE_M_REMOVE, 1, &key, force, &res);
+    dango__sc_loc_forget_keys(c, 1, &key);
     return (rc != 0) ? rc : res;
 }
 
@@ -1784,7 +1841,9 @@ int dango_store_batch_remove(dango_store_client_t *c, size_t n,
         return rc;
     }
 
-    return sc_keys_status(c, DANGO_STORE_M_REMOVE, n, keys, force, results);
+    rc = sc_keys_status(c, DANGO_STORE_M_REMOVE, n, keys, force, results);
+    dango__sc_loc_forget_keys(c, n, keys);
+    return rc;
 }
 
 /* GetReplicaList without a lease, for size and stat. */
@@ -1890,24 +1949,37 @@ int dango_store_stat(dango_store_client_t *c, const char *key,
 static int64_t sc_remove_match(dango_store_client_t *c, const char *regex,
                                int all, int force)
 {
-    Dango__Store__RemoveMatchReq req  = DANGO__STORE__REMOVE_MATCH_REQ__INIT;
-    Dango__Store__CountResp     *resp = NULL;
-    int64_t                      count;
-    int                          rc;
+    Dango__Store__RemoveMatchReq req   = DANGO__STORE__REMOVE_MATCH_REQ__INIT;
+    Dango__Store__CountResp     *resp  = NULL;
+    int64_t                      count = 0;
+    uint64_t deadline                  = dango_time_ns() + c->cfg.rpc_timeout;
+    int      rc;
 
     req.regex = (char *)regex;
     req.all   = all != 0;
     req.force = force != 0;
-    rc        = dango__sc_call(c, DANGO_STORE_M_REMOVE_MATCH, &req.base,
-                               &dango__store__count_resp__descriptor,
-                               (ProtobufCMessage **)&resp, 0);
-    if (rc != 0) {
-        return rc;
-    }
+    for (;;) {
+        int64_t  deferred;
+        uint32_t wait;
 
-    count = resp->count;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return count;
+        rc = dango__sc_call(c, DANGO_STORE_M_REMOVE_MATCH, &req.base,
+                            &dango__store__count_resp__descriptor,
+                            (ProtobufCMessage **)&resp, 0);
+        dango__sc_loc_forget_all(c);
+        if (rc != 0) {
+            return (count > 0) ? count : rc;
+        }
+
+        count += resp->count;
+        deferred = resp->deferred;
+        wait     = resp->retry_ms;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        /* Objects clients may still read through cached locations were
+         * left: the same call again once they are done. */
+        if ((deferred <= 0) || (dango__sc_again_wait(wait, deadline) != 0)) {
+            return count;
+        }
+    }
 }
 
 int64_t dango_store_remove_by_regex(dango_store_client_t *c, const char *regex,

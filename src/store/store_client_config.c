@@ -98,6 +98,17 @@ static const dango_config_field_t store_client_config_fields[] = {
      "nodes (acknowledged puts survive a master and writer crash); always "
      "on with an etcd:// master",
      offsetof(store_client_config_t, sync_commit), DANGO_CFG_BOOL},
+    /* Location cache (store_client_loc.c). */
+    {"LOCATION_CACHE_TIME", "1s",
+     "a get reuses the replica locations the master gave this client for "
+     "a key, within their read lease, for this long without asking the "
+     "master again (bounded by half the lease; another client's upsert or "
+     "forced remove may be seen this much later; 0: off)",
+     offsetof(store_client_config_t, location_cache_time), DANGO_CFG_TIME},
+    {"LOCATION_CACHE_ENTRIES", "16384",
+     "keys the location cache holds at most (about 300 bytes plus the key "
+     "each; 0: off)",
+     offsetof(store_client_config_t, location_cache_entries), DANGO_CFG_UINT},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__store_client_config_table = {

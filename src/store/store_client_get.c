@@ -46,16 +46,21 @@ typedef enum get_mode {
 } get_mode_t;
 
 typedef struct get_item {
-    const char                  *key;
-    size_t                       klen;
-    void                        *dst; /* one destination of cap bytes, or: */
-    size_t                       cap;
-    const dango_store_iov_t     *parts; /* nparts pieces filled in order */
-    size_t                       nparts;
-    const dango_store_range_t   *ranges; /* nranges pieces of the value */
-    size_t                       nranges;
-    uint64_t                     rsum;   /* bytes of all ranges */
-    unsigned                     maxreq; /* most requests of one read */
+    const char                *key;
+    size_t                     klen;
+    void                      *dst; /* one destination of cap bytes, or: */
+    size_t                     cap;
+    const dango_store_iov_t   *parts; /* nparts pieces filled in order */
+    size_t                     nparts;
+    const dango_store_range_t *ranges; /* nranges pieces of the value */
+    size_t                     nranges;
+    uint64_t                   rsum;      /* bytes of all ranges */
+    unsigned                   maxreq;    /* most requests of one read */
+    sc_loc_t                  *loc;       /* cache entry it is from, or NULL */
+    sc_loc_tag_t               tag;       /* what the cache lookup saw */
+    int                        done;      /* served from the cache */
+    int                        cacheable; /* it came from GetReplicaList */
+    /* Everything below is one attempt's (cleared by get_item_reset()). */
     const Dango__Store__GetItem *it;
     uint64_t                     size, voff, deadline;
     uint8_t                      order[DANGO_STORE_REPLICA_MAX];
@@ -248,6 +253,14 @@ static void get_replica_failed(dango_store_client_t *c, get_item_t *g,
 {
     const Dango__Store__Replica *r   = g->it->replicas[g->cur];
     sc_seg_t                    *seg = g->segs[g->cur];
+
+    if (g->loc != NULL) {
+        /* A cached location: the key is asked of the master afresh,
+         * which reports what is really wrong. */
+        g->rc      = err;
+        g->pending = 0;
+        return;
+    }
 
     if ((err == DANGO_ENOMEM) || (err == DANGO_EINVAL) ||
         (err == DANGO_ESTATE) || (err == DANGO_ENOTREG) ||
@@ -652,7 +665,7 @@ static int get_replicas(dango_store_client_t *c, get_item_t *items, size_t n,
     }
 
     for (size_t i = 0; i < n; i++) {
-        if (items[i].rc == 0) {
+        if ((items[i].rc == 0) && !items[i].done) {
             keys[m++] = (char *)items[i].key;
         }
     }
@@ -931,6 +944,81 @@ static void get_disk_release(dango_store_client_t *c, get_item_t *items,
     dango_free(st);
 }
 
+/* Clears the attempt of @g (key @i) so that it can start again. */
+static void get_item_reset(dango_store_client_t *c, get_item_t *g, size_t i,
+                           uint64_t *sizes, void **allocs)
+{
+    dango__sc_buf_put(c, &g->hdr);
+    dango__sc_buf_put(c, &g->user);
+    if (allocs != NULL) {
+        dango_free(g->dst);
+        g->dst = NULL;
+        g->cap = 0;
+    }
+
+    if (sizes != NULL) {
+        sizes[i] = 0;
+    }
+
+    memset(&g->it, 0, sizeof(*g) - offsetof(get_item_t, it));
+}
+
+/*
+ * Reads the keys whose locations are cached (store_client_loc.c) and
+ * marks them done. A key whose cached read failed in any way loses its
+ * entry and is cleared for the master path. Returns the keys done.
+ */
+static size_t get_cached(dango_store_client_t *c, get_item_t *items, size_t n,
+                         unsigned flags, uint64_t *sizes, void **allocs)
+{
+    size_t hits = 0, done = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        if (g->rc != 0) {
+            continue;
+        }
+
+        g->loc = dango__sc_loc_find(c, g->key, g->klen, &g->tag);
+        if (g->loc != NULL) {
+            g->it = &g->loc->it;
+            get_item_start(c, g, i, sizes, allocs, g->loc->t0);
+            hits++;
+        }
+    }
+
+    if (hits == 0) {
+        return 0;
+    }
+
+    while (get_round(c, items, n, flags)) {
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        if (g->loc == NULL) {
+            continue;
+        }
+
+        if (g->rc >= 0) {
+            g->done = 1;
+            g->it   = NULL; /* the entry's, released below */
+            done++;
+        } else {
+            __atomic_add_fetch(&c->loc_stale, 1, __ATOMIC_RELAXED);
+            dango__sc_loc_forget(c, g->key, g->klen, &g->tag);
+            get_item_reset(c, g, i, sizes, allocs);
+        }
+
+        dango__sc_loc_release(g->loc);
+        g->loc = NULL;
+    }
+
+    return done;
+}
+
 int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
@@ -979,6 +1067,10 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
         }
     }
 
+    if ((valid > 0) && (c->loc != NULL)) {
+        valid -= get_cached(c, items, n, flags, sizes, allocs);
+    }
+
     if (valid == 0) {
         goto out;
     }
@@ -987,7 +1079,9 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
     rc = get_replicas(c, items, n, valid, &resp);
     if (rc != 0) {
         for (size_t i = 0; i < n; i++) {
-            items[i].rc = (items[i].rc == 0) ? rc : items[i].rc;
+            if ((items[i].rc == 0) && !items[i].done) {
+                items[i].rc = rc;
+            }
         }
 
         goto out;
@@ -996,7 +1090,7 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
     for (size_t i = 0; i < n; i++) {
         get_item_t *g = &items[i];
 
-        if (g->rc != 0) {
+        if ((g->rc != 0) || g->done) {
             continue;
         }
 
@@ -1006,6 +1100,7 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
             continue;
         }
 
+        g->cacheable = c->loc != NULL;
         get_item_start(c, g, i, sizes, allocs, t0);
     }
 
@@ -1013,6 +1108,16 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
     while (get_round(c, items, n, flags)) {
     }
     get_disk_release(c, items, n);
+
+    /* Locations that served a read at the first replica tried are kept
+     * (one that failed was reported: the master's next answer differs). */
+    for (size_t i = 0; i < n; i++) {
+        get_item_t *g = &items[i];
+
+        if (g->cacheable && (g->rc >= 0) && (g->next == 0)) {
+            dango__sc_loc_add(c, g->key, g->klen, &g->tag, g->it, t0);
+        }
+    }
 
 out:
     for (size_t i = 0; i < n; i++) {

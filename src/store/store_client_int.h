@@ -16,6 +16,8 @@
 #include <dango/store.h>
 #include <dango/xfer.h>
 #include "common/config_table.h"
+#include "common/hmap.h"
+#include "common/list.h"
 #include "net/rpc.h"
 #include "store/store_alloc.h"
 #include "dango_store.pb-c.h"
@@ -49,6 +51,8 @@ typedef struct store_client_config {
     char         *cluster_id;
     uint64_t      ha_timeout;
     int           sync_commit;
+    uint64_t      location_cache_time;
+    unsigned long location_cache_entries;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -88,6 +92,36 @@ typedef struct sc_seg {
     uint64_t           fail_until; /* no new open before (monotonic ns) */
     int                fail_rc;    /* what the last open failed with */
 } sc_seg_t;
+
+/* Location cache (store_client_loc.c): shards, each under its own lock. */
+#define SC_LOC_SHARDS 16
+/* Bound on STORE_LOCATION_CACHE_ENTRIES. */
+#define SC_LOC_ENTRIES_MAX (1u << 24)
+
+/* One cached GetItem: immutable once added, freed with its last reference
+ * (the shard's map holds one, each get using it another). */
+typedef struct sc_loc {
+    dango_hmap_node_t     node;        /* key: the copy behind the replicas */
+    dango_list_link_t     link;        /* shard FIFO, oldest first */
+    uint32_t              refs;        /* atomic */
+    uint64_t              epoch;       /* c->loc_epoch when looked up */
+    uint64_t              t0;          /* the request was sent (ns) */
+    uint64_t              valid_until; /* used only before (ns) */
+    Dango__Store__GetItem it;          /* replicas point into the entry */
+} sc_loc_t;
+
+typedef struct sc_loc_shard {
+    pthread_mutex_t   lock;
+    dango_hmap_t      map;
+    dango_list_link_t fifo;
+    size_t            count;
+    uint64_t          gen; /* forgets in this shard */
+} sc_loc_shard_t;
+
+/* What a lookup saw, so that a later add can tell a forget ran since. */
+typedef struct sc_loc_tag {
+    uint64_t hash, gen, epoch;
+} sc_loc_tag_t;
 
 /* A piece of registered memory borrowed for one call. */
 typedef enum sc_buf_kind {
@@ -182,9 +216,19 @@ struct dango_store_client {
     struct sc_events *events;
     /* Leader following (store_client_ha.c); NULL with a plain address. */
     struct sc_ha *ha;
+
+    /* Location cache (store_client_loc.c); NULL when off. */
+    sc_loc_shard_t *loc;
+    size_t          loc_shard_cap;
+    uint64_t        loc_epoch; /* atomic: forget-all count */
+    uint64_t        loc_hits, loc_misses, loc_stale; /* atomic */
 };
 
 /* ---------- store_client.c ---------- */
+
+/* Sleeps @retry_ms (at least 1 ms) for a call the master answered
+ * DANGO_EAGAIN, unless that would pass @deadline (DANGO_ETIMEDOUT). */
+int dango__sc_again_wait(uint32_t retry_ms, uint64_t deadline);
 
 /* Validates a key; its length in *len_p. */
 int dango__sc_key_check(const char *key, size_t *len_p);
@@ -325,6 +369,38 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs);
+
+/* ---------- store_client_loc.c: the location cache ---------- */
+
+/* Sets up the cache (nothing when STORE_LOCATION_CACHE_TIME or _ENTRIES
+ * is 0). 0 or DANGO_ENOMEM. Cleanup frees every entry (none in use). */
+int  dango__sc_loc_init(dango_store_client_t *c);
+void dango__sc_loc_cleanup(dango_store_client_t *c);
+
+/* The valid entry of @key, referenced (release it), or NULL; *@tag is
+ * filled either way for a later dango__sc_loc_add(). The cache must be
+ * on. Thread-safe, as are all of these. */
+sc_loc_t *dango__sc_loc_find(dango_store_client_t *c, const char *key,
+                             size_t klen, sc_loc_tag_t *tag);
+void      dango__sc_loc_release(sc_loc_t *e);
+
+/* Caches a copy of @it (a GetReplicaList answer for @key whose request
+ * was sent at @t0) unless it holds no lease, is disk-staged, is already
+ * too old, or a forget of its shard ran since @tag was taken. Best
+ * effort: out of memory caches nothing. */
+void dango__sc_loc_add(dango_store_client_t *c, const char *key, size_t klen,
+                       const sc_loc_tag_t *tag, const Dango__Store__GetItem *it,
+                       uint64_t t0);
+
+/* Drops @key's entry (no-op when off); with @tag (from a lookup of the
+ * same key) the tag is renewed so that the caller may still add. */
+void dango__sc_loc_forget(dango_store_client_t *c, const char *key, size_t klen,
+                          sc_loc_tag_t *tag);
+/* Drops the entries of @n keys (NULL ones skipped). */
+void dango__sc_loc_forget_keys(dango_store_client_t *c, size_t n,
+                               const char *const *keys);
+/* Drops every entry (entries added before are never used again). */
+void dango__sc_loc_forget_all(dango_store_client_t *c);
 
 /* ---------- store_client_ha.c: following an elected master ---------- */
 

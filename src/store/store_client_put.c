@@ -27,6 +27,7 @@
 #include "common/alloc.h"
 #include "common/copy.h"
 #include "common/hash.h"
+#include "common/time.h"
 #include "store/store_client_int.h"
 #include "store/store_proto.h"
 
@@ -533,9 +534,16 @@ out:
 static int put_ended(put_item_t *it, int rc,
                      const Dango__Store__StatusList *resp, size_t *m)
 {
-    it->rc      = (rc != 0) ? rc : resp->status[*m];
-    it->started = 0; /* ended (or its end failed): no revoke */
+    it->rc = (rc != 0) ? rc : resp->status[*m];
     (*m)++;
+    if (it->rc == DANGO_EAGAIN) {
+        /* An upsert still waiting for cached readers of the old value
+         * when put_end() gave up: not ended, so revoked. */
+        it->rc = DANGO_ETIMEDOUT;
+        return 0;
+    }
+
+    it->started = 0; /* ended (or its end failed): no revoke */
     return it->rc == 0;
 }
 
@@ -652,6 +660,79 @@ static void put_end_durable(dango_store_client_t *c, put_item_t *items,
 }
 
 /*
+ * An upsert ends only once no client reads the old value through a cached
+ * location: the master answers DANGO_EAGAIN and a wait. Sends PutEnd
+ * again for those keys (compacting @req's arrays) until none is left or
+ * STORE_RPC_TIMEOUT has passed, and writes the answers into @resp.
+ */
+static void put_end_again(dango_store_client_t          *c,
+                          const Dango__Store__PutEndReq *req,
+                          Dango__Store__StatusList      *resp)
+{
+    Dango__Store__PutEndReq r        = *req;
+    uint64_t                deadline = dango_time_ns() + c->cfg.rpc_timeout;
+    size_t                 *at       = NULL;
+    size_t                  n        = resp->n_status;
+
+    for (;;) {
+        Dango__Store__StatusList *r2 = NULL;
+        size_t                    k  = 0;
+        int                       rc;
+
+        for (size_t j = 0; j < n; j++) {
+            k += resp->status[j] == DANGO_EAGAIN;
+        }
+        if ((k == 0) || (dango__sc_again_wait(resp->retry_ms, deadline) != 0)) {
+            break;
+        }
+
+        if (at == NULL) {
+            at = dango_malloc(
+                n * (sizeof(*at) + sizeof(*r.keys) + sizeof(*r.put_ids)),
+                "store_end_again");
+            if (at == NULL) {
+                break; /* left to the revoke */
+            }
+            r.put_ids = (uint64_t *)(at + n);
+            r.keys    = (char **)(r.put_ids + n);
+        }
+
+        k = 0;
+        for (size_t j = 0; j < n; j++) {
+            if (resp->status[j] == DANGO_EAGAIN) {
+                at[k]        = j;
+                r.keys[k]    = req->keys[j];
+                r.put_ids[k] = req->put_ids[j];
+                k++;
+            }
+        }
+
+        r.n_keys = r.n_put_ids = k;
+        rc = dango__sc_call(c, DANGO_STORE_M_PUT_END, &r.base,
+                            &dango__store__status_list__descriptor,
+                            (ProtobufCMessage **)&r2, 0);
+        if ((rc == 0) && (r2->n_status != k)) {
+            rc = DANGO_EPROTO;
+        }
+        if (rc == 0) {
+            for (size_t q = 0; q < k; q++) {
+                resp->status[at[q]] = r2->status[q];
+            }
+            resp->retry_ms = r2->retry_ms;
+        }
+
+        if (r2 != NULL) {
+            protobuf_c_message_free_unpacked(&r2->base, NULL);
+        }
+        if (rc != 0) {
+            break; /* the keys still waiting are revoked */
+        }
+    }
+
+    dango_free(at);
+}
+
+/*
  * PutEnd for the items without an error (@revoke 0), or PutRevoke for the
  * started items with one (@revoke 1). Everything the end needs is
  * allocated before the request goes: an item the master ends must get its
@@ -731,6 +812,10 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
                                    (ProtobufCMessage **)&resp, 0);
     if ((rc == 0) && (resp->n_status != m)) {
         rc = DANGO_EPROTO;
+    }
+
+    if (!revoke && (rc == 0)) {
+        put_end_again(c, &req, resp);
     }
 
     if (revoke) {
@@ -859,6 +944,8 @@ int dango__sc_put_many(dango_store_client_t *c, size_t n,
         }
     }
 
+    /* Whatever happened, this client's next get of these keys asks. */
+    dango__sc_loc_forget_keys(c, n, keys);
     for (size_t i = 0; i < n; i++) {
         dango__sc_buf_put(c, &items[i].hdr);
         dango__sc_buf_put(c, &items[i].user);

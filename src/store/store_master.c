@@ -556,6 +556,7 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
         count_items(&m->ops[*op_p], bt.status, n, 0);
         resp.n_status = n;
         resp.status   = bt.status;
+        resp.retry_ms = (uint32_t)DANGO_MIN(m->st->again_ms, UINT32_MAX);
     }
 
 out:
@@ -625,6 +626,12 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
         items[i].lease_ms_left    = ms_ms_left(o->lease_timeout, now);
         items[i].replicas =
             replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
+        if (!msg->no_lease) {
+            items[i].cache_ms = dango__store_ms_cache_grant(m->st, o, now);
+        }
+        if (!msg->no_lease) {
+            items[i].cache_ms = dango__store_ms_cache_grant(m->st, o, now);
+        }
     }
 
     count_items(&m->ops[MS_OP_GET], bt.status, n, 0);
@@ -686,6 +693,8 @@ static int rpc_keys_status(dango_store_master_t *m, dango_rpc_call_t *call,
                     exist);
         resp.n_status = n;
         resp.status   = bt.status;
+        resp.retry_ms =
+            exist ? 0 : (uint32_t)DANGO_MIN(m->st->again_ms, UINT32_MAX);
     }
 
 out:
@@ -720,7 +729,9 @@ static int rpc_remove_match(dango_store_master_t *m, dango_rpc_call_t *call,
         return reply(call, (int)count, NULL);
     }
 
-    resp.count = count;
+    resp.count    = count;
+    resp.deferred = (int64_t)m->st->again_n;
+    resp.retry_ms = (uint32_t)DANGO_MIN(m->st->again_ms, UINT32_MAX);
     return reply(call, 0, &resp.base);
 }
 
@@ -1179,6 +1190,8 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->disk_no_offload      = !c->disk_offload;
     p->disk_promote_hits    = (unsigned)c->disk_promote_hits;
     p->disk_queue           = (unsigned)c->disk_queue;
+    p->location_cache_ms =
+        DANGO_MIN(ns_to_ms(c->location_cache_time), p->lease_ttl_ms / 2);
 }
 
 /* A new, empty state of view @view, wired to this master (the same at
@@ -1192,6 +1205,8 @@ static int state_new(dango_store_master_t *m, int64_t view, ms_state_t **st_p)
     rc = dango__store_ms_create(&p, st_p);
     if (rc == 0) {
         dango__store_ms_disk_set_put_retry(*st_p, put_start_retry, m);
+        /* Clients may still hold locations an earlier master granted. */
+        (*st_p)->cache_floor = now_ms() + p.location_cache_ms;
     }
     return rc;
 }

@@ -24,6 +24,12 @@ static const dango_config_field_t master_config_fields[] = {
      "read lease granted by GetReplicaList and Exist; leased objects are "
      "neither evicted nor removed without force",
      offsetof(ms_config_t, lease_ttl), DANGO_CFG_TIME},
+    {"LOCATION_CACHE_TIME", "1s",
+     "clients may reuse the replica locations of a get this long without "
+     "asking again (at most half of LEASE_TTL; 0: they may not); an "
+     "upsert or forced remove of an object read meanwhile waits until "
+     "they are done with it",
+     offsetof(ms_config_t, location_cache_time), DANGO_CFG_TIME},
     {"CLIENT_TTL", "10s",
      "a client silent (no ping) for this long is expired: its segments are "
      "unmounted and its puts revoked",

@@ -79,6 +79,7 @@ typedef struct ms_config {
     int      disk_offload;
     long     disk_promote_hits;
     long     disk_queue;
+    uint64_t location_cache_time;
 } ms_config_t;
 
 extern dango_config_table_t dango__master_config_table;
@@ -106,6 +107,9 @@ typedef struct ms_params {
     int      disk_no_offload;   /* evict without offloading */
     unsigned disk_promote_hits; /* disk reads that promote (2) */
     unsigned disk_queue;        /* offloads queued per node (256) */
+    /* Clients may reuse the locations GetReplicaList gives them this long
+     * (0: they may not; see dango__store_ms_cache_grant()). */
+    uint64_t location_cache_ms;
 } ms_params_t;
 
 /* Defaults of the table, for tests. */
@@ -222,6 +226,8 @@ struct ms_obj {
     ms_ver_t         *pend;             /* put in flight, or NULL */
     uint64_t          lease_timeout;    /* ms; leased while > now */
     uint64_t          soft_pin_timeout; /* ms; 0 = no soft pin */
+    uint64_t          cache_until;      /* ms; cached locations used before */
+    uint64_t          nocache_until;    /* ms; no cache window granted before */
     uint8_t           hard_pin;
     uint8_t           disk_busy; /* MS_DISK_* (store_master_disk.c) */
     char              key[];     /* NUL-terminated */
@@ -252,7 +258,14 @@ typedef struct ms_counters {
 } ms_counters_t;
 
 struct ms_state {
-    ms_params_t       p;
+    ms_params_t p;
+    /* ms; before it, every object counts as cached by clients (locations
+     * a previous master granted); set by the master at start. */
+    uint64_t cache_floor;
+    /* ms; the longest wait of the keys the last PutEnd, Remove or
+     * RemoveMatch answered DANGO_EAGAIN (0: none). */
+    uint64_t          again_ms;
+    size_t            again_n; /* RemoveMatch: objects it left for that */
     dango_hmap_t      objs;
     dango_hmap_t      clients;
     dango_hmap_t      segs_by_id;
@@ -426,7 +439,21 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
                               const uint64_t     *checksums,
                               const ms_put_cfg_t *cfg, int upsert, uint64_t now,
                               int *status, ms_ver_t **vers);
-/* PutEnd (or PutRevoke with @revoke) of @n (key, put_id). */
+/*
+ * Location cache. A GetReplicaList that leased @o may let its client reuse
+ * the locations for the returned ms (0: caching is off, an upsert of @o is
+ * in flight, or a forced remove of it waits); the master then counts them
+ * as in use until now + that. What would end the value those locations
+ * hold waits until no client uses them any more: an upsert's PutEnd, a
+ * forced Remove and a forced RemoveMatch answer DANGO_EAGAIN for such an
+ * object (st->again_ms says how long to wait), and the object grants no
+ * new window meanwhile. So a get through a cached location never returns
+ * a value that a finished upsert or remove replaced.
+ */
+uint64_t dango__store_ms_cache_grant(ms_state_t *st, ms_obj_t *o, uint64_t now);
+
+/* PutEnd (or PutRevoke with @revoke) of @n (key, put_id). An upsert's end
+ * may answer DANGO_EAGAIN (see dango__store_ms_cache_grant()). */
 int dango__store_ms_put_end(ms_state_t *st, ms_cid_t cid, size_t n,
                             const ms_key_t *keys, const uint64_t *put_ids,
                             int revoke, uint64_t now, int *status);
@@ -439,7 +466,9 @@ int dango__store_ms_exist(ms_state_t *st, size_t n, const ms_key_t *keys,
                           uint64_t now, int *status);
 int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
                            int force, uint64_t now, int *status);
-/* RemoveMatch: the count removed, or DANGO_EINVAL (bad regex). */
+/* RemoveMatch: the count removed, or DANGO_EINVAL (bad regex). With
+ * @force, objects whose locations clients may still use from a cache are
+ * left (st->again_n of them, for st->again_ms at most). */
 int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
                                      int force, uint64_t now);
 /* ReportBad: 0 (dropped or already gone), DANGO_ENO_OBJECT, DANGO_EINVAL. */

@@ -104,6 +104,45 @@ static void obj_grant_lease(ms_state_t *st, ms_obj_t *o, uint64_t now)
     st->c.leases_granted++;
 }
 
+uint64_t dango__store_ms_cache_grant(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    uint64_t ms = st->p.location_cache_ms;
+
+    if ((ms == 0) || (o->pend != NULL) || (now < o->nocache_until)) {
+        return 0;
+    }
+
+    if (o->cache_until < now + ms) {
+        o->cache_until = now + ms;
+    }
+    return ms;
+}
+
+/* ms until no client uses a cached location of @o (0: none does). */
+static uint64_t obj_cache_wait(const ms_state_t *st, const ms_obj_t *o,
+                               uint64_t now)
+{
+    uint64_t until = DANGO_MAX(o->cache_until, st->cache_floor);
+
+    return (until > now) ? until - now : 0;
+}
+
+/* Whether what ends @o's value must wait for cached locations: if so, no
+ * new window is granted until it can have run, and st->again_ms grows. */
+static int obj_cache_defer(ms_state_t *st, ms_obj_t *o, uint64_t now)
+{
+    uint64_t wait = obj_cache_wait(st, o, now);
+
+    if (wait == 0) {
+        return 0;
+    }
+
+    /* Room for the caller's retry to arrive. */
+    o->nocache_until = now + wait + DANGO_MAX(st->p.location_cache_ms, wait);
+    st->again_ms     = DANGO_MAX(st->again_ms, wait);
+    return 1;
+}
+
 /* The records of @v, a value that no longer is the object's (removed or
  * replaced), are to be cleared by their nodes: a rebuild must not bring
  * them back. */
@@ -374,6 +413,13 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
         return DANGO_EILLEGAL_CLIENT;
     }
 
+    /* An upsert is visible only once no client reads the old value
+     * through a cached location (no new window while it is pending). */
+    if (!revoke && (o->cur != NULL) && (obj_cache_wait(st, o, now) > 0)) {
+        st->again_ms = DANGO_MAX(st->again_ms, obj_cache_wait(st, o, now));
+        return DANGO_EAGAIN;
+    }
+
     dango__store_ms_ver_unlink(st, v);
     o->pend = NULL;
     if (revoke) {
@@ -587,6 +633,7 @@ int dango__store_ms_put_end(ms_state_t *st, ms_cid_t cid, size_t n,
                             const ms_key_t *keys, const uint64_t *put_ids,
                             int revoke, uint64_t now, int *status)
 {
+    st->again_ms = 0;
     if (n > DANGO_STORE_BATCH_MAX) {
         return DANGO_EINVAL;
     }
@@ -656,6 +703,7 @@ int dango__store_ms_exist(ms_state_t *st, size_t n, const ms_key_t *keys,
 int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
                            int force, uint64_t now, int *status)
 {
+    st->again_ms = 0;
     if (n > DANGO_STORE_BATCH_MAX) {
         return DANGO_EINVAL;
     }
@@ -678,6 +726,8 @@ int dango__store_ms_remove(ms_state_t *st, size_t n, const ms_key_t *keys,
             status[i] = DANGO_ELEASE_HELD;
         } else if (!force && o->hard_pin) {
             status[i] = DANGO_EPERM;
+        } else if (obj_cache_defer(st, o, now)) {
+            status[i] = DANGO_EAGAIN; /* forced: cached locations first */
         } else {
             obj_drop(st, o, now);
         }
@@ -693,6 +743,8 @@ int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
     regex_t            re;
     int64_t            count = 0;
 
+    st->again_ms = 0;
+    st->again_n  = 0;
     if (!all) {
         if ((regex == NULL) || (regex[0] == '\0') ||
             (regcomp(&re, regex, REG_EXTENDED | REG_NOSUB) != 0)) {
@@ -710,6 +762,10 @@ int64_t dango__store_ms_remove_match(ms_state_t *st, const char *regex, int all,
             continue;
         }
         if (!all && (regexec(&re, o->key, 0, NULL, 0) != 0)) {
+            continue;
+        }
+        if (obj_cache_defer(st, o, now)) {
+            st->again_n++;
             continue;
         }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -40,6 +41,8 @@ static dango_store_master_t *master_start(const char *evict_ratio)
     assert_dango_ok(
         dango_config_set(cfg, "MASTER_METADATA_LISTEN", "127.0.0.1:0"));
     assert_dango_ok(dango_config_set(cfg, "MASTER_EVICT_INTERVAL", "5ms"));
+    assert_dango_ok(
+        dango_config_set(cfg, "MASTER_LOCATION_CACHE_TIME", "300ms"));
     if (evict_ratio != NULL) {
         assert_dango_ok(
             dango_config_set(cfg, "MASTER_EVICT_RATIO", evict_ratio));
@@ -312,6 +315,7 @@ static void rpc_end_to_end(void **state)
         assert_true(it->put_id > 0);
         assert_int_equal(it->lease_ms, 10000);
         assert_true(it->lease_ms_left > 9000);
+        assert_int_equal(it->cache_ms, 300);
         assert_int_equal(it->n_replicas, 1);
         assert_int_equal(it->replicas[0]->status, DANGO_STORE_REPLICA_COMPLETE);
         assert_int_equal(resp->items[1]->status, DANGO_ENO_OBJECT);
@@ -487,15 +491,40 @@ static void rpc_end_to_end(void **state)
 
     /* Remove, remove-match, report-bad, unmount. */
     {
-        char                     *k2[1] = {"k2"};
-        Dango__Store__StatusList *resp =
-            keys_call(cli, DANGO_STORE_M_REMOVE, k2, 1, 0);
+        char                        *k2[1] = {"k2"};
+        Dango__Store__KeysReq        greq  = DANGO__STORE__KEYS_REQ__INIT;
+        Dango__Store__GetResp       *gresp;
+        Dango__Store__StatusList    *resp;
         Dango__Store__RemoveMatchReq rm = DANGO__STORE__REMOVE_MATCH_REQ__INIT;
         Dango__Store__ReportBadReq   rb = DANGO__STORE__REPORT_BAD_REQ__INIT;
         Dango__Store__UnmountReq     um = DANGO__STORE__UNMOUNT_REQ__INIT;
         Dango__Store__CountResp     *cnt;
+        int64_t                      removed = 0, deferred = 1;
 
+        /* k2 read: its locations may be cached for 300 ms, so a forced
+         * remove waits that long (and grants no new window meanwhile). */
+        greq.n_keys = 1;
+        greq.keys   = k2;
+        assert_dango_ok(dango_rpc_call_pb(cli, DANGO_STORE_M_GET_REPLICAS,
+                                          &greq.base,
+                                          &dango__store__get_resp__descriptor,
+                                          (ProtobufCMessage **)&gresp, 0));
+        assert_int_equal(gresp->items[0]->cache_ms, 300);
+        dango__store__get_resp__free_unpacked(gresp, NULL);
+        resp = keys_call(cli, DANGO_STORE_M_REMOVE, k2, 1, 1);
+        assert_int_equal(resp->status[0], DANGO_EAGAIN);
+        assert_in_range(resp->retry_ms, 200, 300);
+        usleep(resp->retry_ms * 1000u);
+        dango__store__status_list__free_unpacked(resp, NULL);
+        assert_dango_ok(dango_rpc_call_pb(cli, DANGO_STORE_M_GET_REPLICAS,
+                                          &greq.base,
+                                          &dango__store__get_resp__descriptor,
+                                          (ProtobufCMessage **)&gresp, 0));
+        assert_int_equal(gresp->items[0]->cache_ms, 0);
+        dango__store__get_resp__free_unpacked(gresp, NULL);
+        resp = keys_call(cli, DANGO_STORE_M_REMOVE, k2, 1, 1);
         assert_int_equal(resp->status[0], 0);
+        assert_int_equal(resp->retry_ms, 0);
         dango__store__status_list__free_unpacked(resp, NULL);
 
         rm.regex = "(";
@@ -506,12 +535,19 @@ static void rpc_end_to_end(void **state)
                               (ProtobufCMessage **)&cnt, 0));
         rm.regex = "^k";
         rm.force = 1;
-        assert_dango_ok(dango_rpc_call_pb(cli, DANGO_STORE_M_REMOVE_MATCH,
-                                          &rm.base,
-                                          &dango__store__count_resp__descriptor,
-                                          (ProtobufCMessage **)&cnt, 0));
-        assert_int_equal(cnt->count, 1);
-        dango__store__count_resp__free_unpacked(cnt, NULL);
+        for (int i = 0; (i < 10) && (deferred > 0); i++) {
+            assert_dango_ok(
+                dango_rpc_call_pb(cli, DANGO_STORE_M_REMOVE_MATCH, &rm.base,
+                                  &dango__store__count_resp__descriptor,
+                                  (ProtobufCMessage **)&cnt, 0));
+            removed += cnt->count;
+            deferred = cnt->deferred;
+            assert_true((deferred == 0) || (cnt->retry_ms > 0));
+            usleep(cnt->retry_ms * 1000u);
+            dango__store__count_resp__free_unpacked(cnt, NULL);
+        }
+        assert_int_equal(deferred, 0);
+        assert_int_equal(removed, 1);
 
         rb.client  = &id;
         rb.key     = "k1";
