@@ -14,6 +14,9 @@
  *   replicas_*   replica_num 2 and 3 on distinct segments; commit words
  *   corrupt_*    a flipped byte in one replica (fallback to the other) and
  *                in all of them (DANGO_ECORRUPT, never wrong bytes)
+ *   cache_*      the location cache: gets served without the master, a
+ *                remove by another client waiting for cached readers, a
+ *                bad cached location falling back to the master
  *   meta_*       exist, size, remove (lease), list, stat, pool stat,
  *                remove_by_regex / remove_all, lease expiry
  *   mooncake_*   the Mooncake C API round trip
@@ -73,6 +76,7 @@ typedef struct cluster {
     dango_store_master_t *m;
     char                  maddr[64];
     const char           *lease_ttl;
+    const char           *cache_time; /* MASTER_LOCATION_CACHE_TIME */
     dango_store_client_t *c[NCLIENTS];
 } cluster_t;
 
@@ -133,6 +137,10 @@ static int master_start(const char *listen)
     if (K.lease_ttl != NULL) {
         assert_dango_ok(dango_config_set(cfg, "MASTER_LEASE_TTL", K.lease_ttl));
     }
+    if (K.cache_time != NULL) {
+        assert_dango_ok(
+            dango_config_set(cfg, "MASTER_LOCATION_CACHE_TIME", K.cache_time));
+    }
 
     rc = dango_store_master_create(cfg, &K.m);
     dango_config_release(cfg);
@@ -191,6 +199,12 @@ static int cluster_setup_short_lease(void **state)
     return cluster_setup(state);
 }
 
+static int cluster_setup_cache(void **state)
+{
+    K.cache_time = "300ms";
+    return cluster_setup(state);
+}
+
 static int cluster_teardown(void **state)
 {
     for (int i = 0; i < NCLIENTS; i++) {
@@ -199,8 +213,9 @@ static int cluster_teardown(void **state)
     }
 
     dango_store_master_destroy(K.m);
-    K.m         = NULL;
-    K.lease_ttl = NULL;
+    K.m          = NULL;
+    K.lease_ttl  = NULL;
+    K.cache_time = NULL;
     return 0;
 }
 
@@ -824,6 +839,98 @@ static void corrupt_all_replicas_detected(void **state)
     free(v);
 }
 
+/* ---------- location cache ---------- */
+
+/* Within MASTER_LOCATION_CACHE_TIME (300 ms here) a client that read a key
+ * reads it again without the master; then it must ask. */
+static void cache_get_without_master(void **state)
+{
+    size_t   len = 70000;
+    void    *v   = make_value(len, 41);
+    char     got[16];
+    uint64_t t0;
+
+    assert_dango_ok(dango_store_put(K.c[0], "cache/1", v, len, NULL));
+    check_get(K.c[1], "cache/1", len, 41);
+    t0 = now_ns();
+    dango_store_master_destroy(K.m);
+    K.m = NULL;
+    check_get(K.c[1], "cache/1", len, 41);
+    if (now_ns() - t0 > 250000000ull) {
+        skip(); /* too slow a machine to tell within the window */
+    }
+
+    /* A client that never read it has nothing cached. */
+    assert_true(dango_store_get(K.c[2], "cache/1", got, sizeof(got), NULL) < 0);
+    sleep_ms(350);
+    assert_true(dango_store_get(K.c[1], "cache/1", got, sizeof(got), NULL) < 0);
+    free(v);
+}
+
+/* A forced remove by another client returns only once no cached location
+ * of the object can be used: the reader then finds it gone. */
+static void cache_remove_by_another_client(void **state)
+{
+    size_t   len = 70000;
+    void    *v   = make_value(len, 42);
+    char    *got = malloc(len);
+    uint64_t t0;
+
+    assert_dango_ok(dango_store_put(K.c[0], "cache/2", v, len, NULL));
+    check_get(K.c[1], "cache/2", len, 42);
+    t0 = now_ns();
+    assert_dango_ok(dango_store_remove(K.c[2], "cache/2", 1));
+    /* It waited for the reader's window (300 ms from the read). */
+    assert_true(now_ns() - t0 >= 100000000ull);
+    assert_dango_err(DANGO_ENO_OBJECT,
+                     (int)dango_store_get(K.c[1], "cache/2", got, len, NULL));
+    /* An upsert waits the same way and is seen at once after. */
+    assert_dango_ok(dango_store_put(K.c[0], "cache/2", v, len, NULL));
+    check_get(K.c[1], "cache/2", len, 42);
+    free(v);
+    v = make_value(len / 2, 43);
+    assert_dango_ok(dango_store_upsert(K.c[2], "cache/2", v, len / 2, NULL));
+    check_get(K.c[1], "cache/2", len / 2, 43);
+    free(got);
+    free(v);
+}
+
+/* A cached location whose bytes went bad is not an error of its own: the
+ * key is asked of the master, which lists the same replica first; that
+ * read fails too, is reported, and the other replica serves the get. */
+static void cache_bad_location_falls_back(void **state)
+{
+    dango_store_replicate_config_t cfg = {.replica_num = 2};
+    dango_store_object_info_t      info;
+    const char                    *key = "cache/3";
+    size_t                         len = 100000;
+    void                          *v   = make_value(len, 44);
+    dango_store_client_t          *r   = NULL;
+    char                          *p;
+
+    assert_dango_ok(dango_store_put(K.c[0], key, v, len, &cfg));
+    assert_dango_ok(dango_store_stat(K.c[0], key, &info));
+    assert_int_equal(2, info.num_replicas);
+    /* A reader owning neither replica tries them in the master's order. */
+    for (int i = 0; (i < NCLIENTS) && (r == NULL); i++) {
+        const char *name = dango_store_client_name(K.c[i]);
+
+        if ((strcmp(name, info.replicas[0].segment) != 0) &&
+            (strcmp(name, info.replicas[1].segment) != 0)) {
+            r = K.c[i];
+        }
+    }
+    assert_non_null(r);
+    check_get(r, key, len, 44); /* its locations are cached now */
+
+    p = (char *)(uintptr_t)info.replicas[0].addr + rec_value_off(strlen(key));
+    p[777] ^= 0x40;
+    check_get(r, key, len, 44);
+    assert_dango_ok(dango_store_stat(K.c[0], key, &info));
+    assert_int_equal(1, info.num_replicas);
+    free(v);
+}
+
 /* ---------- metadata ---------- */
 
 static int count_cb(void *arg, const char *key, uint64_t size)
@@ -1367,6 +1474,12 @@ int main(int argc, char **argv)
         T(restart_peer_reopen),
         T(restart_dead_node_fallback),
         T(restart_master_comes_late),
+#define TC(_f)                                                                 \
+    cmocka_unit_test_setup_teardown(_f, cluster_setup_cache, cluster_teardown)
+        TC(cache_get_without_master),
+        TC(cache_remove_by_another_client),
+        TC(cache_bad_location_falls_back),
+#undef TC
 #undef T
     };
 
