@@ -247,7 +247,13 @@ DANGO_API int dango_store_put(dango_store_client_t *c, const char *key,
  * The new value gets new replicas; the old ones stay readable until the new
  * value is committed and are freed once their read leases have ended, so
  * the pool needs room for both while the upsert runs. Hard pin is kept.
- * @return As dango_store_put(), but never DANGO_EOBJ_EXISTS.
+ * If a client read the object in the last MASTER_LOCATION_CACHE_TIME
+ * (1 s), the new value is committed only once that client's location
+ * cache can no longer serve the old one, so the call may take that long;
+ * once it returns, no get anywhere returns the old value.
+ * @return As dango_store_put(), but never DANGO_EOBJ_EXISTS; also
+ *         DANGO_ETIMEDOUT when cached readers outlasted STORE_RPC_TIMEOUT
+ *         (the upsert is revoked: the old value stays).
  */
 DANGO_API int dango_store_upsert(dango_store_client_t *c, const char *key,
                                  const void *value, size_t len,
@@ -255,6 +261,12 @@ DANGO_API int dango_store_upsert(dango_store_client_t *c, const char *key,
 
 /**
  * @brief Copies the object into @p buf.
+ *
+ * A key this client read in the last STORE_LOCATION_CACHE_TIME (1 s,
+ * bounded by the master's MASTER_LOCATION_CACHE_TIME and half the lease)
+ * is read through the replica locations the master gave then, without a
+ * master round trip; the bytes are checked the same way, and any failure
+ * asks the master afresh.
  *
  * An object held only on a node's disk tier is read from there (the node
  * loads it, its checksum is checked on the node and again here) and, once
@@ -439,10 +451,14 @@ DANGO_API int64_t dango_store_size(dango_store_client_t *c, const char *key);
  * @param[in] force  Also while it is leased or hard pinned. A forced remove
  *                   of a leased object makes it invisible at once but keeps
  *                   its space allocated until the lease ends (a reader may
- *                   still be copying it).
+ *                   still be copying it). If a client read the object in
+ *                   the last MASTER_LOCATION_CACHE_TIME (1 s), the call
+ *                   first waits until that client's location cache can no
+ *                   longer serve it.
  * @return 0, or DANGO_ENO_OBJECT, DANGO_ELEASE_HELD (leased and not
- *         @p force), DANGO_ENOT_READY (a put is in progress), bad key,
- *         master unreachable.
+ *         @p force), DANGO_ENOT_READY (a put is in progress),
+ *         DANGO_ETIMEDOUT (readers' cached locations outlasted
+ *         STORE_RPC_TIMEOUT), bad key, master unreachable.
  */
 DANGO_API int dango_store_remove(dango_store_client_t *c, const char *key,
                                  int force);
