@@ -5,7 +5,8 @@
  * end, exists keeps the object), stale put preemption and release, puts
  * reclaimed after the release timeout, upsert (old value readable until
  * the end, swap, deferred free under lease, revoke, hard pin kept), leases,
- * hard pin and remove, report-bad, list paging, regex remove, batch limits
+ * hard pin and remove, report-bad, list paging, regex remove, the location
+ * cache (upsert end and forced removes wait for its window), batch limits
  * and duplicate keys. Every test ends with all space returned.
  */
 #include <stdio.h>
@@ -612,6 +613,140 @@ static void remove_match(void **state)
     assert_dango_ok(tm_put_end(st, 1, "a-flight",
                                tm_obj(st, "a-flight")->pend->put_id, 1, now));
     tm_check_empty(st);
+    dango__store_ms_destroy(st);
+}
+
+static ms_state_t *state_cached(uint64_t cache_ms)
+{
+    ms_params_t p;
+    ms_state_t *st;
+
+    dango__store_ms_params_default(&p);
+    p.seed              = 42;
+    p.location_cache_ms = cache_ms;
+    st                  = tm_state_with(&p);
+    tm_mount(st, 1, 1, "node-a", MiB, T0);
+    return st;
+}
+
+/* A leased get may let its client cache the locations: an upsert's end
+ * and a forced remove wait until that window is over, and no new window
+ * is granted while either waits. */
+static void location_cache(void **state)
+{
+    ms_state_t  *st = state_cached(0);
+    ms_put_cfg_t cfg;
+    ms_obj_t    *o;
+    ms_ver_t    *v;
+    uint64_t     t = T0 + 100;
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+
+    /* Off: no window, nothing waits. */
+    tm_put(st, 1, "c", 100, T0);
+    assert_dango_ok(tm_get(st, "c", t, &o));
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t), 0);
+    assert_dango_ok(tm_remove(st, "c", 1, t + 10));
+    drain(st, t + 10);
+    dango__store_ms_destroy(st);
+
+    /* On: a leased get is granted the whole window. */
+    st = state_cached(1000);
+    tm_put(st, 1, "c", 100, T0);
+    assert_dango_ok(tm_get(st, "c", t, &o));
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t), 1000);
+    assert_int_equal(o->cache_until, t + 1000);
+
+    /* An upsert ends only once the window is over; until then the old
+     * value is what readers get and no window is granted. */
+    assert_dango_ok(tm_put_start_cfg(st, 2, "c", 200, &cfg, 1, t, &v));
+    assert_dango_err(DANGO_EAGAIN,
+                     tm_put_end(st, 2, "c", v->put_id, 0, t + 10));
+    assert_int_equal(st->again_ms, 990);
+    assert_ptr_equal(o->pend, v);
+    assert_dango_ok(tm_get(st, "c", t + 20, &o));
+    assert_int_equal(o->cur->size, 100);
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t + 20), 0);
+    assert_int_equal(o->cache_until, t + 1000);
+    assert_dango_err(DANGO_EAGAIN,
+                     tm_put_end(st, 2, "c", v->put_id, 0, t + 999));
+    assert_int_equal(st->again_ms, 1);
+    assert_dango_ok(tm_put_end(st, 2, "c", v->put_id, 0, t + 1000));
+    assert_int_equal(st->again_ms, 0);
+    assert_null(o->pend);
+    assert_dango_ok(tm_get(st, "c", t + 1000, &o));
+    assert_ptr_equal(o->cur, v);
+    assert_int_equal(o->cur->size, 200);
+
+    /* A revoke is not held back by the window. */
+    t += 1000;
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t), 1000);
+    assert_dango_ok(tm_put_start_cfg(st, 2, "c", 300, &cfg, 1, t, &v));
+    assert_dango_ok(tm_put_end(st, 2, "c", v->put_id, 1, t + 10));
+    assert_int_equal(o->cur->size, 200);
+
+    /* A forced remove waits too, and meanwhile no window is granted. */
+    assert_dango_err(DANGO_EAGAIN, tm_remove(st, "c", 1, t + 10));
+    assert_int_equal(st->again_ms, 990);
+    assert_non_null(tm_obj(st, "c"));
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t + 10), 0);
+    assert_int_equal(o->cache_until, t + 1000);
+    assert_dango_err(DANGO_EAGAIN, tm_remove(st, "c", 1, t + 500));
+    assert_int_equal(st->again_ms, 500);
+    assert_dango_ok(tm_remove(st, "c", 1, t + 1000));
+    assert_int_equal(st->again_ms, 0);
+    assert_null(tm_obj(st, "c"));
+    drain(st, t + 2000);
+    dango__store_ms_destroy(st);
+}
+
+/* A forced regex remove leaves the objects still cached; before the floor
+ * (a master just started) every object counts as cached. */
+static void location_cache_remove_match_and_floor(void **state)
+{
+    ms_state_t *st = state_cached(1000);
+    ms_obj_t   *o;
+    uint64_t    t = T0 + 100;
+
+    (void)state;
+    tm_put(st, 1, "m-cached", 100, T0);
+    tm_put(st, 1, "m-plain", 100, T0);
+    assert_dango_ok(tm_get(st, "m-cached", t, &o));
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t), 1000);
+    assert_dango_ok(tm_get(st, "m-plain", t, NULL)); /* leased, not cached */
+
+    assert_int_equal(dango__store_ms_remove_match(st, "^m-", 0, 1, t + 10), 1);
+    assert_int_equal(st->again_n, 1);
+    assert_int_equal(st->again_ms, 990);
+    assert_ptr_equal(tm_obj(st, "m-cached"), o);
+    assert_null(tm_obj(st, "m-plain"));
+    assert_int_equal(dango__store_ms_cache_grant(st, o, t + 10), 0);
+
+    tm_put(st, 1, "m-new", 100, t + 10);
+    assert_int_equal(dango__store_ms_remove_match(st, "^m-", 0, 1, t + 1000),
+                     2);
+    assert_int_equal(st->again_n, 0);
+    assert_int_equal(st->again_ms, 0);
+    assert_null(tm_obj(st, "m-cached"));
+    drain(st, t + 2000);
+    dango__store_ms_destroy(st);
+
+    /* The floor: an object never granted a window still waits for it. */
+    st              = state_cached(1000);
+    st->cache_floor = T0 + 500;
+    tm_put(st, 1, "f", 100, T0);
+    o = tm_obj(st, "f");
+    assert_int_equal(o->cache_until, 0);
+    assert_dango_err(DANGO_EAGAIN, tm_remove(st, "f", 1, T0 + 100));
+    assert_int_equal(st->again_ms, 400);
+    assert_non_null(tm_obj(st, "f"));
+    assert_int_equal(dango__store_ms_remove_match(st, NULL, 1, 1, T0 + 100), 0);
+    assert_int_equal(st->again_n, 1);
+    assert_int_equal(st->again_ms, 400);
+    assert_dango_ok(tm_remove(st, "f", 1, T0 + 500));
+    assert_null(tm_obj(st, "f"));
+    drain(st, T0 + 500);
     dango__store_ms_destroy(st);
 }
 
@@ -1366,6 +1501,9 @@ int main(void)
         cmocka_unit_test_teardown(report_bad, tm_teardown),
         cmocka_unit_test_teardown(list_paging, tm_teardown),
         cmocka_unit_test_teardown(remove_match, tm_teardown),
+        cmocka_unit_test_teardown(location_cache, tm_teardown),
+        cmocka_unit_test_teardown(location_cache_remove_match_and_floor,
+                                  tm_teardown),
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),
