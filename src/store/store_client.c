@@ -1681,10 +1681,6 @@ static int sc_batch_check(dango_store_client_t *c, size_t n,
     return 0;
 }
 
-/*
- * Sends the valid keys among @keys with @method (KeysReq -> StatusList) and
- * fills @results: the key's validation error, or the master's status.
- */
 int dango__sc_again_wait(uint32_t retry_ms, uint64_t deadline)
 {
     uint64_t ns =
@@ -1702,6 +1698,10 @@ int dango__sc_again_wait(uint32_t retry_ms, uint64_t deadline)
     return 0;
 }
 
+/*
+ * Sends the valid keys among @keys with @method (KeysReq -> StatusList) and
+ * fills @results: the key's validation error, or the master's status.
+ */
 static int sc_keys_status(dango_store_client_t *c, uint32_t method, size_t n,
                           const char *const *keys, int force, int *results)
 {
