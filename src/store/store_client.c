@@ -1966,8 +1966,15 @@ static int64_t sc_remove_match(dango_store_client_t *c, const char *regex,
                             &dango__store__count_resp__descriptor,
                             (ProtobufCMessage **)&resp, 0);
         dango__sc_loc_forget_all(c);
+        if ((rc != 0) && (count > 0)) {
+            /* The count removed stands; the objects left stay. */
+            dango_warn("store client %s: remove by pattern stopped after "
+                       "%" PRId64 " objects: %s",
+                       c->name, count, dango_strerror(rc));
+            return count;
+        }
         if (rc != 0) {
-            return (count > 0) ? count : rc;
+            return rc;
         }
 
         count += resp->count;

@@ -389,6 +389,7 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
     ms_obj_t *o;
     ms_ver_t *v;
     ms_ver_t *old;
+    uint64_t  wait;
     int       rc = key_check(k);
 
     if (rc != 0) {
@@ -415,8 +416,9 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
 
     /* An upsert is visible only once no client reads the old value
      * through a cached location (no new window while it is pending). */
-    if (!revoke && (o->cur != NULL) && (obj_cache_wait(st, o, now) > 0)) {
-        st->again_ms = DANGO_MAX(st->again_ms, obj_cache_wait(st, o, now));
+    wait = (!revoke && (o->cur != NULL)) ? obj_cache_wait(st, o, now) : 0;
+    if (wait > 0) {
+        st->again_ms = DANGO_MAX(st->again_ms, wait);
         return DANGO_EAGAIN;
     }
 
