@@ -10,5 +10,6 @@ list(APPEND DANGO_STORE_SOURCES
   store_mooncake.c
   store_client_ha.c
   store_client_loc.c
+  store_client_slot.c
   store_disk.c
   store_client_disk.c)

@@ -11,4 +11,5 @@ list(APPEND DANGO_STORE_SOURCES
   store_master_ha.c
   store_master_ghost.c
   store_master_fence.c
+  store_master_slot.c
   store_master_disk.c)

@@ -1095,8 +1095,10 @@ static void sc_liveness(dango_store_client_t *c, uint64_t timeout_ns,
     __atomic_store_n(&c->health, 0, __ATOMIC_RELAXED);
     if ((status == DANGO_ENEED_REMOUNT) ||
         !__atomic_load_n(&c->mounted, __ATOMIC_RELAXED)) {
-        /* A master that lost us may have lost the leases too. */
+        /* A master that lost us may have lost the leases too, and the
+         * slots it granted. */
         dango__sc_loc_forget_all(c);
+        dango__sc_slot_forget_all(c);
         rc = sc_remount(c, timeout_ns);
         if (rc == 0) {
             __atomic_store_n(&c->mounted, 1, __ATOMIC_RELAXED);
@@ -1138,6 +1140,7 @@ static void *ping_thread(void *arg)
 
         pthread_mutex_unlock(&c->ping_lock);
         sc_liveness(c, timeout, &failures);
+        dango__sc_slot_flush(c, 0);
         pthread_mutex_lock(&c->ping_lock);
     }
 
@@ -1286,6 +1289,7 @@ static int sc_own_segment(dango_store_client_t *c)
 static void sc_free(dango_store_client_t *c)
 {
     dango__sc_loc_cleanup(c);
+    dango__sc_slot_cleanup(c);
     for (size_t i = 0; i < c->pool_count; i++) {
         dango_xfer_batch_destroy(c->pool[(c->pool_head + i) % SC_POOL_MAX]);
     }
@@ -1423,6 +1427,9 @@ int dango_store_client_create(const dango_store_params_t *params,
     if (rc == 0) {
         rc = dango__sc_loc_init(c);
     }
+    if (rc == 0) {
+        rc = dango__sc_slot_init(c);
+    }
     if (rc != 0) {
         goto err_free;
     }
@@ -1522,6 +1529,7 @@ void dango_store_client_destroy(dango_store_client_t *c)
 
     dango__sc_disk_stop(c);
     sc_threads_stop(c);
+    dango__sc_slot_flush(c, 1);
     if ((c->seg_base != NULL) &&
         __atomic_load_n(&c->mounted, __ATOMIC_RELAXED)) {
         Dango__Store__UnmountReq req = DANGO__STORE__UNMOUNT_REQ__INIT;

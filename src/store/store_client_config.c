@@ -109,6 +109,13 @@ static const dango_config_field_t store_client_config_fields[] = {
      "keys the location cache holds at most (about 300 bytes plus the key "
      "each; 0: off)",
      offsetof(store_client_config_t, location_cache_entries), DANGO_CFG_UINT},
+    /* Slots (store_client_slot.c). */
+    {"PUT_SLOTS", "8MiB",
+     "record bytes of slots this client keeps: regions the master reserves "
+     "ahead for puts of a record length it repeats, so that such a put "
+     "costs one master round trip instead of two (0: off; the master "
+     "grants at most MASTER_PUT_SLOTS)",
+     offsetof(store_client_config_t, put_slots), DANGO_CFG_SIZE},
     {NULL, NULL, NULL, 0, DANGO_CFG_STRING}};
 
 dango_config_table_t dango__store_client_config_table = {

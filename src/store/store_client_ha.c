@@ -168,8 +168,10 @@ static void ha_apply(sc_ha_t *ha, const char *addr, size_t addr_len,
     ha->changes++;
     pthread_cond_broadcast(&ha->cond);
     pthread_mutex_unlock(&ha->lock);
-    /* The leases behind cached locations were the old leader's. */
+    /* The leases behind cached locations were the old leader's, and so
+     * were the slots. */
     dango__sc_loc_forget_all(c);
+    dango__sc_slot_forget_all(c);
 
     if (conn != NULL) {
         dango_info("store client %s: master leader %s (term %lld)", c->name,

@@ -53,6 +53,7 @@ typedef struct store_client_config {
     int           sync_commit;
     uint64_t      location_cache_time;
     unsigned long location_cache_entries;
+    size_t        put_slots;
 } store_client_config_t;
 
 extern dango_config_table_t dango__store_client_config_table;
@@ -122,6 +123,30 @@ typedef struct sc_loc_shard {
 typedef struct sc_loc_tag {
     uint64_t hash, gen, epoch;
 } sc_loc_tag_t;
+
+/* Slots (store_client_slot.c): record lengths pooled at once, and slots
+ * kept per length. */
+#define SC_SLOT_CLASSES 4
+#define SC_SLOT_MAX     64
+
+/* A region the master reserved for one coming put of this client. */
+typedef struct sc_slot {
+    uint64_t  put_id;
+    uint64_t  use_until; /* no write into it starts after (monotonic ns) */
+    unsigned  nrep;
+    sc_seg_t *segs[DANGO_STORE_REPLICA_MAX];
+    uint64_t  addrs[DANGO_STORE_REPLICA_MAX];
+} sc_slot_t;
+
+/* The slots of one record length and replica count. */
+typedef struct sc_slot_class {
+    uint64_t  rec_len; /* 0: unused class */
+    unsigned  replica_num;
+    unsigned  asked;    /* requests for more in flight */
+    uint64_t  last_use; /* ns, for replacing the least used class */
+    size_t    n;
+    sc_slot_t s[SC_SLOT_MAX];
+} sc_slot_class_t;
 
 /* A piece of registered memory borrowed for one call. */
 typedef enum sc_buf_kind {
@@ -222,6 +247,14 @@ struct dango_store_client {
     size_t          loc_shard_cap;
     uint64_t        loc_epoch; /* atomic: forget-all count */
     uint64_t        loc_hits, loc_misses, loc_stale; /* atomic */
+    /* Slots (store_client_slot.c); classes NULL when off. */
+    pthread_mutex_t  slot_lock;
+    int              slot_ready; /* the lock is initialised */
+    sc_slot_class_t *slot_cls;
+    uint64_t         slot_epoch; /* forget-all count, under slot_lock */
+    uint64_t        *slot_free;  /* put ids to give back */
+    size_t           slot_nfree;
+    uint64_t         slot_puts, slot_fallbacks; /* atomic */
 };
 
 /* ---------- store_client.c ---------- */
@@ -369,6 +402,57 @@ int dango__sc_get_many(dango_store_client_t *c, size_t n,
                        const char *const *keys, const sc_dsts_t *dsts,
                        unsigned flags, int64_t *results, uint64_t *sizes,
                        void **allocs);
+
+/* ---------- store_client_slot.c: slots for one round trip puts ---------- */
+
+/* Sets up the pool (nothing when STORE_PUT_SLOTS is 0). 0 or DANGO_ENOMEM.
+ * Cleanup frees it (slots still held are the master's to reclaim: call
+ * dango__sc_slot_release_all() first). */
+int  dango__sc_slot_init(dango_store_client_t *c);
+void dango__sc_slot_cleanup(dango_store_client_t *c);
+/* Slots of @rec_len record bytes are worth pooling (the pool is on and
+ * holds at least two). */
+int dango__sc_slot_fits(const dango_store_client_t *c, uint64_t rec_len);
+/*
+ * Takes a slot of @rec_len bytes and @replica_num replicas into *@s: 1, or
+ * 0 when there is none. Either way *@want_p is how many to ask for now in
+ * the caller's PutBind (0: enough are pooled or asked for already), and
+ * *@epoch_p the pool's epoch to hand back to dango__sc_slot_add(). A
+ * nonzero *@want_p counts as a request in flight until that call.
+ */
+int dango__sc_slot_take(dango_store_client_t *c, uint64_t rec_len,
+                        unsigned replica_num, sc_slot_t *s, uint32_t *want_p,
+                        uint64_t *epoch_p);
+/*
+ * Ends a request for slots of dango__sc_slot_take(): pools the @n granted
+ * @items (NULL on a failed call), asked for at @t0 (monotonic ns) under
+ * @epoch, usable for @slot_ms. Slots of another epoch, or without room,
+ * are given back.
+ */
+void dango__sc_slot_add(dango_store_client_t *c, uint64_t rec_len,
+                        unsigned replica_num, uint64_t epoch,
+                        Dango__Store__PutStartItem *const *items, size_t n,
+                        uint64_t t0, uint32_t slot_ms);
+/* Puts slot @s back: in the pool when still usable and @reuse, else on
+ * the list to give back. */
+void dango__sc_slot_return(dango_store_client_t *c, uint64_t rec_len,
+                           unsigned replica_num, const sc_slot_t *s, int reuse);
+/* Moves up to @max put ids of slots to give back into @ids. */
+size_t dango__sc_slot_take_free(dango_store_client_t *c, uint64_t *ids,
+                                size_t max);
+/* Forgets every slot without giving it back (their master is gone or
+ * restarted; a new one never granted them). */
+void dango__sc_slot_forget_all(dango_store_client_t *c);
+/* Gives back slots whose time to be written is over (ping thread), or
+ * every slot (@all, at destroy), in PutBinds of no keys. */
+void dango__sc_slot_flush(dango_store_client_t *c, int all);
+/* Checks the replicas the master gave for a record of @rec bytes and
+ * resolves their segments into @segs / @addrs (*@nrep_p of them). 0 or
+ * DANGO_EPROTO / a segment error. @what names the put in errors. */
+int dango__sc_replicas_in(dango_store_client_t *c, const char *what,
+                          Dango__Store__Replica *const *reps, size_t n,
+                          uint64_t rec, sc_seg_t **segs, uint64_t *addrs,
+                          unsigned *nrep_p);
 
 /* ---------- store_client_loc.c: the location cache ---------- */
 

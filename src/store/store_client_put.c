@@ -149,39 +149,15 @@ static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
 static int put_plan(dango_store_client_t *c, put_item_t *it,
                     const Dango__Store__PutStartItem *r)
 {
-    uint64_t rec = it->voff + it->len;
+    char what[64];
+    int  rc;
 
-    if ((r->n_replicas == 0) || (r->n_replicas > DANGO_STORE_REPLICA_MAX)) {
-        dango_error("store client %s: put of %s got %zu replicas", c->name,
-                    it->key, r->n_replicas);
-        return DANGO_EPROTO;
-    }
-
-    it->nrep = (unsigned)r->n_replicas;
-    for (unsigned j = 0; j < it->nrep; j++) {
-        const Dango__Store__Replica *rep = r->replicas[j];
-        int                          rc;
-
-        if ((rep->segment == NULL) || (rep->length < rec)) {
-            dango_error("store client %s: put of %s got a region of %" PRIu64
-                        " bytes for a record of %" PRIu64,
-                        c->name, it->key, rep->length, rec);
-            return DANGO_EPROTO;
-        }
-
-        rc = dango__sc_seg_get(c, rep->segment, &it->segs[j]);
-        if (rc != 0) {
-            return rc;
-        }
-
-        if (it->segs[j]->own && !dango__sc_own_range_ok(c, rep->addr, rec)) {
-            dango_error("store client %s: put of %s got 0x%" PRIx64
-                        " outside the own segment",
-                        c->name, it->key, rep->addr);
-            return DANGO_EPROTO;
-        }
-
-        it->addrs[j] = rep->addr;
+    snprintf(what, sizeof(what), "put of %.50s", it->key);
+    rc = dango__sc_replicas_in(c, what, r->replicas, r->n_replicas,
+                               it->voff + it->len, it->segs, it->addrs,
+                               &it->nrep);
+    if (rc != 0) {
+        return rc;
     }
 
     dango_store_rec_format(it->hdr.ptr, it->key, (uint16_t)it->klen, it->len,
@@ -733,6 +709,40 @@ static void put_end_again(dango_store_client_t          *c,
 }
 
 /*
+ * Takes PutEnd's answer (@rc for the whole call, else @resp) for the
+ * started items without an error: the commit words of those that ended
+ * are written (@durable: from this thread, acknowledged, into @pw) or
+ * queued.
+ */
+static void put_end_words(dango_store_client_t *c, put_item_t *items, size_t n,
+                          int rc, Dango__Store__StatusList *resp,
+                          const put_words_t *pw, int durable)
+{
+    size_t m = 0;
+
+    if (durable) {
+        put_end_durable(c, items, n, rc, resp, pw);
+        return;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        put_item_t *it = &items[i];
+        sc_commit_t w[DANGO_STORE_REPLICA_MAX];
+
+        if (!it->started || (it->rc != 0)) {
+            continue;
+        }
+
+        if (!put_ended(it, rc, resp, &m)) {
+            continue;
+        }
+
+        put_commit_words(it, w);
+        dango__sc_commit_queue(c, w, it->nrep);
+    }
+}
+
+/*
  * PutEnd for the items without an error (@revoke 0), or PutRevoke for the
  * started items with one (@revoke 1). Everything the end needs is
  * allocated before the request goes: an item the master ends must get its
@@ -827,27 +837,7 @@ static int put_end(dango_store_client_t *c, put_item_t *items, size_t n,
         goto out;
     }
 
-    if (durable) {
-        put_end_durable(c, items, n, rc, resp, &pw);
-        goto out;
-    }
-
-    m = 0;
-    for (size_t i = 0; i < n; i++) {
-        put_item_t *it = &items[i];
-        sc_commit_t w[DANGO_STORE_REPLICA_MAX];
-
-        if (!it->started || (it->rc != 0)) {
-            continue;
-        }
-
-        if (!put_ended(it, rc, resp, &m)) {
-            continue;
-        }
-
-        put_commit_words(it, w);
-        dango__sc_commit_queue(c, w, it->nrep);
-    }
+    put_end_words(c, items, n, rc, resp, &pw, durable);
 
 out:
     if (resp != NULL) {
@@ -861,6 +851,188 @@ out:
 
     put_words_free(&pw);
     return rc;
+}
+
+/* ---------- one round trip: slots ---------- */
+
+/*
+ * PutBind of @it (NULL: of no key), asking for @want slots of @rec_len
+ * bytes and giving back some of the slots waiting for it. The reply in
+ * *@resp_p (free it) when 0. A call whose connection was lost after it
+ * went is asked once more without the request for slots, which would
+ * otherwise be granted twice (a bind is answered 0 when it already took).
+ */
+static int put_bind(dango_store_client_t *c, put_item_t *it,
+                    Dango__Store__ReplicateConfig *wire, uint32_t want,
+                    uint64_t rec_len, Dango__Store__PutBindResp **resp_p)
+{
+    Dango__Store__PutBindReq req   = DANGO__STORE__PUT_BIND_REQ__INIT;
+    Dango__Store__ClientId   id    = DANGO__STORE__CLIENT_ID__INIT;
+    Dango__Store__SlotReq    slots = DANGO__STORE__SLOT_REQ__INIT;
+    char                    *key;
+    uint64_t                 release[SC_SLOT_MAX];
+    int                      rc;
+
+    id.hi      = c->id_hi;
+    id.lo      = c->id_lo;
+    req.client = &id;
+    req.config = wire;
+    if (it != NULL) {
+        key             = (char *)it->key;
+        req.n_keys      = 1;
+        req.keys        = &key;
+        req.n_put_ids   = 1;
+        req.put_ids     = &it->put_id;
+        req.n_sizes     = 1;
+        req.sizes       = (uint64_t *)&it->len;
+        req.n_checksums = 1;
+        req.checksums   = &it->checksum;
+    }
+    if (want > 0) {
+        slots.count   = want;
+        slots.rec_len = rec_len;
+        req.slots     = &slots;
+    }
+    req.n_release = dango__sc_slot_take_free(c, release, SC_SLOT_MAX);
+    req.release   = release;
+
+    *resp_p = NULL;
+    rc      = dango__sc_call(c, DANGO_STORE_M_PUT_BIND, &req.base,
+                             &dango__store__put_bind_resp__descriptor,
+                             (ProtobufCMessage **)resp_p, 0);
+    if (rc == DANGO_ECONNRESET) {
+        req.slots = NULL;
+        rc        = dango__sc_call(c, DANGO_STORE_M_PUT_BIND, &req.base,
+                                   &dango__store__put_bind_resp__descriptor,
+                                   (ProtobufCMessage **)resp_p, 0);
+    }
+
+    if ((rc == 0) && ((*resp_p)->n_status != req.n_keys)) {
+        rc = DANGO_EPROTO;
+    }
+    if ((rc != 0) && (*resp_p != NULL)) {
+        protobuf_c_message_free_unpacked(&(*resp_p)->base, NULL);
+        *resp_p = NULL;
+    }
+
+    return rc;
+}
+
+/* Hands the slots granted in @resp (NULL: none) to the pool. */
+static void put_slots_add(dango_store_client_t *c, uint64_t rec_len,
+                          unsigned replica_num, uint64_t epoch,
+                          const Dango__Store__PutBindResp *resp, uint64_t t0)
+{
+    if (resp == NULL) {
+        dango__sc_slot_add(c, rec_len, replica_num, epoch, NULL, 0, t0, 0);
+        return;
+    }
+
+    dango__sc_slot_add(c, rec_len, replica_num, epoch, resp->slots,
+                       resp->n_slots, t0, resp->slot_ms);
+}
+
+/*
+ * A put of one key through a slot (store_client_slot.c): the record is
+ * written into a region the master reserved ahead, then PutBind makes it
+ * the key's value, one round trip in all. Returns 1 when the put is done
+ * (it->rc says how), 0 when it is to go the two round trip way: no slot to
+ * be had, or the master does not know the slot any more (it restarted, or
+ * the slot's segment went away) and nothing was committed.
+ */
+static int put_slotted(dango_store_client_t *c, put_item_t *it,
+                       Dango__Store__ReplicateConfig *wire)
+{
+    Dango__Store__PutBindResp *resp = NULL;
+    uint64_t                   rec  = it->voff + it->len;
+    unsigned                   rn   = wire->replica_num;
+    sc_slot_t                  s;
+    uint32_t                   want;
+    uint64_t                   epoch, t0;
+    int                        rc;
+
+    if (!dango__sc_slot_take(c, rec, rn, &s, &want, &epoch)) {
+        if (want == 0) {
+            return 0;
+        }
+
+        /* None pooled yet: ask (one round trip, as PutStart would be). */
+        t0 = dango_time_ns();
+        rc = put_bind(c, NULL, wire, want, rec, &resp);
+        put_slots_add(c, rec, rn, epoch, resp, t0);
+        if (resp != NULL) {
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            resp = NULL;
+        }
+
+        if (!dango__sc_slot_take(c, rec, rn, &s, &want, &epoch)) {
+            if (want > 0) {
+                put_slots_add(c, rec, rn, epoch, NULL, 0);
+            }
+            return 0;
+        }
+    }
+
+    it->put_id = s.put_id;
+    it->nrep   = s.nrep;
+    memcpy(it->segs, s.segs, sizeof(it->segs));
+    memcpy(it->addrs, s.addrs, sizeof(it->addrs));
+    dango_store_rec_format(it->hdr.ptr, it->key, (uint16_t)it->klen, it->len,
+                           it->checksum, it->put_id);
+    put_transfer(c, it, 1);
+    if (it->rc != 0) {
+        /* Part written: not for another key. */
+        dango__sc_slot_return(c, rec, rn, &s, 0);
+        if (want > 0) {
+            put_slots_add(c, rec, rn, epoch, NULL, 0);
+        }
+        return 1;
+    }
+
+    t0 = dango_time_ns();
+    rc = put_bind(c, it, wire, want, rec, &resp);
+    if (want > 0) {
+        put_slots_add(c, rec, rn, epoch, resp, t0);
+    }
+    it->rc = (rc != 0) ? rc : resp->status[0];
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+
+    switch (it->rc) {
+    case 0: {
+        int32_t                  ok = 0;
+        Dango__Store__StatusList sl = DANGO__STORE__STATUS_LIST__INIT;
+        put_words_t              pw;
+
+        sl.n_status = 1;
+        sl.status   = &ok;
+        it->started = 1;
+        put_words_init(&pw, it->nrep); /* fits in the struct */
+        put_end_words(c, it, 1, 0, &sl, &pw, dango__sc_commit_durable_mode(c));
+        put_words_free(&pw);
+        __atomic_add_fetch(&c->slot_puts, 1, __ATOMIC_RELAXED);
+        return 1;
+    }
+    case DANGO_EOBJ_EXISTS:
+        /* Refused before anything changed: the slot serves another key. */
+        dango__sc_slot_return(c, rec, rn, &s, 1);
+        return 1;
+    case DANGO_EINVALID_WRITE:
+        /* Not the master that granted it: none of the pool is known. */
+        dango_debug("store client %s: slot %" PRIu64 " of %s unknown to the "
+                    "master, slots dropped",
+                    c->name, s.put_id, it->key);
+        dango__sc_slot_forget_all(c);
+        __atomic_add_fetch(&c->slot_fallbacks, 1, __ATOMIC_RELAXED);
+        it->rc = 0;
+        return 0;
+    default:
+        /* Whether it took may be unknown (the call failed): a give-back
+         * of a slot that was bound is ignored by the master. */
+        dango__sc_slot_return(c, rec, rn, &s, 0);
+        return 1;
+    }
 }
 
 /* ---------- entry ---------- */
@@ -931,6 +1103,13 @@ int dango__sc_put_many(dango_store_client_t *c, size_t n,
     }
 
     rc = 0;
+    if ((n == 1) && (valid == 1) && !(flags & SC_PUT_UPSERT) &&
+        (wire.n_preferred == 0) &&
+        dango__sc_slot_fits(c, items[0].voff + items[0].len) &&
+        put_slotted(c, &items[0], &wire)) {
+        valid = 0; /* done in one round trip */
+    }
+
     if (valid > 0) {
         rc = put_start(c, items, n, valid, &wire, flags & SC_PUT_UPSERT);
         if (rc != 0) {

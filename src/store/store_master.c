@@ -44,6 +44,7 @@ const char *const dango__store_master_op_names[MS_OP_MAX] = {
     [MS_OP_UPSERT_START]  = "upsert_start",
     [MS_OP_PUT_END]       = "put_end",
     [MS_OP_PUT_REVOKE]    = "put_revoke",
+    [MS_OP_PUT_BIND]      = "put_bind",
     [MS_OP_GET]           = "get_replica_list",
     [MS_OP_EXIST]         = "exist_key",
     [MS_OP_REMOVE]        = "remove",
@@ -137,20 +138,21 @@ typedef struct ms_batch {
     Dango__Store__Replica **repp;
 } ms_batch_t;
 
-static int batch_begin(ms_state_t *st, char **keys, size_t n, size_t item_size,
-                       ms_batch_t *bt)
+static int batch_begin_items(ms_state_t *st, char **keys, size_t n,
+                             size_t nitems, size_t item_size, ms_batch_t *bt)
 {
-    size_t    nrep = (item_size != 0) ? n * DANGO_STORE_REPLICA_MAX : 0;
-    size_t    nptr = (item_size != 0) ? n : 0;
+    size_t    nrep = (item_size != 0) ? nitems * DANGO_STORE_REPLICA_MAX : 0;
+    size_t    nptr = (item_size != 0) ? DANGO_MAX(n, nitems) : 0;
     ms_bump_t b;
     int       rc;
 
-    rc = bump_init(
-        &b, st,
-        bump_size(n * sizeof(*bt->keys)) + bump_size(n * sizeof(*bt->status)) +
-            2 * bump_size(nptr * sizeof(void *)) + bump_size(n * item_size) +
-            bump_size(nrep * sizeof(*bt->reps)) +
-            bump_size(nrep * sizeof(*bt->repp)));
+    rc = bump_init(&b, st,
+                   bump_size(n * sizeof(*bt->keys)) +
+                       bump_size(n * sizeof(*bt->status)) +
+                       2 * bump_size(nptr * sizeof(void *)) +
+                       bump_size(nitems * item_size) +
+                       bump_size(nrep * sizeof(*bt->reps)) +
+                       bump_size(nrep * sizeof(*bt->repp)));
     if (rc != 0) {
         return rc;
     }
@@ -158,12 +160,18 @@ static int batch_begin(ms_state_t *st, char **keys, size_t n, size_t item_size,
     bt->keys   = bump(&b, n * sizeof(*bt->keys));
     bt->status = bump(&b, n * sizeof(*bt->status));
     bt->vers   = bump(&b, nptr * sizeof(void *));
-    bt->items  = bump(&b, n * item_size);
+    bt->items  = bump(&b, nitems * item_size);
     bt->itemp  = bump(&b, nptr * sizeof(void *));
     bt->reps   = bump(&b, nrep * sizeof(*bt->reps));
     bt->repp   = bump(&b, nrep * sizeof(*bt->repp));
     keys_of(bt->keys, keys, n);
     return 0;
+}
+
+static int batch_begin(ms_state_t *st, char **keys, size_t n, size_t item_size,
+                       ms_batch_t *bt)
+{
+    return batch_begin_items(st, keys, n, n, item_size, bt);
 }
 
 static int reply(dango_rpc_call_t *call, int rc, const ProtobufCMessage *msg)
@@ -405,6 +413,19 @@ static int rpc_unmount(dango_store_master_t *m, dango_rpc_call_t *call,
     return reply(call, rc, NULL);
 }
 
+static void cfg_of(const Dango__Store__ReplicateConfig *w, ms_put_cfg_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    if (w != NULL) {
+        cfg->replica_num     = w->replica_num;
+        cfg->hard_pin        = w->hard_pin;
+        cfg->soft_pin        = w->soft_pin;
+        cfg->soft_pin_ttl_ms = w->soft_pin_ttl_ms;
+        cfg->preferred       = (const char *const *)w->preferred;
+        cfg->npreferred      = w->n_preferred;
+    }
+}
+
 static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
                          const void *req, size_t len, uint64_t now,
                          ms_op_t *op_p)
@@ -432,15 +453,7 @@ static int rpc_put_start(dango_store_master_t *m, dango_rpc_call_t *call,
         goto out;
     }
 
-    memset(&cfg, 0, sizeof(cfg));
-    if (msg->config != NULL) {
-        cfg.replica_num     = msg->config->replica_num;
-        cfg.hard_pin        = msg->config->hard_pin;
-        cfg.soft_pin        = msg->config->soft_pin;
-        cfg.soft_pin_ttl_ms = msg->config->soft_pin_ttl_ms;
-        cfg.preferred       = (const char *const *)msg->config->preferred;
-        cfg.npreferred      = msg->config->n_preferred;
-    }
+    cfg_of(msg->config, &cfg);
     cfg.retry = msg->retry;
 
     rc = batch_begin(m->st, msg->keys, n, sizeof(*items), &bt);
@@ -562,6 +575,85 @@ static int rpc_put_end(dango_store_master_t *m, dango_rpc_call_t *call,
 out:
     rc = reply(call, rc, &resp.base);
     dango__store__put_end_req__free_unpacked(msg, NULL);
+    return rc;
+}
+
+/*
+ * PutBind: gives back the released slots, binds the keys to their slots,
+ * then grants the slots asked for (store_master_slot.c).
+ */
+static int rpc_put_bind(dango_store_master_t *m, dango_rpc_call_t *call,
+                        const void *req, size_t len, uint64_t now)
+{
+    Dango__Store__PutBindResp   resp = DANGO__STORE__PUT_BIND_RESP__INIT;
+    Dango__Store__PutBindReq   *msg;
+    Dango__Store__PutStartItem *items;
+    ms_client_t                *c;
+    ms_put_cfg_t                cfg;
+    ms_batch_t                  bt;
+    size_t                      n, want = 0, granted = 0;
+    size_t                      nrep = 0;
+    int                         rc;
+
+    msg = dango__store__put_bind_req__unpack(NULL, len, req);
+    if (msg == NULL) {
+        return malformed(m, call, DANGO_STORE_M_PUT_BIND);
+    }
+
+    n = msg->n_keys;
+    if ((msg->client == NULL) || (n > DANGO_STORE_BATCH_MAX) ||
+        (msg->n_put_ids != n) || (msg->n_sizes != n) ||
+        (msg->n_checksums != n) || (msg->n_release > DANGO_STORE_BATCH_MAX)) {
+        rc = DANGO_EINVAL;
+        goto out;
+    }
+
+    if (msg->slots != NULL) {
+        want = DANGO_MIN(msg->slots->count, (uint32_t)MS_SLOT_BATCH);
+    }
+
+    cfg_of(msg->config, &cfg);
+    rc = batch_begin_items(m->st, msg->keys, n, want, sizeof(*items), &bt);
+    if (rc != 0) {
+        goto out;
+    }
+
+    dango__store_ms_slot_release(m->st, cid_of(msg->client), msg->n_release,
+                                 msg->release, now);
+    rc = dango__store_ms_put_bind(m->st, cid_of(msg->client), n, bt.keys,
+                                  msg->put_ids, msg->sizes, msg->checksums,
+                                  &cfg, now, bt.status);
+    if (rc != 0) {
+        goto out;
+    }
+
+    c = dango__store_ms_client_touch(m->st, cid_of(msg->client), now);
+    if ((c != NULL) && (want > 0)) {
+        granted = dango__store_ms_slot_grant(m->st, c, &cfg, want,
+                                             msg->slots->rec_len, now, bt.vers);
+    }
+
+    items = bt.items;
+    for (size_t i = 0; i < granted; i++) {
+        ms_ver_t *v = bt.vers[i];
+
+        dango__store__put_start_item__init(&items[i]);
+        bt.itemp[i]     = &items[i];
+        items[i].put_id = v->put_id;
+        items[i].replicas =
+            replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
+    }
+
+    count_items(&m->ops[MS_OP_PUT_BIND], bt.status, n, 0);
+    resp.n_status = n;
+    resp.status   = bt.status;
+    resp.n_slots  = granted;
+    resp.slots    = (Dango__Store__PutStartItem **)bt.itemp;
+    resp.slot_ms  = (uint32_t)DANGO_MIN(m->st->p.put_discard_ms, UINT32_MAX);
+
+out:
+    rc = reply(call, rc, &resp.base);
+    dango__store__put_bind_req__free_unpacked(msg, NULL);
     return rc;
 }
 
@@ -1042,6 +1134,10 @@ static void master_rpc(void *arg, dango_rpc_call_t *call, uint32_t method,
         op = MS_OP_PUT_END;
         rc = rpc_put_end(m, call, req, len, now, &op);
         break;
+    case DANGO_STORE_M_PUT_BIND:
+        op = MS_OP_PUT_BIND;
+        rc = rpc_put_bind(m, call, req, len, now);
+        break;
     case DANGO_STORE_M_GET_REPLICAS:
         op = MS_OP_GET;
         rc = rpc_get(m, call, req, len, now);
@@ -1192,6 +1288,7 @@ static void params_of(ms_params_t *p, const ms_config_t *c, int64_t view)
     p->disk_queue           = (unsigned)c->disk_queue;
     p->location_cache_ms =
         DANGO_MIN(ns_to_ms(c->location_cache_time), p->lease_ttl_ms / 2);
+    p->put_slot_bytes = c->put_slots;
 }
 
 /* A new, empty state of view @view, wired to this master (the same at

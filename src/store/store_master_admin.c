@@ -135,8 +135,8 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
     metric(&t, "active_clients", "gauge", "clients known and not expired",
            dango_hmap_count(&st->clients));
     metric(&t, "segment_count", "gauge", "mounted segments", st->nsegs);
-    metric(&t, "inflight_puts", "gauge", "puts started and not ended",
-           st->ninflight);
+    metric(&t, "inflight_puts", "gauge",
+           "puts started and not ended (slots included)", st->ninflight);
     metric(&t, "parked_versions", "gauge",
            "detached puts or values whose regions wait to be freed",
            st->nparked);
@@ -156,7 +156,8 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
         metric(&t, name, "counter", help, m->ops[op].failures);
         if ((op == MS_OP_PUT_START) || (op == MS_OP_UPSERT_START) ||
             (op == MS_OP_PUT_END) || (op == MS_OP_PUT_REVOKE) ||
-            (op == MS_OP_GET) || (op == MS_OP_EXIST) || (op == MS_OP_REMOVE)) {
+            (op == MS_OP_PUT_BIND) || (op == MS_OP_GET) ||
+            (op == MS_OP_EXIST) || (op == MS_OP_REMOVE)) {
             snprintf(name, sizeof(name), "batch_%s_items_total", on);
             snprintf(help, sizeof(help), "keys in %s requests", on);
             metric(&t, name, "counter", help, m->ops[op].items);
@@ -227,6 +228,16 @@ int dango__store_master_metrics(dango_store_master_t *m, char **buf_p,
            st->fenced_bytes);
     metric(&t, "leases_granted_total", "counter", "read leases granted",
            st->c.leases_granted);
+    metric(&t, "put_slots", "gauge",
+           "slots reserved for one round trip puts and not yet bound",
+           dango_hmap_count(&st->slots));
+    metric(&t, "put_slots_granted_total", "counter", "slots reserved",
+           st->c.slots_granted);
+    metric(&t, "put_slots_bound_total", "counter",
+           "slots that became a key's value", st->c.slots_bound);
+    metric(&t, "put_slots_released_total", "counter",
+           "slots given back, reclaimed, lost, or whose client expired",
+           st->c.slots_released);
     {
         /* Disk tiers of the nodes (store_master_disk.c). */
         ms_disk_stats_t ds;

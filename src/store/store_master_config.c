@@ -40,6 +40,11 @@ static const dango_config_field_t master_config_fields[] = {
      "age after which an unfinished put may be preempted by a new put of "
      "the same key",
      offsetof(ms_config_t, put_discard_timeout), DANGO_CFG_TIME},
+    {"PUT_SLOTS", "64MiB",
+     "record bytes of slots one client may hold: regions reserved ahead so "
+     "that a put of a record length it repeats costs one round trip "
+     "(PutBind) instead of two (PutStart, PutEnd); 0: no slots",
+     offsetof(ms_config_t, put_slots), DANGO_CFG_SIZE},
     {"PUT_RELEASE_TIMEOUT", "600s",
      "age after which the regions of an unfinished or preempted put are "
      "freed",

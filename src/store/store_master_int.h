@@ -80,6 +80,7 @@ typedef struct ms_config {
     long     disk_promote_hits;
     long     disk_queue;
     uint64_t location_cache_time;
+    size_t   put_slots;
 } ms_config_t;
 
 extern dango_config_table_t dango__master_config_table;
@@ -110,6 +111,9 @@ typedef struct ms_params {
     /* Clients may reuse the locations GetReplicaList gives them this long
      * (0: they may not; see dango__store_ms_cache_grant()). */
     uint64_t location_cache_ms;
+    /* Record bytes of unbound slots one client may hold (0: no slots; see
+     * dango__store_ms_slot_grant()). */
+    uint64_t put_slot_bytes;
 } ms_params_t;
 
 /* Defaults of the table, for tests. */
@@ -142,11 +146,12 @@ typedef struct ms_client {
     dango_hmap_node_t node; /* in st->clients, key = id_key */
     ms_cid_t          id;
     uint8_t           id_key[16];
-    int               ok;        /* registered its segments (mount/remount) */
-    uint64_t          last_seen; /* ms of the last ping, mount or put */
-    dango_list_link_t segs;      /* ms_seg_t.client_link */
-    dango_list_link_t puts;      /* ms_ver_t.client_link, in flight */
-    struct ms_tomb   *tombs;     /* removed records in its segments */
+    int               ok;         /* registered its segments (mount/remount) */
+    uint64_t          last_seen;  /* ms of the last ping, mount or put */
+    dango_list_link_t segs;       /* ms_seg_t.client_link */
+    dango_list_link_t puts;       /* ms_ver_t.client_link, in flight */
+    uint64_t          slot_bytes; /* record bytes of its unbound slots */
+    struct ms_tomb   *tombs;      /* removed records in its segments */
     size_t            ntombs, tombs_cap;
     struct ms_kv_q   *kv; /* KV events for it, once it asked */
 } ms_client_t;
@@ -217,6 +222,9 @@ struct ms_ver {
     uint8_t           nlive;    /* replicas with a region */
     uint8_t           restored; /* rebuilt from node reports */
     uint64_t          copy_id;  /* parked copy in flight (CopyStart), or 0 */
+    /* An unbound slot (obj NULL, in flight): in st->slots by put_id. */
+    dango_hmap_node_t slot_node;
+    uint8_t           slot;
     ms_rep_t          rep[];
 };
 
@@ -255,6 +263,9 @@ typedef struct ms_counters {
     uint64_t fence_released;  /* fenced regions freed when their time was up */
     uint64_t fence_dropped;   /* beyond MS_FENCE_MAX, or no memory */
     uint64_t leases_granted;
+    uint64_t slots_granted;  /* slots reserved for one round trip puts */
+    uint64_t slots_bound;    /* slots that became a key's value */
+    uint64_t slots_released; /* given back, reclaimed, or their owner gone */
 } ms_counters_t;
 
 struct ms_state {
@@ -275,7 +286,9 @@ struct ms_state {
     size_t            segs_cap;
     dango_list_link_t inflight; /* ms_ver_t.inflight_link, by start */
     size_t            ninflight;
-    ms_ver_t        **parked; /* min-heap on free_at */
+    dango_hmap_t      slots;      /* unbound slots by put_id (slot_node) */
+    uint64_t          slot_bytes; /* record bytes of those */
+    ms_ver_t        **parked;     /* min-heap on free_at */
     size_t            nparked;
     size_t            parked_cap;
     uint64_t          parked_bytes;
@@ -451,6 +464,60 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
  * a value that a finished upsert or remove replaced.
  */
 uint64_t dango__store_ms_cache_grant(ms_state_t *st, ms_obj_t *o, uint64_t now);
+
+/* ----- slots: one round trip puts (store_master_slot.c) ----- */
+
+/* Slots granted by one request, at most. */
+#define MS_SLOT_BATCH 64
+
+/*
+ * Reserves up to @count slots of @rec_len record bytes, each placed as
+ * @cfg says (replica_num, preferred), for client @c, and writes them to
+ * @vers (valid until the next call). Fewer when the client would hold more
+ * than put_slot_bytes or 1/16 of the capacity, all clients more than 1/8
+ * of it, when the pool would pass the eviction watermark or placement
+ * finds no room (a slot never evicts), while nodes still report their
+ * records, or for a length no record has.
+ * Returns the number granted.
+ */
+size_t dango__store_ms_slot_grant(ms_state_t *st, ms_client_t *c,
+                                  const ms_put_cfg_t *cfg, size_t count,
+                                  uint64_t rec_len, uint64_t now,
+                                  ms_ver_t **vers);
+/* The unbound slot of put id @put_id (any client's), or NULL. */
+ms_ver_t *dango__store_ms_slot_find(ms_state_t *st, uint64_t put_id);
+/* Takes slot @v off the slot map, its client's bytes and the in-flight
+ * lists (it is being bound, or dropped). */
+void dango__store_ms_slot_unlink(ms_state_t *st, ms_ver_t *v);
+/* Ends slot @v unbound: its regions are freed at @free_at (parked until
+ * then; at once when it has passed). */
+void dango__store_ms_slot_drop(ms_state_t *st, ms_ver_t *v, uint64_t free_at,
+                               uint64_t now);
+/* Frees the slots of client @cid among @put_ids (others' and unknown ones
+ * are left alone). Returns how many. */
+size_t dango__store_ms_slot_release(ms_state_t *st, ms_cid_t cid, size_t n,
+                                    const uint64_t *put_ids, uint64_t now);
+
+/*
+ * PutBind of @n keys: key i's record was written into the slot put_ids[i]
+ * of client @cid, with value @sizes[i] bytes and checksum @checksums[i];
+ * the slot becomes the key's complete value at once (as PutStart and
+ * PutEnd would make it) with @cfg's pins. status[i]: 0 (also for a bind
+ * repeated after it took); DANGO_EOBJ_EXISTS (the key has a value or a
+ * put in flight: the slot stays the client's, for another key);
+ * DANGO_EINVALID_WRITE (no such slot: released, reclaimed, lost with its
+ * segments, or granted by another master); DANGO_EILLEGAL_CLIENT (another
+ * client's); DANGO_EINVAL (bad key, value size 0, or a record length that
+ * is not the slot's); DANGO_ENOMEM. Returns DANGO_EINVAL (n too large, bad
+ * config) or 0.
+ */
+int dango__store_ms_put_bind(ms_state_t *st, ms_cid_t cid, size_t n,
+                             const ms_key_t *keys, const uint64_t *put_ids,
+                             const uint64_t *sizes, const uint64_t *checksums,
+                             const ms_put_cfg_t *cfg, uint64_t now,
+                             int *status);
+/* Nodes are still reporting their records on some segment. */
+int dango__store_ms_rebuilding(const ms_state_t *st);
 
 /* PutEnd (or PutRevoke with @revoke) of @n (key, put_id). An upsert's end
  * may answer DANGO_EAGAIN (see dango__store_ms_cache_grant()). */
@@ -628,6 +695,7 @@ typedef enum ms_op {
     MS_OP_UPSERT_START,
     MS_OP_PUT_END,
     MS_OP_PUT_REVOKE,
+    MS_OP_PUT_BIND,
     MS_OP_GET,
     MS_OP_EXIST,
     MS_OP_REMOVE,

@@ -242,7 +242,7 @@ static int dup_check(ms_state_t *st, size_t cap, const ms_key_t *keys, size_t i,
 /* 1 while a node is still reporting its records (after a restart or a
  * takeover): its segment takes no objects, which makes placements fail
  * although the pool is not full. */
-static int rebuild_in_progress(const ms_state_t *st)
+int dango__store_ms_rebuilding(const ms_state_t *st)
 {
     for (size_t i = 0; i < st->nsegs; i++) {
         if (st->segs[i]->recovering) {
@@ -251,6 +251,45 @@ static int rebuild_in_progress(const ms_state_t *st)
     }
 
     return 0;
+}
+
+/*
+ * The object a new put of @k goes to: @o (its stale put in flight, if any,
+ * preempted and parked) or a new one in the map; NULL on ENOMEM.
+ */
+static ms_obj_t *obj_take(ms_state_t *st, ms_obj_t *o, const ms_key_t *k,
+                          uint64_t hash, const ms_put_cfg_t *cfg, uint64_t now)
+{
+    if (o == NULL) {
+        o = dango_calloc(1, sizeof(*o) + k->len + 1, "master_obj");
+        if (o == NULL) {
+            return NULL;
+        }
+        memcpy(o->key, k->s, k->len);
+        o->node.key     = o->key;
+        o->node.key_len = k->len;
+        o->node.hash    = hash;
+        o->hard_pin     = (cfg->hard_pin != 0);
+        dango_hmap_insert(&st->objs, &o->node);
+        return o;
+    }
+
+    if (o->pend != NULL) {
+        ms_ver_t *old = o->pend;
+
+        dango_debug("master: put %llu of '%s' preempted after %llu ms",
+                    (unsigned long long)old->put_id, o->key,
+                    (unsigned long long)(now - old->start));
+        dango__store_ms_ver_unlink(st, old);
+        o->pend = NULL;
+        dango__store_ms_ver_park(st, old, old->start + st->p.put_release_ms,
+                                 now);
+        st->c.discards++;
+    }
+    if (o->cur == NULL) {
+        o->hard_pin = (cfg->hard_pin != 0); /* the object starts over */
+    }
+    return o;
 }
 
 static int put_start_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
@@ -298,7 +337,7 @@ again:
     placed = dango__store_ms_place(st, rec_len, want, cfg->preferred,
                                    cfg->npreferred, segs, offs);
     if (placed == 0) {
-        if (rebuild_in_progress(st)) {
+        if (dango__store_ms_rebuilding(st)) {
             /* Not a full pool: nodes are still reporting their records,
              * and evicting would free regions that hold them. */
             st->c.alloc_failures++;
@@ -329,34 +368,10 @@ again:
         goto err_free_regions;
     }
 
+    o = obj_take(st, o, k, hash, cfg, now);
     if (o == NULL) {
-        o = dango_calloc(1, sizeof(*o) + k->len + 1, "master_obj");
-        if (o == NULL) {
-            dango_free(v);
-            goto err_free_regions;
-        }
-        memcpy(o->key, k->s, k->len);
-        o->node.key     = o->key;
-        o->node.key_len = k->len;
-        o->node.hash    = hash;
-        o->hard_pin     = (cfg->hard_pin != 0);
-        dango_hmap_insert(&st->objs, &o->node);
-    } else {
-        if (o->pend != NULL) {
-            ms_ver_t *old = o->pend;
-
-            dango_debug("master: put %llu of '%s' preempted after %llu ms",
-                        (unsigned long long)old->put_id, o->key,
-                        (unsigned long long)(now - old->start));
-            dango__store_ms_ver_unlink(st, old);
-            o->pend = NULL;
-            dango__store_ms_ver_park(st, old, old->start + st->p.put_release_ms,
-                                     now);
-            st->c.discards++;
-        }
-        if (o->cur == NULL) {
-            o->hard_pin = (cfg->hard_pin != 0); /* the object starts over */
-        }
+        dango_free(v);
+        goto err_free_regions;
     }
 
     st->next_put_id++;
@@ -383,12 +398,55 @@ err_free_regions:
     return DANGO_ENOMEM;
 }
 
+/* Makes @v (off the in-flight lists) @o's complete value, the old one
+ * parked for its readers. */
+static void ver_commit(ms_state_t *st, ms_obj_t *o, ms_ver_t *v,
+                       const ms_key_t *k, uint64_t now)
+{
+    ms_ver_t *old;
+
+    for (unsigned i = 0; i < v->nrep; i++) {
+        if (v->rep[i].seg != NULL) {
+            v->rep[i].status = DANGO_STORE_REPLICA_COMPLETE;
+        }
+    }
+    v->end = now;
+
+    old    = o->cur;
+    o->cur = v;
+    /* A value lost with its nodes while this put ran is replaced now: its
+     * node coming back must not bring it back (say, after a remove). */
+    dango__store_ms_ghost_forget(st, k);
+    if (old != NULL) {
+        dango__store_ms_kv_ver(st, o, old, 0);
+    }
+    dango__store_ms_kv_ver(st, o, v, 1);
+    if (old != NULL) {
+        /* Readers of the old value hold it until the lease ends. */
+        ver_tomb(st, old);
+        old->obj = NULL;
+        dango__store_ms_ver_park(st, old, o->lease_timeout, now);
+    }
+
+    if (o->lease_timeout < now) {
+        o->lease_timeout = now; /* zero-length lease */
+    }
+
+    if (v->soft_pin == DANGO_STORE_SOFT_PIN_ENABLE) {
+        uint64_t ttl =
+            (v->soft_pin_ttl != 0) ? v->soft_pin_ttl : st->p.soft_pin_ttl_ms;
+
+        obj_set_soft_pin(st, o, now + ttl);
+    } else if (v->soft_pin == DANGO_STORE_SOFT_PIN_DISABLE) {
+        obj_set_soft_pin(st, o, 0);
+    }
+}
+
 static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
                        uint64_t put_id, int revoke, uint64_t now)
 {
     ms_obj_t *o;
     ms_ver_t *v;
-    ms_ver_t *old;
     uint64_t  wait;
     int       rc = key_check(k);
 
@@ -432,41 +490,7 @@ static int put_end_one(ms_state_t *st, ms_cid_t cid, const ms_key_t *k,
         return 0;
     }
 
-    for (unsigned i = 0; i < v->nrep; i++) {
-        if (v->rep[i].seg != NULL) {
-            v->rep[i].status = DANGO_STORE_REPLICA_COMPLETE;
-        }
-    }
-    v->end = now;
-
-    old    = o->cur;
-    o->cur = v;
-    /* A value lost with its nodes while this put ran is replaced now: its
-     * node coming back must not bring it back (say, after a remove). */
-    dango__store_ms_ghost_forget(st, k);
-    if (old != NULL) {
-        dango__store_ms_kv_ver(st, o, old, 0);
-    }
-    dango__store_ms_kv_ver(st, o, v, 1);
-    if (old != NULL) {
-        /* Readers of the old value hold it until the lease ends. */
-        ver_tomb(st, old);
-        old->obj = NULL;
-        dango__store_ms_ver_park(st, old, o->lease_timeout, now);
-    }
-
-    if (o->lease_timeout < now) {
-        o->lease_timeout = now; /* zero-length lease */
-    }
-
-    if (v->soft_pin == DANGO_STORE_SOFT_PIN_ENABLE) {
-        uint64_t ttl =
-            (v->soft_pin_ttl != 0) ? v->soft_pin_ttl : st->p.soft_pin_ttl_ms;
-
-        obj_set_soft_pin(st, o, now + ttl);
-    } else if (v->soft_pin == DANGO_STORE_SOFT_PIN_DISABLE) {
-        obj_set_soft_pin(st, o, 0);
-    }
+    ver_commit(st, o, v, k, now);
     return 0;
 }
 
@@ -626,6 +650,102 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
         status[i] = put_start_one(st, c, &keys[i], hash, sizes[i],
                                   (checksums != NULL) ? checksums[i] : 0, cfg,
                                   upsert, now, &evicted, &vers[i]);
+    }
+
+    return 0;
+}
+
+/* PutBind of one key (see dango__store_ms_put_bind()). */
+static int put_bind_one(ms_state_t *st, ms_client_t *c, const ms_key_t *k,
+                        uint64_t put_id, uint64_t size, uint64_t checksum,
+                        const ms_put_cfg_t *cfg, uint64_t now)
+{
+    uint64_t  hash = dango_hmap_hash(k->s, k->len);
+    ms_ver_t *v    = dango__store_ms_slot_find(st, put_id);
+    ms_obj_t *o    = obj_find(st, k, hash);
+
+    if ((v == NULL) || !cid_eq(v->cid, c->id)) {
+        /* A repeated bind whose first answer was lost. */
+        if ((o != NULL) && (o->cur != NULL) && (o->cur->put_id == put_id)) {
+            return cid_eq(o->cur->cid, c->id) ? 0 : DANGO_EILLEGAL_CLIENT;
+        }
+        return (v == NULL) ? DANGO_EINVALID_WRITE : DANGO_EILLEGAL_CLIENT;
+    }
+
+    if ((size == 0) || (dango_store_rec_size(k->len, size) != v->rec_len)) {
+        return DANGO_EINVAL;
+    }
+
+    /* What PutStart refuses, bind refuses: the slot stays the client's. */
+    if ((o != NULL) && (o->pend != NULL) &&
+        (now < o->pend->start + st->p.put_discard_ms)) {
+        return DANGO_EOBJ_EXISTS;
+    }
+    if (((o != NULL) && (o->cur != NULL)) ||
+        dango__store_ms_disk_has(st, k->s, k->len)) {
+        return DANGO_EOBJ_EXISTS;
+    }
+
+    o = obj_take(st, o, k, hash, cfg, now);
+    if (o == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    dango__store_ms_slot_unlink(st, v);
+    v->obj          = o;
+    v->size         = size;
+    v->checksum     = checksum;
+    v->soft_pin     = cfg->soft_pin;
+    v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
+    ver_commit(st, o, v, k, now);
+    st->c.slots_bound++;
+    return 0;
+}
+
+int dango__store_ms_put_bind(ms_state_t *st, ms_cid_t cid, size_t n,
+                             const ms_key_t *keys, const uint64_t *put_ids,
+                             const uint64_t *sizes, const uint64_t *checksums,
+                             const ms_put_cfg_t *cfg, uint64_t now, int *status)
+{
+    ms_client_t *c;
+    size_t       dup_cap = 0;
+    int          rc;
+
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    rc = cfg_check(st, cfg);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (n > 1) {
+        rc = dup_prepare(st, n, &dup_cap);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    c = dango__store_ms_client_touch(st, cid, now);
+    if (c == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        status[i] = key_check(&keys[i]);
+        if (status[i] != 0) {
+            continue;
+        }
+
+        if ((n > 1) && dup_check(st, dup_cap, keys, i,
+                                 dango_hmap_hash(keys[i].s, keys[i].len))) {
+            status[i] = DANGO_EINVAL;
+            continue;
+        }
+
+        status[i] = put_bind_one(st, c, &keys[i], put_ids[i], sizes[i],
+                                 checksums[i], cfg, now);
     }
 
     return 0;

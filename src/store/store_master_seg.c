@@ -414,6 +414,12 @@ static void client_expire(ms_state_t *st, ms_client_t *c, uint64_t now)
     {
         ms_obj_t *o = v->obj;
 
+        if (v->slot) {
+            /* It may still be writing into its slots. */
+            dango__store_ms_slot_drop(st, v, now + st->p.zombie_grace_ms, now);
+            continue;
+        }
+
         dango__store_ms_ver_unlink(st, v);
         o->pend = NULL;
         dango__store_ms_ver_park(st, v, now + st->p.zombie_grace_ms, now);
@@ -453,6 +459,7 @@ void dango__store_ms_params_default(ms_params_t *p)
     p->evict_ratio          = 0.05;
     p->evict_soft_pinned    = 1;
     p->view_version         = 1;
+    p->put_slot_bytes       = 64ull << 20;
 }
 
 int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
@@ -493,6 +500,13 @@ int dango__store_ms_create(const ms_params_t *p, ms_state_t **st_p)
     }
     rc = dango_hmap_init(&st->fences, 0);
     if (rc != 0) {
+        dango_hmap_cleanup(&st->copies);
+        dango_hmap_cleanup(&st->ghosts);
+        goto err_names;
+    }
+    rc = dango_hmap_init(&st->slots, 0);
+    if (rc != 0) {
+        dango_hmap_cleanup(&st->fences);
         dango_hmap_cleanup(&st->copies);
         dango_hmap_cleanup(&st->ghosts);
         goto err_names;
@@ -549,6 +563,14 @@ void dango__store_ms_destroy(ms_state_t *st)
         dango_free(o);
     }
     dango_hmap_iter_end(&it);
+
+    dango_hmap_iter_begin(&st->slots, &it);
+    while ((node = dango_hmap_iter_next(&it)) != NULL) {
+        dango_hmap_remove(&st->slots, node);
+        dango_free(dango_container_of(node, ms_ver_t, slot_node));
+    }
+    dango_hmap_iter_end(&it);
+    dango_hmap_cleanup(&st->slots);
 
     for (size_t i = 0; i < st->nparked; i++) {
         if (st->parked[i]->copy_id != 0) {
@@ -892,6 +914,12 @@ void dango__store_ms_tick(ms_state_t *st, uint64_t now)
             break;
         }
 
+        if (v->slot) {
+            dango__store_ms_slot_drop(st, v, now, now);
+            st->c.reclaims++;
+            continue;
+        }
+
         dango_debug("master: put %llu of '%s' reclaimed after %llu ms",
                     (unsigned long long)v->put_id, o->key,
                     (unsigned long long)(now - v->start));
@@ -979,6 +1007,11 @@ void dango__store_ms_ver_lost(ms_state_t *st, ms_ver_t *v)
     ms_obj_t *o = v->obj;
 
     if (v->nlive > 0) {
+        return;
+    }
+
+    if (v->slot) {
+        dango__store_ms_slot_drop(st, v, 0, 0);
         return;
     }
 

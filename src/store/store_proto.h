@@ -44,6 +44,7 @@ enum dango_store_method {
     DANGO_STORE_M_REPORT_BAD    = 12, /* ReportBadReq -> - */
     DANGO_STORE_M_LIST          = 13, /* ListReq     -> ListResp */
     DANGO_STORE_M_POOL_STAT     = 14, /* -           -> PoolStatResp */
+    DANGO_STORE_M_PUT_BIND      = 15, /* PutBindReq  -> PutBindResp */
     /* 15..29: reserved (high availability, disk tier). */
     DANGO_STORE_M_COPY_START = 30, /* CopyStartReq -> CopyStartResp */
     DANGO_STORE_M_COPY_END   = 31, /* CopyEndReq   -> StatusList */

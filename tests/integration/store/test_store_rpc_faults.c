@@ -21,6 +21,14 @@
  *                        the put succeeds and nothing else is placed
  *                        (without, the key read as taken by a put that
  *                        never ended, for PUT_DISCARD)
+ *   bind_reply_lost      a put through a slot (one round trip, PutBind)
+ *                        whose answer is lost: asked again, it succeeds,
+ *                        and survives a master restart; the slots the
+ *                        new master never granted are not used
+ *   bind_lost_twice      lost twice: DANGO_ECONNRESET, the value readable
+ *                        and right, the client working on
+ * The first four run with slots off (STORE_PUT_SLOTS 0): they are about
+ * PutStart and PutEnd.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -328,12 +336,12 @@ static void master_start(const char *listen)
     snprintf(g_maddr, sizeof(g_maddr), "%s", dango_store_master_addr(g_m));
 }
 
-static int setup(void **state)
+/* The client; @slots is its STORE_PUT_SLOTS ("0": two round trip puts). */
+static int client_setup(const char *slots)
 {
     dango_store_params_t p = {0};
     dango_config_t      *cfg;
 
-    (void)state;
     dango_test_quiet_logs();
     master_start("127.0.0.1:0");
     proxy_start(g_maddr);
@@ -342,6 +350,7 @@ static int setup(void **state)
     assert_dango_ok(dango_config_set(cfg, "STORE_PING_INTERVAL", "100ms"));
     assert_dango_ok(dango_config_set(cfg, "STORE_RPC_TIMEOUT", "5s"));
     assert_dango_ok(dango_config_set(cfg, "XFER_LISTEN", "127.0.0.1:0"));
+    assert_dango_ok(dango_config_set(cfg, "STORE_PUT_SLOTS", slots));
     p.field_mask   = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE;
     p.master_addr  = P.addr;
     p.segment_size = SEG_SIZE;
@@ -349,6 +358,18 @@ static int setup(void **state)
     dango_config_release(cfg);
     assert_dango_ok(dango_store_health(g_c));
     return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return client_setup("0");
+}
+
+static int setup_slots(void **state)
+{
+    (void)state;
+    return client_setup("8MiB");
 }
 
 static int teardown(void **state)
@@ -501,6 +522,53 @@ static void put_start_reply_lost(void **state)
     assert_int_equal(VAL_LEN, get_check("lost/start", 4));
 }
 
+/* A put through a slot (PutBind of the key) whose answer is lost: asked
+ * again without the request for more slots, it is answered 0 (already
+ * bound); its commit word is written, so a new master learns of it. */
+static void bind_reply_lost(void **state)
+{
+    char listen[64];
+
+    (void)state;
+    assert_dango_ok(put_seeded("bind/warm", 1, 0)); /* slots pooled */
+    proxy_drop(DANGO_STORE_M_PUT_BIND, 1);
+    assert_dango_ok(put_seeded("bind/lost", 7, 0));
+    assert_int_equal(1, dropped());
+    assert_int_equal(VAL_LEN, get_check("bind/lost", 7));
+
+    snprintf(listen, sizeof(listen), "%s", g_maddr);
+    dango_store_master_destroy(g_m);
+    g_m = NULL;
+    master_start(listen);
+    wait_keys(2);
+    assert_int_equal(VAL_LEN, get_check("bind/lost", 7));
+    assert_int_equal(VAL_LEN, get_check("bind/warm", 1));
+
+    /* The new master never granted the pooled slots: puts go on (the
+     * first may find its slot unknown and go the two round trip way). */
+    for (unsigned i = 0; i < 20; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "bind/after-%u", i);
+        assert_dango_ok(put_seeded(key, 20 + i, 0));
+        assert_int_equal(VAL_LEN, get_check(key, 20 + i));
+    }
+}
+
+/* Its answer lost twice: DANGO_ECONNRESET, the value readable (it was
+ * bound) and right, and the client works on. */
+static void bind_lost_twice(void **state)
+{
+    (void)state;
+    assert_dango_ok(put_seeded("bind/warm", 1, 0));
+    proxy_drop(DANGO_STORE_M_PUT_BIND, 2);
+    assert_dango_err(DANGO_ECONNRESET, put_seeded("bind/twice", 9, 0));
+    assert_int_equal(2, dropped());
+    assert_int_equal(VAL_LEN, get_check("bind/twice", 9));
+    assert_dango_ok(put_seeded("bind/after", 11, 0));
+    assert_int_equal(VAL_LEN, get_check("bind/after", 11));
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -508,6 +576,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(put_end_lost_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(get_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(put_start_reply_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(bind_reply_lost, setup_slots, teardown),
+        cmocka_unit_test_setup_teardown(bind_lost_twice, setup_slots, teardown),
     };
 
     if (argc > 1) {

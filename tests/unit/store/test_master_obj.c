@@ -750,6 +750,196 @@ static void location_cache_remove_match_and_floor(void **state)
     dango__store_ms_destroy(st);
 }
 
+static void slots(void **state)
+{
+    ms_state_t *st  = state_one_seg(MiB);
+    uint64_t    rec = dango_store_rec_size(1, 1000); /* 1128 */
+    uint64_t    now = T0;
+    ms_ver_t   *v[MS_SLOT_BATCH];
+    uint64_t    id[MS_SLOT_BATCH];
+    ms_obj_t   *o;
+    ms_ver_t   *pv;
+    size_t      n;
+
+    (void)state;
+    /* A client holds at most 1/16 of the capacity: 64 KiB here. */
+    n = tm_slots(st, 2, MS_SLOT_BATCH, rec, now, v);
+    assert_int_equal(n, (64 * KiB) / rec);
+    assert_int_equal(0, tm_slots(st, 2, 1, rec, now, v + n));
+    for (size_t i = 0; i < n; i++) {
+        id[i] = v[i]->put_id;
+        assert_int_equal(v[i]->rep[0].status, DANGO_STORE_REPLICA_PROCESSING);
+    }
+    assert_int_equal(dango_hmap_count(&st->objs), 0); /* nothing to read */
+    assert_int_equal(st->ninflight, n);
+    assert_int_equal(st->slot_bytes, n * rec);
+    tm_invariants(st);
+
+    /* Bound: the key's value at once; asked again, the same answer. */
+    assert_dango_ok(tm_bind(st, 2, "a", id[0], 1000, ++now));
+    o = tm_obj(st, "a");
+    assert_non_null(o);
+    assert_ptr_equal(o->cur, v[0]);
+    assert_null(o->pend);
+    assert_int_equal(o->cur->size, 1000);
+    assert_int_equal(o->cur->checksum, 0x5107);
+    assert_int_equal(o->cur->rep[0].status, DANGO_STORE_REPLICA_COMPLETE);
+    assert_dango_ok(tm_get(st, "a", now, NULL));
+    assert_dango_ok(tm_bind(st, 2, "a", id[0], 1000, now));
+    assert_dango_err(DANGO_EILLEGAL_CLIENT,
+                     tm_bind(st, 3, "a", id[0], 1000, now));
+    assert_null(dango__store_ms_slot_find(st, id[0]));
+    tm_invariants(st);
+
+    /* Refused, and the slot stays the client's: an existing key, another
+     * length, another client, an unknown slot. */
+    assert_dango_err(DANGO_EOBJ_EXISTS, tm_bind(st, 2, "a", id[1], 1000, now));
+    assert_dango_err(DANGO_EINVAL, tm_bind(st, 2, "b", id[1], 999, now));
+    /* A key past 64 bytes makes a longer record. */
+    assert_dango_err(DANGO_EINVAL,
+                     tm_bind(st, 2,
+                             "0123456789012345678901234567890123456789"
+                             "0123456789012345678901234",
+                             id[1], 1000, now));
+    assert_dango_err(DANGO_EINVAL, tm_bind(st, 2, "b", id[1], 0, now));
+    assert_dango_err(DANGO_EILLEGAL_CLIENT,
+                     tm_bind(st, 3, "b", id[1], 1000, now));
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_bind(st, 2, "b", 1ull << 60, 1000, now));
+    assert_ptr_equal(dango__store_ms_slot_find(st, id[1]), v[1]);
+
+    /* A young put in flight of the key refuses it; a stale one yields. */
+    assert_dango_ok(tm_put_start(st, 3, "c", 1000, now, &pv));
+    assert_dango_err(DANGO_EOBJ_EXISTS, tm_bind(st, 2, "c", id[1], 1000, now));
+    now += 30000;
+    assert_dango_ok(tm_bind(st, 2, "c", id[1], 1000, now));
+    assert_int_equal(st->c.discards, 1);
+    assert_int_equal(tm_put_end(st, 3, "c", pv->put_id, 0, now),
+                     DANGO_EINVALID_WRITE);
+    tm_invariants(st);
+
+    /* Given back: only by its client. */
+    assert_int_equal(
+        0, dango__store_ms_slot_release(st, tm_cid(3), 1, &id[2], now));
+    assert_int_equal(
+        1, dango__store_ms_slot_release(st, tm_cid(2), 1, &id[2], now));
+    assert_int_equal(
+        0, dango__store_ms_slot_release(st, tm_cid(2), 1, &id[2], now));
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_bind(st, 2, "d", id[2], 1000, now));
+    assert_int_equal(st->c.slots_bound, 2);
+    assert_int_equal(st->c.slots_released, 1);
+    tm_invariants(st);
+
+    /* Unbound ones go after PUT_RELEASE_TIMEOUT from their grant. */
+    dango__store_ms_tick(st, T0 + 599999);
+    assert_int_equal(dango_hmap_count(&st->slots), n - 3);
+    dango__store_ms_tick(st, T0 + 600000);
+    assert_int_equal(dango_hmap_count(&st->slots), 0);
+    assert_int_equal(st->ninflight, 0);
+    assert_int_equal(st->slot_bytes, 0);
+    assert_int_equal(st->c.reclaims, n - 3);
+    tm_invariants(st);
+
+    /* The bound values stay, readable. */
+    assert_dango_ok(tm_get(st, "a", T0 + 600000, NULL));
+    assert_dango_ok(tm_get(st, "c", T0 + 600000, NULL));
+    drain(st, T0 + 700000);
+    dango__store_ms_destroy(st);
+}
+
+/* What ends a put ends a slot: its client expiring, its segment going;
+ * and what a slot may not take. */
+static void slots_end_and_bounds(void **state)
+{
+    ms_params_t p;
+    ms_state_t *st;
+    uint64_t    rec = dango_store_rec_size(1, 1000);
+    ms_ver_t   *v[MS_SLOT_BATCH];
+    uint64_t    id;
+    size_t      n;
+
+    (void)state;
+    dango__store_ms_params_default(&p);
+    p.seed = 42;
+    st     = tm_state_with(&p);
+    tm_mount(st, 1, 1, "node-a", MiB, T0);
+    tm_mount(st, 2, 2, "node-b", MiB, T0);
+
+    /* Client 3 expires: its slots are parked for ZOMBIE_GRACE (it may
+     * still be writing), then freed. */
+    n = tm_slots(st, 3, 4, rec, T0, v);
+    assert_int_equal(n, 4);
+    dango__store_ms_client_touch(st, tm_cid(1), T0 + 10000);
+    dango__store_ms_client_touch(st, tm_cid(2), T0 + 10000);
+    assert_int_equal(1, dango__store_ms_monitor(st, T0 + 10000));
+    assert_int_equal(dango_hmap_count(&st->slots), 0);
+    assert_int_equal(st->nparked, 4);
+    assert_int_equal(st->ninflight, 0);
+    tm_invariants(st);
+    dango__store_ms_tick(st, T0 + 40000);
+    assert_int_equal(st->nparked, 0);
+    tm_check_empty(st);
+
+    /* A segment goes: the slots on it with it, as any put would. */
+    n = tm_slots(st, 1, 8, rec, T0 + 40000, v);
+    assert_int_equal(n, 8);
+    id = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->rep[0].seg->id_lo == 2) {
+            id = v[i]->put_id;
+        }
+    }
+    assert_true(id != 0);
+    assert_dango_ok(dango__store_ms_unmount(st, tm_cid(2), 2, 2, T0 + 40000));
+    assert_null(dango__store_ms_slot_find(st, id));
+    assert_dango_err(DANGO_EINVALID_WRITE,
+                     tm_bind(st, 1, "x", id, 1000, T0 + 40000));
+    tm_invariants(st);
+    n = dango_hmap_count(&st->slots);
+    assert_true((n > 0) && (n < 8));
+
+    /* Two replicas on distinct nodes, or none. */
+    {
+        ms_client_t *c = dango__store_ms_client_touch(st, tm_cid(1), T0);
+        ms_put_cfg_t cfg;
+
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.replica_num = 2;
+        tm_mount(st, 2, 3, "node-b", MiB, T0 + 40000);
+        assert_int_equal(
+            1, dango__store_ms_slot_grant(st, c, &cfg, 1, rec, T0 + 40000, v));
+        assert_int_equal(v[0]->nrep, 2);
+        assert_ptr_not_equal(v[0]->rep[0].seg->name, v[0]->rep[1].seg->name);
+    }
+
+    /* No slot of a length no record has, nor past the watermark. */
+    assert_int_equal(
+        0, tm_slots(st, 4, 1, dango_store_rec_size(1, 1) - 1, T0 + 40000, v));
+    assert_int_equal(0, tm_slots(st, 4, 1, 2 * MiB, T0 + 40000, v));
+    assert_int_equal(0, tm_slots(st, 4, 0, rec, T0 + 40000, v));
+    tm_check(st);
+    dango__store_ms_tick(st, T0 + 40000 + 600000);
+    assert_int_equal(dango_hmap_count(&st->slots), 0);
+    tm_check_empty(st);
+    dango__store_ms_destroy(st);
+
+    /* Off (MASTER_PUT_SLOTS 0), and while nodes report their records. */
+    p.put_slot_bytes = 0;
+    st               = tm_state_with(&p);
+    tm_mount(st, 1, 1, "node-a", MiB, T0);
+    assert_int_equal(0, tm_slots(st, 1, 1, rec, T0, v));
+    dango__store_ms_destroy(st);
+    p.put_slot_bytes = 64 * MiB;
+    st               = tm_state_with(&p);
+    tm_mount(st, 1, 1, "node-a", MiB, T0);
+    st->segs[0]->recovering = 1;
+    assert_int_equal(0, tm_slots(st, 1, 1, rec, T0, v));
+    st->segs[0]->recovering = 0;
+    assert_int_equal(1, tm_slots(st, 1, 1, rec, T0, v));
+    dango__store_ms_destroy(st); /* frees the slot with the state */
+}
+
 static void batch_calls(void **state)
 {
     ms_state_t  *st = state_one_seg(4 * MiB);
@@ -1375,11 +1565,14 @@ static void random_operations(void **state)
     uint64_t    rng = 12345;
     uint64_t    now = T0;
     uint64_t    ids[64];
+    uint64_t    sids[64], srec[64];
     int         alive[4] = {1, 1, 1, 1};
     char        k[16];
 
     (void)state;
     memset(ids, 0, sizeof(ids));
+    memset(sids, 0, sizeof(sids));
+    memset(srec, 0, sizeof(srec));
     for (uint64_t c = 1; c <= 3; c++) {
         char name[16];
 
@@ -1411,8 +1604,30 @@ static void random_operations(void **state)
             if (rc == 0) {
                 ids[ki] = v->put_id;
             }
-        } else if (op < 55) {
+        } else if (op < 50) {
             tm_put_end(st, c, k, ids[ki], RND(5) == 0, now);
+        } else if (op < 55) {
+            /* Slots: granted, bound (any length), given back. */
+            unsigned j = (unsigned)RND(64);
+
+            if (RND(3) == 0) {
+                ms_client_t *cl =
+                    dango__store_ms_client_touch(st, tm_cid(c), now);
+                ms_ver_t *sv[4];
+                uint64_t  rec = dango_store_rec_size(strlen(k), 1 + RND(6000));
+                size_t    got = dango__store_ms_slot_grant(
+                       st, cl, &cfg, 1 + RND(4), rec, now, sv);
+
+                for (size_t i = 0; i < got; i++) {
+                    sids[(j + i) % 64] = sv[i]->put_id;
+                    srec[(j + i) % 64] = rec;
+                }
+            } else if ((RND(4) == 0) && (sids[j] != 0)) {
+                dango__store_ms_slot_release(st, tm_cid(c), 1, &sids[j], now);
+            } else if (sids[j] != 0) {
+                tm_bind(st, c, k, sids[j],
+                        srec[j] - dango_store_rec_value_off(strlen(k)), now);
+            }
         } else if (op < 75) {
             tm_get(st, k, now, NULL);
         } else if (op < 80) {
@@ -1469,7 +1684,7 @@ static void random_operations(void **state)
     if (getenv("TM_VERBOSE") != NULL) {
         print_message("evicted %llu expired %llu zombies %llu discards %llu "
                       "reclaims %llu bad %llu partial %llu allocfail %llu "
-                      "releases %llu\n",
+                      "releases %llu slots %llu bound %llu released %llu\n",
                       (unsigned long long)st->c.evicted_keys,
                       (unsigned long long)st->c.clients_expired,
                       (unsigned long long)st->c.zombie_puts,
@@ -1478,11 +1693,16 @@ static void random_operations(void **state)
                       (unsigned long long)st->c.bad_replicas,
                       (unsigned long long)st->c.partial_allocs,
                       (unsigned long long)st->c.alloc_failures,
-                      (unsigned long long)st->c.releases);
+                      (unsigned long long)st->c.releases,
+                      (unsigned long long)st->c.slots_granted,
+                      (unsigned long long)st->c.slots_bound,
+                      (unsigned long long)st->c.slots_released);
     }
     assert_true(st->c.evicted_keys > 0);
     assert_true(st->c.clients_expired > 0);
     assert_true(st->c.zombie_puts > 0);
+    assert_true(st->c.slots_bound > 0);
+    assert_true(st->c.slots_released > 0);
     drain(st, now + 1000);
     dango__store_ms_destroy(st);
 }
@@ -1504,6 +1724,8 @@ int main(void)
         cmocka_unit_test_teardown(location_cache, tm_teardown),
         cmocka_unit_test_teardown(location_cache_remove_match_and_floor,
                                   tm_teardown),
+        cmocka_unit_test_teardown(slots, tm_teardown),
+        cmocka_unit_test_teardown(slots_end_and_bounds, tm_teardown),
         cmocka_unit_test_teardown(batch_calls, tm_teardown),
         cmocka_unit_test_teardown(oom_paths, tm_teardown),
         cmocka_unit_test_teardown(restore_from_reports, tm_teardown),

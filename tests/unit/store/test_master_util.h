@@ -99,6 +99,33 @@ static inline int tm_put_end(ms_state_t *st, uint64_t c, const char *k,
     return status;
 }
 
+/* PutBind of @k (value @size bytes) to slot @put_id of client @c. */
+static inline int tm_bind(ms_state_t *st, uint64_t c, const char *k,
+                          uint64_t put_id, uint64_t size, uint64_t now)
+{
+    ms_key_t     key = tm_key(k);
+    uint64_t     sum = 0x5107;
+    ms_put_cfg_t cfg;
+    int          status;
+
+    memset(&cfg, 0, sizeof(cfg));
+    assert_dango_ok(dango__store_ms_put_bind(st, tm_cid(c), 1, &key, &put_id,
+                                             &size, &sum, &cfg, now, &status));
+    return status;
+}
+
+/* Grants client @c up to @count slots for records of @rec bytes. */
+static inline size_t tm_slots(ms_state_t *st, uint64_t c, size_t count,
+                              uint64_t rec, uint64_t now, ms_ver_t **v)
+{
+    ms_client_t *cl = dango__store_ms_client_touch(st, tm_cid(c), now);
+    ms_put_cfg_t cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    assert_non_null(cl);
+    return dango__store_ms_slot_grant(st, cl, &cfg, count, rec, now, v);
+}
+
 /* Put start + end; returns the put id. */
 static inline uint64_t tm_put(ms_state_t *st, uint64_t c, const char *k,
                               uint64_t size, uint64_t now)
@@ -203,6 +230,8 @@ static inline void tm_invariants(ms_state_t *st)
     size_t             listed_reps = 0;
     size_t             pinned      = 0;
     size_t             inflight    = 0;
+    size_t             slots       = 0;
+    uint64_t           slot_bytes  = 0;
     uint64_t           parked      = 0;
 
     tm_check(st);
@@ -256,6 +285,27 @@ static inline void tm_invariants(ms_state_t *st)
     }
     assert_int_equal(parked, st->parked_bytes);
 
+    /* Slots: in flight with no object, each in the slot map. */
+    dango_list_for_each(v, &st->inflight, inflight_link)
+    {
+        inflight++;
+        if (!v->slot) {
+            assert_non_null(v->obj);
+            assert_ptr_equal(v->obj->pend, v);
+            continue;
+        }
+        assert_null(v->obj);
+        assert_non_null(v->client);
+        assert_ptr_equal(dango__store_ms_slot_find(st, v->put_id), v);
+        assert_true(v->nlive > 0);
+        live_reps += v->nlive;
+        slots++;
+        slot_bytes += v->rec_len;
+    }
+    assert_int_equal(inflight, st->ninflight);
+    assert_int_equal(slots, dango_hmap_count(&st->slots));
+    assert_int_equal(slot_bytes, st->slot_bytes);
+
     for (size_t i = 0; i < st->nsegs; i++) {
         ms_rep_t *r;
 
@@ -266,14 +316,6 @@ static inline void tm_invariants(ms_state_t *st)
         }
     }
     assert_int_equal(listed_reps, live_reps);
-
-    dango_list_for_each(v, &st->inflight, inflight_link)
-    {
-        assert_non_null(v->obj);
-        assert_ptr_equal(v->obj->pend, v);
-        inflight++;
-    }
-    assert_int_equal(inflight, st->ninflight);
 }
 
 static inline int tm_teardown(void **state)
