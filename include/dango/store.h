@@ -217,7 +217,11 @@ DANGO_API int dango_store_health(dango_store_client_t *c);
  *
  * Two-phase: the master allocates the replicas, the bytes are written into
  * all of them at once, then the object is committed. On any failure the
- * allocation is revoked and nothing is visible.
+ * allocation is revoked and nothing is visible. When the client puts
+ * values of one record length repeatedly (STORE_PUT_SLOTS), the regions
+ * are allocated ahead (slots) and the put costs one master round trip:
+ * the bytes are written into a slot, then the key is bound to it. Slots
+ * count as used space until they are bound or given back.
  *
  * @param[in] cfg  Replication, or NULL for defaults (STORE_REPLICA_NUM).
  * @return 0, or:
