@@ -465,6 +465,12 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
  */
 uint64_t dango__store_ms_cache_grant(ms_state_t *st, ms_obj_t *o, uint64_t now);
 
+/* Puts new version @v in flight for writer @c: its @n regions (PROCESSING)
+ * and its place on the in-flight and the client's lists. */
+void dango__store_ms_ver_start(ms_state_t *st, ms_ver_t *v, ms_client_t *c,
+                               ms_seg_t *const *segs, const uint64_t *offs,
+                               unsigned n);
+
 /* ----- slots: one round trip puts (store_master_slot.c) ----- */
 
 /* Slots granted by one request, at most. */

@@ -242,6 +242,34 @@ static int dup_check(ms_state_t *st, size_t cap, const ms_key_t *keys, size_t i,
 /* 1 while a node is still reporting its records (after a restart or a
  * takeover): its segment takes no objects, which makes placements fail
  * although the pool is not full. */
+/* What a put batch of @n keys checks first: its size and config; then the
+ * duplicate table (*@dup_cap_p) and the writer's record (*@c_p). */
+static int put_batch_begin(ms_state_t *st, ms_cid_t cid, size_t n,
+                           const ms_put_cfg_t *cfg, uint64_t now,
+                           ms_client_t **c_p, size_t *dup_cap_p)
+{
+    int rc;
+
+    if (n > DANGO_STORE_BATCH_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    rc = cfg_check(st, cfg);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (n > 1) {
+        rc = dup_prepare(st, n, dup_cap_p);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    *c_p = dango__store_ms_client_touch(st, cid, now);
+    return (*c_p != NULL) ? 0 : DANGO_ENOMEM;
+}
+
 int dango__store_ms_rebuilding(const ms_state_t *st)
 {
     for (size_t i = 0; i < st->nsegs; i++) {
@@ -376,16 +404,9 @@ again:
 
     st->next_put_id++;
     v->obj          = o;
-    v->client       = c;
     v->soft_pin     = cfg->soft_pin;
     v->soft_pin_ttl = cfg->soft_pin_ttl_ms;
-    for (unsigned i = 0; i < placed; i++) {
-        dango__store_ms_rep_add(v, segs[i], offs[i],
-                                DANGO_STORE_REPLICA_PROCESSING);
-    }
-    dango_list_add_tail(&st->inflight, &v->inflight_link);
-    dango_list_add_tail(&c->puts, &v->client_link);
-    st->ninflight++;
+    dango__store_ms_ver_start(st, v, c, segs, offs, placed);
     o->pend = v;
     dango__store_ms_ghost_forget(st, k); /* a new value is coming */
     *ver_p = v;
@@ -609,27 +630,10 @@ int dango__store_ms_put_start(ms_state_t *st, ms_cid_t cid, size_t n,
     ms_client_t *c;
     size_t       dup_cap = 0;
     int          evicted = 0;
-    int          rc;
+    int          rc      = put_batch_begin(st, cid, n, cfg, now, &c, &dup_cap);
 
-    if (n > DANGO_STORE_BATCH_MAX) {
-        return DANGO_EINVAL;
-    }
-
-    rc = cfg_check(st, cfg);
     if (rc != 0) {
         return rc;
-    }
-
-    if (n > 1) {
-        rc = dup_prepare(st, n, &dup_cap);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-
-    c = dango__store_ms_client_touch(st, cid, now);
-    if (c == NULL) {
-        return DANGO_ENOMEM;
     }
 
     for (size_t i = 0; i < n; i++) {
@@ -709,27 +713,10 @@ int dango__store_ms_put_bind(ms_state_t *st, ms_cid_t cid, size_t n,
 {
     ms_client_t *c;
     size_t       dup_cap = 0;
-    int          rc;
+    int          rc      = put_batch_begin(st, cid, n, cfg, now, &c, &dup_cap);
 
-    if (n > DANGO_STORE_BATCH_MAX) {
-        return DANGO_EINVAL;
-    }
-
-    rc = cfg_check(st, cfg);
     if (rc != 0) {
         return rc;
-    }
-
-    if (n > 1) {
-        rc = dup_prepare(st, n, &dup_cap);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-
-    c = dango__store_ms_client_touch(st, cid, now);
-    if (c == NULL) {
-        return DANGO_ENOMEM;
     }
 
     for (size_t i = 0; i < n; i++) {
@@ -1161,6 +1148,20 @@ size_t dango__store_ms_evict(ms_state_t *st, uint64_t now)
 }
 
 /* ---------- rebuild from node reports ---------- */
+
+void dango__store_ms_ver_start(ms_state_t *st, ms_ver_t *v, ms_client_t *c,
+                               ms_seg_t *const *segs, const uint64_t *offs,
+                               unsigned n)
+{
+    v->client = c;
+    for (unsigned i = 0; i < n; i++) {
+        dango__store_ms_rep_add(v, segs[i], offs[i],
+                                DANGO_STORE_REPLICA_PROCESSING);
+    }
+    dango_list_add_tail(&st->inflight, &v->inflight_link);
+    dango_list_add_tail(&c->puts, &v->client_link);
+    st->ninflight++;
+}
 
 ms_ver_t *dango__store_ms_ver_new(unsigned nrep, ms_cid_t cid, uint64_t put_id,
                                   uint64_t size, uint64_t checksum,

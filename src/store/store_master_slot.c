@@ -76,15 +76,8 @@ size_t dango__store_ms_slot_grant(ms_state_t *st, ms_client_t *c,
         }
 
         st->next_put_id++;
-        v->client = c;
-        v->slot   = 1;
-        for (unsigned i = 0; i < placed; i++) {
-            dango__store_ms_rep_add(v, segs[i], offs[i],
-                                    DANGO_STORE_REPLICA_PROCESSING);
-        }
-        dango_list_add_tail(&st->inflight, &v->inflight_link);
-        dango_list_add_tail(&c->puts, &v->client_link);
-        st->ninflight++;
+        v->slot = 1;
+        dango__store_ms_ver_start(st, v, c, segs, offs, placed);
         v->slot_node.key     = &v->put_id;
         v->slot_node.key_len = sizeof(v->put_id);
         v->slot_node.hash    = dango_hmap_hash(&v->put_id, sizeof(v->put_id));
