@@ -142,8 +142,9 @@ typedef struct sc_slot {
 typedef struct sc_slot_class {
     uint64_t  rec_len; /* 0: unused class */
     unsigned  replica_num;
-    unsigned  asked;    /* requests for more in flight */
-    uint64_t  last_use; /* ns, for replacing the least used class */
+    unsigned  asked;       /* requests for more in flight */
+    uint64_t  last_use;    /* ns, for replacing the least used class */
+    uint64_t  quiet_until; /* ns: no request for more before */
     size_t    n;
     sc_slot_t s[SC_SLOT_MAX];
 } sc_slot_class_t;
@@ -440,8 +441,8 @@ void dango__sc_slot_return(dango_store_client_t *c, uint64_t rec_len,
 /* Moves up to @max put ids of slots to give back into @ids. */
 size_t dango__sc_slot_take_free(dango_store_client_t *c, uint64_t *ids,
                                 size_t max);
-/* Forgets every slot without giving it back (their master is gone or
- * restarted; a new one never granted them). */
+/* Takes every pooled slot out of use, to be given back (their master is
+ * gone or restarted, or it does not know one of them). */
 void dango__sc_slot_forget_all(dango_store_client_t *c);
 /* Gives back slots whose time to be written is over (ping thread), or
  * every slot (@all, at destroy), in PutBinds of no keys. */

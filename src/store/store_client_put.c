@@ -870,6 +870,7 @@ static int put_bind(dango_store_client_t *c, put_item_t *it,
     Dango__Store__ClientId   id    = DANGO__STORE__CLIENT_ID__INIT;
     Dango__Store__SlotReq    slots = DANGO__STORE__SLOT_REQ__INIT;
     char                    *key;
+    uint64_t                 size;
     uint64_t                 release[SC_SLOT_MAX];
     int                      rc;
 
@@ -883,8 +884,9 @@ static int put_bind(dango_store_client_t *c, put_item_t *it,
         req.keys        = &key;
         req.n_put_ids   = 1;
         req.put_ids     = &it->put_id;
+        size            = it->len;
         req.n_sizes     = 1;
-        req.sizes       = (uint64_t *)&it->len;
+        req.sizes       = &size;
         req.n_checksums = 1;
         req.checksums   = &it->checksum;
     }
@@ -1019,9 +1021,10 @@ static int put_slotted(dango_store_client_t *c, put_item_t *it,
         dango__sc_slot_return(c, rec, rn, &s, 1);
         return 1;
     case DANGO_EINVALID_WRITE:
-        /* Not the master that granted it: none of the pool is known. */
+        /* The master restarted, or the slot's segment went: the pool is
+         * given back (a master ignores slots it does not know). */
         dango_debug("store client %s: slot %" PRIu64 " of %s unknown to the "
-                    "master, slots dropped",
+                    "master, slots given back",
                     c->name, s.put_id, it->key);
         dango__sc_slot_forget_all(c);
         __atomic_add_fetch(&c->slot_fallbacks, 1, __ATOMIC_RELAXED);

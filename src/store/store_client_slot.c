@@ -17,8 +17,11 @@
  * instead, as are the slots of a put whose write failed and, from the ping
  * thread, slots nobody took in time: their put ids ride on the next
  * PutBind of no keys. When the master changes (remount, leader change)
- * every slot is forgotten (epoch): the new master never granted them and
- * may place other values there.
+ * every slot is taken out of use (epoch) and given back: the new master
+ * never granted them and may place other values there (a master ignores
+ * slots it does not know). A request that gets no slot (no room, slots
+ * off at the master) keeps its class from asking for SC_SLOT_QUIET, so
+ * that its puts do not pay for a request on every put.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -31,6 +34,8 @@
 /* Put ids waiting to be given back, at most (more are left to the
  * master's PUT_RELEASE_TIMEOUT). */
 #define SC_SLOT_FREE_MAX (2 * SC_SLOT_CLASSES * SC_SLOT_MAX)
+/* After a request for slots got none, the class asks again no sooner. */
+#define SC_SLOT_QUIET DANGO_NSEC_PER_SEC
 
 /* ---------- private functions ---------- */
 
@@ -201,7 +206,8 @@ int dango__sc_slot_take(dango_store_client_t *c, uint64_t rec_len,
             }
         }
 
-        if ((cl->asked == 0) && (cl->n < target / 2)) {
+        if ((cl->asked == 0) && (cl->n < target / 2) &&
+            (now >= cl->quiet_until)) {
             *want_p = (uint32_t)(target - cl->n);
             cl->asked++;
         }
@@ -283,6 +289,12 @@ void dango__sc_slot_add(dango_store_client_t *c, uint64_t rec_len,
     if ((cl != NULL) && (cl->asked > 0)) {
         cl->asked--;
     }
+    if ((cl != NULL) && (ngot == 0)) {
+        /* Refused (no room, slots off at the master) or failed: the puts
+         * of this length go the two round trip way for a while instead of
+         * asking on every put. */
+        cl->quiet_until = dango_time_ns() + SC_SLOT_QUIET;
+    }
     if (epoch != c->slot_epoch) {
         cl = NULL; /* granted by a master since forgotten: given back */
     }
@@ -344,9 +356,8 @@ void dango__sc_slot_forget_all(dango_store_client_t *c)
     pthread_mutex_lock(&c->slot_lock);
     c->slot_epoch++;
     for (size_t k = 0; k < SC_SLOT_CLASSES; k++) {
-        c->slot_cls[k].n = 0;
+        slot_expire(c, &c->slot_cls[k], 0, 1);
     }
-    c->slot_nfree = 0;
     pthread_mutex_unlock(&c->slot_lock);
 }
 

@@ -27,6 +27,9 @@
  *                        new master never granted are not used
  *   bind_lost_twice      lost twice: DANGO_ECONNRESET, the value readable
  *                        and right, the client working on
+ *   bind_refused_backs_off a request for slots that got none is not made
+ *                        again on every put: they go the two round trip
+ *                        way for a while
  * The first four run with slots off (STORE_PUT_SLOTS 0): they are about
  * PutStart and PutEnd.
  */
@@ -569,6 +572,24 @@ static void bind_lost_twice(void **state)
     assert_int_equal(VAL_LEN, get_check("bind/after", 11));
 }
 
+/* A request for slots that gets none (here: its answer lost, twice) keeps
+ * the client from asking again on every put for a while: the puts go the
+ * two round trip way meanwhile, with no PutBind at all. */
+static void bind_refused_backs_off(void **state)
+{
+    (void)state;
+    proxy_drop(DANGO_STORE_M_PUT_BIND, 1000);
+    for (unsigned i = 0; i < 10; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "quiet/%u", i);
+        assert_dango_ok(put_seeded(key, 40 + i, 0));
+        assert_int_equal(VAL_LEN, get_check(key, 40 + i));
+    }
+    assert_int_equal(2, dropped());
+    proxy_drop(DANGO_STORE_M_PUT_BIND, 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +599,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(put_start_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(bind_reply_lost, setup_slots, teardown),
         cmocka_unit_test_setup_teardown(bind_lost_twice, setup_slots, teardown),
+        cmocka_unit_test_setup_teardown(bind_refused_backs_off, setup_slots,
+                                        teardown),
     };
 
     if (argc > 1) {
