@@ -449,7 +449,8 @@ void dango__sc_slot_forget_all(dango_store_client_t *c);
 void dango__sc_slot_flush(dango_store_client_t *c, int all);
 /* Checks the replicas the master gave for a record of @rec bytes and
  * resolves their segments into @segs / @addrs (*@nrep_p of them). 0 or
- * DANGO_EPROTO / a segment error. @what names the put in errors. */
+ * DANGO_EPROTO / a segment error. @what (a key, or "a slot") names them
+ * in errors. */
 int dango__sc_replicas_in(dango_store_client_t *c, const char *what,
                           Dango__Store__Replica *const *reps, size_t n,
                           uint64_t rec, sc_seg_t **segs, uint64_t *addrs,

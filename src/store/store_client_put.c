@@ -149,13 +149,9 @@ static int put_prepare(dango_store_client_t *c, put_item_t *it, unsigned flags)
 static int put_plan(dango_store_client_t *c, put_item_t *it,
                     const Dango__Store__PutStartItem *r)
 {
-    char what[64];
-    int  rc;
-
-    snprintf(what, sizeof(what), "put of %.50s", it->key);
-    rc = dango__sc_replicas_in(c, what, r->replicas, r->n_replicas,
-                               it->voff + it->len, it->segs, it->addrs,
-                               &it->nrep);
+    int rc = dango__sc_replicas_in(c, it->key, r->replicas, r->n_replicas,
+                                   it->voff + it->len, it->segs, it->addrs,
+                                   &it->nrep);
     if (rc != 0) {
         return rc;
     }

@@ -223,7 +223,8 @@ int dango__sc_replicas_in(dango_store_client_t *c, const char *what,
                           unsigned *nrep_p)
 {
     if ((n == 0) || (n > DANGO_STORE_REPLICA_MAX)) {
-        dango_error("store client %s: %s got %zu replicas", c->name, what, n);
+        dango_error("store client %s: replicas for %s: %zu of them", c->name,
+                    what, n);
         return DANGO_EPROTO;
     }
 
@@ -232,7 +233,7 @@ int dango__sc_replicas_in(dango_store_client_t *c, const char *what,
         int                          rc;
 
         if ((rep->segment == NULL) || (rep->length < rec)) {
-            dango_error("store client %s: %s got a region of %" PRIu64
+            dango_error("store client %s: replicas for %s: a region of %" PRIu64
                         " bytes for a record of %" PRIu64,
                         c->name, what, rep->length, rec);
             return DANGO_EPROTO;
@@ -244,7 +245,7 @@ int dango__sc_replicas_in(dango_store_client_t *c, const char *what,
         }
 
         if (segs[j]->own && !dango__sc_own_range_ok(c, rep->addr, rec)) {
-            dango_error("store client %s: %s got 0x%" PRIx64
+            dango_error("store client %s: replicas for %s: 0x%" PRIx64
                         " outside the own segment",
                         c->name, what, rep->addr);
             return DANGO_EPROTO;

@@ -708,21 +708,22 @@ static int rpc_get(dango_store_master_t *m, dango_rpc_call_t *call,
             continue;
         }
 
-        v                         = o->cur;
-        items[i].size             = v->size;
-        items[i].checksum         = v->checksum;
-        items[i].put_id           = v->put_id;
-        items[i].lease_ms         = msg->no_lease ? 0 : m->st->p.lease_ttl_ms;
+        v                 = o->cur;
+        items[i].size     = v->size;
+        items[i].checksum = v->checksum;
+        items[i].put_id   = v->put_id;
+        items[i].lease_ms =
+            msg->no_lease ? 0 : ms_client_window(m->st->p.lease_ttl_ms);
         items[i].hard_pin         = o->hard_pin;
         items[i].soft_pin_ms_left = ms_ms_left(o->soft_pin_timeout, now);
         items[i].lease_ms_left    = ms_ms_left(o->lease_timeout, now);
         items[i].replicas =
             replicas_of(v, bt.reps, bt.repp, &nrep, &items[i].n_replicas);
         if (!msg->no_lease) {
-            items[i].cache_ms = dango__store_ms_cache_grant(m->st, o, now);
-        }
-        if (!msg->no_lease) {
-            items[i].cache_ms = dango__store_ms_cache_grant(m->st, o, now);
+            uint64_t c = dango__store_ms_cache_grant(m->st, o, now);
+
+            /* 1 ms: less than the master's rounding, so none. */
+            items[i].cache_ms = (uint32_t)((c > 1) ? c - 1 : 0);
         }
     }
 

@@ -633,7 +633,7 @@ static void wait_reply(ms_state_t *st, ms_dwait_t *w, uint64_t now)
         items[i].size     = it->size;
         items[i].checksum = it->checksum;
         items[i].put_id   = it->put_id;
-        items[i].lease_ms = st->p.lease_ttl_ms;
+        items[i].lease_ms = ms_client_window(st->p.lease_ttl_ms);
         dango__store__replica__init(&reps[i]);
         reps[i].segment     = seg->name->name;
         reps[i].addr        = seg->base + it->off;

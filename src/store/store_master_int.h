@@ -798,6 +798,18 @@ static inline uint64_t ms_ms_left(uint64_t deadline, uint64_t now)
 }
 
 /* @len rounded up to the granule of @seg (the room a region takes). */
+/*
+ * A window (lease, location cache) as told to a client. The master holds
+ * it for @ms from its whole-ms clock, rounded down, so up to 1 ms less
+ * than @ms after the grant really ran; the client counts from before its
+ * request went. Told 1 ms less, the client's window always ends first (a
+ * 1 ms lease stays 1 ms: 0 would mean none).
+ */
+static inline uint64_t ms_client_window(uint64_t ms)
+{
+    return (ms > 1) ? ms - 1 : ms;
+}
+
 static inline uint64_t ms_seg_round(const ms_seg_t *seg, uint64_t len)
 {
     return (len + seg->granule - 1) / seg->granule * seg->granule;

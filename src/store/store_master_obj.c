@@ -112,11 +112,8 @@ uint64_t dango__store_ms_cache_grant(ms_state_t *st, ms_obj_t *o, uint64_t now)
         return 0;
     }
 
-    /* @now is whole ms, rounded down: the grant is up to 1 ms later than
-     * it says, and the client counts its window from before its request
-     * went, so that window ends before now + ms + 1. */
-    if (o->cache_until < now + ms + 1) {
-        o->cache_until = now + ms + 1;
+    if (o->cache_until < now + ms) {
+        o->cache_until = now + ms;
     }
     return ms;
 }

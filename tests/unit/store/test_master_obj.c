@@ -656,23 +656,23 @@ static void location_cache(void **state)
     tm_put(st, 1, "c", 100, T0);
     assert_dango_ok(tm_get(st, "c", t, &o));
     assert_int_equal(dango__store_ms_cache_grant(st, o, t), 1000);
-    assert_int_equal(o->cache_until, t + 1001); /* + the ms rounded off */
+    assert_int_equal(o->cache_until, t + 1000);
 
     /* An upsert ends only once the window is over; until then the old
      * value is what readers get and no window is granted. */
     assert_dango_ok(tm_put_start_cfg(st, 2, "c", 200, &cfg, 1, t, &v));
     assert_dango_err(DANGO_EAGAIN,
                      tm_put_end(st, 2, "c", v->put_id, 0, t + 10));
-    assert_int_equal(st->again_ms, 991);
+    assert_int_equal(st->again_ms, 990);
     assert_ptr_equal(o->pend, v);
     assert_dango_ok(tm_get(st, "c", t + 20, &o));
     assert_int_equal(o->cur->size, 100);
     assert_int_equal(dango__store_ms_cache_grant(st, o, t + 20), 0);
-    assert_int_equal(o->cache_until, t + 1001); /* + the ms rounded off */
+    assert_int_equal(o->cache_until, t + 1000);
     assert_dango_err(DANGO_EAGAIN,
-                     tm_put_end(st, 2, "c", v->put_id, 0, t + 1000));
+                     tm_put_end(st, 2, "c", v->put_id, 0, t + 999));
     assert_int_equal(st->again_ms, 1);
-    assert_dango_ok(tm_put_end(st, 2, "c", v->put_id, 0, t + 1001));
+    assert_dango_ok(tm_put_end(st, 2, "c", v->put_id, 0, t + 1000));
     assert_int_equal(st->again_ms, 0);
     assert_null(o->pend);
     assert_dango_ok(tm_get(st, "c", t + 1000, &o));
@@ -688,14 +688,13 @@ static void location_cache(void **state)
 
     /* A forced remove waits too, and meanwhile no window is granted. */
     assert_dango_err(DANGO_EAGAIN, tm_remove(st, "c", 1, t + 10));
-    assert_int_equal(st->again_ms, 991);
+    assert_int_equal(st->again_ms, 990);
     assert_non_null(tm_obj(st, "c"));
     assert_int_equal(dango__store_ms_cache_grant(st, o, t + 10), 0);
-    assert_int_equal(o->cache_until, t + 1001); /* + the ms rounded off */
+    assert_int_equal(o->cache_until, t + 1000);
     assert_dango_err(DANGO_EAGAIN, tm_remove(st, "c", 1, t + 500));
-    assert_int_equal(st->again_ms, 501);
-    assert_dango_err(DANGO_EAGAIN, tm_remove(st, "c", 1, t + 1000));
-    assert_dango_ok(tm_remove(st, "c", 1, t + 1001));
+    assert_int_equal(st->again_ms, 500);
+    assert_dango_ok(tm_remove(st, "c", 1, t + 1000));
     assert_int_equal(st->again_ms, 0);
     assert_null(tm_obj(st, "c"));
     drain(st, t + 2000);
@@ -719,13 +718,13 @@ static void location_cache_remove_match_and_floor(void **state)
 
     assert_int_equal(dango__store_ms_remove_match(st, "^m-", 0, 1, t + 10), 1);
     assert_int_equal(st->again_n, 1);
-    assert_int_equal(st->again_ms, 991);
+    assert_int_equal(st->again_ms, 990);
     assert_ptr_equal(tm_obj(st, "m-cached"), o);
     assert_null(tm_obj(st, "m-plain"));
     assert_int_equal(dango__store_ms_cache_grant(st, o, t + 10), 0);
 
     tm_put(st, 1, "m-new", 100, t + 10);
-    assert_int_equal(dango__store_ms_remove_match(st, "^m-", 0, 1, t + 1001),
+    assert_int_equal(dango__store_ms_remove_match(st, "^m-", 0, 1, t + 1000),
                      2);
     assert_int_equal(st->again_n, 0);
     assert_int_equal(st->again_ms, 0);
