@@ -884,11 +884,15 @@ static rpc_lane_t *lane_get(dango_rpc_client_t *cli)
 
     pthread_mutex_lock(&cli->lock);
     if (!cli->closing) {
+        uint64_t now = dango_time_ns();
+
         l = cli->lanes_free;
-        if (l != NULL) {
+        if ((l != NULL) && (l->fd < 0) && (now < cli->lanes_retry_at)) {
+            l = NULL; /* its connect failed lately: the shared one */
+        } else if (l != NULL) {
             cli->lanes_free = l->next;
         } else if ((cli->lanes_n < cli->lanes_max) &&
-                   (dango_time_ns() >= cli->lanes_retry_at)) {
+                   (now >= cli->lanes_retry_at)) {
             cli->lanes_n++;
             grow = 1;
         }
@@ -984,12 +988,12 @@ static int lane_send(dango_rpc_client_t *cli, rpc_lane_t *l,
                             {(void *)data, len}};
     struct msghdr msg    = {.msg_iov = iov, .msg_iovlen = (len > 0) ? 2 : 1};
 
+    int rc;
+
     for (;;) {
         ssize_t n = sendmsg(l->fd, &msg, MSG_NOSIGNAL);
 
         if (n < 0) {
-            int rc;
-
             if (errno == EINTR) {
                 continue;
             }
@@ -1019,6 +1023,12 @@ static int lane_send(dango_rpc_client_t *cli, rpc_lane_t *l,
 
         msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
         msg.msg_iov->iov_len -= (size_t)n;
+        /* A peer that reads a trickle gets no more than the deadline. */
+        rc =
+            lane_closing(cli) ? DANGO_ECANCELED : lane_set_timeout(l, deadline);
+        if (rc != 0) {
+            return rc;
+        }
     }
 }
 
@@ -1039,8 +1049,13 @@ static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
     void              *payload = NULL;
     size_t             len;
     int                fd, send_auth = 0, rc;
+    uint64_t           now = dango_time_ns();
 
-    deadline = DANGO_MIN(deadline, dango_time_ns() + cli->connect_ns);
+    /* At most half of what the call has left: a lane that cannot connect
+     * leaves the other half to the shared connection. */
+    if (deadline > now) {
+        deadline = now + DANGO_MIN(cli->connect_ns, (deadline - now) / 2);
+    }
     fd = socket(cli->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                 0);
     if (fd < 0) {
@@ -1232,6 +1247,11 @@ static int lane_call(dango_rpc_client_t *cli, rpc_lane_t *l, uint32_t method,
         rc = out_unpack(out, f.payload, (size_t)f.len);
     } else if (rc == 0) {
         rc = reply_payload(&l->rx, &f, &out->buf, &out->len);
+    }
+
+    if (f.in_big) {
+        /* Unpacked (copied) or taken: an idle lane keeps no large reply. */
+        dango_free(dango__rpc_rx_take(&l->rx));
     }
 
     lane_put(cli, l);

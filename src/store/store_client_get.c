@@ -401,6 +401,9 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
                 g->segs[j] = NULL;
                 get_replica_failed(
                     c, g, 0, (rc == DANGO_ENOMEM) ? rc : DANGO_EPEER_GONE);
+                if (!g->pending) {
+                    return 0; /* ended (our trouble, a cached location) */
+                }
                 continue;
             }
 
@@ -411,6 +414,9 @@ static int get_plan(dango_store_client_t *c, get_item_t *g, unsigned flags,
             if ((g->voff + g->size < g->size) ||
                 !dango__sc_own_range_ok(c, r->addr, g->voff + g->size)) {
                 get_replica_failed(c, g, 0, DANGO_ECORRUPT);
+                if (!g->pending) {
+                    return 0;
+                }
                 continue;
             }
 
@@ -1002,7 +1008,9 @@ static size_t get_cached(dango_store_client_t *c, get_item_t *items, size_t n,
             continue;
         }
 
-        if (g->rc >= 0) {
+        /* A buffer too small for the cached size is the caller's
+         * answer: the master would give the same one. */
+        if ((g->rc >= 0) || (g->rc == DANGO_ERANGE)) {
             g->done = 1;
             g->it   = NULL; /* the entry's, released below */
             done++;

@@ -40,8 +40,6 @@
 #include "common/time.h"
 #include "store/store_client_int.h"
 
-#define LOC_ALIGN(_n) (((_n) + 7u) & ~(size_t)7u)
-
 static inline sc_loc_shard_t *loc_shard(dango_store_client_t *c, uint64_t hash)
 {
     return &c->loc[(hash >> 58) & (SC_LOC_SHARDS - 1)];
@@ -161,9 +159,10 @@ void dango__sc_loc_release(sc_loc_t *e)
 /* Bytes of the entry for @it and a key of @klen bytes. */
 static size_t loc_size(const Dango__Store__GetItem *it, size_t n, size_t klen)
 {
-    size_t len = LOC_ALIGN(sizeof(sc_loc_t)) +
-                 LOC_ALIGN(n * sizeof(Dango__Store__Replica *)) +
-                 n * LOC_ALIGN(sizeof(Dango__Store__Replica)) + klen + 1;
+    size_t len = DANGO_ALIGN_UP(sizeof(sc_loc_t), 8) +
+                 DANGO_ALIGN_UP(n * sizeof(Dango__Store__Replica *), 8) +
+                 n * DANGO_ALIGN_UP(sizeof(Dango__Store__Replica), 8) + klen +
+                 1;
 
     for (size_t j = 0; j < n; j++) {
         len += strlen(it->replicas[j]->segment) + 1 +
@@ -196,9 +195,10 @@ static sc_loc_t *loc_new(const char *key, size_t klen,
         return NULL;
     }
 
-    rp = (Dango__Store__Replica **)((char *)e + LOC_ALIGN(sizeof(*e)));
-    r  = (Dango__Store__Replica *)((char *)rp + LOC_ALIGN(n * sizeof(*rp)));
-    s  = (char *)r + n * LOC_ALIGN(sizeof(*r));
+    rp = (Dango__Store__Replica **)((char *)e + DANGO_ALIGN_UP(sizeof(*e), 8));
+    r  = (Dango__Store__Replica *)((char *)rp +
+                                  DANGO_ALIGN_UP(n * sizeof(*rp), 8));
+    s  = (char *)r + n * DANGO_ALIGN_UP(sizeof(*r), 8);
     memset(e, 0, sizeof(*e));
     e->it                       = *it;
     e->it.base.n_unknown_fields = 0;
