@@ -51,7 +51,9 @@ enum dango_frame_type {
     DANGO_FRAME_SHM_MAP_RESP = 13, /* payload: ShmMapReply (+ fd) */
     DANGO_FRAME_RPC_REQ      = 14, /* payload: request; addr = method id */
     DANGO_FRAME_RPC_RESP     = 15, /* payload: reply (none when status != 0) */
-    DANGO_FRAME_TYPE_MAX     = 15
+    DANGO_FRAME_CHAN_OPEN    = 16, /* payload: ChanOpen */
+    DANGO_FRAME_CHAN_ACK     = 17, /* payload: ChanAck (+ memfd, eventfd) */
+    DANGO_FRAME_TYPE_MAX     = 17
 };
 
 typedef struct dango_frame {

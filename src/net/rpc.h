@@ -92,6 +92,14 @@ typedef struct dango_rpc_server_params {
     /** A connection stuck mid-frame, or whose replies the peer does not
      *  read, for this long is closed (60 s). */
     uint64_t io_timeout_ns;
+    /** Local channel: the server also listens on an abstract Unix socket
+     *  (named in its HelloAck, so only clients that reached it over the
+     *  network first, in the same network namespace, find it), over which
+     *  a client on this host asks for a channel of shared memory with this
+     *  many lanes: its calls then go through memory and a futex, with no
+     *  socket and no thread hand-off on either side. 0 = 16; negative =
+     *  none (no Unix socket either). At most 32. */
+    int local_lanes;
 } dango_rpc_server_params_t;
 
 /** Client parameters; fields left 0 (NULL) take the documented default. */
@@ -112,6 +120,14 @@ typedef struct dango_rpc_client_params {
      *  the server reads and answers in bursts. 0 = DANGO_RPC_DEFAULT_LANES;
      *  negative = none. */
     int lanes;
+    /** Local channel: when the server runs on this host (it names its
+     *  Unix socket in HelloAck and answers there as the same instance),
+     *  calls go through a channel of shared memory it grants, one lane
+     *  per call in progress, before lanes and the shared connection
+     *  (which take the calls too large for a lane, and all calls while
+     *  every lane is taken or the channel is down). 0 = on, negative =
+     *  off. */
+    int local;
 } dango_rpc_client_params_t;
 
 DANGO_BEGIN_DECLS

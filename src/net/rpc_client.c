@@ -72,8 +72,12 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -83,6 +87,7 @@
 #include "common/time.h"
 #include "dango_ctrl.pb-c.h"
 #include "net/auth.h"
+#include "net/rpc_chan.h"
 #include "net/rpc_int.h"
 #include "net/sock.h"
 
@@ -95,6 +100,9 @@
 #define LANE_STACK_REQ                                                         \
     1024              /* requests up to this size are built on the stack */
 #define LANE_SHARED 1 /* lane_call(): take the shared connection */
+#define CHAN_BACKOFF_NS                                                        \
+    (1000ull * 1000000ull) /* after a channel could not be opened */
+#define CHAN_TICK_NS (100ull * 1000000ull) /* a channel wait's slice */
 
 enum { WAITER_PENDING = 0, WAITER_DONE = 1 };
 
@@ -135,6 +143,35 @@ typedef struct rpc_lane {
     rpc_rx_t         rx;
 } rpc_lane_t;
 
+/* A lane of the local channel, as this client sees it. */
+typedef struct rpc_cl_lane {
+    uint64_t id;   /* call in the lane (under lock) */
+    int      lost; /* timed out: never used again (under lock) */
+    int      rc;   /* a reply read from the socket: its code, */
+    void    *buf;  /* payload */
+    size_t   len;
+} rpc_cl_lane_t;
+
+/* The local channel (see rpc_chan.h). */
+typedef struct rpc_cchan {
+    struct rpc_cchan        *next; /* in cli->chans (under lock) */
+    struct dango_rpc_client *cli;
+    rpc_chan_hdr_t          *hdr;
+    uint64_t                 size;
+    int           fd;  /* the Unix socket; read and closed by the loop */
+    int           efd; /* kicks the server */
+    uint32_t      lanes;
+    uint32_t      req_cap;
+    uint32_t      rep_cap;
+    uint64_t      free;    /* lanes not borrowed (under lock) */
+    unsigned      refs;    /* borrowed lanes + the loop's watch (lock) */
+    unsigned      lost;    /* lanes lost to timeouts (under lock) */
+    int           dead;    /* atomic; set under lock */
+    int           watched; /* loop thread */
+    rpc_rx_t      rx;      /* loop thread */
+    rpc_cl_lane_t lane[RPC_CHAN_LANES];
+} rpc_cchan_t;
+
 struct dango_rpc_client {
     /* immutable */
     char                   *addr;
@@ -149,6 +186,7 @@ struct dango_rpc_client {
     unsigned                users; /* atomic: threads inside the client */
     uint64_t                epoch; /* atomic: highest reply epoch seen */
     unsigned                lanes_max;
+    int                     local_on; /* local channel wanted */
 
     /* under lock */
     pthread_mutex_t   lock;
@@ -161,6 +199,12 @@ struct dango_rpc_client {
     rpc_lane_t       *lanes_all;
     unsigned          lanes_n;
     uint64_t          lanes_retry_at; /* no lane connects before (ns) */
+    char              local_name[40]; /* the server's Unix socket, learned */
+    uint64_t          local_instance; /* ... from this instance's HelloAck */
+    rpc_cchan_t      *chan;           /* the channel calls take, or NULL */
+    rpc_cchan_t      *chans;          /* every channel not yet freed */
+    int               chan_opening;
+    uint64_t          chan_retry_at; /* no channel opens before (ns) */
 
     /* under tx_lock: the write queue, and whether callers may write */
     pthread_mutex_t   tx_lock;
@@ -390,6 +434,10 @@ static int client_queue_ctl(dango_rpc_client_t *cli, uint8_t type,
 }
 
 /* Fills @hello with the client's Hello and a fresh @nonce. */
+static void chan_learn(dango_rpc_client_t *cli, const char *name,
+                       uint64_t instance);
+static void chan_free(rpc_cchan_t *ch);
+
 static void hello_init(const dango_rpc_client_t *cli, uint8_t *nonce,
                        Dango__Ctrl__Hello *hello)
 {
@@ -406,9 +454,10 @@ static void hello_init(const dango_rpc_client_t *cli, uint8_t *nonce,
  * sent with @nonce. On success sets *@send_auth_p, and when it is set the
  * @proof (DANGO_AUTH_PROOF_LEN bytes) the Auth frame must carry.
  */
-static int hello_ack_check(const dango_rpc_client_t *cli, const uint8_t *nonce,
+static int hello_ack_check(dango_rpc_client_t *cli, const uint8_t *nonce,
                            uint8_t type, const void *payload, size_t len,
-                           uint8_t *proof, int *send_auth_p)
+                           uint8_t *proof, int *send_auth_p,
+                           uint64_t *instance_p)
 {
     Dango__Ctrl__HelloAck *ack;
     int                    rc;
@@ -431,6 +480,12 @@ static int hello_ack_check(const dango_rpc_client_t *cli, const uint8_t *nonce,
                        (rc == DANGO_EAUTH) ? "cluster token authentication "
                                              "failed"
                                            : dango_strerror(rc));
+    } else {
+        if (instance_p != NULL) {
+            *instance_p = ack->instance_id;
+        }
+
+        chan_learn(cli, ack->local_addr, ack->instance_id);
     }
 
     dango__ctrl__hello_ack__free_unpacked(ack, NULL);
@@ -501,7 +556,7 @@ static int client_hello_ack(dango_rpc_client_t *cli, const rpc_frame_t *f)
     int               rc;
 
     rc = hello_ack_check(cli, cli->nonce, f->hdr.type, f->payload,
-                         (size_t)f->len, proof, &send_auth);
+                         (size_t)f->len, proof, &send_auth, NULL);
     if ((rc == 0) && send_auth) {
         auth.proof.data = proof;
         auth.proof.len  = sizeof(proof);
@@ -721,6 +776,21 @@ static void client_shutdown(void *arg)
 
     client_fail(cli, DANGO_ECANCELED); /* no call is registered any more */
     dango_loop_timer_del(cli->loop, cli->timer_id);
+    /* No caller is left: what remains of a channel is the loop's watch. */
+    while (cli->chans != NULL) {
+        rpc_cchan_t *ch = cli->chans;
+
+        cli->chans = ch->next;
+        if (ch->watched) {
+            dango_loop_fd_del(cli->loop, ch->fd);
+        }
+
+        if (ch->fd >= 0) {
+            close(ch->fd);
+        }
+
+        chan_free(ch);
+    }
 }
 
 /* ---------- calls over the shared connection ---------- */
@@ -1033,12 +1103,11 @@ static int lane_send(dango_rpc_client_t *cli, rpc_lane_t *l,
 }
 
 /*
- * Connects the lane and does the handshake, by @deadline (the call's) and
- * within the connect timeout. The socket is published in l->fd as soon as
- * it exists, so destroy can shut it down.
+ * Hello, HelloAck (checked; *@instance_p gets the server's instance) and
+ * Auth on the blocking-or-not socket @fd, by @deadline.
  */
-static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
-                        uint64_t deadline)
+static int sock_handshake(dango_rpc_client_t *cli, int fd, uint64_t deadline,
+                          uint64_t *instance_p)
 {
     Dango__Ctrl__Hello hello = DANGO__CTRL__HELLO__INIT;
     Dango__Ctrl__Auth  auth  = DANGO__CTRL__AUTH__INIT;
@@ -1048,8 +1117,49 @@ static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
     dango_frame_t      hdr;
     void              *payload = NULL;
     size_t             len;
-    int                fd, send_auth = 0, rc;
-    uint64_t           now = dango_time_ns();
+    int                send_auth = 0, rc;
+
+    hello_init(cli, nonce, &hello);
+    len = protobuf_c_message_get_packed_size(&hello.base);
+    if (len > sizeof(buf)) {
+        return DANGO_EINVAL;
+    }
+
+    protobuf_c_message_pack(&hello.base, buf);
+    dango_frame_init(&hdr, DANGO_FRAME_HELLO, 0, 0, len, 0);
+    rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
+    if (rc == 0) {
+        rc = dango_sock_recv_frame(fd, &hdr, &payload, deadline);
+    }
+
+    if (rc == 0) {
+        rc = hello_ack_check(cli, nonce, hdr.type, payload,
+                             (size_t)dango_frame_payload_len(&hdr), proof,
+                             &send_auth, instance_p);
+        dango_free(payload);
+    }
+
+    if ((rc == 0) && send_auth) {
+        auth.proof.data = proof;
+        auth.proof.len  = sizeof(proof);
+        len             = protobuf_c_message_pack(&auth.base, buf);
+        dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
+        rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
+    }
+
+    return rc;
+}
+
+/*
+ * Connects the lane and does the handshake, by @deadline (the call's) and
+ * within the connect timeout. The socket is published in l->fd as soon as
+ * it exists, so destroy can shut it down.
+ */
+static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
+                        uint64_t deadline)
+{
+    int      fd, rc;
+    uint64_t now = dango_time_ns();
 
     /* At most half of what the call has left: a lane that cannot connect
      * leaves the other half to the shared connection. */
@@ -1081,34 +1191,7 @@ static int lane_connect(dango_rpc_client_t *cli, rpc_lane_t *l,
     }
 
     dango_sock_tune(fd);
-    hello_init(cli, nonce, &hello);
-    len = protobuf_c_message_get_packed_size(&hello.base);
-    if (len > sizeof(buf)) {
-        return DANGO_EINVAL;
-    }
-
-    protobuf_c_message_pack(&hello.base, buf);
-    dango_frame_init(&hdr, DANGO_FRAME_HELLO, 0, 0, len, 0);
-    rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
-    if (rc == 0) {
-        rc = dango_sock_recv_frame(fd, &hdr, &payload, deadline);
-    }
-
-    if (rc == 0) {
-        rc = hello_ack_check(cli, nonce, hdr.type, payload,
-                             (size_t)dango_frame_payload_len(&hdr), proof,
-                             &send_auth);
-        dango_free(payload);
-    }
-
-    if ((rc == 0) && send_auth) {
-        auth.proof.data = proof;
-        auth.proof.len  = sizeof(proof);
-        len             = protobuf_c_message_pack(&auth.base, buf);
-        dango_frame_init(&hdr, DANGO_FRAME_AUTH, 0, 0, len, 0);
-        rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline);
-    }
-
+    rc = sock_handshake(cli, fd, deadline, NULL);
     if (rc == 0) {
         rc = dango_sock_set_nonblock(fd, 0);
     }
@@ -1258,6 +1341,587 @@ static int lane_call(dango_rpc_client_t *cli, rpc_lane_t *l, uint32_t method,
     return rc;
 }
 
+/* ---------- local channel ---------- */
+
+/* Remembers the Unix socket a HelloAck named (loop or calling thread). */
+static void chan_learn(dango_rpc_client_t *cli, const char *name,
+                       uint64_t instance)
+{
+    if (!cli->local_on || (name == NULL) || (name[0] == '\0') ||
+        (strlen(name) >= sizeof(cli->local_name))) {
+        return;
+    }
+
+    pthread_mutex_lock(&cli->lock);
+    snprintf(cli->local_name, sizeof(cli->local_name), "%s", name);
+    cli->local_instance = instance;
+    pthread_mutex_unlock(&cli->lock);
+}
+
+static void chan_free(rpc_cchan_t *ch)
+{
+    for (uint32_t i = 0; i < RPC_CHAN_LANES; i++) {
+        dango_free(ch->lane[i].buf);
+    }
+
+    if (ch->hdr != NULL) {
+        munmap(ch->hdr, ch->size);
+    }
+
+    if (ch->efd >= 0) {
+        close(ch->efd);
+    }
+
+    dango__rpc_rx_cleanup(&ch->rx);
+    dango_free(ch);
+}
+
+/* Drops a reference (under lock); true when @ch is to be freed now. */
+static int chan_unref(dango_rpc_client_t *cli, rpc_cchan_t *ch)
+{
+    rpc_cchan_t **pp;
+
+    if (--ch->refs > 0) {
+        return 0;
+    }
+
+    for (pp = &cli->chans; *pp != ch; pp = &(*pp)->next) {
+    }
+
+    *pp = ch->next;
+    return 1;
+}
+
+/*
+ * Fails the channel (under lock): no call takes it any more, the calls in
+ * it end with DANGO_ECONNRESET, and the loop closes its socket (which also
+ * tells the server).
+ */
+static void chan_kill(dango_rpc_client_t *cli, rpc_cchan_t *ch)
+{
+    if (ch->dead) {
+        return;
+    }
+
+    __atomic_store_n(&ch->dead, 1, __ATOMIC_SEQ_CST);
+    if (cli->chan == ch) {
+        cli->chan = NULL;
+    }
+
+    for (uint32_t i = 0; i < ch->lanes; i++) {
+        if (!(ch->free & (1ull << i))) {
+            __atomic_store_n(&ch->hdr->lane[i].state, RPC_LANE_DEAD,
+                             __ATOMIC_SEQ_CST);
+            rpc_chan_futex_wake(&ch->hdr->lane[i].state);
+        }
+    }
+
+    if (ch->fd >= 0) {
+        shutdown(ch->fd, SHUT_RDWR);
+    }
+}
+
+/* Hands a socket reply to the lane whose call it answers (loop thread). */
+static void chan_sock_reply(dango_rpc_client_t *cli, rpc_cchan_t *ch,
+                            const rpc_frame_t *f)
+{
+    rpc_cl_lane_t *cl = NULL;
+    uint32_t       i;
+    void          *buf = NULL;
+    size_t         len = 0;
+    int            rc;
+
+    pthread_mutex_lock(&cli->lock);
+    for (i = 0; i < ch->lanes; i++) {
+        if (!(ch->free & (1ull << i)) && !ch->lane[i].lost &&
+            (ch->lane[i].id == f->hdr.id)) {
+            cl = &ch->lane[i];
+            break;
+        }
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    if (cl == NULL) {
+        dango_trace("rpc client %s: late channel reply %lu dropped", cli->addr,
+                    (unsigned long)f->hdr.id);
+        return;
+    }
+
+    rc = reply_status(cli, f);
+    if (rc == 0) {
+        rc = reply_payload(&ch->rx, f, &buf, &len);
+    }
+
+    cl->rc  = rc;
+    cl->buf = buf;
+    cl->len = len;
+    __atomic_store_n(&ch->hdr->lane[i].state, RPC_LANE_SOCK, __ATOMIC_SEQ_CST);
+    rpc_chan_futex_wake(&ch->hdr->lane[i].state);
+}
+
+/* The channel's socket: replies too large for a lane, and its end. */
+static void chan_io_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
+{
+    rpc_cchan_t        *ch  = arg;
+    dango_rpc_client_t *cli = ch->cli;
+    rpc_frame_t         f   = {0};
+    int                 rc  = 0, last;
+
+    ch->rx.recvs = RPC_RX_RECVS;
+    for (;;) {
+        memset(&f, 0, sizeof(f));
+        rc = dango__rpc_rx_next(&ch->rx, fd, DANGO_FRAME_RPC_MAX, &f);
+        if (rc <= 0) {
+            break;
+        }
+
+        if (f.hdr.type != DANGO_FRAME_RPC_RESP) {
+            rpc_peer_error("rpc client %s: frame type %u on the channel",
+                           cli->addr, f.hdr.type);
+            rc = DANGO_EPROTO;
+            break;
+        }
+
+        chan_sock_reply(cli, ch, &f);
+        if (f.in_big) {
+            dango_free(dango__rpc_rx_take(&ch->rx));
+        }
+    }
+
+    if ((rc == 0) && !(events & DANGO_LOOP_ERROR)) {
+        return;
+    }
+
+    if ((rc != 0) && (rc != DANGO_ECONNRESET)) {
+        rx_header_error(cli, rc, &f);
+    }
+
+    dango_loop_fd_del(loop, fd);
+    ch->watched = 0;
+    pthread_mutex_lock(&cli->lock);
+    ch->fd = -1; /* no shutdown() may reach the number once closed */
+    chan_kill(cli, ch);
+    last = chan_unref(cli, ch);
+    pthread_mutex_unlock(&cli->lock);
+    close(fd);
+    if (last) {
+        chan_free(ch);
+    }
+}
+
+typedef struct chan_watch_arg {
+    dango_rpc_client_t *cli;
+    rpc_cchan_t        *ch;
+    int                 rc;
+} chan_watch_arg_t;
+
+static void chan_watch(void *arg)
+{
+    chan_watch_arg_t *a = arg;
+
+    a->rc          = dango_loop_fd_add(a->cli->loop, a->ch->fd, DANGO_LOOP_READ,
+                                       chan_io_cb, a->ch);
+    a->ch->watched = (a->rc == 0);
+}
+
+/* Maps the channel a ChanAck on @fd grants, with its descriptors. */
+static int chan_map(dango_rpc_client_t *cli, int fd, uint64_t deadline,
+                    rpc_cchan_t *ch)
+{
+    Dango__Ctrl__ChanAck *ack = NULL;
+    dango_frame_t         hdr;
+    uint8_t               buf[128];
+    int                   fds[2] = {-1, -1};
+    unsigned              n      = 0;
+    struct stat           st;
+    int                   rc;
+
+    rc = dango_sock_recv_hdr_fds(fd, &hdr, fds, 2, &n, deadline);
+    if ((rc == 0) &&
+        ((dango_frame_check(&hdr) != 0) || (hdr.type != DANGO_FRAME_CHAN_ACK) ||
+         (hdr.length > sizeof(buf)))) {
+        rc = DANGO_EPROTO;
+    }
+
+    if (rc == 0) {
+        rc = dango_sock_recv_all(fd, buf, hdr.length, deadline);
+    }
+
+    if (rc == 0) {
+        ack = dango__ctrl__chan_ack__unpack(NULL, hdr.length, buf);
+        rc  = (ack == NULL) ? DANGO_EPROTO : ack->status;
+    }
+
+    if ((rc == 0) &&
+        ((n != 2) || (ack->lanes == 0) || (ack->lanes > RPC_CHAN_LANES) ||
+         (ack->req_cap < 4096) || (ack->req_cap > RPC_CHAN_REQ_CAP) ||
+         (ack->rep_cap < 4096) || (ack->rep_cap > (64u << 20)) ||
+         (ack->size != rpc_chan_size(ack->lanes, ack->req_cap, ack->rep_cap)) ||
+         (fstat(fds[0], &st) != 0) || ((uint64_t)st.st_size < ack->size))) {
+        rpc_peer_error("rpc client %s: channel offer not usable", cli->addr);
+        rc = DANGO_EPROTO;
+    }
+
+    if (rc == 0) {
+        ch->hdr = mmap(NULL, ack->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       fds[0], 0);
+        if (ch->hdr == MAP_FAILED) {
+            ch->hdr = NULL;
+            rc      = dango_err_from_errno(errno);
+        }
+    }
+
+    if (rc == 0) {
+        ch->size    = ack->size;
+        ch->lanes   = ack->lanes;
+        ch->req_cap = ack->req_cap;
+        ch->rep_cap = ack->rep_cap;
+        ch->efd     = fds[1];
+        fds[1]      = -1;
+        if ((ch->hdr->magic != RPC_CHAN_MAGIC) ||
+            (ch->hdr->version != RPC_CHAN_VERSION) ||
+            (ch->hdr->lanes != ch->lanes)) {
+            rc = DANGO_EPROTO;
+        }
+    }
+
+    dango__ctrl__chan_ack__free_unpacked(ack, NULL);
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+
+    return rc;
+}
+
+/*
+ * Opens the local channel on a calling thread, by @deadline (at most half
+ * of what is left of it). On failure no channel is tried again for
+ * CHAN_BACKOFF_NS, nor before a HelloAck names the socket again.
+ */
+static void chan_open(dango_rpc_client_t *cli, uint64_t deadline)
+{
+    Dango__Ctrl__ChanOpen req = DANGO__CTRL__CHAN_OPEN__INIT;
+    struct sockaddr_un    un  = {.sun_family = AF_UNIX};
+    chan_watch_arg_t      wa;
+    rpc_cchan_t          *ch;
+    dango_frame_t         hdr;
+    uint8_t               buf[16];
+    uint64_t              want, inst = 0, now = dango_time_ns();
+    size_t                n;
+    int                   rc;
+
+    if (deadline > now) {
+        deadline = now + DANGO_MIN(cli->connect_ns, (deadline - now) / 2);
+    }
+
+    ch = dango_calloc(1, sizeof(*ch), "rpc_chan");
+    if (ch == NULL) {
+        rc = DANGO_ENOMEM;
+        goto fail;
+    }
+
+    ch->efd = -1;
+    ch->fd  = -1;
+    rc      = dango__rpc_rx_init(&ch->rx);
+    if (rc != 0) {
+        goto fail;
+    }
+
+    ch->cli = cli;
+    pthread_mutex_lock(&cli->lock);
+    n    = strlen(cli->local_name);
+    want = cli->local_instance;
+    memcpy(un.sun_path + 1, cli->local_name, n); /* abstract */
+    pthread_mutex_unlock(&cli->lock);
+    ch->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ch->fd < 0) {
+        rc = dango_err_from_errno(errno);
+        goto fail;
+    }
+
+    rc = dango_sock_connect_fd(
+        ch->fd, (struct sockaddr *)&un,
+        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n), deadline);
+    if (rc == 0) {
+        rc = sock_handshake(cli, ch->fd, deadline, &inst);
+    }
+
+    if ((rc == 0) && (inst != want)) {
+        rc = DANGO_EPEER_GONE; /* another server took the name */
+    }
+
+    if (rc == 0) {
+        req.lanes = RPC_CHAN_DEFAULT_LANES;
+        dango_frame_init(&hdr, DANGO_FRAME_CHAN_OPEN, 0, 0,
+                         protobuf_c_message_pack(&req.base, buf), 0);
+        rc = dango_sock_send_frame(ch->fd, &hdr, buf, (size_t)hdr.length,
+                                   deadline);
+    }
+
+    if (rc == 0) {
+        rc = chan_map(cli, ch->fd, deadline, ch);
+    }
+
+    if (rc == 0) {
+        ch->free = (ch->lanes == 64) ? ~0ull : ((1ull << ch->lanes) - 1);
+        ch->refs = 1; /* the loop's watch */
+        wa.cli   = cli;
+        wa.ch    = ch;
+        dango_loop_run_sync(cli->loop, chan_watch, &wa);
+        rc = wa.rc;
+    }
+
+    if (rc != 0) {
+        goto fail;
+    }
+
+    pthread_mutex_lock(&cli->lock);
+    ch->next          = cli->chans;
+    cli->chans        = ch;
+    cli->chan_opening = 0;
+    if (cli->closing) {
+        chan_kill(cli, ch); /* the loop frees it, or destroy does */
+    } else {
+        cli->chan = ch;
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    dango_debug("rpc client %s: local channel of %u lanes", cli->addr,
+                ch->lanes);
+    return;
+
+fail:
+    dango_debug("rpc client %s: no local channel: %s", cli->addr,
+                dango_strerror(rc));
+    if (ch != NULL) {
+        if (ch->fd >= 0) {
+            close(ch->fd);
+        }
+
+        chan_free(ch);
+    }
+
+    pthread_mutex_lock(&cli->lock);
+    cli->chan_opening  = 0;
+    cli->chan_retry_at = dango_time_ns() + CHAN_BACKOFF_NS;
+    cli->local_name[0] = '\0';
+    pthread_mutex_unlock(&cli->lock);
+}
+
+/*
+ * Borrows a lane of the channel (opening the channel first when the server
+ * named one and none is open): returns its index with a reference on
+ * *@ch_p, or -1 (the call takes the sockets).
+ */
+static int chan_get(dango_rpc_client_t *cli, size_t len, uint64_t deadline,
+                    rpc_cchan_t **ch_p, uint64_t *id_p)
+{
+    rpc_cchan_t *ch;
+    int          open, i = -1;
+
+    pthread_mutex_lock(&cli->lock);
+    if ((cli->chan == NULL) && !cli->chan_opening && !cli->closing &&
+        (cli->local_name[0] != '\0') &&
+        (dango_time_ns() >= cli->chan_retry_at)) {
+        cli->chan_opening = 1;
+        pthread_mutex_unlock(&cli->lock);
+        chan_open(cli, deadline);
+        pthread_mutex_lock(&cli->lock);
+    }
+
+    ch   = cli->chan;
+    open = (ch != NULL) && (ch->free != 0) &&
+           (sizeof(dango_frame_t) + len <= ch->req_cap);
+    if (open) {
+        i = __builtin_ctzll(ch->free);
+        ch->free &= ~(1ull << i);
+        ch->refs++;
+        ch->lane[i].id = cli->next_id++;
+        *id_p          = ch->lane[i].id;
+        *ch_p          = ch;
+    }
+
+    pthread_mutex_unlock(&cli->lock);
+    return i;
+}
+
+/* Gives lane @i back (or loses it: a reply may still come), under lock. */
+static void chan_put(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
+                     int lost)
+{
+    int last;
+
+    pthread_mutex_lock(&cli->lock);
+    if (lost) {
+        ch->lane[i].lost = 1;
+        if (++ch->lost > ch->lanes / 2) {
+            chan_kill(cli, ch); /* the next call opens a fresh one */
+        }
+    } else {
+        __atomic_store_n(&ch->hdr->lane[i].state, RPC_LANE_FREE,
+                         __ATOMIC_RELAXED);
+        ch->free |= 1ull << i;
+    }
+
+    last = chan_unref(cli, ch);
+    pthread_mutex_unlock(&cli->lock);
+    if (last) {
+        chan_free(ch);
+    }
+}
+
+/* Waits for lane @i's reply; returns the lane's state or DANGO_ETIMEDOUT. */
+static int chan_wait(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
+                     uint64_t deadline)
+{
+    rpc_chan_lane_t *ln = &ch->hdr->lane[i];
+
+    for (;;) {
+        uint32_t s = __atomic_load_n(&ln->state, __ATOMIC_ACQUIRE);
+        uint64_t now;
+
+        if ((s == RPC_LANE_DONE) || (s == RPC_LANE_SOCK) ||
+            (s == RPC_LANE_DEAD)) {
+            return (int)s;
+        }
+
+        if ((s != RPC_LANE_REQ) && (s != RPC_LANE_BUSY)) {
+            return RPC_LANE_DEAD; /* not a state the server may set */
+        }
+
+        now = dango_time_ns();
+        if (now >= deadline) {
+            return DANGO_ETIMEDOUT;
+        }
+
+        if (__atomic_load_n(&cli->closing, __ATOMIC_ACQUIRE)) {
+            return RPC_LANE_DEAD;
+        }
+
+        __atomic_store_n(&ln->cli_wait, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ln->state, __ATOMIC_SEQ_CST) == s) {
+            rpc_chan_futex_wait(&ln->state, s,
+                                DANGO_MIN(deadline, now + CHAN_TICK_NS));
+        }
+
+        __atomic_store_n(&ln->cli_wait, 0, __ATOMIC_RELAXED);
+    }
+}
+
+/* The reply the server wrote into lane @i for call @id, into @out. */
+static int chan_take_reply(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
+                           uint64_t id, rpc_out_t *out)
+{
+    uint32_t len = __atomic_load_n(&ch->hdr->lane[i].rep_len, __ATOMIC_RELAXED);
+    const char *rep = rpc_chan_rep(ch->hdr, i, ch->req_cap, ch->rep_cap);
+    rpc_frame_t f   = {0};
+    int         rc;
+
+    if ((len < sizeof(f.hdr)) || (len > ch->rep_cap)) {
+        return DANGO_EPROTO;
+    }
+
+    memcpy(&f.hdr, rep, sizeof(f.hdr));
+    if ((dango_frame_check(&f.hdr) != 0) ||
+        (f.hdr.type != DANGO_FRAME_RPC_RESP) || (f.hdr.id != id) ||
+        (f.hdr.length != len - sizeof(f.hdr))) {
+        rpc_peer_error("rpc client %s: bad reply in channel lane %u", cli->addr,
+                       i);
+        return DANGO_EPROTO;
+    }
+
+    f.payload = rep + sizeof(f.hdr);
+    f.len     = f.hdr.length;
+    rc        = reply_status(cli, &f);
+    if ((rc == 0) && (out->desc != NULL)) {
+        rc = out_unpack(out, f.payload, (size_t)f.len);
+    } else if (rc == 0) {
+        rc = reply_payload(NULL, &f, &out->buf, &out->len);
+    }
+
+    return rc;
+}
+
+/*
+ * A call through the local channel. Returns LANE_SHARED when it cannot
+ * take one (none open, every lane taken, request too large): nothing was
+ * sent.
+ */
+static int chan_call(dango_rpc_client_t *cli, uint32_t method, req_fill_cb fill,
+                     const void *src, size_t len, rpc_out_t *out,
+                     uint64_t deadline)
+{
+    rpc_cchan_t     *ch = NULL;
+    rpc_chan_lane_t *ln;
+    dango_frame_t    hdr;
+    uint64_t         id = 0, one = 1;
+    char            *req;
+    int              i, st, rc;
+
+    i = chan_get(cli, len, deadline, &ch, &id);
+    if (i < 0) {
+        return LANE_SHARED;
+    }
+
+    ln  = &ch->hdr->lane[i];
+    req = rpc_chan_req(ch->hdr, (uint32_t)i, ch->req_cap, ch->rep_cap);
+    dango_frame_init(&hdr, DANGO_FRAME_RPC_REQ, id, method, len, 0);
+    memcpy(req, &hdr, sizeof(hdr));
+    if (len > 0) {
+        fill(src, len, (uint8_t *)req + sizeof(hdr));
+    }
+
+    __atomic_store_n(&ln->req_len, (uint32_t)(sizeof(hdr) + len),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&ln->state, RPC_LANE_REQ, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ch->hdr->srv_sleep, __ATOMIC_SEQ_CST) &&
+        __atomic_exchange_n(&ch->hdr->srv_sleep, 0, __ATOMIC_SEQ_CST) &&
+        (write(ch->efd, &one, sizeof(one)) < 0)) {
+        /* Only a full counter fails: the server has kicks to read. */
+    }
+
+    st = chan_wait(cli, ch, (uint32_t)i, deadline);
+    switch (st) {
+    case RPC_LANE_DONE:
+        rc = chan_take_reply(cli, ch, (uint32_t)i, id, out);
+        break;
+    case RPC_LANE_SOCK:
+        rc              = ch->lane[i].rc;
+        out->buf        = ch->lane[i].buf;
+        out->len        = ch->lane[i].len;
+        ch->lane[i].buf = NULL;
+        if ((rc == 0) && (out->desc != NULL)) {
+            rc = out_unpack(out, out->buf, out->len);
+            dango_free(out->buf);
+            out->buf = NULL;
+        }
+        break;
+    case DANGO_ETIMEDOUT:
+        chan_put(cli, ch, (uint32_t)i, 1);
+        return DANGO_ETIMEDOUT;
+    default:
+        rc = __atomic_load_n(&cli->closing, __ATOMIC_ACQUIRE)
+                 ? DANGO_ECANCELED
+                 : DANGO_ECONNRESET;
+        pthread_mutex_lock(&cli->lock);
+        chan_kill(cli, ch);
+        pthread_mutex_unlock(&cli->lock);
+        chan_put(cli, ch, (uint32_t)i, 1);
+        return rc;
+    }
+
+    if (rc == DANGO_EPROTO) {
+        pthread_mutex_lock(&cli->lock);
+        chan_kill(cli, ch); /* a server that breaks the protocol */
+        pthread_mutex_unlock(&cli->lock);
+    }
+
+    chan_put(cli, ch, (uint32_t)i, 0);
+    return rc;
+}
+
 /* ---------- calls ---------- */
 
 static int client_call(dango_rpc_client_t *cli, uint32_t method,
@@ -1275,7 +1939,12 @@ static int client_call(dango_rpc_client_t *cli, uint32_t method,
 
     deadline = dango_time_ns() + (timeout_ns ? timeout_ns : cli->call_ns);
     inflight = __atomic_add_fetch(&cli->users, 1, __ATOMIC_ACQUIRE);
-    l        = (inflight <= cli->lanes_max) ? lane_get(cli) : NULL;
+    if (cli->local_on) {
+        rc = chan_call(cli, method, fill, src, len, out, deadline);
+    }
+
+    l = ((rc == LANE_SHARED) && (inflight <= cli->lanes_max)) ? lane_get(cli)
+                                                              : NULL;
     if (l != NULL) {
         rc = lane_call(cli, l, method, fill, src, len, out, deadline);
     }
@@ -1371,6 +2040,7 @@ int dango_rpc_client_create(const char *addr, const char *token,
     cli->lanes_max  = (p == NULL || p->lanes == 0) ? DANGO_RPC_DEFAULT_LANES
                       : (p->lanes < 0)             ? 0
                                                    : (unsigned)p->lanes;
+    cli->local_on   = (p == NULL) || (p->local >= 0);
     snprintf(cli->name, sizeof(cli->name), "%s", name);
     dango_list_init(&cli->sendq);
     dango_list_init(&cli->txq);
@@ -1450,6 +2120,10 @@ void dango_rpc_client_destroy(dango_rpc_client_t *cli)
 
     pthread_mutex_lock(&cli->lock);
     __atomic_store_n(&cli->closing, 1, __ATOMIC_RELEASE);
+    for (rpc_cchan_t *ch = cli->chans; ch != NULL; ch = ch->next) {
+        chan_kill(cli, ch); /* ends the waits of its calls */
+    }
+
     for (l = cli->lanes_all; l != NULL; l = l->all_next) {
         if (l->fd >= 0) {
             shutdown(l->fd, SHUT_RDWR); /* ends a borrower's wait */

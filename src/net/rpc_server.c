@@ -37,9 +37,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -49,12 +55,15 @@
 #include "common/time.h"
 #include "dango_ctrl.pb-c.h"
 #include "net/auth.h"
+#include "net/rpc_chan.h"
 #include "net/rpc_int.h"
 #include "net/sock.h"
 
-#define RPC_CALL_INLINE 208         /* reply bytes stored in the call */
-#define RPC_CONN_TX_MAX (64u << 20) /* queued reply bytes per connection */
-#define RPC_ACCEPT_MAX  64          /* accepts per listener callback */
+#define RPC_CALL_INLINE  208         /* reply bytes stored in the call */
+#define RPC_CONN_TX_MAX  (64u << 20) /* queued reply bytes per connection */
+#define RPC_ACCEPT_MAX   64          /* accepts per listener callback */
+#define RPC_CHAN_ROUNDS  8 /* lane scans per channel callback, then yield */
+#define RPC_CHAN_SEND_NS (100ull * 1000000ull) /* ChanAck write bound */
 
 typedef enum sconn_state {
     SCONN_HELLO, /* waiting for Hello */
@@ -62,7 +71,20 @@ typedef enum sconn_state {
     SCONN_READY
 } sconn_state_t;
 
-typedef struct rpc_sconn {
+typedef struct rpc_sconn rpc_sconn_t;
+
+/* A local channel (see rpc_chan.h), owned by its Unix connection. */
+typedef struct rpc_chan {
+    rpc_sconn_t    *conn;
+    rpc_chan_hdr_t *hdr;
+    uint64_t        size;
+    int             efd; /* kicks from the client */
+    uint32_t        lanes;
+    uint32_t        req_cap;
+    uint32_t        rep_cap;
+} rpc_chan_t;
+
+struct rpc_sconn {
     dango_rpc_server_t *srv;
     dango_list_link_t   link;       /* in srv->conns while open */
     dango_list_link_t   dirty_link; /* in srv->dirty */
@@ -82,13 +104,17 @@ typedef struct rpc_sconn {
     uint8_t             nonce[DANGO_AUTH_NONCE_LEN];
     uint8_t             peer_nonce[DANGO_AUTH_NONCE_LEN];
     char                peer_addr[DANGO_ADDR_STR_MAX];
-} rpc_sconn_t;
+    int                 local; /* accepted on the Unix socket */
+    rpc_chan_t         *chan;
+    dango_list_link_t   chan_done; /* lane calls answered, not yet written */
+};
 
 struct dango_rpc_call {
     rpc_tx_t          tx; /* the reply frame; first member */
     rpc_sconn_t      *conn;
     dango_mpsc_link_t link; /* in srv->inbox */
     void             *owned;
+    int               lane; /* of conn->chan; -1: over the socket */
     char              inline_buf[RPC_CALL_INLINE];
 };
 
@@ -109,6 +135,10 @@ struct dango_rpc_server {
     uint64_t             io_ns;
     uint64_t             instance_id;
     int                  listen_fd;
+    int                  local_fd; /* Unix socket of the local channel */
+    char                 local_name[40];
+    unsigned             chan_lanes;    /* 0: no local channel */
+    char                *chan_buf;      /* a request copied out of a lane */
     int                  listen_paused; /* out of descriptors: see accept */
     int                  timer_id;
     char                 addr[DANGO_ADDR_STR_MAX];
@@ -127,11 +157,16 @@ struct dango_rpc_server {
 };
 
 static void sconn_close(rpc_sconn_t *conn);
+static int  chan_fits(const dango_rpc_call_t *call);
+static void chan_flush(rpc_sconn_t *conn);
+static void chan_serve(rpc_sconn_t *conn);
+static void chan_close(rpc_sconn_t *conn);
 
 /* ---------- calls ---------- */
 
 static void server_free(dango_rpc_server_t *srv)
 {
+    dango_free(srv->chan_buf);
     dango_mpool_cleanup(&srv->call_pool);
     dango_free(srv->token);
     dango_free(srv);
@@ -215,6 +250,14 @@ static void call_commit(dango_rpc_call_t *call)
         return;
     }
 
+    if ((call->lane >= 0) && chan_fits(call)) {
+        /* Written into the lane with the socket's replies, once the
+         * callback is over (not while the handler still runs). */
+        dango_list_add_tail(&conn->chan_done, &call->tx.link);
+        sconn_dirty(conn);
+        return;
+    }
+
     if (dango_list_is_empty(&conn->txq)) {
         conn->tx_progress = dango_time_ns();
     }
@@ -261,6 +304,7 @@ static void sconn_close(rpc_sconn_t *conn)
     conn->fd = -1;
     dango__rpc_rx_reset(&conn->rx);
     conn->live_calls++; /* keeps @conn while its replies are dropped */
+    chan_close(conn);
     dango__rpc_tx_drop(&conn->txq, sconn_tx_done, conn);
     if (--conn->live_calls == 0) {
         sconn_free(conn);
@@ -352,6 +396,7 @@ static int sconn_hello(rpc_sconn_t *conn, const rpc_frame_t *f)
     ack.nonce.data   = conn->nonce;
     ack.nonce.len    = sizeof(conn->nonce);
     ack.status       = status;
+    ack.local_addr   = srv->local_name; /* "" without a local channel */
     if ((srv->token != NULL) &&
         (dango_auth_proof(srv->token, DANGO_AUTH_ROLE_SERVER, conn->peer_nonce,
                           conn->nonce, proof) == 0)) {
@@ -394,14 +439,16 @@ static int sconn_auth(rpc_sconn_t *conn, const rpc_frame_t *f)
     return 0;
 }
 
-static int sconn_request(rpc_sconn_t *conn, const rpc_frame_t *f)
+/* Dispatches request @id of @method, from lane @lane (-1: the socket). */
+static int sconn_request(rpc_sconn_t *conn, uint64_t id, uint64_t method,
+                         const char *payload, uint64_t len, int lane)
 {
     dango_rpc_server_t *srv = conn->srv;
     dango_rpc_call_t   *call;
 
-    if (f->hdr.addr > UINT32_MAX) {
+    if (method > UINT32_MAX) {
         rpc_peer_error("rpc conn %s: method id %lu out of range: closing",
-                       conn->peer_addr, (unsigned long)f->hdr.addr);
+                       conn->peer_addr, (unsigned long)method);
         return DANGO_EPROTO;
     }
 
@@ -413,14 +460,14 @@ static int sconn_request(rpc_sconn_t *conn, const rpc_frame_t *f)
     }
 
     memset(&call->tx, 0, sizeof(call->tx));
-    dango_frame_init(&call->tx.hdr, DANGO_FRAME_RPC_RESP, f->hdr.id,
+    dango_frame_init(&call->tx.hdr, DANGO_FRAME_RPC_RESP, id,
                      __atomic_load_n(&srv->epoch, __ATOMIC_ACQUIRE), 0, 0);
     call->conn  = conn;
     call->owned = NULL;
+    call->lane  = lane;
     conn->live_calls++;
     srv->live_calls++;
-    srv->handler(srv->arg, call, (uint32_t)f->hdr.addr, f->payload,
-                 (size_t)f->len);
+    srv->handler(srv->arg, call, (uint32_t)method, payload, (size_t)len);
     if ((conn->live_calls >= srv->max_pending) ||
         (conn->tx_bytes >= RPC_CONN_TX_MAX)) {
         conn->paused = 1; /* resumed by call_free() */
@@ -428,6 +475,344 @@ static int sconn_request(rpc_sconn_t *conn, const rpc_frame_t *f)
     }
 
     return 0;
+}
+
+/* ---------- local channel ---------- */
+
+static void server_flush_dirty(dango_rpc_server_t *srv);
+
+static void chan_close(rpc_sconn_t *conn)
+{
+    rpc_chan_t *ch = conn->chan;
+
+    if (ch == NULL) {
+        return;
+    }
+
+    /* Replies not yet written are dropped; calls still out are answered
+     * into nothing (call_commit() checks that the connection closed). */
+    while (!dango_list_is_empty(&conn->chan_done)) {
+        dango_rpc_call_t *call =
+            dango_list_head_elem(&conn->chan_done, dango_rpc_call_t, tx.link);
+
+        dango_list_del(&call->tx.link);
+        call_free(call);
+    }
+
+    dango_loop_fd_del(conn->srv->loop, ch->efd);
+    close(ch->efd);
+    munmap(ch->hdr, ch->size);
+    dango_free(ch);
+    conn->chan = NULL;
+}
+
+/* Whether the reply of lane @call fits its lane (else it goes over the
+ * socket like any reply, the client's thread reads it there, and the lane
+ * stays BUSY). */
+static int chan_fits(const dango_rpc_call_t *call)
+{
+    const rpc_chan_t *ch = call->conn->chan;
+
+    return (ch != NULL) &&
+           (sizeof(call->tx.hdr) + call->tx.data_len <= ch->rep_cap);
+}
+
+/* Writes the answered lane calls into their lanes and frees them. */
+static void chan_flush(rpc_sconn_t *conn)
+{
+    rpc_chan_t *ch = conn->chan;
+
+    while (!dango_list_is_empty(&conn->chan_done)) {
+        dango_rpc_call_t *call =
+            dango_list_head_elem(&conn->chan_done, dango_rpc_call_t, tx.link);
+        uint64_t         len = sizeof(call->tx.hdr) + call->tx.data_len;
+        rpc_chan_lane_t *ln  = &ch->hdr->lane[call->lane];
+        char *dst = rpc_chan_rep(ch->hdr, (uint32_t)call->lane, ch->req_cap,
+                                 ch->rep_cap);
+
+        dango_list_del(&call->tx.link);
+        memcpy(dst, &call->tx.hdr, sizeof(call->tx.hdr));
+        if (call->tx.data_len > 0) {
+            memcpy(dst + sizeof(call->tx.hdr), call->tx.data,
+                   call->tx.data_len);
+        }
+
+        __atomic_store_n(&ln->rep_len, (uint32_t)len, __ATOMIC_RELAXED);
+        __atomic_store_n(&ln->state, RPC_LANE_DONE, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&ln->cli_wait, __ATOMIC_SEQ_CST)) {
+            rpc_chan_futex_wake(&ln->state);
+        }
+
+        call_free(call);
+    }
+}
+
+/* Takes the request waiting in lane @i and dispatches it. */
+static int chan_take(rpc_sconn_t *conn, uint32_t i)
+{
+    rpc_chan_t      *ch  = conn->chan;
+    rpc_chan_lane_t *ln  = &ch->hdr->lane[i];
+    char            *buf = conn->srv->chan_buf;
+    uint32_t         len = __atomic_load_n(&ln->req_len, __ATOMIC_RELAXED);
+    dango_frame_t    hdr;
+
+    if ((len < sizeof(hdr)) || (len > ch->req_cap)) {
+        rpc_peer_error("rpc conn %s: lane %u: request of %u bytes: closing",
+                       conn->peer_addr, i, len);
+        return DANGO_EPROTO;
+    }
+
+    /* Read once: the client may write the area again at any time. */
+    memcpy(buf, rpc_chan_req(ch->hdr, i, ch->req_cap, ch->rep_cap), len);
+    __atomic_store_n(&ln->state, RPC_LANE_BUSY, __ATOMIC_RELAXED);
+    memcpy(&hdr, buf, sizeof(hdr));
+    if ((dango_frame_check(&hdr) != 0) || (hdr.type != DANGO_FRAME_RPC_REQ) ||
+        (hdr.length != len - sizeof(hdr))) {
+        rpc_peer_error("rpc conn %s: lane %u: bad request frame (type %u "
+                       "length %lu in %u bytes): closing",
+                       conn->peer_addr, i, hdr.type, (unsigned long)hdr.length,
+                       len);
+        return DANGO_EPROTO;
+    }
+
+    return sconn_request(conn, hdr.id, hdr.addr, buf + sizeof(hdr), hdr.length,
+                         (int)i);
+}
+
+/* Dispatches every waiting request; returns how many, or an error. */
+static int chan_scan(rpc_sconn_t *conn)
+{
+    rpc_chan_t *ch = conn->chan;
+    int         n  = 0;
+
+    for (uint32_t i = 0; (i < ch->lanes) && !conn->paused; i++) {
+        int rc;
+
+        if (__atomic_load_n(&ch->hdr->lane[i].state, __ATOMIC_ACQUIRE) !=
+            RPC_LANE_REQ) {
+            continue;
+        }
+
+        rc = chan_take(conn, i);
+        if (rc != 0) {
+            return rc;
+        }
+
+        n++;
+    }
+
+    return n;
+}
+
+static int chan_pending(const rpc_chan_t *ch)
+{
+    for (uint32_t i = 0; i < ch->lanes; i++) {
+        if (__atomic_load_n(&ch->hdr->lane[i].state, __ATOMIC_SEQ_CST) ==
+            RPC_LANE_REQ) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+/*
+ * Serves the channel until no request waits, then says the server sleeps
+ * (and looks once more, see rpc_chan.h). A paused connection (max_pending)
+ * is served again when it resumes; a busy channel yields to the rest of
+ * the loop after RPC_CHAN_ROUNDS scans and kicks itself.
+ */
+static void chan_serve(rpc_sconn_t *conn)
+{
+    rpc_chan_t *ch  = conn->chan;
+    uint64_t    one = 1;
+
+    for (int round = 0; round < RPC_CHAN_ROUNDS; round++) {
+        int n;
+
+        __atomic_store_n(&ch->hdr->srv_sleep, 0, __ATOMIC_RELAXED);
+        n = chan_scan(conn);
+        if (n < 0) {
+            sconn_close(conn);
+            return;
+        }
+
+        if (conn->paused) {
+            return;
+        }
+
+        if (n == 0) {
+            __atomic_store_n(&ch->hdr->srv_sleep, 1, __ATOMIC_SEQ_CST);
+            if (!chan_pending(ch)) {
+                return;
+            }
+        }
+    }
+
+    if (write(ch->efd, &one, sizeof(one)) < 0) {
+        /* The counter is full of kicks already: it stays readable. */
+    }
+}
+
+static void chan_io_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
+{
+    rpc_sconn_t *conn = arg;
+    uint64_t     v;
+
+    (void)loop;
+    (void)events;
+    conn->srv->in_callback = 1;
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: a kick already taken by an earlier read */
+    }
+
+    if (!conn->paused) {
+        chan_serve(conn);
+    }
+
+    server_flush_dirty(conn->srv);
+}
+
+/* Creates the channel's memory and eventfd; 0 or an error. */
+static int chan_create(rpc_sconn_t *conn, uint32_t lanes, int *mfd_p)
+{
+    dango_rpc_server_t *srv = conn->srv;
+    rpc_chan_t         *ch;
+    int                 rc;
+
+    ch = dango_calloc(1, sizeof(*ch), "rpc_chan");
+    if (ch == NULL) {
+        return DANGO_ENOMEM;
+    }
+
+    ch->conn    = conn;
+    ch->lanes   = lanes;
+    ch->req_cap = RPC_CHAN_REQ_CAP;
+    ch->rep_cap = RPC_CHAN_REP_CAP;
+    ch->size    = rpc_chan_size(lanes, ch->req_cap, ch->rep_cap);
+    ch->efd     = -1;
+    *mfd_p      = memfd_create("dango-rpc-chan", MFD_CLOEXEC);
+    if ((*mfd_p < 0) || (ftruncate(*mfd_p, (off_t)ch->size) != 0)) {
+        rc = dango_err_from_errno(errno);
+        goto err;
+    }
+
+    ch->hdr =
+        mmap(NULL, ch->size, PROT_READ | PROT_WRITE, MAP_SHARED, *mfd_p, 0);
+    if (ch->hdr == MAP_FAILED) {
+        ch->hdr = NULL;
+        rc      = dango_err_from_errno(errno);
+        goto err;
+    }
+
+    ch->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ch->efd < 0) {
+        rc = dango_err_from_errno(errno);
+        goto err;
+    }
+
+    ch->hdr->magic     = RPC_CHAN_MAGIC;
+    ch->hdr->version   = RPC_CHAN_VERSION;
+    ch->hdr->lanes     = lanes;
+    ch->hdr->req_cap   = ch->req_cap;
+    ch->hdr->rep_cap   = ch->rep_cap;
+    ch->hdr->srv_sleep = 1;
+    rc = dango_loop_fd_add(srv->loop, ch->efd, DANGO_LOOP_READ, chan_io_cb,
+                           conn);
+    if (rc != 0) {
+        goto err;
+    }
+
+    conn->chan = ch;
+    return 0;
+
+err:
+    if (ch->efd >= 0) {
+        close(ch->efd);
+    }
+
+    if (ch->hdr != NULL) {
+        munmap(ch->hdr, ch->size);
+    }
+
+    if (*mfd_p >= 0) {
+        close(*mfd_p);
+        *mfd_p = -1;
+    }
+
+    dango_free(ch);
+    return rc;
+}
+
+/*
+ * ChanOpen on a Unix connection: creates the channel and answers ChanAck
+ * with its memfd and eventfd, or with an error status (the client then
+ * keeps to its sockets). Asking twice, or over the network, is a protocol
+ * error.
+ */
+static int sconn_chan_open(rpc_sconn_t *conn, const rpc_frame_t *f)
+{
+    dango_rpc_server_t    *srv = conn->srv;
+    Dango__Ctrl__ChanOpen *req;
+    Dango__Ctrl__ChanAck   ack = DANGO__CTRL__CHAN_ACK__INIT;
+    uint8_t                buf[64];
+    dango_frame_t          hdr;
+    uint32_t               lanes;
+    int                    fds[2] = {-1, -1};
+    int                    rc;
+
+    if (!conn->local || (conn->chan != NULL) || (srv->chan_lanes == 0)) {
+        rpc_peer_error("rpc conn %s: channel asked for %s: closing",
+                       conn->peer_addr,
+                       !conn->local ? "over the network" : "twice");
+        return DANGO_EPROTO;
+    }
+
+    req = dango__ctrl__chan_open__unpack(NULL, f->len,
+                                         (const uint8_t *)f->payload);
+    if (req == NULL) {
+        rpc_peer_error("rpc conn %s: malformed channel request: closing",
+                       conn->peer_addr);
+        return DANGO_EPROTO;
+    }
+
+    lanes = DANGO_MIN(DANGO_MAX(req->lanes, 1u), srv->chan_lanes);
+    dango__ctrl__chan_open__free_unpacked(req, NULL);
+    if (!dango_list_is_empty(&conn->txq)) {
+        rpc_peer_error("rpc conn %s: channel asked for before the handshake "
+                       "was read: closing",
+                       conn->peer_addr);
+        return DANGO_EPROTO;
+    }
+
+    rc = chan_create(conn, lanes, &fds[0]);
+    if (rc == 0) {
+        fds[1]      = conn->chan->efd;
+        ack.lanes   = lanes;
+        ack.req_cap = conn->chan->req_cap;
+        ack.rep_cap = conn->chan->rep_cap;
+        ack.size    = conn->chan->size;
+    } else {
+        dango_warn("rpc server %s: no local channel for %s: %s", srv->addr,
+                   conn->peer_addr, dango_strerror(rc));
+        ack.status = rc;
+    }
+
+    dango_frame_init(&hdr, DANGO_FRAME_CHAN_ACK, 0, 0,
+                     protobuf_c_message_pack(&ack.base, buf), 0);
+    rc = dango_sock_send_frame_fds(conn->fd, &hdr, buf, (size_t)hdr.length, fds,
+                                   (rc == 0) ? 2 : 0,
+                                   dango_time_ns() + RPC_CHAN_SEND_NS);
+    if (fds[0] >= 0) {
+        close(fds[0]); /* the mapping stays */
+    }
+
+    if (rc != 0) {
+        dango_debug("rpc conn %s: channel answer not sent: %s", conn->peer_addr,
+                    dango_strerror(rc));
+    }
+
+    return rc;
 }
 
 static int sconn_frame(rpc_sconn_t *conn, const rpc_frame_t *f)
@@ -451,13 +836,18 @@ static int sconn_frame(rpc_sconn_t *conn, const rpc_frame_t *f)
 
         return sconn_auth(conn, f);
     default:
+        if (f->hdr.type == DANGO_FRAME_CHAN_OPEN) {
+            return sconn_chan_open(conn, f);
+        }
+
         if (f->hdr.type != DANGO_FRAME_RPC_REQ) {
             rpc_peer_error("rpc conn %s: unexpected frame type %u: closing",
                            conn->peer_addr, f->hdr.type);
             return DANGO_EPROTO;
         }
 
-        return sconn_request(conn, f);
+        return sconn_request(conn, f->hdr.id, f->hdr.addr, f->payload, f->len,
+                             -1);
     }
 }
 
@@ -527,7 +917,18 @@ static void server_flush_dirty(dango_rpc_server_t *srv)
                     sconn_close(conn);
                     continue;
                 }
+
+                if (conn->chan != NULL) {
+                    chan_serve(conn);
+                    if (conn->closed) {
+                        continue;
+                    }
+                }
             }
+        }
+
+        if (conn->chan != NULL) {
+            chan_flush(conn);
         }
 
         if (sconn_flush(conn) != 0) {
@@ -711,7 +1112,7 @@ const char *dango_rpc_call_peer(const dango_rpc_call_t *call)
 /* ---------- listener and timer ---------- */
 
 static void server_accept_one(dango_rpc_server_t *srv, int cfd,
-                              const struct sockaddr_storage *ss)
+                              const struct sockaddr_storage *ss, int local)
 {
     rpc_sconn_t *conn;
     int          rc;
@@ -731,11 +1132,25 @@ static void server_accept_one(dango_rpc_server_t *srv, int cfd,
         return;
     }
 
-    conn->srv = srv;
-    conn->fd  = cfd;
+    conn->srv   = srv;
+    conn->fd    = cfd;
+    conn->local = local;
     dango_list_init(&conn->txq);
-    dango_sock_addr_str((const struct sockaddr *)ss, conn->peer_addr,
-                        sizeof(conn->peer_addr));
+    dango_list_init(&conn->chan_done);
+    if (local) {
+        struct ucred cred;
+        socklen_t    cl = sizeof(cred);
+
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+            cred.pid = 0;
+        }
+
+        snprintf(conn->peer_addr, sizeof(conn->peer_addr), "local pid %ld",
+                 (long)cred.pid);
+    } else {
+        dango_sock_addr_str((const struct sockaddr *)ss, conn->peer_addr,
+                            sizeof(conn->peer_addr));
+    }
     rc = dango_loop_fd_add(srv->loop, cfd, DANGO_LOOP_READ, sconn_io_cb, conn);
     if (rc != 0) {
         dango_error("rpc server %s: cannot watch connection from %s: %s",
@@ -745,7 +1160,10 @@ static void server_accept_one(dango_rpc_server_t *srv, int cfd,
         return;
     }
 
-    dango_sock_tune(cfd);
+    if (!local) {
+        dango_sock_tune(cfd);
+    }
+
     conn->events      = DANGO_LOOP_READ;
     conn->state       = SCONN_HELLO;
     conn->state_since = dango_time_ns();
@@ -784,7 +1202,7 @@ static void server_listen_cb(dango_loop_t *loop, int fd, unsigned events,
             return;
         }
 
-        server_accept_one(srv, cfd, &ss);
+        server_accept_one(srv, cfd, &ss, fd == srv->local_fd);
     }
 }
 
@@ -797,6 +1215,9 @@ static void server_timer_cb(dango_loop_t *loop, void *arg)
     if (srv->listen_paused && (srv->listen_fd >= 0)) {
         srv->listen_paused = 0;
         dango_loop_fd_mod(srv->loop, srv->listen_fd, DANGO_LOOP_READ);
+        if (srv->local_fd >= 0) {
+            dango_loop_fd_mod(srv->loop, srv->local_fd, DANGO_LOOP_READ);
+        }
     }
 
     dango_list_for_each_safe(conn, tmp, &srv->conns, link)
@@ -849,6 +1270,14 @@ static void server_open(void *arg)
 
     a->rc = dango_loop_fd_add(srv->loop, srv->listen_fd, DANGO_LOOP_READ,
                               server_listen_cb, srv);
+    if ((a->rc == 0) && (srv->local_fd >= 0)) {
+        a->rc = dango_loop_fd_add(srv->loop, srv->local_fd, DANGO_LOOP_READ,
+                                  server_listen_cb, srv);
+        if (a->rc != 0) {
+            dango_loop_fd_del(srv->loop, srv->listen_fd);
+        }
+    }
+
     if (a->rc != 0) {
         dango_loop_timer_del(srv->loop, id);
         return;
@@ -866,6 +1295,11 @@ static void server_shutdown(void *arg)
     dango_loop_fd_del(srv->loop, srv->listen_fd);
     close(srv->listen_fd);
     srv->listen_fd = -1;
+    if (srv->local_fd >= 0) {
+        dango_loop_fd_del(srv->loop, srv->local_fd);
+        close(srv->local_fd);
+        srv->local_fd = -1;
+    }
     while (!dango_list_is_empty(&srv->conns)) {
         sconn_close(dango_list_head_elem(&srv->conns, rpc_sconn_t, link));
     }
@@ -873,6 +1307,39 @@ static void server_shutdown(void *arg)
     server_take_inbox(srv); /* deferred replies: connections are gone */
     srv->destroyed = 1;
     server_maybe_free(srv);
+}
+
+/*
+ * Listens on the abstract Unix socket of the local channel, named after
+ * the instance (so a client that learned the name from a HelloAck reaches
+ * this server or nothing). Without it the server serves the network only.
+ */
+static void server_listen_local(dango_rpc_server_t *srv, unsigned lanes)
+{
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int                n, fd;
+
+    n = snprintf(srv->local_name, sizeof(srv->local_name),
+                 "dango-rpc-%016" PRIx64, srv->instance_id);
+    memcpy(un.sun_path + 1, srv->local_name, (size_t)n); /* abstract */
+    srv->chan_buf = dango_malloc(RPC_CHAN_REQ_CAP, "rpc_chan_buf");
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if ((srv->chan_buf == NULL) || (fd < 0) ||
+        (bind(fd, (struct sockaddr *)&un,
+              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                          (size_t)n)) != 0) ||
+        (listen(fd, 1024) != 0)) {
+        dango_warn("rpc server %s: no local channel: %m", srv->addr);
+        if (fd >= 0) {
+            close(fd);
+        }
+
+        srv->local_name[0] = '\0';
+        return;
+    }
+
+    srv->local_fd   = fd;
+    srv->chan_lanes = DANGO_MIN(lanes, RPC_CHAN_LANES);
 }
 
 int dango_rpc_server_create(const dango_rpc_server_params_t *p,
@@ -903,6 +1370,7 @@ int dango_rpc_server_create(const dango_rpc_server_params_t *p,
                             : DANGO_RPC_DEFAULT_HANDSHAKE_NS;
     srv->io_ns = p->io_timeout_ns ? p->io_timeout_ns : DANGO_RPC_DEFAULT_IO_NS;
     srv->flush_task.cb = server_flush_task;
+    srv->local_fd      = -1;
     dango_list_init(&srv->conns);
     dango_list_init(&srv->dirty);
     dango_mpool_init(&srv->call_pool, sizeof(dango_rpc_call_t), 64, 0,
@@ -930,6 +1398,10 @@ int dango_rpc_server_create(const dango_rpc_server_params_t *p,
 
     srv->listen_fd = rc;
     dango_sock_local_addr(srv->listen_fd, srv->addr, sizeof(srv->addr));
+    if (p->local_lanes >= 0) {
+        server_listen_local(srv, p->local_lanes ? (unsigned)p->local_lanes
+                                                : RPC_CHAN_DEFAULT_LANES);
+    }
     a.srv = srv;
     a.rc  = 0;
     dango_loop_run_sync(srv->loop, server_open, &a);
@@ -944,6 +1416,9 @@ int dango_rpc_server_create(const dango_rpc_server_params_t *p,
 
 err_close:
     close(srv->listen_fd);
+    if (srv->local_fd >= 0) {
+        close(srv->local_fd);
+    }
 err_free:
     server_free(srv);
     return rc;

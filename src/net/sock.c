@@ -380,3 +380,164 @@ int dango_sock_recv_frame(int fd, dango_frame_t *hdr, void **payload_p,
     *payload_p    = payload;
     return 0;
 }
+
+int dango_sock_send_frame_fds(int fd, const dango_frame_t *hdr,
+                              const void *payload, size_t payload_len,
+                              const int *fds, unsigned nfds,
+                              uint64_t deadline_ns)
+{
+    union {
+        struct cmsghdr align;
+        char           space[CMSG_SPACE(DANGO_SOCK_FDS_MAX * sizeof(int))];
+    } cbuf;
+    struct iovec    iov[2] = {{(void *)hdr, sizeof(*hdr)},
+                              {(void *)payload, payload_len}};
+    struct msghdr   mh     = {0};
+    struct cmsghdr *cm;
+    size_t          sent;
+    ssize_t         n;
+    int             rc;
+
+    if (nfds == 0) {
+        return dango_sock_send_frame(fd, hdr, payload, payload_len,
+                                     deadline_ns);
+    }
+
+    if (nfds > DANGO_SOCK_FDS_MAX) {
+        return DANGO_EINVAL;
+    }
+
+    memset(&cbuf, 0, sizeof(cbuf));
+    mh.msg_iov        = iov;
+    mh.msg_iovlen     = (payload_len > 0) ? 2 : 1;
+    mh.msg_control    = cbuf.space;
+    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    cm                = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level    = SOL_SOCKET;
+    cm->cmsg_type     = SCM_RIGHTS;
+    cm->cmsg_len      = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    for (;;) {
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            break;
+        }
+
+        if (errno == EINTR) {
+            continue;
+        }
+
+        if (errno != EAGAIN) {
+            return dango_err_from_errno(errno);
+        }
+
+        rc = sock_poll(fd, POLLOUT, deadline_ns);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    /* The descriptors went with the first byte; the rest goes without. */
+    sent = (size_t)n;
+    rc   = 0;
+    if (sent < sizeof(*hdr)) {
+        rc   = dango_sock_send_all(fd, (const char *)hdr + sent,
+                                   sizeof(*hdr) - sent, deadline_ns);
+        sent = sizeof(*hdr);
+    }
+
+    if ((rc == 0) && (sent - sizeof(*hdr) < payload_len)) {
+        rc = dango_sock_send_all(
+            fd, (const char *)payload + (sent - sizeof(*hdr)),
+            payload_len - (sent - sizeof(*hdr)), deadline_ns);
+    }
+
+    return rc;
+}
+
+int dango_sock_recv_hdr_fds(int fd, dango_frame_t *hdr, int *fds, unsigned max,
+                            unsigned *nfds_p, uint64_t deadline_ns)
+{
+    char    *p     = (char *)hdr;
+    size_t   left  = sizeof(*hdr);
+    unsigned got   = 0;
+    int      trunc = 0;
+    int      rc    = 0;
+
+    while (left > 0) {
+        union {
+            struct cmsghdr align;
+            char           space[CMSG_SPACE(DANGO_SOCK_FDS_MAX * sizeof(int))];
+        } cbuf;
+        struct iovec    iov = {p, left};
+        struct msghdr   mh  = {0};
+        struct cmsghdr *cm;
+        ssize_t         n;
+
+        mh.msg_iov        = &iov;
+        mh.msg_iovlen     = 1;
+        mh.msg_control    = cbuf.space;
+        mh.msg_controllen = sizeof(cbuf.space);
+        n                 = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n == 0) {
+            rc = DANGO_ECONNRESET;
+            break;
+        }
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            rc = (errno == EAGAIN) ? sock_poll(fd, POLLIN, deadline_ns)
+                                   : dango_err_from_errno(errno);
+            if (rc != 0) {
+                break;
+            }
+
+            continue;
+        }
+
+        if ((mh.msg_flags & MSG_CTRUNC) != 0) {
+            trunc = 1;
+        }
+
+        for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+            size_t k;
+
+            if ((cm->cmsg_level != SOL_SOCKET) ||
+                (cm->cmsg_type != SCM_RIGHTS)) {
+                continue;
+            }
+
+            k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int one;
+
+                memcpy(&one, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                if (got < max) {
+                    fds[got++] = one;
+                } else {
+                    close(one);
+                    trunc = 1;
+                }
+            }
+        }
+
+        p += n;
+        left -= (size_t)n;
+    }
+
+    if ((rc == 0) && trunc) {
+        rc = DANGO_EPROTO; /* more descriptors than asked for, or dropped */
+    }
+
+    if (rc != 0) {
+        while (got > 0) {
+            close(fds[--got]);
+        }
+    }
+
+    *nfds_p = got;
+    return rc;
+}

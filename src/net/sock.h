@@ -79,6 +79,23 @@ DANGO_API int dango_sock_send_frame(int fd, const dango_frame_t *hdr,
 DANGO_API int dango_sock_recv_frame(int fd, dango_frame_t *hdr,
                                     void **payload_p, uint64_t deadline_ns);
 
+/*
+ * Unix sockets: dango_sock_send_frame() with @nfds descriptors (at most
+ * DANGO_SOCK_FDS_MAX) passed as SCM_RIGHTS with the header's first byte.
+ * dango_sock_recv_hdr_fds() receives a frame header (not checked: see
+ * dango_frame_check()) with at most @max descriptors, set in @fds (*@nfds_p
+ * of them, close-on-exec); more than @max, or descriptors the kernel had to
+ * drop, is DANGO_EPROTO (and none is kept).
+ */
+#define DANGO_SOCK_FDS_MAX 4
+DANGO_API int dango_sock_send_frame_fds(int fd, const dango_frame_t *hdr,
+                                        const void *payload, size_t payload_len,
+                                        const int *fds, unsigned nfds,
+                                        uint64_t deadline_ns);
+DANGO_API int dango_sock_recv_hdr_fds(int fd, dango_frame_t *hdr, int *fds,
+                                      unsigned max, unsigned *nfds_p,
+                                      uint64_t deadline_ns);
+
 DANGO_END_DECLS
 
 #endif

@@ -1462,6 +1462,7 @@ int dango_store_client_create(const dango_store_params_t *params,
     rp.call_timeout_ns = c->cfg.rpc_timeout;
     rp.name            = "store-rpc";
     rp.lanes = (c->cfg.master_lanes == 0) ? -1 : (int)c->cfg.master_lanes;
+    rp.local = c->cfg.master_local ? 0 : -1;
     if (dango__store_ha_is_url(c->master_addr)) {
         rc = dango__sc_ha_create(c); /* follows the elected leader */
     } else {

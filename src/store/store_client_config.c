@@ -35,6 +35,10 @@ static const dango_config_field_t store_client_config_fields[] = {
      "calls are in progress (more share one pipelined connection; 0: all "
      "do; 0..256)",
      offsetof(store_client_config_t, master_lanes), DANGO_CFG_UINT},
+    {"MASTER_LOCAL", "yes",
+     "call a master on this host (same network namespace) through the "
+     "shared-memory channel it offers, instead of TCP",
+     offsetof(store_client_config_t, master_local), DANGO_CFG_BOOL},
     {"TRANSFER_TIMEOUT", "30s", "bound on the data transfers of one put or get",
      offsetof(store_client_config_t, transfer_timeout), DANGO_CFG_TIME},
     {"WAIT_POLL", "50us",

@@ -132,6 +132,7 @@ static void ha_apply(sc_ha_t *ha, const char *addr, size_t addr_len,
         rp.call_timeout_ns = c->cfg.rpc_timeout;
         rp.name            = "store-rpc";
         rp.lanes = (c->cfg.master_lanes == 0) ? -1 : (int)c->cfg.master_lanes;
+        rp.local = c->cfg.master_local ? 0 : -1;
         rc = dango_rpc_client_create(conn->addr, dango_auth_env_token(), &rp,
                                      &conn->rpc);
         if (rc != 0) {

@@ -35,6 +35,7 @@ typedef struct store_client_config {
     uint64_t      rpc_timeout;
     uint64_t      connect_timeout;
     unsigned long master_lanes;
+    int           master_local;
     uint64_t      transfer_timeout;
     uint64_t      wait_poll;
     int           verify_checksum;

@@ -1360,12 +1360,13 @@ int dango_store_master_create(const dango_config_t  *config,
     }
 
     memset(&rp, 0, sizeof(rp));
-    rp.loop    = m->loop;
-    rp.listen  = m->cfg.listen;
-    rp.token   = dango_auth_env_token();
-    rp.handler = master_rpc;
-    rp.arg     = m;
-    rc         = dango_rpc_server_create(&rp, &m->rpc);
+    rp.loop        = m->loop;
+    rp.listen      = m->cfg.listen;
+    rp.token       = dango_auth_env_token();
+    rp.handler     = master_rpc;
+    rp.arg         = m;
+    rp.local_lanes = (m->cfg.local_lanes == 0) ? -1 : (int)m->cfg.local_lanes;
+    rc             = dango_rpc_server_create(&rp, &m->rpc);
     if (rc != 0) {
         dango_error("master: cannot serve RPC on %s: %s", m->cfg.listen,
                     dango_strerror(rc));

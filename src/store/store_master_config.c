@@ -12,6 +12,11 @@
 static const dango_config_field_t master_config_fields[] = {
     {"LISTEN", "0.0.0.0:50051", "RPC listen address host:port (port 0: any)",
      offsetof(ms_config_t, listen), DANGO_CFG_STRING},
+    {"LOCAL_LANES", "16",
+     "lanes of the local channel: a client on this host (in the same "
+     "network namespace) calls through shared memory with this many calls "
+     "in flight, instead of TCP (0: off, no Unix socket either; 0..32)",
+     offsetof(ms_config_t, local_lanes), DANGO_CFG_INT},
     {"ADMIN_LISTEN", "0.0.0.0:9003",
      "admin HTTP address host:port (/health, /metrics, /segments, /keys, "
      "/key/<key>); empty: off",
@@ -170,6 +175,10 @@ int dango__master_config_load(const dango_config_t *cfg, ms_config_t *c)
     }
     if (c->view_version < 0) {
         dango_error("master: MASTER_VIEW_VERSION is negative");
+        goto err;
+    }
+    if ((c->local_lanes < 0) || (c->local_lanes > 32)) {
+        dango_error("master: MASTER_LOCAL_LANES out of range (0..32)");
         goto err;
     }
     if ((c->ha_lease_ttl < DANGO_NSEC_PER_SEC) ||

@@ -81,6 +81,7 @@ typedef struct ms_config {
     long     disk_queue;
     uint64_t location_cache_time;
     size_t   put_slots;
+    long     local_lanes;
 } ms_config_t;
 
 extern dango_config_table_t dango__master_config_table;

@@ -238,29 +238,6 @@ static int shm_uds_addr(const char *name, struct sockaddr_un *sa,
     return 0;
 }
 
-/* Waits for @events on @fd until @deadline_ns (monotonic). */
-static int shm_poll(int fd, short events, uint64_t deadline_ns)
-{
-    for (;;) {
-        uint64_t      now = dango_time_ns();
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int           n;
-
-        if (now >= deadline_ns) {
-            return DANGO_ETIMEDOUT;
-        }
-
-        n = poll(&pfd, 1, (int)((deadline_ns - now + 999999) / 1000000));
-        if (n > 0) {
-            return 0;
-        }
-
-        if ((n < 0) && (errno != EINTR)) {
-            return dango_err_from_errno(errno);
-        }
-    }
-}
-
 /* Peer uid of a connected Unix socket. */
 static int shm_peer_uid(int fd, uid_t *uid_p)
 {
@@ -302,70 +279,8 @@ static int shm_send_msg(int fd, uint8_t type, int32_t status, uint64_t addr,
 
     protobuf_c_message_pack(msg, buf);
     dango_frame_init(&hdr, type, 0, addr, len, status);
-    if (pass_fd < 0) {
-        rc = dango_sock_send_frame(fd, &hdr, buf, len, deadline_ns);
-        goto out;
-    }
-
-    for (;;) {
-        union {
-            struct cmsghdr align;
-            char           space[CMSG_SPACE(sizeof(int))];
-        } cbuf;
-        struct iovec    iov[2] = {{&hdr, sizeof(hdr)}, {buf, len}};
-        struct msghdr   mh     = {0};
-        struct cmsghdr *cm;
-        size_t          sent;
-        ssize_t         n;
-
-        memset(&cbuf, 0, sizeof(cbuf));
-        mh.msg_iov        = iov;
-        mh.msg_iovlen     = (len > 0) ? 2 : 1;
-        mh.msg_control    = cbuf.space;
-        mh.msg_controllen = sizeof(cbuf.space);
-        cm                = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level    = SOL_SOCKET;
-        cm->cmsg_type     = SCM_RIGHTS;
-        cm->cmsg_len      = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-
-        n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno == EAGAIN) {
-                rc = shm_poll(fd, POLLOUT, deadline_ns);
-                if (rc != 0) {
-                    goto out;
-                }
-
-                continue;
-            }
-
-            rc = dango_err_from_errno(errno);
-            goto out;
-        }
-
-        /* The fd went with the first byte; finish the rest without it. */
-        sent = (size_t)n;
-        rc   = 0;
-        if (sent < sizeof(hdr)) {
-            rc   = dango_sock_send_all(fd, (char *)&hdr + sent,
-                                       sizeof(hdr) - sent, deadline_ns);
-            sent = sizeof(hdr);
-        }
-
-        if ((rc == 0) && (sent - sizeof(hdr) < len)) {
-            rc = dango_sock_send_all(fd, buf + (sent - sizeof(hdr)),
-                                     len - (sent - sizeof(hdr)), deadline_ns);
-        }
-
-        goto out;
-    }
-
-out:
+    rc = dango_sock_send_frame_fds(fd, &hdr, buf, len, &pass_fd,
+                                   (pass_fd >= 0) ? 1 : 0, deadline_ns);
     if (buf != stack) {
         dango_free(buf);
     }
@@ -380,91 +295,11 @@ out:
 static int shm_recv_hdr_fd(int fd, dango_frame_t *hdr, int *fd_p,
                            uint64_t deadline_ns)
 {
-    char  *p     = (char *)hdr;
-    size_t left  = sizeof(*hdr);
-    int    rfd   = -1;
-    int    trunc = 0;
-    int    rc;
+    unsigned n;
+    int      rc = dango_sock_recv_hdr_fds(fd, hdr, fd_p, 1, &n, deadline_ns);
 
-    while (left > 0) {
-        union {
-            struct cmsghdr align;
-            char           space[CMSG_SPACE(4 * sizeof(int))];
-        } cbuf;
-        struct iovec    iov = {p, left};
-        struct msghdr   mh  = {0};
-        struct cmsghdr *cm;
-        ssize_t         n;
-
-        mh.msg_iov        = &iov;
-        mh.msg_iovlen     = 1;
-        mh.msg_control    = cbuf.space;
-        mh.msg_controllen = sizeof(cbuf.space);
-        n                 = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n == 0) {
-            rc = DANGO_ECONNRESET;
-            goto err;
-        }
-
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno == EAGAIN) {
-                rc = shm_poll(fd, POLLIN, deadline_ns);
-                if (rc != 0) {
-                    goto err;
-                }
-
-                continue;
-            }
-
-            rc = dango_err_from_errno(errno);
-            goto err;
-        }
-
-        if ((mh.msg_flags & MSG_CTRUNC) != 0) {
-            trunc = 1;
-        }
-
-        for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
-            size_t nfds;
-
-            if ((cm->cmsg_level != SOL_SOCKET) ||
-                (cm->cmsg_type != SCM_RIGHTS)) {
-                continue;
-            }
-
-            nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < nfds; i++) {
-                int got;
-
-                memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                if (rfd < 0) {
-                    rfd = got;
-                } else {
-                    close(got);
-                    trunc = 1;
-                }
-            }
-        }
-
-        p += n;
-        left -= (size_t)n;
-    }
-
-    if (trunc) {
-        rc = DANGO_EPROTO; /* more descriptors than one, or some dropped */
-        goto err;
-    }
-
-    *fd_p = rfd;
-    return 0;
-
-err:
-    if (rfd >= 0) {
-        close(rfd);
+    if ((rc == 0) && (n == 0)) {
+        *fd_p = -1;
     }
 
     return rc;

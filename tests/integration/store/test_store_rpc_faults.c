@@ -31,7 +31,8 @@
  *                        again on every put: they go the two round trip
  *                        way for a while
  * The first four run with slots off (STORE_PUT_SLOTS 0): they are about
- * PutStart and PutEnd.
+ * PutStart and PutEnd. The client calls through the proxy only
+ * (STORE_MASTER_LOCAL no): the local channel would go around it.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -354,6 +355,8 @@ static int client_setup(const char *slots)
     assert_dango_ok(dango_config_set(cfg, "STORE_RPC_TIMEOUT", "5s"));
     assert_dango_ok(dango_config_set(cfg, "XFER_LISTEN", "127.0.0.1:0"));
     assert_dango_ok(dango_config_set(cfg, "STORE_PUT_SLOTS", slots));
+    /* Every call through the proxy: none through the local channel. */
+    assert_dango_ok(dango_config_set(cfg, "STORE_MASTER_LOCAL", "no"));
     p.field_mask   = DANGO_STORE_PARAM_MASTER | DANGO_STORE_PARAM_SEGMENT_SIZE;
     p.master_addr  = P.addr;
     p.segment_size = SEG_SIZE;

@@ -148,6 +148,8 @@ static void frame_payload_limits_per_type(void **state)
         {DANGO_FRAME_SHM_MAP_RESP, DANGO_FRAME_CTRL_MAX},
         {DANGO_FRAME_RPC_REQ, DANGO_FRAME_RPC_MAX},
         {DANGO_FRAME_RPC_RESP, DANGO_FRAME_RPC_MAX},
+        {DANGO_FRAME_CHAN_OPEN, DANGO_FRAME_CTRL_MAX},
+        {DANGO_FRAME_CHAN_ACK, DANGO_FRAME_CTRL_MAX},
     };
     dango_frame_t f;
 

@@ -82,6 +82,7 @@ typedef struct test_server {
 /* dango_rpc_client_params_t::lanes of test_client(): the suite runs with 0
  * (the default lanes) and with -1 (the shared connection only). */
 static int g_lanes;
+static int g_local; /* dango_rpc_client_params_t::local of test clients */
 
 /* ---------- helpers ---------- */
 
@@ -380,7 +381,8 @@ static dango_rpc_client_t *test_client_lanes(const char *addr,
 {
     dango_rpc_client_params_t p = {.connect_timeout_ns = TEST_WAIT_NS,
                                    .call_timeout_ns    = TEST_CALL_NS,
-                                   .lanes              = lanes};
+                                   .lanes              = lanes,
+                                   .local              = g_local};
     dango_rpc_client_t       *cli;
 
     assert_dango_ok(dango_rpc_client_create(addr, token, &p, &cli));
@@ -450,9 +452,17 @@ static void rpc_echo_sizes(void **state)
     assert_dango_ok(dango_rpc_call(cli, M_ECHO, "abc", 3, NULL, &rlen, 0));
     assert_int_equal(rlen, 3);
 
-    /* The handler sees where the call came from. */
+    /* The handler sees where the call came from: the local channel's
+     * Unix connection (named by the client's pid), or the network. */
     test_peer(cli, peer, sizeof(peer));
-    assert_int_equal(strncmp(peer, "127.0.0.1:", 10), 0);
+    if (g_local >= 0) {
+        char want[32];
+
+        snprintf(want, sizeof(want), "local pid %ld", (long)getpid());
+        assert_string_equal(peer, want);
+    } else {
+        assert_int_equal(strncmp(peer, "127.0.0.1:", 10), 0);
+    }
 
     dango_rpc_client_destroy(cli);
     test_server_free(ts);
@@ -1447,7 +1457,11 @@ int main(void)
     int failed;
 
     g_lanes = 0;
-    failed  = cmocka_run_group_tests_name("rpc with lanes", tests, NULL, NULL);
+    g_local = 0;
+    failed = cmocka_run_group_tests_name("rpc through the local channel", tests,
+                                         NULL, NULL);
+    g_local = -1;
+    failed += cmocka_run_group_tests_name("rpc with lanes", tests, NULL, NULL);
     g_lanes = -1;
     failed += cmocka_run_group_tests_name("rpc over the shared connection",
                                           tests, NULL, NULL);
