@@ -159,7 +159,7 @@ struct dango_rpc_server {
 static void sconn_close(rpc_sconn_t *conn);
 static int  chan_fits(const dango_rpc_call_t *call);
 static void chan_flush(rpc_sconn_t *conn);
-static void chan_serve(rpc_sconn_t *conn);
+static int  chan_serve(rpc_sconn_t *conn);
 static void chan_close(rpc_sconn_t *conn);
 
 /* ---------- calls ---------- */
@@ -620,9 +620,10 @@ static int chan_pending(const rpc_chan_t *ch)
  * Serves the channel until no request waits, then says the server sleeps
  * (and looks once more, see rpc_chan.h). A paused connection (max_pending)
  * is served again when it resumes; a busy channel yields to the rest of
- * the loop after RPC_CHAN_ROUNDS scans and kicks itself.
+ * the loop after RPC_CHAN_ROUNDS scans and kicks itself. Returns 0, or an
+ * error when it closed the connection (which may be gone then).
  */
-static void chan_serve(rpc_sconn_t *conn)
+static int chan_serve(rpc_sconn_t *conn)
 {
     rpc_chan_t *ch  = conn->chan;
     uint64_t    one = 1;
@@ -634,17 +635,17 @@ static void chan_serve(rpc_sconn_t *conn)
         n = chan_scan(conn);
         if (n < 0) {
             sconn_close(conn);
-            return;
+            return n;
         }
 
         if (conn->paused) {
-            return;
+            return 0;
         }
 
         if (n == 0) {
             __atomic_store_n(&ch->hdr->srv_sleep, 1, __ATOMIC_SEQ_CST);
             if (!chan_pending(ch)) {
-                return;
+                return 0;
             }
         }
     }
@@ -652,16 +653,19 @@ static void chan_serve(rpc_sconn_t *conn)
     if (write(ch->efd, &one, sizeof(one)) < 0) {
         /* The counter is full of kicks already: it stays readable. */
     }
+
+    return 0;
 }
 
 static void chan_io_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
 {
-    rpc_sconn_t *conn = arg;
-    uint64_t     v;
+    rpc_sconn_t        *conn = arg;
+    dango_rpc_server_t *srv  = conn->srv; /* @conn may go in chan_serve() */
+    uint64_t            v;
 
     (void)loop;
     (void)events;
-    conn->srv->in_callback = 1;
+    srv->in_callback = 1;
     if (read(fd, &v, sizeof(v)) < 0) {
         /* EAGAIN: a kick already taken by an earlier read */
     }
@@ -670,7 +674,7 @@ static void chan_io_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
         chan_serve(conn);
     }
 
-    server_flush_dirty(conn->srv);
+    server_flush_dirty(srv);
 }
 
 /* Creates the channel's memory and eventfd; 0 or an error. */
@@ -918,11 +922,8 @@ static void server_flush_dirty(dango_rpc_server_t *srv)
                     continue;
                 }
 
-                if (conn->chan != NULL) {
-                    chan_serve(conn);
-                    if (conn->closed) {
-                        continue;
-                    }
+                if ((conn->chan != NULL) && (chan_serve(conn) != 0)) {
+                    continue; /* closed */
                 }
             }
         }

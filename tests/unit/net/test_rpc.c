@@ -20,7 +20,10 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <stddef.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +35,7 @@
 #include "dango_ctrl.pb-c.h"
 #include "net/auth.h"
 #include "net/rpc.h"
+#include "net/rpc_chan.h"
 #include "net/sock.h"
 
 #define TEST_WAIT_NS  (10 * DANGO_NSEC_PER_SEC)
@@ -82,7 +86,8 @@ typedef struct test_server {
 /* dango_rpc_client_params_t::lanes of test_client(): the suite runs with 0
  * (the default lanes) and with -1 (the shared connection only). */
 static int g_lanes;
-static int g_local; /* dango_rpc_client_params_t::local of test clients */
+static int g_local;     /* dango_rpc_client_params_t::local of test clients */
+static int g_srv_local; /* dango_rpc_server_params_t::local_lanes */
 
 /* ---------- helpers ---------- */
 
@@ -263,6 +268,7 @@ static int test_server_start(test_server_t *ts, const char *listen,
         .arg         = ts,
         .max_conns   = max_conns,
         .max_pending = max_pending,
+        .local_lanes = g_srv_local,
     };
     int rc = dango_rpc_server_create(&p, &ts->srv);
 
@@ -930,8 +936,9 @@ static void test_raw_send(int fd, uint8_t type, uint64_t id, uint64_t addr,
                                           dango_time_ns() + TEST_WAIT_NS));
 }
 
-/* Sends Hello on @fd and reads HelloAck (without token). */
-static void test_raw_handshake(int fd)
+/* Sends Hello on @fd and reads HelloAck (without token); the local
+ * channel's socket name goes to @name (when not NULL). */
+static void test_raw_handshake_name(int fd, char *name, size_t cap)
 {
     Dango__Ctrl__Hello     hello = DANGO__CTRL__HELLO__INIT;
     Dango__Ctrl__HelloAck *ack;
@@ -953,8 +960,18 @@ static void test_raw_handshake(int fd)
     assert_non_null(ack);
     assert_int_equal(ack->status, 0);
     assert_int_equal(ack->nonce.len, DANGO_AUTH_NONCE_LEN);
+    if (name != NULL) {
+        assert_true(strlen(ack->local_addr) < cap);
+        snprintf(name, cap, "%s", ack->local_addr);
+    }
+
     dango__ctrl__hello_ack__free_unpacked(ack, NULL);
     dango_free(payload);
+}
+
+static void test_raw_handshake(int fd)
+{
+    test_raw_handshake_name(fd, NULL, 0);
 }
 
 /* Connects and does the handshake; returns the fd, ready. */
@@ -1425,6 +1442,208 @@ static int test_teardown(void **state)
     return 0;
 }
 
+/* ---------- local channel ---------- */
+
+/* A channel opened by hand, as a client could (or a hostile one). */
+typedef struct test_chan {
+    int             fd;  /* the Unix connection */
+    int             efd; /* the server's eventfd */
+    rpc_chan_hdr_t *hdr;
+    uint64_t        size;
+} test_chan_t;
+
+/* Learns the local socket over TCP, connects to it and asks for a
+ * channel; returns the Unix connection with the channel mapped. */
+static void test_chan_open(const char *addr, test_chan_t *tc)
+{
+    Dango__Ctrl__ChanOpen req = DANGO__CTRL__CHAN_OPEN__INIT;
+    Dango__Ctrl__ChanAck *ack;
+    struct sockaddr_un    un = {.sun_family = AF_UNIX};
+    char                  name[64];
+    uint8_t               buf[128];
+    dango_frame_t         hdr;
+    int                   fds[2];
+    unsigned              n;
+    size_t                len;
+    int                   tcp = test_raw_connect(addr);
+
+    test_raw_handshake_name(tcp, name, sizeof(name));
+    close(tcp);
+    assert_int_equal(strncmp(name, "dango-rpc-", 10), 0);
+    memcpy(un.sun_path + 1, name, strlen(name));
+    tc->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(tc->fd >= 0);
+    assert_int_equal(
+        connect(tc->fd, (struct sockaddr *)&un,
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                            strlen(name))),
+        0);
+    test_raw_handshake(tc->fd);
+    req.lanes = 4;
+    len       = dango__ctrl__chan_open__pack(&req, buf);
+    test_raw_send(tc->fd, DANGO_FRAME_CHAN_OPEN, 0, 0, len, buf, len);
+    assert_dango_ok(dango_sock_recv_hdr_fds(tc->fd, &hdr, fds, 2, &n,
+                                            dango_time_ns() + TEST_WAIT_NS));
+    assert_int_equal(n, 2);
+    assert_int_equal(hdr.type, DANGO_FRAME_CHAN_ACK);
+    assert_true(hdr.length <= sizeof(buf));
+    assert_dango_ok(dango_sock_recv_all(tc->fd, buf, hdr.length,
+                                        dango_time_ns() + TEST_WAIT_NS));
+    ack = dango__ctrl__chan_ack__unpack(NULL, hdr.length, buf);
+    assert_non_null(ack);
+    assert_int_equal(ack->status, 0);
+    assert_int_equal(ack->lanes, 4);
+    tc->size = ack->size;
+    tc->hdr =
+        mmap(NULL, tc->size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    assert_true(tc->hdr != MAP_FAILED);
+    assert_int_equal(tc->hdr->magic, RPC_CHAN_MAGIC);
+    assert_int_equal(tc->hdr->lanes, 4);
+    dango__ctrl__chan_ack__free_unpacked(ack, NULL);
+    close(fds[0]);
+    tc->efd = fds[1];
+}
+
+static void test_chan_close(test_chan_t *tc)
+{
+    munmap(tc->hdr, tc->size);
+    close(tc->efd);
+    close(tc->fd);
+}
+
+/* Publishes lane 0's request (@len bytes already in place) and kicks. */
+static void test_chan_post(test_chan_t *tc, uint32_t len)
+{
+    uint64_t one = 1;
+
+    __atomic_store_n(&tc->hdr->lane[0].req_len, len, __ATOMIC_RELAXED);
+    __atomic_store_n(&tc->hdr->lane[0].state, RPC_LANE_REQ, __ATOMIC_SEQ_CST);
+    assert_int_equal(write(tc->efd, &one, sizeof(one)), sizeof(one));
+}
+
+/*
+ * The channel by hand: a well-formed request is answered in its lane; a
+ * lane length out of bounds, a frame that is not a request, a length that
+ * disagrees with the frame, a second ChanOpen, and ChanOpen over TCP each
+ * close that connection only; the server serves on, through a channel too.
+ */
+static void rpc_chan_by_hand(void **state)
+{
+    test_server_t      *ts = test_server_new(NULL, 0, 0);
+    dango_rpc_client_t *cli;
+    test_chan_t         tc;
+    dango_frame_t       hdr;
+    char               *req, *rep;
+    uint64_t            deadline;
+    uint8_t             buf[16];
+    size_t              len;
+    int                 fd;
+    char                peer[DANGO_ADDR_STR_MAX], want[32];
+
+    (void)state;
+    /* A well-formed request. */
+    test_chan_open(ts->addr, &tc);
+    req = rpc_chan_req(tc.hdr, 0, tc.hdr->req_cap, tc.hdr->rep_cap);
+    rep = rpc_chan_rep(tc.hdr, 0, tc.hdr->req_cap, tc.hdr->rep_cap);
+    dango_frame_init(&hdr, DANGO_FRAME_RPC_REQ, 42, M_ECHO, 5, 0);
+    memcpy(req, &hdr, sizeof(hdr));
+    memcpy(req + sizeof(hdr), "hello", 5);
+    test_chan_post(&tc, sizeof(hdr) + 5);
+    deadline = dango_time_ns() + TEST_WAIT_NS;
+    while ((__atomic_load_n(&tc.hdr->lane[0].state, __ATOMIC_ACQUIRE) !=
+            RPC_LANE_DONE) &&
+           (dango_time_ns() < deadline)) {
+        usleep(1000);
+    }
+
+    assert_int_equal(tc.hdr->lane[0].state, RPC_LANE_DONE);
+    assert_int_equal(tc.hdr->lane[0].rep_len, sizeof(hdr) + 5);
+    memcpy(&hdr, rep, sizeof(hdr));
+    assert_int_equal(hdr.type, DANGO_FRAME_RPC_RESP);
+    assert_int_equal(hdr.id, 42);
+    assert_int_equal(hdr.status, 0);
+    assert_memory_equal(rep + sizeof(hdr), "hello", 5);
+
+    /* Lane lengths out of bounds. */
+    test_chan_post(&tc, 10);
+    assert_true(test_raw_closed(tc.fd));
+    test_chan_close(&tc);
+    test_chan_open(ts->addr, &tc);
+    test_chan_post(&tc, tc.hdr->req_cap + 1);
+    assert_true(test_raw_closed(tc.fd));
+    test_chan_close(&tc);
+
+    /* A reply frame, then a length the frame does not announce. */
+    test_chan_open(ts->addr, &tc);
+    req = rpc_chan_req(tc.hdr, 0, tc.hdr->req_cap, tc.hdr->rep_cap);
+    dango_frame_init(&hdr, DANGO_FRAME_RPC_RESP, 1, M_ECHO, 0, 0);
+    memcpy(req, &hdr, sizeof(hdr));
+    test_chan_post(&tc, sizeof(hdr));
+    assert_true(test_raw_closed(tc.fd));
+    test_chan_close(&tc);
+    test_chan_open(ts->addr, &tc);
+    req = rpc_chan_req(tc.hdr, 0, tc.hdr->req_cap, tc.hdr->rep_cap);
+    dango_frame_init(&hdr, DANGO_FRAME_RPC_REQ, 1, M_ECHO, 100, 0);
+    memcpy(req, &hdr, sizeof(hdr));
+    test_chan_post(&tc, sizeof(hdr) + 5);
+    assert_true(test_raw_closed(tc.fd));
+    test_chan_close(&tc);
+
+    /* ChanOpen twice; ChanOpen over TCP. */
+    test_chan_open(ts->addr, &tc);
+    len = 0;
+    test_raw_send(tc.fd, DANGO_FRAME_CHAN_OPEN, 0, 0, len, buf, len);
+    assert_true(test_raw_closed(tc.fd));
+    test_chan_close(&tc);
+    fd = test_raw_hello(ts->addr);
+    test_raw_send(fd, DANGO_FRAME_CHAN_OPEN, 0, 0, len, buf, len);
+    assert_true(test_raw_closed(fd));
+    close(fd);
+
+    /* The server serves on, a client through its own channel. */
+    g_local = 0;
+    cli     = test_client_lanes(ts->addr, NULL, 0);
+    g_local = -1;
+    test_echo(cli, M_ECHO, 100, 1);
+    test_peer(cli, peer, sizeof(peer));
+    snprintf(want, sizeof(want), "local pid %ld", (long)getpid());
+    assert_string_equal(peer, want);
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
+/* Without a local channel on either side, calls take TCP. */
+static void rpc_chan_off(void **state)
+{
+    test_server_t      *ts;
+    dango_rpc_client_t *cli;
+    char                peer[DANGO_ADDR_STR_MAX], name[64];
+    int                 fd;
+
+    (void)state;
+    g_srv_local = -1;
+    ts          = test_server_new(NULL, 0, 0);
+    g_srv_local = 0;
+    fd          = test_raw_connect(ts->addr);
+    test_raw_handshake_name(fd, name, sizeof(name));
+    close(fd);
+    assert_string_equal(name, "");
+    cli = test_client_lanes(ts->addr, NULL, 0);
+    test_echo(cli, M_ECHO, 100, 1);
+    test_peer(cli, peer, sizeof(peer));
+    assert_int_equal(strncmp(peer, "127.0.0.1:", 10), 0);
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+
+    ts  = test_server_new(NULL, 0, 0); /* offers one; the client says no */
+    cli = test_client_lanes(ts->addr, NULL, 0);
+    test_echo(cli, M_ECHO, 100, 2);
+    test_peer(cli, peer, sizeof(peer));
+    assert_int_equal(strncmp(peer, "127.0.0.1:", 10), 0);
+    dango_rpc_client_destroy(cli);
+    test_server_free(ts);
+}
+
 int main(void)
 {
 #define T(_fn) cmocka_unit_test_teardown(_fn, test_teardown)
@@ -1452,6 +1671,8 @@ int main(void)
         T(rpc_lanes_reopen_after_restart),
         T(rpc_lanes_timeout_closes_lane),
         T(rpc_accept_out_of_fds),
+        T(rpc_chan_by_hand),
+        T(rpc_chan_off),
     };
 #undef T
     int failed;
