@@ -6,11 +6,12 @@
  * operations at the rate Redis serves GET on the same machine.
  *
  *   bench_rpc [--threads 8] [--clients 1] [--duration 3] [--size 0]
- *             [--deferred] [--lanes N]
+ *             [--deferred] [--lanes N] [--no-local]
  * --size is the request and reply payload; --deferred answers from a
  * second thread instead of inside the handler (the worker-pool path);
  * --lanes is the client's dango_rpc_client_params_t::lanes (0: default,
- * -1: every call over the shared connection).
+ * -1: every call over the shared connection); --no-local keeps the client
+ * off the server's local channel (dango_rpc_client_params_t::local).
  * Prints one JSON object: calls/s and p50/p99 latency in microseconds.
  */
 #define _GNU_SOURCE
@@ -132,7 +133,8 @@ static void bench_usage(void)
 {
     fprintf(stderr,
             "usage: bench_rpc [--threads 1..%d] [--clients N] "
-            "[--duration S] [--size BYTES] [--deferred] [--lanes N]\n",
+            "[--duration S] [--size BYTES] [--deferred] [--lanes N] "
+            "[--no-local]\n",
             BENCH_MAX_THREADS);
     exit(2);
 }
@@ -162,6 +164,8 @@ int main(int argc, char **argv)
             bench_size = (size_t)atol(argv[++i]);
         } else if ((strcmp(argv[i], "--lanes") == 0) && (i + 1 < argc)) {
             cp.lanes = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--no-local") == 0) {
+            cp.local = -1;
         } else if (strcmp(argv[i], "--deferred") == 0) {
             bench_deferred = 1;
         } else {
@@ -263,10 +267,11 @@ int main(int argc, char **argv)
     }
 
     printf("{\"bench\":\"rpc\",\"threads\":%u,\"clients\":%u,\"lanes\":%d,"
+           "\"local\":%d,"
            "\"size\":%zu,\"deferred\":%s,\"duration_s\":%.2f,\"calls\":%llu,"
            "\"errors\":%llu,\"calls_per_s\":%.0f,\"p50_us\":%.1f,"
            "\"p99_us\":%.1f}\n",
-           threads, clients, cp.lanes, bench_size,
+           threads, clients, cp.lanes, cp.local >= 0, bench_size,
            bench_deferred ? "true" : "false", (double)elapsed / 1e9,
            (unsigned long long)calls, (unsigned long long)errors,
            (double)calls * 1e9 / (double)elapsed,
