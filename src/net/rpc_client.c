@@ -167,7 +167,7 @@ typedef struct rpc_cchan {
     unsigned      refs;    /* borrowed lanes + the loop's watch (lock) */
     unsigned      lost;    /* lanes lost to timeouts (under lock) */
     int           dead;    /* atomic; set under lock */
-    int           watched; /* loop thread */
+    int           watched; /* the loop watches fd (under lock) */
     rpc_rx_t      rx;      /* loop thread */
     rpc_cl_lane_t lane[RPC_CHAN_LANES];
 } rpc_cchan_t;
@@ -1497,9 +1497,9 @@ static void chan_io_cb(dango_loop_t *loop, int fd, unsigned events, void *arg)
     }
 
     dango_loop_fd_del(loop, fd);
-    ch->watched = 0;
     pthread_mutex_lock(&cli->lock);
-    ch->fd = -1; /* no shutdown() may reach the number once closed */
+    ch->watched = 0;
+    ch->fd      = -1; /* no shutdown() may reach the number once closed */
     chan_kill(cli, ch);
     last = chan_unref(cli, ch);
     pthread_mutex_unlock(&cli->lock);
@@ -1519,9 +1519,16 @@ static void chan_watch(void *arg)
 {
     chan_watch_arg_t *a = arg;
 
-    a->rc          = dango_loop_fd_add(a->cli->loop, a->ch->fd, DANGO_LOOP_READ,
-                                       chan_io_cb, a->ch);
-    a->ch->watched = (a->rc == 0);
+    a->rc = dango_loop_fd_add(a->cli->loop, a->ch->fd, DANGO_LOOP_READ,
+                              chan_io_cb, a->ch);
+    pthread_mutex_lock(&a->cli->lock);
+    if (a->rc == 0) {
+        a->ch->watched = 1;
+    } else {
+        a->ch->refs--; /* the watch's reference: the opener holds one */
+    }
+
+    pthread_mutex_unlock(&a->cli->lock);
 }
 
 /* Maps the channel a ChanAck on @fd grants, with its descriptors. */
@@ -1604,13 +1611,13 @@ static void chan_open(dango_rpc_client_t *cli, uint64_t deadline)
 {
     Dango__Ctrl__ChanOpen req = DANGO__CTRL__CHAN_OPEN__INIT;
     struct sockaddr_un    un  = {.sun_family = AF_UNIX};
-    chan_watch_arg_t      wa;
+    chan_watch_arg_t      wa  = {.cli = cli, .rc = 0};
     rpc_cchan_t          *ch;
     dango_frame_t         hdr;
     uint8_t               buf[16];
     uint64_t              want, inst = 0, now = dango_time_ns();
     size_t                n;
-    int                   rc;
+    int                   fd = -1, last, rc;
 
     if (deadline > now) {
         deadline = now + DANGO_MIN(cli->connect_ns, (deadline - now) / 2);
@@ -1622,30 +1629,41 @@ static void chan_open(dango_rpc_client_t *cli, uint64_t deadline)
         goto fail;
     }
 
+    ch->cli = cli;
     ch->efd = -1;
     ch->fd  = -1;
     rc      = dango__rpc_rx_init(&ch->rx);
-    if (rc != 0) {
-        goto fail;
-    }
-
-    ch->cli = cli;
-    pthread_mutex_lock(&cli->lock);
-    n    = strlen(cli->local_name);
-    want = cli->local_instance;
-    memcpy(un.sun_path + 1, cli->local_name, n); /* abstract */
-    pthread_mutex_unlock(&cli->lock);
-    ch->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (ch->fd < 0) {
-        rc = dango_err_from_errno(errno);
-        goto fail;
-    }
-
-    rc = dango_sock_connect_fd(
-        ch->fd, (struct sockaddr *)&un,
-        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n), deadline);
     if (rc == 0) {
-        rc = sock_handshake(cli, ch->fd, deadline, &inst);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        rc = (fd < 0) ? dango_err_from_errno(errno) : 0;
+    }
+
+    if (rc != 0) {
+        chan_free(ch);
+        goto fail;
+    }
+
+    /* Listed (and its socket published) from now on, so that destroy can
+     * end the handshake's waits with chan_kill(). */
+    pthread_mutex_lock(&cli->lock);
+    ch->fd     = fd;
+    ch->refs   = 1; /* ours */
+    ch->next   = cli->chans;
+    cli->chans = ch;
+    n          = strlen(cli->local_name);
+    want       = cli->local_instance;
+    memcpy(un.sun_path + 1, cli->local_name, n); /* abstract */
+    rc = cli->closing ? DANGO_ECANCELED : 0;
+    pthread_mutex_unlock(&cli->lock);
+    if (rc == 0) {
+        rc = dango_sock_connect_fd(
+            fd, (struct sockaddr *)&un,
+            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n),
+            deadline);
+    }
+
+    if (rc == 0) {
+        rc = sock_handshake(cli, fd, deadline, &inst);
     }
 
     if ((rc == 0) && (inst != want)) {
@@ -1656,57 +1674,75 @@ static void chan_open(dango_rpc_client_t *cli, uint64_t deadline)
         req.lanes = RPC_CHAN_DEFAULT_LANES;
         dango_frame_init(&hdr, DANGO_FRAME_CHAN_OPEN, 0, 0,
                          protobuf_c_message_pack(&req.base, buf), 0);
-        rc = dango_sock_send_frame(ch->fd, &hdr, buf, (size_t)hdr.length,
-                                   deadline);
+        rc = dango_sock_send_frame(fd, &hdr, buf, (size_t)hdr.length, deadline);
     }
 
     if (rc == 0) {
-        rc = chan_map(cli, ch->fd, deadline, ch);
+        rc = chan_map(cli, fd, deadline, ch);
     }
 
     if (rc == 0) {
+        pthread_mutex_lock(&cli->lock);
         ch->free = (ch->lanes == 64) ? ~0ull : ((1ull << ch->lanes) - 1);
-        ch->refs = 1; /* the loop's watch */
-        wa.cli   = cli;
-        wa.ch    = ch;
+        ch->refs++; /* the loop's watch, from the moment it may run */
+        pthread_mutex_unlock(&cli->lock);
+        wa.ch = ch;
         dango_loop_run_sync(cli->loop, chan_watch, &wa);
         rc = wa.rc;
     }
 
-    if (rc != 0) {
-        goto fail;
-    }
-
     pthread_mutex_lock(&cli->lock);
-    ch->next          = cli->chans;
-    cli->chans        = ch;
-    cli->chan_opening = 0;
-    if (cli->closing) {
-        chan_kill(cli, ch); /* the loop frees it, or destroy does */
-    } else {
-        cli->chan = ch;
+    if ((rc == 0) && (ch->dead || cli->closing)) {
+        rc = DANGO_ECONNRESET;
     }
 
+    if (rc == 0) {
+        cli->chan = ch;
+    } else {
+        chan_kill(cli, ch);
+        if (ch->watched || (ch->fd < 0)) {
+            fd = -1; /* the loop closes it, or already did */
+        } else {
+            ch->fd = -1; /* never watched: closed below */
+        }
+    }
+
+    cli->chan_opening = 0;
+    if (rc != 0) {
+        cli->chan_retry_at = dango_time_ns() + CHAN_BACKOFF_NS;
+        if ((rc == DANGO_ECONNREFUSED) || (rc == DANGO_EPEER_GONE)) {
+            /* Not on this host (or not that instance): TCP until a
+             * HelloAck names a socket again. */
+            cli->local_name[0] = '\0';
+        }
+    }
+
+    last = chan_unref(cli, ch);
     pthread_mutex_unlock(&cli->lock);
-    dango_debug("rpc client %s: local channel of %u lanes", cli->addr,
-                ch->lanes);
+    if (rc == 0) {
+        dango_debug("rpc client %s: local channel of %u lanes", cli->addr,
+                    ch->lanes);
+        return;
+    }
+
+    dango_debug("rpc client %s: no local channel: %s", cli->addr,
+                dango_strerror(rc));
+    if (fd >= 0) {
+        close(fd);
+    }
+
+    if (last) {
+        chan_free(ch);
+    }
+
     return;
 
 fail:
     dango_debug("rpc client %s: no local channel: %s", cli->addr,
                 dango_strerror(rc));
-    if (ch != NULL) {
-        if (ch->fd >= 0) {
-            close(ch->fd);
-        }
-
-        chan_free(ch);
-    }
-
     pthread_mutex_lock(&cli->lock);
     cli->chan_opening  = 0;
     cli->chan_retry_at = dango_time_ns() + CHAN_BACKOFF_NS;
-    cli->local_name[0] = '\0';
     pthread_mutex_unlock(&cli->lock);
 }
 
@@ -1796,8 +1832,9 @@ static int chan_wait(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
             return DANGO_ETIMEDOUT;
         }
 
-        if (__atomic_load_n(&cli->closing, __ATOMIC_ACQUIRE)) {
-            return RPC_LANE_DEAD;
+        if (__atomic_load_n(&cli->closing, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&ch->dead, __ATOMIC_SEQ_CST)) {
+            return RPC_LANE_DEAD; /* whatever the lane says now */
         }
 
         __atomic_store_n(&ln->cli_wait, 1, __ATOMIC_SEQ_CST);

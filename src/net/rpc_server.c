@@ -37,6 +37,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stddef.h>
@@ -59,11 +60,10 @@
 #include "net/rpc_int.h"
 #include "net/sock.h"
 
-#define RPC_CALL_INLINE  208         /* reply bytes stored in the call */
-#define RPC_CONN_TX_MAX  (64u << 20) /* queued reply bytes per connection */
-#define RPC_ACCEPT_MAX   64          /* accepts per listener callback */
-#define RPC_CHAN_ROUNDS  8 /* lane scans per channel callback, then yield */
-#define RPC_CHAN_SEND_NS (100ull * 1000000ull) /* ChanAck write bound */
+#define RPC_CALL_INLINE 208         /* reply bytes stored in the call */
+#define RPC_CONN_TX_MAX (64u << 20) /* queued reply bytes per connection */
+#define RPC_ACCEPT_MAX  64          /* accepts per listener callback */
+#define RPC_CHAN_ROUNDS 8 /* lane scans per channel callback, then yield */
 
 typedef enum sconn_state {
     SCONN_HELLO, /* waiting for Hello */
@@ -106,7 +106,8 @@ struct rpc_sconn {
     char                peer_addr[DANGO_ADDR_STR_MAX];
     int                 local; /* accepted on the Unix socket */
     rpc_chan_t         *chan;
-    dango_list_link_t   chan_done; /* lane calls answered, not yet written */
+    int                 chan_asked; /* ChanOpen seen: never twice */
+    dango_list_link_t   chan_done;  /* lane calls answered, not yet written */
 };
 
 struct dango_rpc_call {
@@ -564,7 +565,12 @@ static int chan_take(rpc_sconn_t *conn, uint32_t i)
 
     /* Read once: the client may write the area again at any time. */
     memcpy(buf, rpc_chan_req(ch->hdr, i, ch->req_cap, ch->rep_cap), len);
-    __atomic_store_n(&ln->state, RPC_LANE_BUSY, __ATOMIC_RELAXED);
+    if (!__atomic_compare_exchange_n(&ln->state, &(uint32_t){RPC_LANE_REQ},
+                                     RPC_LANE_BUSY, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED)) {
+        return 0; /* the client's side marked it meanwhile (a dead channel) */
+    }
+
     memcpy(&hdr, buf, sizeof(hdr));
     if ((dango_frame_check(&hdr) != 0) || (hdr.type != DANGO_FRAME_RPC_REQ) ||
         (hdr.length != len - sizeof(hdr))) {
@@ -695,8 +701,12 @@ static int chan_create(rpc_sconn_t *conn, uint32_t lanes, int *mfd_p)
     ch->rep_cap = RPC_CHAN_REP_CAP;
     ch->size    = rpc_chan_size(lanes, ch->req_cap, ch->rep_cap);
     ch->efd     = -1;
-    *mfd_p      = memfd_create("dango-rpc-chan", MFD_CLOEXEC);
-    if ((*mfd_p < 0) || (ftruncate(*mfd_p, (off_t)ch->size) != 0)) {
+    /* Sealed at its size: a client that could shrink it would fault the
+     * server's next touch of the mapping (SIGBUS). */
+    *mfd_p = memfd_create("dango-rpc-chan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if ((*mfd_p < 0) || (ftruncate(*mfd_p, (off_t)ch->size) != 0) ||
+        (fcntl(*mfd_p, F_ADD_SEALS,
+               F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)) {
         rc = dango_err_from_errno(errno);
         goto err;
     }
@@ -765,7 +775,7 @@ static int sconn_chan_open(rpc_sconn_t *conn, const rpc_frame_t *f)
     int                    fds[2] = {-1, -1};
     int                    rc;
 
-    if (!conn->local || (conn->chan != NULL) || (srv->chan_lanes == 0)) {
+    if (!conn->local || conn->chan_asked || (srv->chan_lanes == 0)) {
         rpc_peer_error("rpc conn %s: channel asked for %s: closing",
                        conn->peer_addr,
                        !conn->local ? "over the network" : "twice");
@@ -780,7 +790,8 @@ static int sconn_chan_open(rpc_sconn_t *conn, const rpc_frame_t *f)
         return DANGO_EPROTO;
     }
 
-    lanes = DANGO_MIN(DANGO_MAX(req->lanes, 1u), srv->chan_lanes);
+    conn->chan_asked = 1;
+    lanes            = DANGO_MIN(DANGO_MAX(req->lanes, 1u), srv->chan_lanes);
     dango__ctrl__chan_open__free_unpacked(req, NULL);
     if (!dango_list_is_empty(&conn->txq)) {
         rpc_peer_error("rpc conn %s: channel asked for before the handshake "
@@ -804,9 +815,9 @@ static int sconn_chan_open(rpc_sconn_t *conn, const rpc_frame_t *f)
 
     dango_frame_init(&hdr, DANGO_FRAME_CHAN_ACK, 0, 0,
                      protobuf_c_message_pack(&ack.base, buf), 0);
+    /* Never waits: a client that does not read its socket loses it. */
     rc = dango_sock_send_frame_fds(conn->fd, &hdr, buf, (size_t)hdr.length, fds,
-                                   (rc == 0) ? 2 : 0,
-                                   dango_time_ns() + RPC_CHAN_SEND_NS);
+                                   (rc == 0) ? 2 : 0, dango_time_ns());
     if (fds[0] >= 0) {
         close(fds[0]); /* the mapping stays */
     }

@@ -535,6 +535,7 @@ int dango_sock_recv_hdr_fds(int fd, dango_frame_t *hdr, int *fds, unsigned max,
     if (rc != 0) {
         while (got > 0) {
             close(fds[--got]);
+            fds[got] = -1;
         }
     }
 

@@ -1500,6 +1500,9 @@ static void test_chan_open(const char *addr, test_chan_t *tc)
     assert_int_equal(tc->hdr->magic, RPC_CHAN_MAGIC);
     assert_int_equal(tc->hdr->lanes, 4);
     dango__ctrl__chan_ack__free_unpacked(ack, NULL);
+    /* Sealed: a client cannot shrink the server's mapping under it. */
+    assert_int_not_equal(ftruncate(fds[0], 0), 0);
+    assert_int_not_equal(ftruncate(fds[0], (off_t)tc->size * 2), 0);
     close(fds[0]);
     tc->efd = fds[1];
 }
