@@ -187,6 +187,9 @@ struct dango_rpc_client {
     uint64_t                epoch; /* atomic: highest reply epoch seen */
     unsigned                lanes_max;
     int                     local_on; /* local channel wanted */
+    /* atomic, written under lock: a channel is open or a HelloAck named
+     * one (calls to a server elsewhere skip the channel without a lock) */
+    int chan_hint;
 
     /* under lock */
     pthread_mutex_t   lock;
@@ -814,6 +817,38 @@ static int out_unpack(rpc_out_t *out, const void *buf, size_t len)
     return (out->msg != NULL) ? 0 : DANGO_EPROTO;
 }
 
+/* Hands a reply read into its own buffer (@rc its code) to @out: unpacked
+ * (and the buffer freed) with out->desc, else the buffer itself. */
+static int out_take(rpc_out_t *out, int rc, void *buf, size_t len)
+{
+    if ((rc == 0) && (out->desc != NULL)) {
+        rc = out_unpack(out, buf, len);
+        dango_free(buf);
+    } else if (rc == 0) {
+        out->buf = buf;
+        out->len = len;
+    }
+
+    return rc;
+}
+
+/* Hands the reply frame @f (read through @rx, or NULL) to @out. A message
+ * is unpacked where the reply lies: no copy, and nothing to allocate once
+ * the server has answered. */
+static int out_frame(dango_rpc_client_t *cli, rpc_rx_t *rx,
+                     const rpc_frame_t *f, rpc_out_t *out)
+{
+    int rc = reply_status(cli, f);
+
+    if ((rc == 0) && (out->desc != NULL)) {
+        rc = out_unpack(out, f->payload, (size_t)f->len);
+    } else if (rc == 0) {
+        rc = reply_payload(rx, f, &out->buf, &out->len);
+    }
+
+    return rc;
+}
+
 static void fill_copy(const void *src, size_t len, uint8_t *dst)
 {
     memcpy(dst, src, len);
@@ -932,15 +967,7 @@ static int shared_call(dango_rpc_client_t *cli, uint32_t method,
     }
 
     rc = client_wait(cli, &w, deadline);
-    if ((rc == 0) && (out->desc != NULL)) {
-        rc = out_unpack(out, w.reply, w.reply_len);
-        dango_free(w.reply);
-    } else if (rc == 0) {
-        out->buf = w.reply;
-        out->len = w.reply_len;
-    }
-
-    return rc;
+    return out_take(out, rc, w.reply, w.reply_len);
 }
 
 /* ---------- lanes ---------- */
@@ -1323,14 +1350,7 @@ static int lane_call(dango_rpc_client_t *cli, rpc_lane_t *l, uint32_t method,
                    : DANGO_ECONNRESET;
     }
 
-    /* A message is unpacked where the reply lies: no copy, and nothing to
-     * allocate once the server has answered. */
-    rc = reply_status(cli, &f);
-    if ((rc == 0) && (out->desc != NULL)) {
-        rc = out_unpack(out, f.payload, (size_t)f.len);
-    } else if (rc == 0) {
-        rc = reply_payload(&l->rx, &f, &out->buf, &out->len);
-    }
+    rc = out_frame(cli, &l->rx, &f, out);
 
     if (f.in_big) {
         /* Unpacked (copied) or taken: an idle lane keeps no large reply. */
@@ -1355,6 +1375,7 @@ static void chan_learn(dango_rpc_client_t *cli, const char *name,
     pthread_mutex_lock(&cli->lock);
     snprintf(cli->local_name, sizeof(cli->local_name), "%s", name);
     cli->local_instance = instance;
+    __atomic_store_n(&cli->chan_hint, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&cli->lock);
 }
 
@@ -1714,6 +1735,7 @@ static void chan_open(dango_rpc_client_t *cli, uint64_t deadline)
             /* Not on this host (or not that instance): TCP until a
              * HelloAck names a socket again. */
             cli->local_name[0] = '\0';
+            __atomic_store_n(&cli->chan_hint, 0, __ATOMIC_RELAXED);
         }
     }
 
@@ -1756,6 +1778,10 @@ static int chan_get(dango_rpc_client_t *cli, size_t len, uint64_t deadline,
 {
     rpc_cchan_t *ch;
     int          open, i = -1;
+
+    if (!__atomic_load_n(&cli->chan_hint, __ATOMIC_RELAXED)) {
+        return -1;
+    }
 
     pthread_mutex_lock(&cli->lock);
     if ((cli->chan == NULL) && !cli->chan_opening && !cli->closing &&
@@ -1854,7 +1880,6 @@ static int chan_take_reply(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
     uint32_t len = __atomic_load_n(&ch->hdr->lane[i].rep_len, __ATOMIC_RELAXED);
     const char *rep = rpc_chan_rep(ch->hdr, i, ch->req_cap, ch->rep_cap);
     rpc_frame_t f   = {0};
-    int         rc;
 
     if ((len < sizeof(f.hdr)) || (len > ch->rep_cap)) {
         return DANGO_EPROTO;
@@ -1871,14 +1896,7 @@ static int chan_take_reply(dango_rpc_client_t *cli, rpc_cchan_t *ch, uint32_t i,
 
     f.payload = rep + sizeof(f.hdr);
     f.len     = f.hdr.length;
-    rc        = reply_status(cli, &f);
-    if ((rc == 0) && (out->desc != NULL)) {
-        rc = out_unpack(out, f.payload, (size_t)f.len);
-    } else if (rc == 0) {
-        rc = reply_payload(NULL, &f, &out->buf, &out->len);
-    }
-
-    return rc;
+    return out_frame(cli, NULL, &f, out);
 }
 
 /*
@@ -1925,15 +1943,8 @@ static int chan_call(dango_rpc_client_t *cli, uint32_t method, req_fill_cb fill,
         rc = chan_take_reply(cli, ch, (uint32_t)i, id, out);
         break;
     case RPC_LANE_SOCK:
-        rc              = ch->lane[i].rc;
-        out->buf        = ch->lane[i].buf;
-        out->len        = ch->lane[i].len;
+        rc = out_take(out, ch->lane[i].rc, ch->lane[i].buf, ch->lane[i].len);
         ch->lane[i].buf = NULL;
-        if ((rc == 0) && (out->desc != NULL)) {
-            rc = out_unpack(out, out->buf, out->len);
-            dango_free(out->buf);
-            out->buf = NULL;
-        }
         break;
     case DANGO_ETIMEDOUT:
         chan_put(cli, ch, (uint32_t)i, 1);
